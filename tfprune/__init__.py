@@ -1,0 +1,45 @@
+"""tfprune: importance-based layer-wise sparsity for tf-keras, on top of tfmot.
+
+Importing tfprune sets ``TF_USE_LEGACY_KERAS=1`` (tfmot works only with
+Keras 2); import it before TensorFlow, or set that variable yourself.
+"""
+
+from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must come first)
+
+_ensure()
+
+from tfprune import allocation, datasets, models  # noqa: E402
+from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
+from tfprune.callbacks import LayerwisePruning, apply_masks  # noqa: E402
+from tfprune.export import ExportReport, export_tflite  # noqa: E402
+from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
+from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
+from tfprune.schedule import LayerwiseSchedule  # noqa: E402
+from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Allocation",
+    "ExportReport",
+    "LayerInventory",
+    "LayerwisePruning",
+    "LayerwiseSchedule",
+    "PrunableLayer",
+    "SkippedLayer",
+    "allocate_sparsity",
+    "allocation",
+    "apply_masks",
+    "clone",
+    "custom_object_scope",
+    "custom_objects",
+    "datasets",
+    "export_tflite",
+    "is_wrapped",
+    "list_allocators",
+    "load_model",
+    "models",
+    "prunable_layers",
+    "strip",
+    "wrap",
+]

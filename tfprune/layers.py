@@ -1,0 +1,243 @@
+"""Layer discovery: which weights of a model tfprune can prune, and why not the rest.
+
+`prunable_layers(model)` walks Sequential, functional and nested models (a
+model used as a layer) and returns a `LayerInventory`: one `PrunableLayer`
+per prunable weight tensor, plus one `SkippedLayer` (with the reason) for
+every other layer. Wrapped models (after `tfprune.wrap`) are understood too:
+the entry then points at the tfmot wrapper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from tfprune._keras import check_model, keras
+
+__all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "prunable_layers", "PRUNABLE_WEIGHTS", "WRAPPER_PREFIX"]
+
+WRAPPER_PREFIX = "prune_low_magnitude_"
+
+L = keras.layers
+#: Layer type -> attribute name of the weight tfprune prunes (most specific first).
+PRUNABLE_WEIGHTS: list[tuple[type, str]] = [
+    (L.SeparableConv1D, "pointwise_kernel"),
+    (L.SeparableConv2D, "pointwise_kernel"),
+    (L.Conv1DTranspose, "kernel"),
+    (L.Conv2DTranspose, "kernel"),
+    (L.Conv3DTranspose, "kernel"),
+    (L.Conv1D, "kernel"),
+    (L.Conv2D, "kernel"),
+    (L.Conv3D, "kernel"),
+    (L.Dense, "kernel"),
+    (L.Embedding, "embeddings"),
+]
+
+_SKIP_REASONS: list[tuple[type, str]] = [
+    (L.DepthwiseConv2D, "depthwise kernels are tiny and tfmot does not prune them"),
+    (L.BatchNormalization, "normalization parameters are not pruned"),
+    (L.LayerNormalization, "normalization parameters are not pruned"),
+    (L.InputLayer, "input placeholder"),
+    (L.RNN, "recurrent layers are not supported by tfprune yet"),
+    (L.MultiHeadAttention, "attention layers are not supported by tfprune yet"),
+]
+
+
+def _weight_kind(layer: Any) -> str | None:
+    for cls, attr in PRUNABLE_WEIGHTS:
+        if isinstance(layer, cls):
+            return attr
+    return None
+
+
+@dataclass
+class PrunableLayer:
+    """One prunable weight tensor.
+
+    Attributes:
+      name: the original layer's name (without the wrapper prefix).
+      path: ``outer/inner/name`` for layers inside nested models, else ``name``.
+      layer_type: class name of the original layer (e.g. ``Dense``).
+      weight: attribute of the pruned weight (``kernel``, ``pointwise_kernel``, ``embeddings``).
+      shape: shape of that weight.
+      n_params: number of entries of that weight (the unit of every sparsity count).
+      wrapped: True when the layer already carries a tfmot ``PruneLowMagnitude`` wrapper.
+    """
+
+    name: str
+    path: str
+    layer_type: str
+    weight: str
+    shape: tuple[int, ...]
+    n_params: int
+    wrapped: bool = False
+    layer: Any = field(default=None, repr=False, compare=False)
+
+    @property
+    def inner(self) -> Any:
+        """The original Keras layer (unwrapped)."""
+        return self.layer.layer if self.wrapped else self.layer
+
+    def kernel(self) -> np.ndarray:
+        """Current value of the pruned weight (masked if wrapped), as numpy."""
+        w = getattr(self.inner, self.weight).numpy()
+        if self.wrapped:
+            mask = self.mask()
+            if mask is not None:
+                w = w * mask
+        return w
+
+    def mask(self) -> np.ndarray | None:
+        """The tfmot mask (1 = kept) of a wrapped layer, else None."""
+        if not self.wrapped or not self.layer.pruning_vars:
+            return None
+        return self.layer.pruning_vars[0][1].numpy()
+
+    def sparsity(self) -> float:
+        """Fraction of this weight that is exactly zero now (masked if wrapped)."""
+        w = self.kernel()
+        return float(np.count_nonzero(w == 0)) / w.size
+
+    @property
+    def schedule(self) -> Any:
+        """The wrapper's pruning schedule (None if not wrapped)."""
+        return self.layer.pruning_schedule if self.wrapped else None
+
+
+@dataclass
+class SkippedLayer:
+    """A layer that holds no prunable weight, and why."""
+
+    name: str
+    path: str
+    layer_type: str
+    reason: str
+    n_params: int = 0
+
+
+@dataclass
+class LayerInventory:
+    """Result of `prunable_layers`: iterate it for the prunable entries."""
+
+    prunable: list[PrunableLayer]
+    skipped: list[SkippedLayer]
+
+    def __iter__(self) -> Iterator[PrunableLayer]:
+        return iter(self.prunable)
+
+    def __len__(self) -> int:
+        return len(self.prunable)
+
+    def __getitem__(self, key: int | str) -> PrunableLayer:
+        if isinstance(key, str):
+            for p in self.prunable:
+                if key in (p.name, p.path, WRAPPER_PREFIX + p.name):
+                    return p
+            raise KeyError(f"no prunable layer named {key!r}; prunable layers: {self.names}")
+        return self.prunable[key]
+
+    @property
+    def names(self) -> list[str]:
+        return [p.name for p in self.prunable]
+
+    @property
+    def n_params(self) -> int:
+        """Total number of prunable weights (the denominator of total sparsity)."""
+        return int(sum(p.n_params for p in self.prunable))
+
+    def sparsity(self) -> dict[str, float]:
+        """Current fraction of zeros of every prunable weight, by layer name."""
+        return {p.name: p.sparsity() for p in self.prunable}
+
+    def total_sparsity(self) -> float:
+        """Zeros over all prunable weights / their count."""
+        zeros = sum(int(np.count_nonzero(p.kernel() == 0)) for p in self.prunable)
+        return zeros / max(self.n_params, 1)
+
+    def table(self) -> str:
+        """A plain-text table of prunable and skipped layers."""
+        rows = ["layer                          type                 weight            shape                params  wrapped"]
+        for p in self.prunable:
+            rows.append(
+                f"{p.path:<30} {p.layer_type:<20} {p.weight:<17} {str(p.shape):<20} {p.n_params:>7}  {'yes' if p.wrapped else 'no'}"
+            )
+        rows.append(f"total prunable weights: {self.n_params}")
+        if self.skipped:
+            rows.append("skipped:")
+            for s in self.skipped:
+                rows.append(f"  {s.path:<28} {s.layer_type:<20} {s.reason}")
+        return "\n".join(rows)
+
+    __str__ = table
+
+
+def _skip_reason(layer: Any) -> str:
+    for cls, reason in _SKIP_REASONS:
+        if isinstance(layer, cls):
+            return reason
+    if not layer.weights:
+        return "has no weights"
+    return f"{type(layer).__name__} is not a prunable layer type (prunable: Dense, Conv1D/2D/3D, ConvTranspose, SeparableConv pointwise, Embedding)"
+
+
+def prunable_layers(model: Any) -> LayerInventory:
+    """List every prunable weight of ``model`` and the reason each other layer is skipped.
+
+    Args:
+      model: a built tf-keras Sequential or functional model (nested models,
+        shared layers and tfmot-wrapped layers are fine).
+
+    Returns:
+      A `LayerInventory`; ``list(inventory)`` gives the `PrunableLayer`s in
+      the order of ``model.layers`` (depth first into nested models).
+    """
+    check_model(model)
+    prunable: list[PrunableLayer] = []
+    skipped: list[SkippedLayer] = []
+    seen: set[int] = set()
+
+    def visit(m: Any, prefix: str) -> None:
+        for layer in m.layers:
+            if id(layer) in seen:
+                continue
+            seen.add(id(layer))
+            path = f"{prefix}{layer.name}"
+            if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+                inner = layer.layer
+                attr = _weight_kind(inner)
+                if attr is None:  # a custom PrunableLayer: take its first prunable weight
+                    weights = inner.get_prunable_weights()
+                    if not weights:
+                        skipped.append(SkippedLayer(inner.name, f"{prefix}{inner.name}", type(inner).__name__, "wrapped layer has no prunable weights"))
+                        continue
+                    w = weights[0]
+                    attr = next((a for a in ("kernel", "embeddings", "pointwise_kernel") if getattr(inner, a, None) is w), "kernel")
+                w = getattr(inner, attr)
+                prunable.append(
+                    PrunableLayer(inner.name, f"{prefix}{inner.name}", type(inner).__name__, attr, tuple(w.shape), int(np.prod(w.shape)), True, layer)
+                )
+            elif isinstance(layer, keras.Model):
+                visit(layer, f"{path}/")
+            else:
+                attr = _weight_kind(layer)
+                w = getattr(layer, attr, None) if attr else None
+                if attr and w is not None:
+                    prunable.append(PrunableLayer(layer.name, path, type(layer).__name__, attr, tuple(w.shape), int(np.prod(w.shape)), False, layer))
+                elif attr:
+                    skipped.append(SkippedLayer(layer.name, path, type(layer).__name__, "layer is not built (no weights yet)"))
+                else:
+                    n = int(sum(np.prod(v.shape) for v in layer.weights))
+                    skipped.append(SkippedLayer(layer.name, path, type(layer).__name__, _skip_reason(layer), n))
+
+    visit(model, "")
+    names = [p.name for p in prunable]
+    dupes = {n for n in names if names.count(n) > 1}
+    if dupes:
+        # Names must identify layers; fall back to paths for the duplicates.
+        for p in prunable:
+            if p.name in dupes:
+                p.name = p.path
+    return LayerInventory(prunable, skipped)

@@ -1,0 +1,209 @@
+"""`LayerwiseSchedule`: a tfmot PruningSchedule whose target lives in tf.Variables.
+
+Units: every sparsity here is the **fraction of weights removed** (0 = dense,
+0.9 = nine in ten weights are zero). Steps are tfmot ``pruning_step`` values,
+which count *training calls of the wrapper* (one per optimizer step for a
+model that calls each layer once per step).
+
+Because the target, the ramp and the frequency are variables read inside the
+traced train function, a callback can retarget a layer during ``model.fit``
+without recompiling (`set`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as _tfmot_sched
+
+from tfprune._keras import keras
+
+__all__ = ["LayerwiseSchedule", "polynomial_sparsity"]
+
+
+def polynomial_sparsity(step: float, initial: float, target: float, begin: int, end: int, power: float) -> float:
+    """Reference (numpy-free) value of the ramp at ``step``.
+
+    sparsity(step) = target + (initial - target) * (1 - p) ** power,
+    p = clip((step - begin) / (end - begin), 0, 1); for end == begin the ramp
+    is a jump to ``target`` at ``begin``. Before ``begin`` the value is
+    ``initial`` (but no pruning happens there).
+    """
+    if end <= begin:
+        p = 1.0 if step >= begin else 0.0
+    else:
+        p = min(max((step - begin) / (end - begin), 0.0), 1.0)
+    return target + (initial - target) * (1.0 - p) ** power
+
+
+def _check_sparsity(value: float, name: str) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number in [0, 1) (fraction of weights removed), got {value!r}") from None
+    if math.isnan(v) or not 0.0 <= v < 1.0:
+        raise ValueError(
+            f"{name} must be in [0, 1) (fraction of weights removed), got {value!r}. "
+            "Fix: 0.9 means 90% of the weights become zero; 1.0 would remove every weight."
+        )
+    return v
+
+
+def _check_int(value: Any, name: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
+        isinstance(value, float) and value.is_integer()
+    ):
+        try:
+            import numpy as np
+
+            if isinstance(value, np.integer):
+                value = int(value)
+            else:
+                raise TypeError
+        except TypeError:
+            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
+    v = int(value)
+    if v < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return v
+
+
+class LayerwiseSchedule(_tfmot_sched.PruningSchedule):
+    """Polynomial ramp from ``initial_sparsity`` to ``target_sparsity``.
+
+    Args:
+      target_sparsity: fraction of the layer's weights removed at and after
+        ``end_step``, in [0, 1).
+      begin_step: first pruning step (tfmot ``pruning_step``, >= 0).
+      end_step: step at which ``target_sparsity`` is reached (>= begin_step).
+      frequency: masks are recomputed every ``frequency`` steps from
+        ``begin_step`` **and always at ``end_step``**, so the exact target is
+        reached even when ``end_step - begin_step`` is not a multiple of it.
+      initial_sparsity: sparsity at ``begin_step``, in [0, 1).
+      power: exponent of the polynomial ramp (3 = fast early, slow late, as
+        in Zhu & Gupta 2017; 1 = linear). > 0.
+
+    Every value is held in a ``tf.Variable``; `set` changes any of them and
+    the change is seen by an already-compiled train function.
+    """
+
+    def __init__(
+        self,
+        target_sparsity: float = 0.0,
+        begin_step: int = 0,
+        end_step: int = 1000,
+        frequency: int = 10,
+        initial_sparsity: float = 0.0,
+        power: float = 3.0,
+    ) -> None:
+        values = self._validated(target_sparsity, begin_step, end_step, frequency, initial_sparsity, power)
+        with tf.init_scope():
+            self._target = tf.Variable(values["target_sparsity"], trainable=False, dtype=tf.float64, name="target_sparsity")
+            self._initial = tf.Variable(values["initial_sparsity"], trainable=False, dtype=tf.float64, name="initial_sparsity")
+            self._begin = tf.Variable(values["begin_step"], trainable=False, dtype=tf.int64, name="begin_step")
+            self._end = tf.Variable(values["end_step"], trainable=False, dtype=tf.int64, name="end_step")
+            self._frequency = tf.Variable(values["frequency"], trainable=False, dtype=tf.int64, name="frequency")
+            self._power = tf.Variable(values["power"], trainable=False, dtype=tf.float32, name="power")
+
+    # ----------------------------------------------------------------- values
+    @staticmethod
+    def _validated(target_sparsity, begin_step, end_step, frequency, initial_sparsity, power) -> dict:
+        out = {
+            "target_sparsity": _check_sparsity(target_sparsity, "target_sparsity"),
+            "initial_sparsity": _check_sparsity(initial_sparsity, "initial_sparsity"),
+            "begin_step": _check_int(begin_step, "begin_step", 0),
+            "end_step": _check_int(end_step, "end_step", 0),
+            "frequency": _check_int(frequency, "frequency", 1),
+        }
+        if out["end_step"] < out["begin_step"]:
+            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
+        try:
+            p = float(power)
+        except (TypeError, ValueError):
+            p = float("nan")
+        if not p > 0 or math.isinf(p):
+            raise ValueError(f"power must be a finite number > 0, got {power!r}")
+        out["power"] = p
+        return out
+
+    @property
+    def target_sparsity(self) -> float:
+        return float(self._target.numpy())
+
+    @property
+    def initial_sparsity(self) -> float:
+        return float(self._initial.numpy())
+
+    @property
+    def begin_step(self) -> int:
+        return int(self._begin.numpy())
+
+    @property
+    def end_step(self) -> int:
+        return int(self._end.numpy())
+
+    @property
+    def frequency(self) -> int:
+        return int(self._frequency.numpy())
+
+    @property
+    def power(self) -> float:
+        return float(self._power.numpy())
+
+    def set(self, **kwargs: Any) -> None:
+        """Change any of the constructor's values (validated as a whole).
+
+        Example: ``schedule.set(target_sparsity=0.8, end_step=500)``.
+        """
+        unknown = set(kwargs) - set(self.get_config()["config"])
+        if unknown:
+            raise TypeError(f"unknown schedule field(s) {sorted(unknown)}; valid: {sorted(self.get_config()['config'])}")
+        merged = {**self.get_config()["config"], **kwargs}
+        values = self._validated(**merged)
+        self._target.assign(values["target_sparsity"])
+        self._initial.assign(values["initial_sparsity"])
+        self._begin.assign(values["begin_step"])
+        self._end.assign(values["end_step"])
+        self._frequency.assign(values["frequency"])
+        self._power.assign(values["power"])
+
+    # --------------------------------------------------------------- schedule
+    def __call__(self, step):
+        """Return ``(should_prune, sparsity)`` tensors for tfmot's wrapper."""
+        step = tf.cast(step, tf.int64)
+        begin, end, freq = self._begin, self._end, self._frequency
+        in_range = tf.logical_and(step >= begin, step <= end)
+        on_turn = tf.logical_or(tf.equal(tf.math.floormod(step - begin, freq), 0), tf.equal(step, end))
+        should_prune = tf.logical_and(in_range, on_turn)
+
+        span = tf.cast(tf.maximum(end - begin, 1), tf.float32)
+        p = tf.clip_by_value(tf.cast(step - begin, tf.float32) / span, 0.0, 1.0)
+        p = tf.where(step >= end, tf.constant(1.0), p)
+        target = tf.cast(self._target, tf.float32)
+        initial = tf.cast(self._initial, tf.float32)
+        ramp = target + (initial - target) * tf.pow(1.0 - p, self._power)
+        # At and after end_step return the target itself (no rounding drift).
+        sparsity = tf.where(step >= end, target, ramp)
+        return should_prune, sparsity
+
+    def get_config(self) -> dict:
+        return {
+            "class_name": self.__class__.__name__,
+            "config": {
+                "target_sparsity": self.target_sparsity,
+                "begin_step": self.begin_step,
+                "end_step": self.end_step,
+                "frequency": self.frequency,
+                "initial_sparsity": self.initial_sparsity,
+                "power": self.power,
+            },
+        }
+
+    def __repr__(self) -> str:
+        c = self.get_config()["config"]
+        return "LayerwiseSchedule(" + ", ".join(f"{k}={v!r}" for k, v in c.items()) + ")"
+
+
+keras.utils.get_custom_objects().setdefault("LayerwiseSchedule", LayerwiseSchedule)

@@ -1,0 +1,273 @@
+"""`wrap` a model with tfmot pruning wrappers (one `LayerwiseSchedule` each), and `strip` them.
+
+Both return **new** models: every layer is cloned from its config and the
+weights are copied, so the input model is never changed, and the result
+shares no variable with it. Wrapping goes layer by layer through
+``clone_model(clone_function=...)`` instead of ``prune_low_magnitude(model)``,
+which fails on models with ``TFOpLambda`` or ``Rescaling`` layers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from tensorflow_model_optimization.python.core.sparsity.keras import prune as _tfmot_prune
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+
+from tfprune._keras import check_model, keras
+from tfprune.layers import WRAPPER_PREFIX, _weight_kind, prunable_layers
+from tfprune.schedule import LayerwiseSchedule, _check_sparsity
+
+__all__ = ["wrap", "strip", "is_wrapped", "wrappers"]
+
+Selector = Union[str, type, "re.Pattern[str]"]
+
+
+def _as_selectors(value: Any, argname: str) -> list[Any] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, type, re.Pattern)):
+        value = [value]
+    try:
+        items = list(value)
+    except TypeError:
+        raise TypeError(f"`{argname}` must be a layer name, a regex, a layer class, or a list of them; got {value!r}") from None
+    for item in items:
+        if not isinstance(item, (str, type, re.Pattern)):
+            raise TypeError(f"`{argname}` entries must be names, regexes or layer classes; got {item!r}")
+    return items
+
+
+def _matches(layer: Any, selectors: list[Any]) -> bool:
+    for sel in selectors:
+        if isinstance(sel, type):
+            if isinstance(layer, sel):
+                return True
+        elif isinstance(sel, re.Pattern):
+            if sel.fullmatch(layer.name):
+                return True
+        elif sel == layer.name or re.fullmatch(sel, layer.name):
+            return True
+    return False
+
+
+def _clone_layer(layer: Any) -> Any:
+    return layer.__class__.from_config(layer.get_config())
+
+
+def _clone_model(model: Any, fn: Any) -> Any:
+    try:
+        return keras.models.clone_model(model, clone_function=fn)
+    except (ValueError, NotImplementedError) as err:
+        if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+            raise TypeError(
+                f"model {model.name!r} is a subclassed keras.Model, which cannot be cloned layer by layer. "
+                "Fix: build it with the Sequential or functional API, or wrap its layers yourself with "
+                "tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=tfprune.LayerwiseSchedule(...))."
+            ) from err
+        raise
+
+
+def wrappers(model: Any) -> list[Any]:
+    """All tfmot ``PruneLowMagnitude`` wrappers in ``model`` (nested models included)."""
+    out: list[Any] = []
+
+    def visit(m: Any) -> None:
+        for layer in m.layers:
+            if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+                if all(layer is not o for o in out):
+                    out.append(layer)
+            elif isinstance(layer, keras.Model):
+                visit(layer)
+
+    visit(model)
+    return out
+
+
+def is_wrapped(model: Any) -> bool:
+    """True when ``model`` holds at least one tfmot pruning wrapper."""
+    return bool(wrappers(model))
+
+
+def _copy_weights(src: Any, dst: Any) -> None:
+    """Copy weights from ``src`` to its clone ``dst`` by layer name (wrappers understood)."""
+    by_name = {}
+    for layer in dst.layers:
+        by_name[layer.name] = layer
+        if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+            by_name[layer.layer.name] = layer
+    for s in src.layers:
+        if not s.weights:
+            continue
+        key = s.layer.name if isinstance(s, pruning_wrapper.PruneLowMagnitude) else s.name
+        d = by_name.get(key)
+        if d is None:
+            raise RuntimeError(f"internal error: cloned model has no layer {key!r}")
+        if isinstance(s, keras.Model) and not isinstance(s, pruning_wrapper.PruneLowMagnitude):
+            _copy_weights(s, d)
+            continue
+        if isinstance(s, pruning_wrapper.PruneLowMagnitude):
+            masks = {id(w): m for w, m, _ in s.pruning_vars}
+            values = [w.numpy() * masks[id(w)].numpy() if id(w) in masks else w.numpy() for w in s.layer.weights]
+            target = d.layer if isinstance(d, pruning_wrapper.PruneLowMagnitude) else d
+            target.set_weights(values)
+            if isinstance(d, pruning_wrapper.PruneLowMagnitude):  # wrapped -> wrapped: keep masks and step
+                for (_, m_src, t_src), (_, m_dst, t_dst) in zip(s.pruning_vars, d.pruning_vars):
+                    m_dst.assign(m_src)
+                    t_dst.assign(t_src)
+                d.pruning_step.assign(s.pruning_step)
+        elif isinstance(d, pruning_wrapper.PruneLowMagnitude):
+            d.layer.set_weights(s.get_weights())
+        else:
+            d.set_weights(s.get_weights())
+
+
+def wrap(
+    model: Any,
+    targets: float | Mapping[str, float] | Any | None = None,
+    *,
+    include: Selector | Iterable[Selector] | None = None,
+    exclude: Selector | Iterable[Selector] | None = None,
+    block_size: tuple[int, int] | None = None,
+    begin_step: int = 0,
+    end_step: int = 1000,
+    frequency: int = 10,
+    initial_sparsity: float = 0.0,
+    power: float = 3.0,
+) -> Any:
+    """Return a copy of ``model`` whose prunable layers carry tfmot pruning wrappers.
+
+    Each wrapped layer gets its own `LayerwiseSchedule`, so every layer can
+    have its own target (fraction of weights removed). The pruning callbacks
+    (`tfprune.LayerwisePruning`, and later ones) set targets and the ramp at
+    train begin; the schedule arguments here are only the defaults used when
+    training with tfmot's own ``UpdatePruningStep`` instead.
+
+    Args:
+      model: a built tf-keras Sequential or functional model (nested models,
+        shared layers, TFOpLambda, Rescaling, BatchNorm, Add... are fine).
+        It is not modified.
+      targets: initial per-layer targets: one float for every wrapped layer, a
+        dict ``{layer_name: sparsity}`` (missing layers get 0.0), or an
+        `Allocation`. Default 0.0 (wrapped, nothing removed yet).
+      include: only wrap layers matching these names, regexes (full match) or
+        layer classes. Default: every prunable layer.
+      exclude: never wrap layers matching these.
+      block_size: ``(height, width)`` block pruning for Dense kernels (e.g.
+        ``(4, 1)`` for XNNPack's native sparse inference). Convolutions are
+        always pruned element-wise.
+      begin_step, end_step, frequency, initial_sparsity, power: see
+        `LayerwiseSchedule`.
+
+    Returns:
+      A new, uncompiled model. Compile it before ``fit``.
+    """
+    check_model(model)
+    if is_wrapped(model):
+        raise ValueError(
+            f"model {model.name!r} already holds pruning wrappers. Fix: train it as it is, "
+            "or call tfprune.strip(model) first to wrap it anew."
+        )
+    inventory = prunable_layers(model)
+    if not len(inventory):
+        raise ValueError(
+            f"model {model.name!r} has no prunable layers (Dense, Conv, SeparableConv, Embedding).\n"
+            + inventory.table()
+        )
+    inc = _as_selectors(include, "include")
+    exc = _as_selectors(exclude, "exclude")
+    if block_size is not None:
+        if (
+            not isinstance(block_size, (tuple, list))
+            or len(block_size) != 2
+            or not all(isinstance(b, (int, np.integer)) and b >= 1 for b in block_size)
+        ):
+            raise ValueError(f"block_size must be a pair of positive ints like (4, 1), got {block_size!r}")
+        block_size = (int(block_size[0]), int(block_size[1]))
+    # Targets: resolve to {name: sparsity} over the prunable names.
+    names = set(inventory.names)
+    if targets is None:
+        per_layer: dict[str, float] = {}
+        default = 0.0
+    elif isinstance(targets, Mapping) or hasattr(targets, "targets"):
+        per_layer = dict(getattr(targets, "targets", targets))
+        default = 0.0
+        unknown = [n for n in per_layer if _strip_prefix(n) not in names]
+        if unknown:
+            raise ValueError(f"unknown layer name(s) in targets: {unknown}. Prunable layers: {sorted(names)}")
+        per_layer = {_strip_prefix(k): _check_sparsity(v, f"targets[{k!r}]") for k, v in per_layer.items()}
+    else:
+        default = _check_sparsity(targets, "targets")
+        per_layer = {}
+    schedule_args = dict(begin_step=begin_step, end_step=end_step, frequency=frequency, initial_sparsity=initial_sparsity, power=power)
+    LayerwiseSchedule(**schedule_args)  # validate once, before cloning anything
+
+    selected: list[str] = []
+
+    def clone_fn(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):
+            return _clone_model(layer, clone_fn)
+        new = _clone_layer(layer)
+        if _weight_kind(layer) is None:
+            return new
+        if inc is not None and not _matches(layer, inc):
+            return new
+        if exc is not None and _matches(layer, exc):
+            return new
+        bs = block_size if (block_size and isinstance(layer, keras.layers.Dense)) else (1, 1)
+        schedule = LayerwiseSchedule(target_sparsity=per_layer.get(layer.name, default), **schedule_args)
+        selected.append(layer.name)
+        return _tfmot_prune.prune_low_magnitude(new, pruning_schedule=schedule, block_size=bs)
+
+    new_model = _clone_model(model, clone_fn)
+    if not selected:
+        raise ValueError(f"include/exclude selected no layer to wrap. Prunable layers: {sorted(names)}")
+    not_selected = [n for n in per_layer if n not in selected and per_layer[n] > 0]
+    if not_selected:
+        raise ValueError(f"targets name layer(s) {not_selected} that include/exclude left unwrapped.")
+    _copy_weights(model, new_model)
+    return new_model
+
+
+def _strip_prefix(name: str) -> str:
+    return name[len(WRAPPER_PREFIX):] if name.startswith(WRAPPER_PREFIX) else name
+
+
+def strip(model: Any) -> Any:
+    """Return a copy of ``model`` without pruning wrappers, masks applied to the weights.
+
+    The result has the original layer names and types and exactly the zeros
+    the wrappers' masks hold, ready to save or export. ``model`` is not
+    modified (unlike tfmot's ``strip_pruning``, no layer is shared).
+    """
+    check_model(model)
+
+    def clone_fn(layer: Any) -> Any:
+        if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+            inner = _clone_layer(layer.layer)
+            if not hasattr(inner, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
+                inner._batch_input_shape = layer._batch_input_shape
+            return inner
+        if isinstance(layer, keras.Model):
+            return _clone_model(layer, clone_fn)
+        return _clone_layer(layer)
+
+    new_model = _clone_model(model, clone_fn)
+    _copy_weights(model, new_model)
+    return new_model
+
+
+def clone(model: Any) -> Any:
+    """A deep copy of ``model`` (wrappers, masks and pruning step kept)."""
+    check_model(model)
+
+    def clone_fn(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):
+            return _clone_model(layer, clone_fn)
+        return _clone_layer(layer)
+
+    new_model = _clone_model(model, clone_fn)
+    _copy_weights(model, new_model)
+    return new_model

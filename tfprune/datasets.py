@@ -74,9 +74,8 @@ def digits(test_fraction: float = 0.2, seed: int = 0, normalize: bool = True) ->
     as MNIST digits are; pixel range 0..1 (or 0..255 uint8 with
     ``normalize=False``). Ships with scikit-learn: no download.
     """
-    from sklearn.datasets import load_digits
-
     import tensorflow as tf
+    from sklearn.datasets import load_digits
 
     d = load_digits()
     img = d.images.astype(np.float32) / 16.0

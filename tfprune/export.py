@@ -28,7 +28,7 @@ import tensorflow as tf
 from tfprune._keras import check_model
 from tfprune.wrap import is_wrapped, strip
 
-__all__ = ["export_tflite", "ExportReport", "TensorInfo", "tflite_tensor_sparsity", "write_c_header", "MODES"]
+__all__ = ["make_interpreter", "export_tflite", "ExportReport", "TensorInfo", "tflite_tensor_sparsity", "write_c_header", "MODES"]
 
 MODES = ("float", "sparse", "dynamic", "int8")
 
@@ -70,6 +70,7 @@ class ExportReport:
     tflite_accuracy: float | None = None
     keras_accuracy: float | None = None
     inputs_were_random: bool = False
+    runtime: str = ""
     c_header: str | None = None
 
     def to_dict(self) -> dict:
@@ -79,7 +80,8 @@ class ExportReport:
         rows = [
             f"{self.path} [{self.mode}] {self.bytes} bytes, {self.gzip_bytes} gzipped",
             f"parity on {self.n_samples} {'random' if self.inputs_were_random else 'sample'} inputs: "
-            f"max |tflite - keras| = {self.max_abs_diff:.3g}, top-1 agreement = {self.top1_agreement:.4f}",
+            f"max |tflite - keras| = {self.max_abs_diff:.3g}, top-1 agreement = {self.top1_agreement:.4f}"
+            f" (runtime: {self.runtime})",
         ]
         if self.tflite_accuracy is not None:
             rows.append(f"accuracy: keras {self.keras_accuracy:.4f}, tflite {self.tflite_accuracy:.4f}")
@@ -187,14 +189,34 @@ def _labels(data: Any, limit: int) -> np.ndarray | None:
     return None
 
 
-def _run_tflite(content: bytes, x: np.ndarray, num_threads: int | None = None) -> np.ndarray:
-    from ai_edge_litert.interpreter import Interpreter
+def make_interpreter(content: bytes, num_threads: int | None = None) -> tuple[Any, str]:
+    """An allocated ai-edge-litert Interpreter and the name of the runtime it uses.
 
-    interp = Interpreter(model_content=content, num_threads=num_threads)
+    XNNPack (the default delegate) refuses some sparse quantized kernels; then
+    the builtin kernels run the model, and the runtime says so.
+    """
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    try:
+        interp = Interpreter(model_content=content, num_threads=num_threads)
+        interp.allocate_tensors()
+        return interp, "xnnpack"
+    except RuntimeError as err:
+        interp = Interpreter(
+            model_content=content,
+            num_threads=num_threads,
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
+        interp.allocate_tensors()
+        return interp, "builtin (XNNPack refused: " + " ".join(str(err).split())[:70] + ")"
+
+
+def _run_tflite(content: bytes, x: np.ndarray, num_threads: int | None = None) -> tuple[np.ndarray, str]:
+    interp, runtime = make_interpreter(content, num_threads)
     inp = interp.get_input_details()[0]
     outd = interp.get_output_details()[0]
-    interp.resize_tensor_input(inp["index"], [1, *x.shape[1:]])
-    interp.allocate_tensors()
+    if list(inp["shape"][1:]) != list(x.shape[1:]):
+        raise ValueError(f"sample inputs have shape {x.shape[1:]}, the model expects {tuple(inp['shape'][1:])}")
     outs = []
     scale, zero = inp.get("quantization", (0.0, 0))
     oscale, ozero = outd.get("quantization", (0.0, 0))
@@ -209,7 +231,7 @@ def _run_tflite(content: bytes, x: np.ndarray, num_threads: int | None = None) -
         if outd["dtype"] in (np.int8, np.uint8) and oscale:
             o = (o - ozero) * oscale
         outs.append(o)
-    return np.concatenate(outs)
+    return np.concatenate(outs), runtime
 
 
 def export_tflite(
@@ -292,7 +314,7 @@ def export_tflite(
         f.write(content)
 
     ref = plain.predict(x, verbose=0, batch_size=256)
-    got = _run_tflite(content, x)
+    got, runtime = _run_tflite(content, x)
     ref = ref.reshape(len(x), -1)
     got = got.reshape(len(x), -1)
     report = ExportReport(
@@ -305,6 +327,7 @@ def export_tflite(
         max_abs_diff=float(np.max(np.abs(ref - got))),
         top1_agreement=float(np.mean(ref.argmax(-1) == got.argmax(-1))) if ref.shape[-1] > 1 else float("nan"),
         inputs_were_random=random_inputs,
+        runtime=runtime,
     )
     if y is not None and ref.shape[-1] > 1:
         y = y.reshape(-1)

@@ -10,7 +10,7 @@ which fails on models with ``TFOpLambda`` or ``Rescaling`` layers.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping, Sequence, Union
+from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 from tensorflow_model_optimization.python.core.sparsity.keras import prune as _tfmot_prune

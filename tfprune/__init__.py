@@ -8,10 +8,12 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, datasets, models  # noqa: E402
+from tfprune import allocation, datasets, importance, models  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.callbacks import LayerwisePruning, apply_masks  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
+from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
+from tfprune.importance_callback import ImportancePruning  # noqa: E402
 from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
 from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
@@ -22,6 +24,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Allocation",
     "ExportReport",
+    "ImportancePruning",
+    "ImportanceScores",
     "LayerInventory",
     "LayerwisePruning",
     "LayerwiseSchedule",
@@ -35,11 +39,14 @@ __all__ = [
     "custom_objects",
     "datasets",
     "export_tflite",
+    "importance",
     "is_wrapped",
+    "list_importance",
     "list_allocators",
     "load_model",
     "models",
     "prunable_layers",
+    "score_layers",
     "strip",
     "wrap",
 ]

@@ -1,10 +1,11 @@
 """Registry of allocators: total sparsity -> per-layer sparsity.
 
+``uniform``, ``global``, ``global_ratio``, ``lamp``, ``erk``, ``importance``.
 A new allocator is one module that decorates ``fn(problem) -> removals`` with
 ``@register_allocator("name")`` and is imported here.
 """
 
-from tfprune.allocation import uniform  # noqa: F401  (registers "uniform")
+from tfprune.allocation import density_rules, magnitude_rules, uniform  # noqa: F401  (register allocators)
 from tfprune.allocation.base import (
     Allocation,
     AllocationProblem,

@@ -54,6 +54,21 @@ class AllocationProblem:
     scores: np.ndarray | None = None
     kernels: list[np.ndarray] | None = None
     options: dict = field(default_factory=dict)
+    shapes: list[tuple[int, ...]] | None = None
+    layer_types: list[str] | None = None
+
+    def fan_sums(self) -> np.ndarray:
+        """F + O per layer, from the kernels reshaped to (fan_in, fan_out) (needs shapes)."""
+        from tfprune.importance.base import kernel_matrix
+
+        if self.shapes is None:
+            raise ValueError("this allocator needs layer shapes: pass a model or its prunable_layers(), not counts")
+        types = self.layer_types or [""] * len(self.shapes)
+        out = []
+        for shape, t in zip(self.shapes, types):
+            m = kernel_matrix(np.empty(shape, dtype=np.float32), t)
+            out.append(m.shape[0] + m.shape[1])
+        return np.array(out, dtype=np.float64)
 
     @property
     def total_sparsity(self) -> float:
@@ -216,11 +231,11 @@ def fill_to_budget(base: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarra
 
 
 # --------------------------------------------------------------- front door
-def _layer_arrays(layers: Any) -> tuple[list[str], np.ndarray, list[np.ndarray] | None]:
+def _layer_arrays(layers: Any) -> tuple[list[str], np.ndarray, list[np.ndarray] | None, list | None, list | None]:
     if isinstance(layers, Mapping):
         names = [str(k) for k in layers]
         n = np.array([int(v) for v in layers.values()], dtype=np.int64)
-        return names, n, None
+        return names, n, None, None, None
     if hasattr(layers, "layers") and hasattr(layers, "weights"):  # a keras model
         from tfprune.layers import prunable_layers
 
@@ -230,7 +245,7 @@ def _layer_arrays(layers: Any) -> tuple[list[str], np.ndarray, list[np.ndarray] 
         names = [p.name for p in items]
         n = np.array([p.n_params for p in items], dtype=np.int64)
         kernels = [p.kernel() for p in items] if all(hasattr(p, "kernel") for p in items) else None
-        return names, n, kernels
+        return names, n, kernels, [tuple(p.shape) for p in items], [p.layer_type for p in items]
     raise TypeError("`layers` must be a model, tfprune.prunable_layers(model), or a dict {name: n_params}")
 
 
@@ -266,7 +281,7 @@ def allocate_sparsity(
     from tfprune.schedule import _check_sparsity
 
     total_sparsity = _check_sparsity(total_sparsity, "total_sparsity")
-    names, n, kernels = _layer_arrays(layers)
+    names, n, kernels, shapes, types = _layer_arrays(layers)
     if len(names) == 0:
         raise ValueError("no prunable layers to allocate over")
     if (n <= 0).any():
@@ -314,7 +329,7 @@ def allocate_sparsity(
                 raise ValueError(f"scores must have one value per layer ({len(names)}), got shape {score_arr.shape}")
         if not np.isfinite(score_arr).all():
             raise ValueError(f"scores must be finite, got {score_arr.tolist()}")
-    problem = AllocationProblem(names, n, budget, caps, keep, score_arr, kernels, dict(options))
+    problem = AllocationProblem(names, n, budget, caps, keep, score_arr, kernels, dict(options), shapes, types)
     removed = np.asarray(get_allocator(method)(problem), dtype=np.int64)
     if removed.shape != n.shape or removed.sum() != budget or (removed < 0).any() or (removed > caps).any():
         raise RuntimeError(f"allocator {method!r} broke the budget contract: {removed.tolist()} vs budget {budget}, caps {caps.tolist()}")

@@ -1,0 +1,92 @@
+"""Allocators that rank individual weights across layers by one global threshold.
+
+* ``global``: raw |w| (one magnitude threshold; can collapse small layers
+  without the ``min_keep`` floor, which it respects).
+* ``global_ratio``: one removal ratio for the whole model on per-layer
+  normalised magnitudes |w| / rms(W_l) (Global removal ratio paper, 2023; the
+  paper's exact normalisation is not available: RMS is our choice, so every
+  layer's scores are on the same scale regardless of its initialisation).
+* ``lamp``: LAMP (Lee et al., ICLR 2021): score(u) = w_u^2 / sum_{|w_v| >= |w_u|} w_v^2
+  within a layer; never removes a layer's largest weight.
+
+* ``importance`` (How Compact?, our formula): LAMP scores of layer l
+  multiplied by (I_l / max I)^gamma, I_l the layer's importance (e.g. its
+  capacity), one global threshold. LAMP makes weights of different layers
+  comparable (each score is a weight's share of the energy its layer keeps);
+  the importance says how much a relative distortion of that layer costs.
+  With equal importances this is LAMP.
+
+All of them keep exactly ``N - budget`` weights: the top scores globally, after
+forcing each layer's ``n_l - cap_l`` best weights to stay.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfprune.allocation.base import AllocationProblem, register_allocator
+
+
+def lamp_scores(weights: np.ndarray) -> np.ndarray:
+    """LAMP score of every entry (same shape), in (0, 1]; the largest weight scores 1."""
+    w2 = np.square(np.asarray(weights, dtype=np.float64)).ravel()
+    order = np.argsort(-w2, kind="stable")
+    sorted_w2 = w2[order]
+    denom = np.cumsum(sorted_w2)  # sum of w_v^2 over |w_v| >= |w_u| (ties: by order)
+    scores_sorted = np.divide(sorted_w2, denom, out=np.zeros_like(sorted_w2), where=denom > 0)
+    out = np.empty_like(w2)
+    out[order] = scores_sorted
+    return out.reshape(np.shape(weights))
+
+
+def global_top_k(per_layer_scores: list[np.ndarray], problem: AllocationProblem) -> np.ndarray:
+    """Removals per layer when the top ``N - budget`` scores are kept globally (floors respected)."""
+    n = problem.n_params
+    keep_total = int(n.sum() - problem.budget)
+    forced = n - problem.caps  # weights each layer must keep
+    flat_scores, flat_layer = [], []
+    for i, s in enumerate(per_layer_scores):
+        s = np.asarray(s, dtype=np.float64).ravel()
+        order = np.argsort(-s, kind="stable")
+        s = s[order].copy()
+        s[: forced[i]] = np.inf  # forced keeps win
+        flat_scores.append(s)
+        flat_layer.append(np.full(s.size, i))
+    scores = np.concatenate(flat_scores)
+    layer = np.concatenate(flat_layer)
+    # Deterministic top-k: sort by (-score, layer, position).
+    idx = np.lexsort((np.arange(scores.size), layer, -scores))[:keep_total]
+    kept = np.bincount(layer[idx], minlength=len(n))
+    return n - kept
+
+
+@register_allocator("global")
+def global_magnitude(problem: AllocationProblem) -> np.ndarray:
+    """One |w| threshold across all layers."""
+    return global_top_k([np.abs(k) for k in problem.require_kernels("global")], problem)
+
+
+@register_allocator("global_ratio")
+def global_ratio(problem: AllocationProblem) -> np.ndarray:
+    """One removal ratio on per-layer normalised magnitudes |w| / rms(W_l)."""
+    out = []
+    for k in problem.require_kernels("global_ratio"):
+        rms = float(np.sqrt(np.mean(np.square(k, dtype=np.float64))))
+        out.append(np.abs(k) / (rms if rms > 0 else 1.0))
+    return global_top_k(out, problem)
+
+
+@register_allocator("lamp")
+def lamp(problem: AllocationProblem) -> np.ndarray:
+    """LAMP scores, one global threshold."""
+    return global_top_k([lamp_scores(k) for k in problem.require_kernels("lamp")], problem)
+
+
+@register_allocator("importance")
+def importance(problem: AllocationProblem) -> np.ndarray:
+    """LAMP scores weighted by (importance / max importance) ** gamma, one global threshold."""
+    scores = problem.require_scores("importance")
+    gamma = float(problem.options.get("gamma", 1.0))
+    weight = np.power(np.maximum(scores, 1e-12) / max(float(scores.max()), 1e-12), gamma)
+    kernels = problem.require_kernels("importance")
+    return global_top_k([lamp_scores(k) * w for k, w in zip(kernels, weight)], problem)

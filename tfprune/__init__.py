@@ -10,6 +10,7 @@ _ensure()
 
 from tfprune import allocation, datasets, importance, models  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
+from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import LayerwisePruning, apply_masks  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
 from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
@@ -23,6 +24,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Allocation",
+    "AnalysisReport",
+    "analyze",
     "ExportReport",
     "ImportancePruning",
     "ImportanceScores",

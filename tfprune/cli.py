@@ -35,6 +35,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_analyze(args: argparse.Namespace) -> int:
+    import tfprune
+
+    model = tfprune.load_model(args.model, compile=False)
+    data = None
+    if args.data:
+        _, (x_test, y_test) = tfprune.datasets.mnist(args.data)
+        data = (x_test, y_test)
+    report = tfprune.analyze(model, data, total_sparsity=args.sparsity, importance=args.importance, allocation=args.allocation, delta=args.delta)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
+    if args.plot:
+        print(f"plot: {report.plot(args.plot)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -61,6 +76,16 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--c-header", default=None)
     e.add_argument("--json", action="store_true")
     e.set_defaults(func=_cmd_export)
+    a = sub.add_parser("analyze", help="per-layer importance, allocation, one-shot damage, most compact layer")
+    a.add_argument("model")
+    a.add_argument("--data", help="mnist.npz (keras layout) for the one-shot columns")
+    a.add_argument("--sparsity", type=float, default=0.9, help="total sparsity to allocate")
+    a.add_argument("--importance", default="capacity")
+    a.add_argument("--allocation", default="importance")
+    a.add_argument("--delta", type=float, default=0.01, help="accuracy drop tolerated by the compactness search")
+    a.add_argument("--plot", default=None, help="save a plot here")
+    a.add_argument("--json", action="store_true")
+    a.set_defaults(func=_cmd_analyze)
     return p
 
 

@@ -244,7 +244,10 @@ def _layer_arrays(layers: Any) -> tuple[list[str], np.ndarray, list[np.ndarray] 
     if items and hasattr(items[0], "n_params"):
         names = [p.name for p in items]
         n = np.array([p.n_params for p in items], dtype=np.int64)
-        kernels = [p.kernel() for p in items] if all(hasattr(p, "kernel") for p in items) else None
+        try:
+            kernels = [p.kernel() for p in items]
+        except (AttributeError, TypeError):  # entries without a Keras layer: counts and shapes only
+            kernels = None
         return names, n, kernels, [tuple(p.shape) for p in items], [p.layer_type for p in items]
     raise TypeError("`layers` must be a model, tfprune.prunable_layers(model), or a dict {name: n_params}")
 

@@ -54,8 +54,8 @@ def global_top_k(per_layer_scores: list[np.ndarray], problem: AllocationProblem)
         flat_layer.append(np.full(s.size, i))
     scores = np.concatenate(flat_scores)
     layer = np.concatenate(flat_layer)
-    # Deterministic top-k: sort by (-score, layer, position).
-    idx = np.lexsort((np.arange(scores.size), layer, -scores))[:keep_total]
+    # Deterministic top-k: a stable sort keeps ties in (layer, position) order.
+    idx = np.argsort(-scores, kind="stable")[:keep_total]
     kept = np.bincount(layer[idx], minlength=len(n))
     return n - kept
 

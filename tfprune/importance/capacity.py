@@ -11,16 +11,10 @@ uses (high = incompressible = important). W is the kernel as a
 * ``capacity_energy``: compressibility: the fraction of the layer's weights,
   largest magnitude first, needed to keep ``share`` (default 0.9) of its
   energy sum(w^2).
-* ``capacity_rank``: the learned rank r: singular values above Gavish &
-  Donoho's (2014) optimal hard threshold for unknown noise,
-  ``omega(beta) * median(sigma)``, beta = min(F, O) / max(F, O), so the
-  random-initialisation bulk does not count as capacity. The score is
-  ``r * (F + O - r) / (F + O)``: with the ``importance`` allocator's
-  ``(F + O)`` factor, kept weights ∝ r (F + O - r), the number of parameters
-  of a rank-r factorisation of the layer (its intrinsic size).
 
-The allocator ``importance`` turns a capacity into kept weights as
-``kept_l ∝ capacity_l * (F_l + O_l)`` (see ``tfprune/allocation/importance.py``).
+The allocator ``importance`` turns capacities into per-layer sparsity (LAMP
+scores weighted by capacity, one global threshold; see
+``tfprune/allocation/magnitude_rules.py``).
 """
 
 from __future__ import annotations
@@ -29,7 +23,7 @@ import numpy as np
 
 from tfprune.importance.base import ImportanceContext, register_alias, register_importance
 
-__all__ = ["effective_rank", "spectral_capacity", "energy_capacity", "gavish_donoho_rank"]
+__all__ = ["effective_rank", "spectral_capacity", "energy_capacity"]
 
 
 def effective_rank(matrix: np.ndarray) -> float:
@@ -58,28 +52,6 @@ def energy_capacity(weights: np.ndarray, share: float = 0.9) -> float:
         return 1.0 / e.size
     k = int(np.searchsorted(np.cumsum(e), share * total - 1e-12 * total)) + 1
     return min(k, e.size) / e.size
-
-
-def gavish_donoho_rank(matrix: np.ndarray) -> int:
-    """Number of singular values above omega(beta) * median(sigma) (Gavish & Donoho 2014), at least 1."""
-    m = np.asarray(matrix, dtype=np.float64)
-    s = np.linalg.svd(m, compute_uv=False)
-    if s.size == 0 or s.max() <= 0:
-        return 1
-    beta = min(m.shape) / max(m.shape)
-    omega = 0.56 * beta**3 - 0.95 * beta**2 + 1.82 * beta + 1.43
-    return max(int(np.count_nonzero(s > omega * np.median(s))), 1)
-
-
-@register_importance("capacity_rank")
-def capacity_rank(ctx: ImportanceContext) -> np.ndarray:
-    """Learned rank r (Gavish-Donoho threshold) as r (F+O-r) / (F+O) (ours)."""
-    out = []
-    for m in ctx.matrices():
-        r = gavish_donoho_rank(m)
-        fo = m.shape[0] + m.shape[1]
-        out.append(r * (fo - r) / fo)
-    return np.array(out, dtype=np.float64)
 
 
 @register_importance("capacity_spectral")

@@ -1,0 +1,190 @@
+"""Allocation benchmark: per-layer sparsity from each allocator, same training budget for all.
+
+    python benchmarks/allocation.py                      # full: LeNet-5 + LeNet-300-100, 6 sparsities, 3 seeds
+    python benchmarks/allocation.py --quick --out /tmp/a.json   # 1 seed, 0.9/0.95/0.988, LeNet-5 (< 6 min)
+
+For each seed: train the dense model once; then for every (method, sparsity):
+copy it, wrap, and fit ``ramp_epochs`` (polynomial ramp to the targets) +
+``finetune_epochs`` at the targets with `LayerwisePruning`, the allocation
+computed up front from the dense weights. Writes JSON (after every run), a
+markdown table and a plot next to it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+
+import tfprune as tp  # noqa: E402
+from tfprune._keras import keras  # noqa: E402
+
+# method label -> (allocator, importance scorer or None)
+METHODS = {
+    "uniform": ("uniform", None),
+    "global": ("global", None),
+    "global_ratio": ("global_ratio", None),
+    "lamp": ("lamp", None),
+    "erk": ("erk", None),
+    "capacity_spectral": ("importance", "capacity_spectral"),
+    "capacity_energy": ("importance", "capacity_energy"),
+    "sensitivity": ("importance", "sensitivity"),
+}
+MODELS = {"lenet5": tp.models.lenet5, "lenet300": tp.models.lenet_300_100}
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist", "mnist.npz")
+
+
+class EpochTimer(keras.callbacks.Callback):
+    def on_train_begin(self, logs=None):
+        self.times = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._t)
+
+
+def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.Allocation, float]:
+    allocator, scorer = METHODS[method]
+    t0 = time.perf_counter()
+    scores = None
+    if scorer is not None:
+        kw = {"sparsity": sparsity, "progress": False} if scorer == "sensitivity" else {}
+        scores = tp.score_layers(model, scorer, data=calib if scorer == "sensitivity" else None, **kw).scores
+    alloc = tp.allocate_sparsity(model, sparsity, method=allocator, scores=scores)
+    return alloc, time.perf_counter() - t0
+
+
+def write_outputs(results: dict, out: str) -> None:
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    with open(out, "w") as f:
+        json.dump(results, f, indent=2)
+    base = os.path.splitext(out)[0]
+    lines = []
+    for name, m in results["models"].items():
+        sps = sorted({r["sparsity"] for r in m["results"]})
+        methods = list(dict.fromkeys(r["method"] for r in m["results"]))
+        lines.append(
+            f"### {name}: dense accuracy {m['dense_acc']:.4f}, one epoch {m['epoch_seconds']:.2f} s, default method `{m['default_method']}`\n"
+        )
+        lines.append("| method | " + " | ".join(f"{s:g}" for s in sps) + " | importance s |")
+        lines.append("|---|" + "---:|" * (len(sps) + 1))
+        for meth in methods:
+            cells, secs = [], []
+            for s in sps:
+                r = next((r for r in m["results"] if r["method"] == meth and r["sparsity"] == s), None)
+                cells.append("" if r is None else f"{100 * r['acc_mean']:.2f} ± {100 * r['acc_std']:.2f}")
+                if r is not None:
+                    secs.append(r["importance_seconds"])
+            lines.append(f"| {meth} | " + " | ".join(cells) + f" | {np.mean(secs):.3f} |")
+        lines.append("")
+    lines.append(f"Budget: {results['budget']}. Accuracy: test %, mean ± std over seeds.")
+    with open(base + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, axes = plt.subplots(1, len(results["models"]), figsize=(6 * len(results["models"]), 4.5), squeeze=False)
+        for ax, (name, m) in zip(axes[0], results["models"].items()):
+            for meth in dict.fromkeys(r["method"] for r in m["results"]):
+                rs = sorted((r for r in m["results"] if r["method"] == meth), key=lambda r: r["sparsity"])
+                ax.errorbar([1 - r["sparsity"] for r in rs], [100 * r["acc_mean"] for r in rs], yerr=[100 * r["acc_std"] for r in rs], marker="o", label=meth, capsize=2)
+            ax.set_xscale("log")
+            ax.invert_xaxis()
+            ax.set_xlabel("density (fraction kept, log)")
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{name} (dense {100 * m['dense_acc']:.2f}%)")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(base + ".png", dpi=100)
+        plt.close(fig)
+    except Exception as err:  # noqa: BLE001
+        print(f"plot failed: {err}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 seed, sparsities 0.9/0.95/0.988, LeNet-5 only, 1+1 epochs at batch 256")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "allocation.json"))
+    ap.add_argument("--data", default=os.environ.get("TFPRUNE_MNIST") or DEFAULT_DATA)
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--sparsities", default="0.5,0.8,0.9,0.95,0.98,0.988")
+    ap.add_argument("--models", default="lenet5,lenet300")
+    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--dense-epochs", type=int, default=3)
+    ap.add_argument("--ramp-epochs", type=int, default=1)
+    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--batch-size", type=int, default=128)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.seeds, args.sparsities, args.models, args.finetune_epochs, args.batch_size = 1, "0.9,0.95,0.988", "lenet5", 1, 256
+    sparsities = [float(s) for s in args.sparsities.split(",")]
+    methods = args.methods.split(",")
+    (xt, yt), (xs, ys) = tp.datasets.mnist(args.data)
+    calib = (xt[:1000], yt[:1000])
+    steps = int(np.ceil(len(xt) / args.batch_size))
+    budget = (
+        f"dense {args.dense_epochs} epochs (Adam 1e-3); pruning: {args.ramp_epochs} epoch polynomial ramp (power 3, "
+        f"mask update every {max(1, args.ramp_epochs * steps // 20)} steps) + {args.finetune_epochs} epochs at target (Adam 5e-4); "
+        f"batch {args.batch_size}; {len(xt)} training images; seeds {args.seeds}"
+    )
+    results = {"budget": budget, "quick": bool(args.quick), "models": {}}
+    t_start = time.time()
+    for model_name in args.models.split(","):
+        raw: dict[tuple[str, float], list] = {}
+        dense_accs, epoch_secs = [], []
+        entry = {"dense_acc": None, "epoch_seconds": None, "default_method": "capacity_spectral", "results": []}
+        results["models"][model_name] = entry
+        for seed in range(args.seeds):
+            keras.utils.set_random_seed(seed)
+            dense = tp.models.compile_classifier(MODELS[model_name]())
+            timer = EpochTimer()
+            dense.fit(xt, yt, epochs=args.dense_epochs, batch_size=args.batch_size, verbose=0, callbacks=[timer])
+            dense_accs.append(float(dense.evaluate(xs, ys, verbose=0)[1]))
+            epoch_secs.append(float(np.median(timer.times[1:] if len(timer.times) > 1 else timer.times)))
+            for sparsity in sparsities:
+                for meth in methods:
+                    alloc, imp_s = allocate(dense, meth, sparsity, calib)
+                    keras.utils.set_random_seed(1000 + seed)
+                    w = tp.models.compile_classifier(tp.wrap(dense), learning_rate=5e-4)
+                    cb = tp.LayerwisePruning(alloc, begin_step=0, end_step=args.ramp_epochs * steps, verbose=0)
+                    w.fit(xt, yt, epochs=args.ramp_epochs + args.finetune_epochs, batch_size=args.batch_size, verbose=0, callbacks=[cb])
+                    acc = float(w.evaluate(xs, ys, verbose=0)[1])
+                    achieved = tp.prunable_layers(w).total_sparsity()
+                    raw.setdefault((meth, sparsity), []).append((acc, achieved, imp_s, alloc.targets))
+                    print(f"[{time.time() - t_start:6.0f}s] {model_name} seed {seed} {meth:<18} s={sparsity:<6} acc={acc:.4f} achieved={achieved:.4f} importance={imp_s:.3f}s", flush=True)
+                    entry["dense_acc"] = float(np.mean(dense_accs))
+                    entry["epoch_seconds"] = float(np.mean(epoch_secs))
+                    entry["results"] = [
+                        {
+                            "method": m_,
+                            "sparsity": s_,
+                            "acc_mean": float(np.mean([v[0] for v in vals])),
+                            "acc_std": float(np.std([v[0] for v in vals])),
+                            "n_seeds": len(vals),
+                            "achieved_sparsity": float(np.mean([v[1] for v in vals])),
+                            "importance_seconds": float(np.mean([v[2] for v in vals])),
+                            "layer_sparsity": vals[-1][3],
+                        }
+                        for (m_, s_), vals in raw.items()
+                    ]
+                    write_outputs(results, args.out)
+    results["seconds"] = time.time() - t_start
+    write_outputs(results, args.out)
+    print(open(os.path.splitext(args.out)[0] + ".md").read())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

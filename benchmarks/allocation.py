@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
+from tfprune.importance.base import resolve as resolve_importance  # noqa: E402
 
 # method label -> (allocator, importance scorer or None)
 METHODS = {
@@ -98,7 +99,8 @@ def write_outputs(results: dict, out: str) -> None:
         for ax, (name, m) in zip(axes[0], results["models"].items()):
             for meth in dict.fromkeys(r["method"] for r in m["results"]):
                 rs = sorted((r for r in m["results"] if r["method"] == meth), key=lambda r: r["sparsity"])
-                ax.errorbar([1 - r["sparsity"] for r in rs], [100 * r["acc_mean"] for r in rs], yerr=[100 * r["acc_std"] for r in rs], marker="o", label=meth, capsize=2)
+                dens = [1 - r["sparsity"] for r in rs]
+                ax.errorbar(dens, [100 * r["acc_mean"] for r in rs], yerr=[100 * r["acc_std"] for r in rs], marker="o", label=meth, capsize=2)
             ax.set_xscale("log")
             ax.invert_xaxis()
             ax.set_xlabel("density (fraction kept, log)")
@@ -144,7 +146,7 @@ def main(argv=None) -> int:
     for model_name in args.models.split(","):
         raw: dict[tuple[str, float], list] = {}
         dense_accs, epoch_secs = [], []
-        entry = {"dense_acc": None, "epoch_seconds": None, "default_method": "capacity_spectral", "results": []}
+        entry = {"dense_acc": None, "epoch_seconds": None, "default_method": resolve_importance("capacity"), "results": []}
         results["models"][model_name] = entry
         for seed in range(args.seeds):
             keras.utils.set_random_seed(seed)
@@ -163,7 +165,8 @@ def main(argv=None) -> int:
                     acc = float(w.evaluate(xs, ys, verbose=0)[1])
                     achieved = tp.prunable_layers(w).total_sparsity()
                     raw.setdefault((meth, sparsity), []).append((acc, achieved, imp_s, alloc.targets))
-                    print(f"[{time.time() - t_start:6.0f}s] {model_name} seed {seed} {meth:<18} s={sparsity:<6} acc={acc:.4f} achieved={achieved:.4f} importance={imp_s:.3f}s", flush=True)
+                    stamp = f"[{time.time() - t_start:6.0f}s] {model_name} seed {seed} {meth:<18} s={sparsity:<6}"
+                    print(f"{stamp} acc={acc:.4f} achieved={achieved:.4f} importance={imp_s:.3f}s", flush=True)
                     entry["dense_acc"] = float(np.mean(dense_accs))
                     entry["epoch_seconds"] = float(np.mean(epoch_secs))
                     entry["results"] = [

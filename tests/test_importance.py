@@ -104,7 +104,10 @@ def test_importance_with_equal_scores_is_lamp(trained_tiny):
 
 
 def test_erk_caps_small_layers():
-    layers = [tfprune.PrunableLayer("small", "small", "Dense", "kernel", (10, 4), 40), tfprune.PrunableLayer("big", "big", "Dense", "kernel", (1000, 1000), 10**6)]
+    layers = [
+        tfprune.PrunableLayer("small", "small", "Dense", "kernel", (10, 4), 40),
+        tfprune.PrunableLayer("big", "big", "Dense", "kernel", (1000, 1000), 10**6),
+    ]
     a = allocate_sparsity(layers, 0.9, method="erk")
     assert a.targets["small"] < 0.2 and a.targets["big"] > 0.89
     with pytest.raises(ValueError, match="shapes"):

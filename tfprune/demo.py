@@ -17,8 +17,8 @@ import numpy as np
 
 from tfprune import datasets, models
 from tfprune.allocation import list_allocators
-from tfprune.callbacks import LayerwisePruning
 from tfprune.export import export_tflite
+from tfprune.importance_callback import ImportancePruning
 from tfprune.layers import prunable_layers
 from tfprune.wrap import wrap
 
@@ -56,7 +56,7 @@ def run_demo(
     dense_acc = float(dense.evaluate(x_test, y_test, verbose=0)[1])
 
     pruned = models.compile_classifier(wrap(dense), learning_rate=5e-4)
-    callback = LayerwisePruning(sparsity, allocation=allocation, ramp_fraction=0.6)
+    callback = ImportancePruning(sparsity, importance="capacity", allocation=allocation, ramp_fraction=0.6)
     pruned.fit(x_train, y_train, epochs=prune_epochs, batch_size=batch_size, callbacks=[callback], verbose=2)
     pruned_acc = float(pruned.evaluate(x_test, y_test, verbose=0)[1])
 
@@ -79,6 +79,8 @@ def run_demo(
     record: dict[str, Any] = {
         "data": source,
         "allocation": allocation,
+        "importance": callback.scores_.method,
+        "importance_seconds": callback.importance_seconds_,
         "requested_sparsity": sparsity,
         "achieved_sparsity": layers.total_sparsity(),
         "layers": [
@@ -110,7 +112,8 @@ def format_table(r: dict[str, Any]) -> str:
     a, t = r["accuracy"], r["tflite"]
     lines = [
         "",
-        f"LeNet-5 on {r['data']}: allocation '{r['allocation']}', requested sparsity {r['requested_sparsity']:.3f}, "
+        f"LeNet-5 on {r['data']}: allocation '{r['allocation']}' (importance '{r['importance']}', "
+        f"{r['importance_seconds']:.3f} s), requested sparsity {r['requested_sparsity']:.3f}, "
         f"achieved {r['achieved_sparsity']:.4f}",
         "",
         "| layer | weights | target sparsity | achieved sparsity |",

@@ -70,6 +70,19 @@ def _clone_model(model: Any, fn: Any) -> Any:
         raise
 
 
+def _rebuild(model: Any, layer_fn: Any) -> Any:
+    """Clone ``model`` recursively (nested models too), each layer through ``layer_fn``; copy weights."""
+
+    def clone_fn(layer: Any) -> Any:
+        if isinstance(layer, keras.Model):
+            return _clone_model(layer, clone_fn)
+        return layer_fn(layer)
+
+    new_model = _clone_model(model, clone_fn)
+    _copy_weights(model, new_model)
+    return new_model
+
+
 def wrappers(model: Any) -> list[Any]:
     """All tfmot ``PruneLowMagnitude`` wrappers in ``model`` (nested models included)."""
     out: list[Any] = []
@@ -206,9 +219,7 @@ def wrap(
 
     selected: list[str] = []
 
-    def clone_fn(layer: Any) -> Any:
-        if isinstance(layer, keras.Model):
-            return _clone_model(layer, clone_fn)
+    def wrap_layer(layer: Any) -> Any:
         new = _clone_layer(layer)
         if _weight_kind(layer) is None:
             return new
@@ -221,13 +232,12 @@ def wrap(
         selected.append(layer.name)
         return _tfmot_prune.prune_low_magnitude(new, pruning_schedule=schedule, block_size=bs)
 
-    new_model = _clone_model(model, clone_fn)
+    new_model = _rebuild(model, wrap_layer)
     if not selected:
         raise ValueError(f"include/exclude selected no layer to wrap. Prunable layers: {sorted(names)}")
     not_selected = [n for n in per_layer if n not in selected and per_layer[n] > 0]
     if not_selected:
         raise ValueError(f"targets name layer(s) {not_selected} that include/exclude left unwrapped.")
-    _copy_weights(model, new_model)
     return new_model
 
 
@@ -244,30 +254,18 @@ def strip(model: Any) -> Any:
     """
     check_model(model)
 
-    def clone_fn(layer: Any) -> Any:
+    def unwrap_layer(layer: Any) -> Any:
         if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
             inner = _clone_layer(layer.layer)
             if not hasattr(inner, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
                 inner._batch_input_shape = layer._batch_input_shape
             return inner
-        if isinstance(layer, keras.Model):
-            return _clone_model(layer, clone_fn)
         return _clone_layer(layer)
 
-    new_model = _clone_model(model, clone_fn)
-    _copy_weights(model, new_model)
-    return new_model
+    return _rebuild(model, unwrap_layer)
 
 
 def clone(model: Any) -> Any:
     """A deep copy of ``model`` (wrappers, masks and pruning step kept)."""
     check_model(model)
-
-    def clone_fn(layer: Any) -> Any:
-        if isinstance(layer, keras.Model):
-            return _clone_model(layer, clone_fn)
-        return _clone_layer(layer)
-
-    new_model = _clone_model(model, clone_fn)
-    _copy_weights(model, new_model)
-    return new_model
+    return _rebuild(model, _clone_layer)

@@ -1,0 +1,13 @@
+"""Layer-wise Optimal Brain Surgeon (Dong, Chen & Pan 2017): second-order pruning with weight correction.
+
+* `layer_hessians`: H = (1/n) sum x x^T per layer from the unpruned network.
+* `solvers.lobs` / `solvers.exact`: numpy solvers.
+* `prune`: a new pruned model and an `OBSReport` (sparsity, delta E, bound, time).
+* `retrain`: light retraining that keeps exactly the OBS zeros; `reestimate_batchnorm`.
+"""
+
+from tfprune.obs import solvers
+from tfprune.obs.hessian import layer_hessians
+from tfprune.obs.prune import METHODS, OBSLayer, OBSReport, prune, reestimate_batchnorm, retrain, wrap_with_masks
+
+__all__ = ["METHODS", "OBSLayer", "OBSReport", "layer_hessians", "prune", "reestimate_batchnorm", "retrain", "solvers", "wrap_with_masks"]

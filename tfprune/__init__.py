@@ -8,7 +8,7 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, datasets, importance, models  # noqa: E402
+from tfprune import allocation, datasets, importance, models, obs  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import LayerwisePruning, apply_masks  # noqa: E402
@@ -48,6 +48,7 @@ __all__ = [
     "list_allocators",
     "load_model",
     "models",
+    "obs",
     "prunable_layers",
     "score_layers",
     "strip",

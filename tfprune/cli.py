@@ -50,6 +50,38 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_obs(args: argparse.Namespace) -> int:
+    import tfprune
+    from tfprune.obs.hessian import supported
+
+    model = tfprune.load_model(args.model, compile=False)
+    (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(args.data)
+    names = [layer.name for layer in model.layers if supported(layer)]
+    targets = tolerance = None
+    if args.keep:
+        keep = [float(v) for v in args.keep.split(",")]
+        if len(keep) != len(names):
+            raise ValueError(f"--keep has {len(keep)} values but the model has {len(names)} OBS layers {names}")
+        targets = {n: 1.0 - k for n, k in zip(names, keep)}
+    elif args.sparsity is not None:
+        targets = args.sparsity
+    elif args.tolerance is not None:
+        tolerance = args.tolerance
+    else:
+        raise ValueError("give --keep (fraction kept per layer), --sparsity with --allocation, or --tolerance")
+    pruned, report = tfprune.obs.prune(
+        model, (x_train, y_train), targets=targets, tolerance=tolerance, method=args.method, allocation=args.allocation, n_samples=args.n_samples
+    )
+    if args.retrain:
+        pruned = tfprune.obs.retrain(pruned, x_train, y_train, args.retrain)
+    print(report.table())
+    tfprune.models.compile_classifier(pruned)
+    print(f"test accuracy: {pruned.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
+    pruned.save(args.out)
+    print(f"saved {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -86,6 +118,18 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--plot", default=None, help="save a plot here")
     a.add_argument("--json", action="store_true")
     a.set_defaults(func=_cmd_analyze)
+    o = sub.add_parser("obs", help="Layer-wise OBS: second-order pruning with weight correction")
+    o.add_argument("model")
+    o.add_argument("--data", required=True, help="mnist.npz (keras layout): train split calibrates, test split evaluates")
+    o.add_argument("--keep", help="fraction kept per OBS layer in model order, e.g. 0.05,0.2,0.7")
+    o.add_argument("--sparsity", type=float, help="total sparsity split by --allocation (instead of --keep)")
+    o.add_argument("--allocation", default="lamp")
+    o.add_argument("--tolerance", type=float, help="per-layer delta E tolerance (instead of targets)")
+    o.add_argument("--method", default="exact", choices=["lobs", "exact", "magnitude"])
+    o.add_argument("--n-samples", type=int, default=10000)
+    o.add_argument("--retrain", type=int, default=0, help="light retraining steps that keep the zeros")
+    o.add_argument("--out", required=True)
+    o.set_defaults(func=_cmd_obs)
     return p
 
 

@@ -2,11 +2,11 @@
 
 Data-free: ``capacity`` (alias of the best capacity variant, see
 ``capacity.py``), ``capacity_spectral``, ``capacity_energy``, ``magnitude``.
-Data-driven: ``sensitivity``. Second-order scores (L-OBS) register the same
-way, with ``@register_importance("obs", needs_data=True)``.
+Data-driven: ``sensitivity`` and ``obs`` (second order: relative L-OBS layer
+error at a given sparsity).
 """
 
-from tfprune.importance import capacity, magnitude, sensitivity  # noqa: F401  (register scorers)
+from tfprune.importance import capacity, magnitude, obs, sensitivity  # noqa: F401  (register scorers)
 from tfprune.importance.base import (
     ImportanceContext,
     ImportanceScores,

@@ -119,7 +119,10 @@ def layer_hessians(
     if progress:
         from tqdm.auto import tqdm
 
-        total = None if isinstance(data, tf.data.Dataset) else int(np.ceil(min(len(np.asarray(data[0] if isinstance(data, (tuple, list)) else data)), n_samples or 1 << 62) / batch_size))
+        total = None
+        if not isinstance(data, tf.data.Dataset):
+            n_rows = len(np.asarray(data[0] if isinstance(data, (tuple, list)) else data))
+            total = int(np.ceil(min(n_rows, n_samples or 1 << 62) / batch_size))
         it = tqdm(it, total=total, desc="Hessians", leave=False)
     for xb in it:
         outs = probe(xb, training=False)

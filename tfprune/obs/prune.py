@@ -219,9 +219,8 @@ def retrain(
 
     Returns a new plain model (``model`` is not modified).
     """
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_callbacks
-
     import tensorflow as tf
+    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_callbacks
 
     if steps <= 0:
         return clone(model)

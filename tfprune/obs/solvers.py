@@ -21,7 +21,9 @@ E = (1/2n) sum ||z_hat - z||^2 = 1/2 sum_j dW_j^T H dW_j (`layer_error`).
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -64,7 +66,7 @@ def _saliency(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int) -> np.ndarray
 
 
 def selection_counts(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int, n_prune: int | None = None, tolerance: float | None = None):
-    """The L-OBS global ranking: the boolean (prunable_rows, O) set to remove and its summed saliency.
+    """The L-OBS global ranking: the boolean (prunable_rows, n_out) set to remove and its summed saliency.
 
     Exactly ``n_prune`` weights, or (with ``tolerance``) the longest prefix of
     the ranking whose summed saliency stays <= tolerance.
@@ -85,15 +87,15 @@ def selection_counts(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int, n_prun
 def lobs(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_prune: int | None = None, tolerance: float | None = None):
     """L-OBS: prune by saliency ranked once, sequential OBS corrections per column.
 
-    Returns ``(W_new, mask)`` with mask (d, O) True = kept; pruned entries are exactly 0.
+    Returns ``(W_new, mask)`` with mask (d, n_out) True = kept; pruned entries are exactly 0.
     """
     W = np.array(W, dtype=np.float64)
-    d, O = W.shape
+    d, n_out = W.shape
     p = d if prunable_rows is None else int(prunable_rows)
     sel, _ = selection_counts(W, Hinv, p, n_prune, tolerance)
     L = _saliency(W, Hinv, p)
     # per column: pruned rows in ranking order
-    order = np.argsort(np.where(sel, L, np.inf), axis=0, kind="stable")  # (p, O)
+    order = np.argsort(np.where(sel, L, np.inf), axis=0, kind="stable")  # (p, n_out)
     counts = sel.sum(0)
     diag = np.diag(Hinv)
     for k in range(int(counts.max()) if counts.size else 0):
@@ -108,31 +110,31 @@ def lobs(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_pr
 
 
 def exact(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_prune: int | None = None,
-          tolerance: float | None = None, counts: np.ndarray | None = None, chunk: int = 8, dtype: type = np.float32):
+          tolerance: float | None = None, counts: np.ndarray | None = None, chunk: int = 8, dtype: type = np.float32, threads: int | None = None):
     """Greedy OBS with inverse-Hessian downdates, per column, columns in parallel.
 
-    ``counts`` (O,) gives how many weights each column loses; by default the
+    ``counts`` (n_out,) gives how many weights each column loses; by default the
     per-column counts of the L-OBS ranking for ``n_prune`` / ``tolerance``.
     Returns ``(W_new, mask)``.
     """
     W = np.array(W, dtype=np.float64)
     Hinv = np.asarray(Hinv, dtype=np.float64)
-    d, O = W.shape
+    d, n_out = W.shape
     p = d if prunable_rows is None else int(prunable_rows)
     if counts is None:
         sel, _ = selection_counts(W, Hinv, p, n_prune, tolerance)
         counts = sel.sum(0)
     counts = np.asarray(counts, dtype=np.int64)
-    if counts.shape != (O,) or (counts < 0).any() or (counts > p).any():
-        raise ValueError(f"counts must be (O,) in [0, {p}]")
-    mask = np.ones((d, O), dtype=bool)
+    if counts.shape != (n_out,) or (counts < 0).any() or (counts > p).any():
+        raise ValueError(f"counts must be (n_out,) in [0, {p}]")
+    mask = np.ones((d, n_out), dtype=bool)
     diag0 = np.diag(Hinv)
-    for start in range(0, O, chunk):
-        cols = np.arange(start, min(start + chunk, O))
+
+    def run_chunk(cols: np.ndarray) -> None:
         C = len(cols)
         kmax = int(counts[cols].max()) if C else 0
         if kmax == 0:
-            continue
+            return
         theta = W[:, cols].T.copy()  # (C, d)
         dg = np.tile(diag0, (C, 1))  # current diag of H^-1 per column
         U = np.zeros((C, d, kmax), dtype=dtype)  # the memory-bound part: float32 halves the traffic
@@ -161,4 +163,15 @@ def exact(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_p
         theta[~cm] = 0.0
         W[:, cols] = theta.T
         mask[:, cols] = cm.T
+
+    chunks = [np.arange(start, min(start + chunk, n_out)) for start in range(0, n_out, chunk)]
+    # Largest work first; numpy's BLAS and ufunc loops release the GIL, so threads use every core.
+    chunks.sort(key=lambda c: -int(counts[c].max()))
+    workers = max(1, min(len(chunks), os.cpu_count() or 1)) if threads is None else max(1, int(threads))
+    if workers == 1:
+        for cols in chunks:
+            run_chunk(cols)
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(run_chunk, chunks))
     return W, mask

@@ -8,15 +8,17 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, datasets, importance, models, obs  # noqa: E402
+from tfprune import allocation, datasets, importance, models, obs, shallow  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import LayerwisePruning, apply_masks  # noqa: E402
+from tfprune.distill import Distiller  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
 from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
 from tfprune.importance_callback import ImportancePruning  # noqa: E402
 from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
 from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
+from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 
@@ -25,6 +27,8 @@ __version__ = "0.1.0"
 __all__ = [
     "Allocation",
     "AnalysisReport",
+    "Distiller",
+    "Profile",
     "analyze",
     "ExportReport",
     "ImportancePruning",
@@ -49,8 +53,10 @@ __all__ = [
     "load_model",
     "models",
     "obs",
+    "profile",
     "prunable_layers",
     "score_layers",
+    "shallow",
     "strip",
     "wrap",
 ]

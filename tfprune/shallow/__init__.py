@@ -1,0 +1,183 @@
+"""Shallowing (Chen & Zhao 2018): remove whole layers whose features add too little, then distil.
+
+    report = tfprune.shallow.probe_layers(model, (x, y))
+    student, result = tfprune.shallow.shallow(model, (x, y), tau=0.005)   # or target_flops_reduction=0.3
+    distiller = tfprune.Distiller(model, student, temperature=4, alpha=0.9)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from tfprune._keras import check_model
+from tfprune.profile import profile
+from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
+from tfprune.shallow.graph import Unit, find_units, remove_units
+from tfprune.shallow.probes import extract_features, fit_probe
+
+__all__ = ["probe_layers", "shallow", "ProbeReport", "ProbeRow", "ShallowResult", "find_units", "remove_units", "Unit"]
+
+
+@dataclass
+class ProbeRow:
+    name: str
+    kind: str
+    layers: list[str]
+    removable: bool
+    reason: str
+    accuracy: float
+    params: int
+    macs: int
+
+
+@dataclass
+class ProbeReport:
+    """Probe accuracy per unit (graph order); ``metric`` is ``accuracy`` or ``mAP``."""
+
+    rows: list[ProbeRow] = field(default_factory=list)
+    metric: str = "accuracy"
+    n_train: int = 0
+    n_test: int = 0
+    units: list[Unit] = field(default_factory=list, repr=False)
+
+    def table(self, removed: set[str] | None = None) -> str:
+        removed = removed or set()
+        out = [f"linear probes ({self.metric} on {self.n_test} held-out samples, trained on {self.n_train})",
+               f"{'unit (end layer)':<26}{'kind':<7}{self.metric:>9}{'gain':>8}{'MACs':>12}  status"]
+        prev = None
+        for r in self.rows:
+            gain = "" if prev is None else f"{r.accuracy - prev:+.4f}"
+            status = "REMOVED" if r.name in removed else ("removable" if r.removable else f"kept: {r.reason}")
+            out.append(f"{r.name:<26}{r.kind:<7}{r.accuracy:>9.4f}{gain:>8}{r.macs:>12}  {status}")
+            if r.name not in removed:
+                prev = r.accuracy
+        return "\n".join(out)
+
+    __str__ = table
+
+    def to_dict(self) -> dict:
+        return {"metric": self.metric, "n_train": self.n_train, "n_test": self.n_test, "rows": [asdict(r) for r in self.rows]}
+
+    def plot(self, path: str, removed: set[str] | None = None) -> str:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        removed = removed or set()
+        xs = np.arange(len(self.rows))
+        fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(self.rows) + 2), 4))
+        ax.plot(xs, [r.accuracy for r in self.rows], "k-", alpha=0.4)
+        for i, r in enumerate(self.rows):
+            color = "tab:red" if r.name in removed else ("tab:blue" if r.removable else "gray")
+            ax.plot(i, r.accuracy, "o", color=color)
+        ax.set_xticks(xs, [r.name for r in self.rows], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel(f"probe {self.metric}")
+        ax.set_title("linear probes (blue: removable, red: removed, gray: fixed)")
+        fig.tight_layout()
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+        return path
+
+
+def _split(data: Any, n_samples: int | None, train_fraction: float, seed: int):
+    x, y = data
+    x, y = np.asarray(x), np.asarray(y)
+    if n_samples is not None:
+        x, y = x[:n_samples], y[:n_samples]
+    idx = np.random.default_rng(seed).permutation(len(x))
+    k = int(round(train_fraction * len(x)))
+    if k < 2 or len(x) - k < 2:
+        raise ValueError(f"need at least 2 samples on each side of the probe split, got {len(x)} samples")
+    return x, y, idx[:k], idx[k:]
+
+
+def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_fraction: float = 0.5, multilabel: bool | None = None,
+                 n_samples: int | None = 10000, batch_size: int = 256, seed: int = 0, progress: bool = True) -> ProbeReport:
+    """Fit a linear probe on every unit's output; report held-out accuracy and why units are (not) removable.
+
+    Args:
+      model: a flat Sequential/functional tf-keras model.
+      data: ``(x, y)``; y integer labels (N,) or a multi-hot (N, K) matrix.
+      pooling: ``avg`` (default), ``max``, ``flatten`` or ``fn(batch) -> (batch, features)``.
+      train_fraction: share of the samples that trains the probes; the rest scores them.
+      multilabel: sigmoid probes + mAP; default: True when y is 2-D with several columns.
+    """
+    check_model(model)
+    units = find_units(model)
+    if not units:
+        raise ValueError("no Conv/Dense units found to probe")
+    x, y, tr, te = _split(data, n_samples, train_fraction, seed)
+    if multilabel is None:
+        multilabel = y.ndim == 2 and y.shape[1] > 1
+    feats = extract_features(model, [u.end for u in units], x, pooling, batch_size, progress)
+    rows = []
+    it = units
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(units, desc="probes", leave=False)
+    for u in it:
+        f = feats[u.end]
+        acc = fit_probe(f[tr], y[tr], f[te], y[te], multilabel=multilabel, seed=seed)
+        rows.append(ProbeRow(u.end, u.kind, u.layers, u.removable, u.reason, acc, u.params, u.macs))
+    return ProbeReport(rows, "mAP" if multilabel else "accuracy", len(tr), len(te), units)
+
+
+@dataclass
+class ShallowResult:
+    tau: float
+    removed: list[str]
+    params_before: int
+    params_after: int
+    macs_before: int
+    macs_after: int
+    probes: ProbeReport = field(repr=False, default=None)
+
+    @property
+    def macs_reduction(self) -> float:
+        return 1.0 - self.macs_after / max(self.macs_before, 1)
+
+    @property
+    def params_reduction(self) -> float:
+        return 1.0 - self.params_after / max(self.params_before, 1)
+
+    def table(self) -> str:
+        return (self.probes.table(set(self.removed)) + f"\n\ntau {self.tau:.4g}: removed {len(self.removed)} units {self.removed}\n"
+                f"params {self.params_before} -> {self.params_after} (-{100 * self.params_reduction:.1f}%), "
+                f"MACs {self.macs_before} -> {self.macs_after} (-{100 * self.macs_reduction:.1f}%)")
+
+    __str__ = table
+
+
+def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops_reduction: float | None = None,
+            target_params_reduction: float | None = None, probes: ProbeReport | None = None, **probe_kwargs: Any) -> tuple[Any, ShallowResult]:
+    """Remove the removable units whose probe gain over the previous kept unit is below ``tau``.
+
+    Give ``tau`` (accuracy fraction: 0.005 = half a point), or a target
+    reduction of FLOPs (MACs) or parameters, from which the smallest tau
+    meeting it is chosen. ``probes`` reuses an earlier `probe_layers` report.
+    Returns ``(new_model, ShallowResult)``; ``model`` is not changed.
+    """
+    check_model(model)
+    if sum(v is not None for v in (tau, target_flops_reduction, target_params_reduction)) != 1:
+        raise ValueError("give exactly one of tau=, target_flops_reduction=, target_params_reduction=")
+    if probes is None:
+        if data is None:
+            raise ValueError("shallow() needs data=(x, y) for the probes (or probes=an earlier report)")
+        probes = probe_layers(model, data, **probe_kwargs)
+    acc = [r.accuracy for r in probes.rows]
+    removable = [r.removable for r in probes.rows]
+    prof = profile(model)
+    if tau is None:
+        cost = [r.macs for r in probes.rows] if target_flops_reduction is not None else [r.params for r in probes.rows]
+        total = prof.macs if target_flops_reduction is not None else prof.params
+        tau = tau_for_reduction(acc, removable, cost, total, target_flops_reduction or target_params_reduction)
+    removed_idx = removals_for_tau(acc, removable, float(tau))
+    units = [probes.units[i] for i in removed_idx]
+    new = remove_units(model, units) if units else remove_units(model, [])
+    after = profile(new)
+    return new, ShallowResult(float(tau), [u.end for u in units], prof.params, after.params, prof.macs, after.macs, probes)

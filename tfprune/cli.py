@@ -82,6 +82,27 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_shallow(args: argparse.Namespace) -> int:
+    import tfprune
+
+    model = tfprune.load_model(args.model, compile=False)
+    (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(args.data)
+    kw = {"tau": args.tau} if args.target_flops is None else {"target_flops_reduction": args.target_flops}
+    student, result = tfprune.shallow.shallow(model, (x_train[: args.n_samples], y_train[: args.n_samples]), pooling=args.pooling, **kw)
+    print(result.table())
+    if args.distill_epochs:
+        distiller = tfprune.Distiller(model, student, temperature=args.temperature, alpha=args.alpha)
+        distiller.compile(optimizer=tfprune.models.keras.optimizers.Adam(1e-3))
+        distiller.fit(x_train, y_train, epochs=args.distill_epochs, batch_size=128, verbose=2)
+    tfprune.models.compile_classifier(student)
+    print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
+    if args.plot:
+        print(f"plot: {result.probes.plot(args.plot, set(result.removed))}")
+    student.save(args.out)
+    print(f"saved {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +151,19 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--retrain", type=int, default=0, help="light retraining steps that keep the zeros")
     o.add_argument("--out", required=True)
     o.set_defaults(func=_cmd_obs)
+    sh = sub.add_parser("shallow", help="remove whole layers whose linear-probe gain is below tau, then distil")
+    sh.add_argument("model")
+    sh.add_argument("--data", required=True, help="mnist.npz (keras layout)")
+    sh.add_argument("--tau", type=float, default=0.005, help="minimum probe-accuracy gain to keep a unit (fraction: 0.005 = half a point)")
+    sh.add_argument("--target-flops", type=float, default=None, help="instead of --tau: the FLOPs fraction to remove")
+    sh.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"])
+    sh.add_argument("--n-samples", type=int, default=10000, help="samples for the probes (half train, half held out)")
+    sh.add_argument("--distill-epochs", type=int, default=0)
+    sh.add_argument("--temperature", type=float, default=4.0)
+    sh.add_argument("--alpha", type=float, default=0.9)
+    sh.add_argument("--plot", default=None)
+    sh.add_argument("--out", required=True)
+    sh.set_defaults(func=_cmd_shallow)
     return p
 
 

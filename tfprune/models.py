@@ -4,6 +4,7 @@
 * `lenet5`: Caffe LeNet-5: conv 20 (5x5) -> pool -> conv 50 (5x5) -> pool ->
   fc 500 -> fc 10; 430,500 kernel weights on 28x28x1 input.
 * `vgg_small`: a small VGG-style CNN (conv-BN-ReLU pairs, max-pool).
+* `plain_cnn`: a plain CNN of same-shape conv units (shallowing experiments).
 * `resnet_cifar`: CIFAR-style ResNet-(6n+2) (ResNet-20: n=3, ResNet-56: n=9)
   with identity shortcuts inside a stage and 1x1 projection shortcuts
   between stages.
@@ -17,7 +18,7 @@ from tfprune._keras import keras
 
 L = keras.layers
 
-__all__ = ["lenet_300_100", "lenet5", "vgg_small", "resnet_cifar", "resnet20", "resnet56", "compile_classifier"]
+__all__ = ["lenet_300_100", "lenet5", "vgg_small", "plain_cnn", "resnet_cifar", "resnet20", "resnet56", "compile_classifier"]
 
 
 def lenet_300_100(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
@@ -56,6 +57,28 @@ def vgg_small(
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(num_classes, name="fc")(x)
     return keras.Model(inp, out, name="vgg_small")
+
+
+def plain_cnn(
+    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, n_conv: int = 8, width: int = 16, pool_after: Sequence[int] = (2, 5)
+) -> keras.Model:
+    """A plain (no shortcut) CNN: conv0 (input -> width), then ``n_conv - 1`` same-shape conv-BN-ReLU units, GAP, fc.
+
+    Every conv after the first keeps its input's shape, so each is a
+    candidate for shallowing; max-pooling follows the convs in ``pool_after``.
+    """
+    inp = keras.Input(tuple(input_shape), name="image")
+    x = L.Conv2D(width, 3, padding="same", name="conv0")(inp)
+    x = L.ReLU(name="relu0")(x)
+    for i in range(1, n_conv):
+        x = L.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+        x = L.BatchNormalization(name=f"bn{i}")(x)
+        x = L.ReLU(name=f"relu{i}")(x)
+        if i in pool_after:
+            x = L.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    out = L.Dense(num_classes, name="fc")(x)
+    return keras.Model(inp, out, name="plain_cnn")
 
 
 def _basic_block(x, filters: int, stride: int, name: str):

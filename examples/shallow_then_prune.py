@@ -1,0 +1,35 @@
+"""Shallow first, then weight-prune with the importance callback, then export TFLite.
+
+    python examples/shallow_then_prune.py [--data ../shared/data/mnist/mnist.npz]
+"""
+
+import argparse
+
+import tfprune  # first: sets TF_USE_LEGACY_KERAS=1
+from tfprune._keras import keras
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--data", default=None)
+ap.add_argument("--out", default="out/shallow_pruned.tflite")
+args = ap.parse_args()
+
+((x, y), (x_test, y_test)), source = tfprune.datasets.load_mnist_or_digits(args.data)
+print("data:", source)
+teacher = tfprune.models.compile_classifier(tfprune.models.plain_cnn())
+teacher.fit(x, y, epochs=3, batch_size=128, verbose=2)
+print("dense accuracy", teacher.evaluate(x_test, y_test, verbose=0)[1])
+
+# 1. remove whole layers whose probe gain is small (at least 30% of the FLOPs), then distil
+student, result = tfprune.shallow.shallow(teacher, (x[:10000], y[:10000]), target_flops_reduction=0.3, progress=False)
+print(result.table())
+distiller = tfprune.Distiller(teacher, student, temperature=4.0, alpha=0.9)
+distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
+distiller.fit(x, y, epochs=2, batch_size=128, verbose=2)
+
+# 2. importance-based weight pruning of what is left
+pruned = tfprune.models.compile_classifier(tfprune.wrap(student), learning_rate=5e-4)
+pruned.fit(x, y, epochs=2, batch_size=128, verbose=2, callbacks=[tfprune.ImportancePruning(0.8)])
+
+# 3. export, verified
+report = tfprune.export_tflite(pruned, args.out, mode="sparse", sample_inputs=(x_test, y_test), n_samples=2000)
+print(report.table())

@@ -163,3 +163,19 @@ def test_distiller_trains_only_the_student(digits_data):
         tfprune.Distiller(teacher, student, alpha=1.5)
     with pytest.raises(ValueError, match="temperature"):
         tfprune.Distiller(teacher, student, temperature=0)
+
+
+def test_cli_shallow(tmp_path):
+    from tests.conftest import mnist_path
+    from tests.test_data_models_cli import _cli
+
+    if mnist_path() is None:
+        pytest.skip("needs mnist.npz for the CLI's --data")
+    m = tfprune.models.compile_classifier(plain_cnn(5))
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    out = str(tmp_path / "s.keras")
+    r = _cli("shallow", path, "--data", mnist_path(), "--tau", "1.0", "--n-samples", "600", "--plot", str(tmp_path / "p.png"), "--out", out)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "linear probes" in r.stdout and "REMOVED" in r.stdout and (tmp_path / "p.png").is_file()
+    assert len(tfprune.load_model(out).layers) < len(m.layers)

@@ -26,16 +26,16 @@ import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.importance.base import resolve as resolve_importance  # noqa: E402
 
-# method label -> (allocator, importance scorer or None)
+# method label -> (allocator, importance scorer or None, allocator options)
 METHODS = {
-    "uniform": ("uniform", None),
-    "global": ("global", None),
-    "global_ratio": ("global_ratio", None),
-    "lamp": ("lamp", None),
-    "erk": ("erk", None),
-    "capacity_spectral": ("importance", "capacity_spectral"),
-    "capacity_energy": ("importance", "capacity_energy"),
-    "sensitivity": ("importance", "sensitivity"),
+    "uniform": ("uniform", None, {}),
+    "global": ("global", None, {}),
+    "global_ratio": ("global_ratio", None, {}),
+    "lamp": ("lamp", None, {}),
+    "erk": ("erk", None, {}),
+    "capacity_spectral": ("importance", "capacity_spectral", {}),
+    "capacity_energy": ("importance", "capacity_energy", {}),
+    "sensitivity": ("importance", "sensitivity", {}),
 }
 MODELS = {"lenet5": tp.models.lenet5, "lenet300": tp.models.lenet_300_100}
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist", "mnist.npz")
@@ -53,13 +53,13 @@ class EpochTimer(keras.callbacks.Callback):
 
 
 def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.Allocation, float]:
-    allocator, scorer = METHODS[method]
+    allocator, scorer, options = METHODS[method]
     t0 = time.perf_counter()
     scores = None
     if scorer is not None:
         kw = {"sparsity": sparsity, "progress": False} if scorer == "sensitivity" else {}
         scores = tp.score_layers(model, scorer, data=calib if scorer == "sensitivity" else None, **kw).scores
-    alloc = tp.allocate_sparsity(model, sparsity, method=allocator, scores=scores)
+    alloc = tp.allocate_sparsity(model, sparsity, method=allocator, scores=scores, **options)
     return alloc, time.perf_counter() - t0
 
 
@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sparsities", default="0.5,0.8,0.9,0.95,0.98,0.988")
     ap.add_argument("--models", default="lenet5,lenet300")
     ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--merge", action="store_true", help="keep the other methods' results already in --out (same budget and seeds)")
     ap.add_argument("--dense-epochs", type=int, default=3)
     ap.add_argument("--ramp-epochs", type=int, default=1)
     ap.add_argument("--finetune-epochs", type=int, default=2)
@@ -142,12 +143,20 @@ def main(argv=None) -> int:
         f"batch {args.batch_size}; {len(xt)} training images; seeds {args.seeds}"
     )
     results = {"budget": budget, "quick": bool(args.quick), "models": {}}
+    previous = {}
+    if args.merge and os.path.exists(args.out):
+        with open(args.out) as f:
+            old = json.load(f)
+        if old.get("budget") != budget:
+            raise SystemExit(f"--merge: {args.out} was made with another budget:\n  {old.get('budget')}\nvs\n  {budget}")
+        previous = old["models"]
     t_start = time.time()
     for model_name in args.models.split(","):
         raw: dict[tuple[str, float], list] = {}
         dense_accs, epoch_secs = [], []
         entry = {"dense_acc": None, "epoch_seconds": None, "default_method": resolve_importance("capacity"), "results": []}
         results["models"][model_name] = entry
+        kept = [r for r in previous.get(model_name, {}).get("results", []) if r["method"] not in methods]
         for seed in range(args.seeds):
             keras.utils.set_random_seed(seed)
             dense = tp.models.compile_classifier(MODELS[model_name]())
@@ -181,7 +190,7 @@ def main(argv=None) -> int:
                             "layer_sparsity": vals[-1][3],
                         }
                         for (m_, s_), vals in raw.items()
-                    ]
+                    ] + kept
                     write_outputs(results, args.out)
     results["seconds"] = time.time() - t_start
     write_outputs(results, args.out)

@@ -204,3 +204,12 @@ def test_analyze_and_cli(trained_tiny, digits_data, tmp_path):
     out = _cli("analyze", path, "--sparsity", "0.8", "--plot", str(tmp_path / "cli.png"))
     assert out.returncode == 0, out.stderr[-2000:]
     assert "fc1" in out.stdout and (tmp_path / "cli.png").is_file()
+
+
+def test_global_ratio_normalizations(trained_tiny):
+    rms = allocate_sparsity(trained_tiny, 0.9, method="global_ratio")
+    l2 = allocate_sparsity(trained_tiny, 0.9, method="global_ratio", normalization="l2")
+    assert rms.total_sparsity == l2.total_sparsity
+    assert l2.removed["conv1"] < rms.removed["conv1"]  # l2 favours the small layer
+    with pytest.raises(ValueError, match="normalization"):
+        allocate_sparsity(trained_tiny, 0.9, method="global_ratio", normalization="max")

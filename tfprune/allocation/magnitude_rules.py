@@ -3,9 +3,12 @@
 * ``global``: raw |w| (one magnitude threshold; can collapse small layers
   without the ``min_keep`` floor, which it respects).
 * ``global_ratio``: one removal ratio for the whole model on per-layer
-  normalised magnitudes |w| / rms(W_l) (Global removal ratio paper, 2023; the
-  paper's exact normalisation is not available: RMS is our choice, so every
-  layer's scores are on the same scale regardless of its initialisation).
+  normalised magnitudes (Global removal ratio paper, 2023; the paper's exact
+  normalisation is not available, so it is ours): by default |w| / rms(W_l),
+  every layer's scores on one scale whatever its initialisation (measured:
+  close to uniform, and it collapses small layers at very high sparsity, see
+  benchmarks/results/allocation.md); ``normalization="l2"`` uses
+  |w| / ||W_l||_2, the opposite extreme (a large layer can keep a single weight).
 * ``lamp``: LAMP (Lee et al., ICLR 2021): score(u) = w_u^2 / sum_{|w_v| >= |w_u|} w_v^2
   within a layer; never removes a layer's largest weight.
 
@@ -68,11 +71,16 @@ def global_magnitude(problem: AllocationProblem) -> np.ndarray:
 
 @register_allocator("global_ratio")
 def global_ratio(problem: AllocationProblem) -> np.ndarray:
-    """One removal ratio on per-layer normalised magnitudes |w| / rms(W_l)."""
+    """One removal ratio on per-layer normalised magnitudes |w| / rms(W_l) (or / ||W_l||_2)."""
+    norm = problem.options.get("normalization", "rms")
+    if norm not in ("l2", "rms"):
+        raise ValueError(f"normalization must be 'l2' or 'rms', got {norm!r}")
     out = []
     for k in problem.require_kernels("global_ratio"):
-        rms = float(np.sqrt(np.mean(np.square(k, dtype=np.float64))))
-        out.append(np.abs(k) / (rms if rms > 0 else 1.0))
+        scale = float(np.sqrt(np.sum(np.square(k, dtype=np.float64))))
+        if norm == "rms":
+            scale /= np.sqrt(k.size)
+        out.append(np.abs(k) / (scale if scale > 0 else 1.0))
     return global_top_k(out, problem)
 
 

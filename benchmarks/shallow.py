@@ -88,7 +88,7 @@ def main(argv=None) -> int:
         removed_any: set = set()
         for target in [float(t) for t in args.targets.split(",")]:
             try:
-                student0, res = tp.shallow.shallow(dense, probes=probes, target_flops_reduction=target)
+                student0, res = tp.shallow.shallow(dense, (xt[:10000], yt[:10000]), probes=probes, target_flops_reduction=target)
             except ValueError as err:
                 print(f"target {target}: {err}")
                 continue

@@ -159,6 +159,7 @@ def test_distiller_trains_only_the_student(digits_data):
     assert not np.allclose(student.get_layer("fc").kernel.numpy(), s_before)
     for a, b in zip(t_before, [w.numpy() for w in teacher.weights]):
         np.testing.assert_array_equal(a, b)
+    assert teacher.trainable and all(layer.trainable for layer in teacher.layers)  # the teacher object is not mutated
     with pytest.raises(ValueError, match="alpha"):
         tfprune.Distiller(teacher, student, alpha=1.5)
     with pytest.raises(ValueError, match="temperature"):

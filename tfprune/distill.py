@@ -2,7 +2,8 @@
 
 loss = (1 - alpha) * CE(y, student) + alpha * T^2 * KL(softmax(teacher / T) || softmax(student / T))
 
-Teacher and student must output logits. Only the student's weights train;
+Teacher and student must output logits. Only the student's weights train (the
+teacher object is left exactly as it was);
 ``distiller.student`` is the trained model (``call`` runs the student).
 """
 
@@ -51,7 +52,8 @@ class Distiller(keras.Model):
         self.student = student
         self.temperature = float(temperature)
         self.alpha = float(alpha)
-        self.teacher.trainable = False
+        # The teacher is not modified (not even its `trainable` flag): gradients are taken for the
+        # student's variables only, and the teacher always runs with training=False.
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.acc = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
 

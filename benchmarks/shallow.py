@@ -63,7 +63,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results", "shallow.json"))
     ap.add_argument("--targets", default="0.3,0.45,0.6", help="FLOPs fractions to remove (each gives one tau)")
     ap.add_argument("--dense-epochs", type=int, default=4)
-    ap.add_argument("--finetune-epochs", type=int, default=2)
+    ap.add_argument("--finetune-epochs", type=int, default=3)
     ap.add_argument("--runs", type=int, default=300)
     ap.add_argument("--models", default="plain_cnn,resnet20")
     args = ap.parse_args(argv)

@@ -63,7 +63,7 @@ def vgg_small(
 
 
 def plain_cnn(
-    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, n_conv: int = 8, width: int = 16, pool_after: Sequence[int] = (2, 5)
+    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, n_conv: int = 8, width: int = 16, pool_after: Sequence[int] = (1, 4)
 ) -> keras.Model:
     """A plain (no shortcut) CNN: conv0 (input -> width), then ``n_conv - 1`` same-shape conv-BN-ReLU units, GAP, fc.
 

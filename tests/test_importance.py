@@ -56,7 +56,7 @@ def test_registry_lists_and_scores(trained_tiny, digits_data):
         s = score_layers(trained_tiny, m)
         assert set(s.scores) == {"conv1", "conv2", "fc1", "fc2"}
         assert all(0 < v <= 1 for v in s.scores.values()) and s.seconds >= 0
-    assert score_layers(trained_tiny, "capacity").method == "capacity_spectral"
+    assert score_layers(trained_tiny, "capacity").method == "capacity_energy"
     (xt, yt), _ = digits_data
     before = [v.numpy().copy() for v in trained_tiny.weights]
     sens = score_layers(trained_tiny, "sensitivity", data=(xt[:300], yt[:300]), sparsity=0.95, progress=False)
@@ -153,7 +153,7 @@ def test_importance_pruning_flow(tiny, digits_data, granularity, block):
     cb = tfprune.ImportancePruning(0.8, granularity=granularity, end_step=30, verbose=0)
     h = w.fit(xt[:1280], yt[:1280], batch_size=64, epochs=2, callbacks=[cb], verbose=0)
     inv = tfprune.prunable_layers(w)
-    assert cb.scores_.method == "capacity_spectral" and cb.allocation_.method == "importance"
+    assert cb.scores_.method == "capacity_energy" and cb.allocation_.method == "importance"
     assert h.history["importance_seconds"][-1] == pytest.approx(cb.importance_seconds_)
     if granularity == "channel":
         for p in inv:

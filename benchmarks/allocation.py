@@ -139,7 +139,7 @@ def write_outputs(results: dict, out: str) -> None:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 seed, sparsities 0.9/0.95/0.988, LeNet-5 only, 1+1 epochs at batch 512")
+    ap.add_argument("--quick", action="store_true", help="1 seed, sparsities 0.9/0.95/0.988, LeNet-5 only, a 1-epoch ramp and no fine-tuning, batch 512")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "allocation.json"))
     ap.add_argument("--data", default=os.environ.get("TFPRUNE_MNIST") or DEFAULT_DATA)
     ap.add_argument("--seeds", type=int, default=3)
@@ -162,7 +162,7 @@ def main(argv=None) -> int:
         print(open(os.path.splitext(args.out)[0] + ".md").read())
         return 0
     if args.quick:
-        args.seeds, args.sparsities, args.models, args.finetune_epochs, args.batch_size = 1, "0.9,0.95,0.988", "lenet5", 1, 512
+        args.seeds, args.sparsities, args.models, args.finetune_epochs, args.batch_size = 1, "0.9,0.95,0.988", "lenet5", 0, 512
     sparsities = [float(s) for s in args.sparsities.split(",")]
     methods = args.methods.split(",")
     (xt, yt), (xs, ys) = tp.datasets.mnist(args.data)

@@ -21,6 +21,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+from _common import write_markdown  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
@@ -70,10 +71,7 @@ def main(argv=None) -> int:
         lines.append(f"| {gran} | {sparsity} | " + " | ".join(cells) + " |")
     dense_mean = np.mean([r["dense_acc"] for r in rows])
     lines.append(f"\nLeNet-5 on MNIST, dense {100 * dense_mean:.2f}%, {seeds} seed(s); test accuracy %, mean ± std; s = achieved total sparsity.")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    write_markdown(args.out, lines)
     return 0
 
 

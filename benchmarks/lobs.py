@@ -20,6 +20,8 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+from _common import write_markdown  # noqa: E402
+
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 
@@ -87,10 +89,7 @@ def main(argv=None) -> int:
             lines.append(f"| {method} | {100 * r['err_0']:.2f}% | {100 * r['err_100']:.2f}% | {100 * r['err_510']:.2f}% | {r['seconds']:.1f} | {per} |")
         lines.append(f"\n{PAPER[name]}\n")
     lines.append("Ours: MNIST from ../shared (22,699 training images), calibration on 10,000 of them, retraining Adam 1e-4, batch 128.")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    write_markdown(args.out, lines)
     return 0
 
 

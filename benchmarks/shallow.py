@@ -24,6 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import numpy as np  # noqa: E402
+from _common import write_markdown  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
@@ -133,10 +134,7 @@ def main(argv=None) -> int:
                          f"{r['latency_ms']:.3f} ({r['latency_ratio']:.2f}) | {r['flops_ratio']:.2f} |")
         lines.append("")
     lines.append(f"Budget: {results['budget']}. Latency: float TFLite, 1 thread, batch 1, median of {args.runs} runs.")
-    md = "\n".join(lines) + "\n"
-    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
-        f.write(md)
-    print(md)
+    write_markdown(args.out, lines)
     return 0
 
 

@@ -103,6 +103,16 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_command(sub, name: str, help: str, func, data_help: str | None = None, data_required: bool = False) -> argparse.ArgumentParser:
+    """A subcommand taking a saved model (and optionally ``--data`` mnist.npz)."""
+    c = sub.add_parser(name, help=help)
+    c.add_argument("model")
+    if data_help is not None:
+        c.add_argument("--data", required=data_required, help=data_help)
+    c.set_defaults(func=func)
+    return c
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -117,31 +127,24 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-plot", action="store_true")
     d.set_defaults(func=_cmd_demo)
 
-    ly = sub.add_parser("layers", help="list a saved model's prunable layers and why others are skipped")
-    ly.add_argument("model")
-    ly.set_defaults(func=_cmd_layers)
+    _model_command(sub, "layers", "list a saved model's prunable layers and why others are skipped", _cmd_layers)
 
-    e = sub.add_parser("export", help="export a saved model to a verified .tflite")
-    e.add_argument("model")
+    e = _model_command(sub, "export", "export a saved model to a verified .tflite", _cmd_export,
+                       "mnist.npz for parity/calibration (else random inputs; int8 needs data)")
     e.add_argument("--out", required=True)
     e.add_argument("--mode", default="sparse", choices=["float", "sparse", "dynamic", "int8"])
-    e.add_argument("--data", help="mnist.npz for parity/calibration (else random inputs; int8 needs data)")
     e.add_argument("--c-header", default=None)
     e.add_argument("--json", action="store_true")
-    e.set_defaults(func=_cmd_export)
-    a = sub.add_parser("analyze", help="per-layer importance, allocation, one-shot damage, most compact layer")
-    a.add_argument("model")
-    a.add_argument("--data", help="mnist.npz (keras layout) for the one-shot columns")
+    a = _model_command(sub, "analyze", "per-layer importance, allocation, one-shot damage, most compact layer", _cmd_analyze,
+                       "mnist.npz (keras layout) for the one-shot columns")
     a.add_argument("--sparsity", type=float, default=0.9, help="total sparsity to allocate")
     a.add_argument("--importance", default="capacity")
     a.add_argument("--allocation", default="importance")
     a.add_argument("--delta", type=float, default=0.01, help="accuracy drop tolerated by the compactness search")
     a.add_argument("--plot", default=None, help="save a plot here")
     a.add_argument("--json", action="store_true")
-    a.set_defaults(func=_cmd_analyze)
-    o = sub.add_parser("obs", help="Layer-wise OBS: second-order pruning with weight correction")
-    o.add_argument("model")
-    o.add_argument("--data", required=True, help="mnist.npz (keras layout): train split calibrates, test split evaluates")
+    o = _model_command(sub, "obs", "Layer-wise OBS: second-order pruning with weight correction", _cmd_obs,
+                       "mnist.npz (keras layout): train split calibrates, test split evaluates", data_required=True)
     o.add_argument("--keep", help="fraction kept per OBS layer in model order, e.g. 0.05,0.2,0.7")
     o.add_argument("--sparsity", type=float, help="total sparsity split by --allocation (instead of --keep)")
     o.add_argument("--allocation", default="lamp")
@@ -150,10 +153,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--n-samples", type=int, default=10000)
     o.add_argument("--retrain", type=int, default=0, help="light retraining steps that keep the zeros")
     o.add_argument("--out", required=True)
-    o.set_defaults(func=_cmd_obs)
-    sh = sub.add_parser("shallow", help="remove whole layers whose linear-probe gain is below tau, then distil")
-    sh.add_argument("model")
-    sh.add_argument("--data", required=True, help="mnist.npz (keras layout)")
+    sh = _model_command(sub, "shallow", "remove whole layers whose linear-probe gain is below tau, then distil", _cmd_shallow,
+                        "mnist.npz (keras layout)", data_required=True)
     sh.add_argument("--tau", type=float, default=0.005, help="minimum probe-accuracy gain to keep a unit (fraction: 0.005 = half a point)")
     sh.add_argument("--target-flops", type=float, default=None, help="instead of --tau: the FLOPs fraction to remove")
     sh.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"])
@@ -163,7 +164,6 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--alpha", type=float, default=0.9)
     sh.add_argument("--plot", default=None)
     sh.add_argument("--out", required=True)
-    sh.set_defaults(func=_cmd_shallow)
     return p
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from tfprune.allocation import allocate_sparsity
-from tfprune.callbacks import LayerwisePruning, apply_masks
+from tfprune.callbacks import LayerwisePruning
 from tfprune.granularity import GRANULARITIES, channel_mask
 from tfprune.importance import get_importance, score_layers
 from tfprune.layers import PrunableLayer
@@ -128,8 +128,5 @@ class ImportancePruning(LayerwisePruning):
         super().on_epoch_end(epoch, logs)
         if logs is not None:
             logs["importance_seconds"] = float(self.importance_seconds_)
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        apply_masks(self.model)
 
 

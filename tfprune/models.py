@@ -4,7 +4,7 @@
 * `lenet5`: Caffe LeNet-5: conv 20 (5x5) -> pool -> conv 50 (5x5) -> pool ->
   fc 500 -> fc 10; 430,500 kernel weights on 28x28x1 input.
 * `vgg_small`: a small VGG-style CNN (conv-BN-ReLU pairs, max-pool).
-* `plain_cnn`: a plain CNN of same-shape conv units (shallowing experiments).
+* `plain_cnn`: a plain VGG-style CNN, 8 conv-BN-ReLU units in 3 stages (shallowing experiments).
 * `resnet_cifar`: CIFAR-style ResNet-(6n+2) (ResNet-20: n=3, ResNet-56: n=9)
   with identity shortcuts inside a stage and 1x1 projection shortcuts
   between stages.
@@ -21,7 +21,7 @@ L = keras.layers
 #: CPU training budgets used here (with Keras' 0.99 a few hundred steps leave them far off).
 BN_MOMENTUM = 0.9
 
-__all__ = ["lenet_300_100", "lenet5", "vgg_small", "plain_cnn", "resnet_cifar", "resnet20", "resnet56", "compile_classifier"]
+__all__ = ["lenet_300_100", "lenet5", "vgg_small", "plain_cnn", "resnet_cifar", "resnet20", "resnet56", "adam", "compile_classifier"]
 
 
 def lenet_300_100(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
@@ -63,22 +63,28 @@ def vgg_small(
 
 
 def plain_cnn(
-    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, n_conv: int = 8, width: int = 16, pool_after: Sequence[int] = (1, 4)
+    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, stages: Sequence[tuple[int, int]] = ((16, 2), (32, 3), (64, 3))
 ) -> keras.Model:
-    """A plain (no shortcut) CNN: conv0 (input -> width), then ``n_conv - 1`` same-shape conv-BN-ReLU units, GAP, fc.
+    """A plain (no shortcut) VGG-style CNN of conv-BN-ReLU units: ``stages`` is ``((width, n_convs), ...)``.
 
-    Every conv after the first keeps its input's shape, so each is a
-    candidate for shallowing; max-pooling follows the convs in ``pool_after``.
+    Max-pooling (2x2) follows every stage but the last; then GAP and a dense
+    logits layer. The default has 8 convs (``conv0``..``conv7``); doubling the
+    width as the resolution halves gives every conv after a stage's first about
+    the same MACs (1.8 M at 28x28 input), and every conv but a stage's first
+    keeps its input's shape, so it is a candidate for shallowing.
     """
+    if not stages or any(w < 1 or n < 1 for w, n in stages):
+        raise ValueError(f"stages must be a non-empty list of (width >= 1, n_convs >= 1), got {stages!r}")
     inp = keras.Input(tuple(input_shape), name="image")
-    x = L.Conv2D(width, 3, padding="same", name="conv0")(inp)
-    x = L.ReLU(name="relu0")(x)
-    for i in range(1, n_conv):
-        x = L.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
-        x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{i}")(x)
-        x = L.ReLU(name=f"relu{i}")(x)
-        if i in pool_after:
-            x = L.MaxPooling2D(2, name=f"pool{i}")(x)
+    x, i = inp, 0
+    for s, (width, n) in enumerate(stages):
+        for _ in range(n):
+            x = L.Conv2D(width, 3, padding="same", use_bias=False, name=f"conv{i}")(x)
+            x = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"bn{i}")(x)
+            x = L.ReLU(name=f"relu{i}")(x)
+            i += 1
+        if s < len(stages) - 1:
+            x = L.MaxPooling2D(2, name=f"pool{s + 1}")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(num_classes, name="fc")(x)
     return keras.Model(inp, out, name="plain_cnn")
@@ -124,10 +130,23 @@ def resnet56(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10) ->
     return resnet_cifar(56, input_shape, num_classes)
 
 
-def compile_classifier(model: keras.Model, learning_rate: float = 1e-3) -> keras.Model:
-    """Compile a logits classifier with Adam + sparse CE (in place; returns the model)."""
+def adam(learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """Adam at ``learning_rate``; with ``decay_steps`` (optimizer steps, e.g. epochs * batches per epoch)
+    the rate follows a cosine decay to 0 over that many steps (our fine-tuning default)."""
+    if decay_steps is not None:
+        if decay_steps < 1:
+            raise ValueError(f"decay_steps must be >= 1 optimizer step, got {decay_steps}")
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, int(decay_steps))
+    return keras.optimizers.Adam(learning_rate)
+
+
+def compile_classifier(model: keras.Model, learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.Model:
+    """Compile a logits classifier with Adam + sparse CE (in place; returns the model).
+
+    ``decay_steps``: see `adam` (cosine decay of the learning rate over that many optimizer steps).
+    """
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
+        optimizer=adam(learning_rate, decay_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

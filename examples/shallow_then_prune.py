@@ -6,7 +6,6 @@
 import argparse
 
 import tfprune  # first: sets TF_USE_LEGACY_KERAS=1
-from tfprune._keras import keras
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--data", default=None)
@@ -15,16 +14,18 @@ args = ap.parse_args()
 
 ((x, y), (x_test, y_test)), source = tfprune.datasets.load_mnist_or_digits(args.data)
 print("data:", source)
-teacher = tfprune.models.compile_classifier(tfprune.models.plain_cnn())
-teacher.fit(x, y, epochs=3, batch_size=128, verbose=2)
+steps_per_epoch = -(-len(x) // 128)
+teacher = tfprune.models.compile_classifier(tfprune.models.plain_cnn(), 1e-3, decay_steps=4 * steps_per_epoch)  # cosine decay
+teacher.fit(x, y, epochs=4, batch_size=128, verbose=2)
 print("dense accuracy", teacher.evaluate(x_test, y_test, verbose=0)[1])
 
 # 1. remove whole layers whose probe gain is small (at least 30% of the FLOPs), then distil
 student, result = tfprune.shallow.shallow(teacher, (x[:10000], y[:10000]), target_flops_reduction=0.3, progress=False)
 print(result.table())
 distiller = tfprune.Distiller(teacher, student, temperature=4.0, alpha=0.9)
-distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
-distiller.fit(x, y, epochs=2, batch_size=128, verbose=2)
+distiller.compile(optimizer=tfprune.models.adam(1e-3, decay_steps=3 * steps_per_epoch))
+distiller.fit(x, y, epochs=3, batch_size=128, verbose=2)
+print("student accuracy after distillation", tfprune.models.compile_classifier(student).evaluate(x_test, y_test, verbose=0)[1])
 
 # 2. importance-based weight pruning of what is left
 pruned = tfprune.models.compile_classifier(tfprune.wrap(student), learning_rate=5e-4)

@@ -73,6 +73,30 @@ def test_reference_models():
         models.resnet_cifar(21)
 
 
+def test_plain_cnn_stages_and_shallowing_candidates():
+    from tfprune.shallow import find_units
+
+    m = models.plain_cnn()
+    convs = [layer for layer in m.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 16, 32, 32, 32, 64, 64, 64]
+    units = find_units(m)
+    removable = [u.end for u in units if u.removable]
+    assert removable == ["relu1", "relu3", "relu4", "relu6", "relu7"]
+    # VGG-style: every removable conv costs the same MACs (28*28*9*16*16 at 28x28 input)
+    assert {u.macs for u in units if u.removable} == {28 * 28 * 9 * 16 * 16}
+    assert models.plain_cnn(stages=((8, 1), (8, 2))).count_params() < m.count_params()
+    with pytest.raises(ValueError, match="stages"):
+        models.plain_cnn(stages=((16, 0),))
+
+
+def test_adam_cosine_decay():
+    lr = keras.optimizers.schedules.deserialize(models.adam(1e-3, decay_steps=10).get_config()["learning_rate"])
+    assert abs(float(lr(0)) - 1e-3) < 1e-9 and float(lr(10)) < 1e-9 and 0 < float(lr(5)) < 1e-3
+    assert models.adam(5e-4).get_config()["learning_rate"] == pytest.approx(5e-4)
+    with pytest.raises(ValueError, match="decay_steps"):
+        models.adam(1e-3, decay_steps=0)
+
+
 def _cli(*args, timeout=600):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     return subprocess.run([sys.executable, "-m", "tfprune.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)

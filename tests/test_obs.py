@@ -146,15 +146,19 @@ def test_retrain_keeps_obs_zeros_exactly(trained_tiny, digits_data):
     assert changed > 0  # it did train
 
 
-def test_reestimate_batchnorm():
-    m = tfprune.models.vgg_small((12, 12, 1), widths=(4,))
+def test_reestimate_batchnorm_chained():
+    m = tfprune.models.vgg_small((12, 12, 1), widths=(4, 6))
     x = np.random.default_rng(0).random((64, 12, 12, 1)).astype("float32")
-    bn = m.get_layer("block1_bn1")
-    bn.moving_mean.assign(np.full(4, 9.0, "float32"))
+    bns = [layer for layer in m.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(bns) == 4
+    for b in bns:  # stale statistics everywhere: each BN's input depends on the BNs before it
+        b.moving_mean.assign(np.full(b.moving_mean.shape, 9.0, "float32"))
+        b.moving_variance.assign(np.full(b.moving_variance.shape, 0.01, "float32"))
     obs.reestimate_batchnorm(m, x, batch_size=16)
-    a = keras.Model(m.inputs, bn.input)(x).numpy().reshape(-1, 4)
-    np.testing.assert_allclose(bn.moving_mean.numpy(), a.mean(0), rtol=1e-4, atol=1e-6)
-    np.testing.assert_allclose(bn.moving_variance.numpy(), a.var(0), rtol=1e-3, atol=1e-6)
+    for b in bns:  # with the final statistics in place, each BN's moving stats are its input's exact moments
+        a = keras.Model(m.inputs, b.input)(x).numpy().reshape(-1, b.moving_mean.shape[0])
+        np.testing.assert_allclose(b.moving_mean.numpy(), a.mean(0), rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(b.moving_variance.numpy(), a.var(0), rtol=1e-3, atol=1e-5)
 
 
 def test_obs_importance_scorer(trained_tiny, digits_data):

@@ -92,7 +92,8 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     print(result.table())
     if args.distill_epochs:
         distiller = tfprune.Distiller(model, student, temperature=args.temperature, alpha=args.alpha)
-        distiller.compile(optimizer=tfprune.models.keras.optimizers.Adam(1e-3))
+        steps = args.distill_epochs * -(-len(x_train) // 128)
+        distiller.compile(optimizer=tfprune.models.adam(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
         distiller.fit(x_train, y_train, epochs=args.distill_epochs, batch_size=128, verbose=2)
     tfprune.models.compile_classifier(student)
     print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
@@ -159,7 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--target-flops", type=float, default=None, help="instead of --tau: the FLOPs fraction to remove")
     sh.add_argument("--pooling", default="avg", choices=["avg", "max", "flatten"])
     sh.add_argument("--n-samples", type=int, default=10000, help="samples for the probes (half train, half held out)")
-    sh.add_argument("--distill-epochs", type=int, default=0)
+    sh.add_argument("--distill-epochs", type=int, default=0, help="epochs of distillation from MODEL (Adam 1e-3, cosine decay, batch 128)")
     sh.add_argument("--temperature", type=float, default=4.0)
     sh.add_argument("--alpha", type=float, default=0.9)
     sh.add_argument("--plot", default=None)

@@ -232,25 +232,25 @@ def retrain(
 
 
 def reestimate_batchnorm(model: Any, x: np.ndarray, batch_size: int = 256) -> Any:
-    """Recompute every top-level BatchNormalization's moving mean/variance from ``x`` (in place; returns model)."""
+    """Recompute every top-level BatchNormalization's moving mean/variance from ``x`` (in place; returns model).
+
+    The BatchNorms are re-estimated one after another in graph order, each
+    from its input computed with the BatchNorms before it already updated
+    (a single pass would measure a later BatchNorm's input with the earlier
+    ones' stale statistics). Cost: one forward pass of ``x`` up to each
+    BatchNorm; pass a few thousand samples.
+    """
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    if not bns:
-        return model
-    probe = keras.Model(model.inputs, [b.input for b in bns])
-    sums = [None] * len(bns)
-    sq = [None] * len(bns)
-    count = [0] * len(bns)
-    for i in range(0, len(x), batch_size):
-        outs = probe(x[i : i + batch_size], training=False)
-        outs = outs if isinstance(outs, (list, tuple)) else [outs]
-        for j, a in enumerate(outs):
-            a = np.asarray(a, dtype=np.float64).reshape(-1, a.shape[-1])
-            sums[j] = a.sum(0) if sums[j] is None else sums[j] + a.sum(0)
-            sq[j] = (a * a).sum(0) if sq[j] is None else sq[j] + (a * a).sum(0)
-            count[j] += a.shape[0]
-    for j, b in enumerate(bns):
-        mean = sums[j] / count[j]
-        var = np.maximum(sq[j] / count[j] - mean * mean, 0.0)
+    for b in bns:  # model.layers is in topological order for functional models
+        upto = keras.Model(model.inputs, b.input)
+        total, total_sq, count = None, None, 0
+        for i in range(0, len(x), batch_size):
+            a = np.asarray(upto(x[i : i + batch_size], training=False), dtype=np.float64)
+            a = a.reshape(-1, a.shape[-1])
+            total = a.sum(0) if total is None else total + a.sum(0)
+            total_sq = (a * a).sum(0) if total_sq is None else total_sq + (a * a).sum(0)
+            count += a.shape[0]
+        mean = total / count
         b.moving_mean.assign(mean.astype(np.float32))
-        b.moving_variance.assign(var.astype(np.float32))
+        b.moving_variance.assign(np.maximum(total_sq / count - mean * mean, 0.0).astype(np.float32))
     return model

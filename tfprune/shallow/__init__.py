@@ -155,15 +155,16 @@ class ShallowResult:
 
 def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops_reduction: float | None = None,
             target_params_reduction: float | None = None, probes: ProbeReport | None = None, reestimate_bn: bool = True,
-            **probe_kwargs: Any) -> tuple[Any, ShallowResult]:
+            bn_samples: int = 2048, **probe_kwargs: Any) -> tuple[Any, ShallowResult]:
     """Remove the removable units whose probe gain over the previous kept unit is below ``tau``.
 
     Give ``tau`` (accuracy fraction: 0.005 = half a point), or a target
     reduction of FLOPs (MACs) or parameters, from which the smallest tau
     meeting it is chosen. ``probes`` reuses an earlier `probe_layers` report.
     With ``reestimate_bn`` (default) and ``data``, the student's BatchNorm
-    statistics are re-estimated on ``data``'s inputs: removing layers changes
-    what the later BatchNorms see.
+    statistics are re-estimated on the first ``bn_samples`` of ``data``'s
+    inputs, one BatchNorm after another: removing layers changes what the
+    later BatchNorms see.
     Returns ``(new_model, ShallowResult)``; ``model`` is not changed.
     """
     check_model(model)
@@ -186,6 +187,6 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     if reestimate_bn and data is not None and units:
         from tfprune.obs.prune import reestimate_batchnorm
 
-        reestimate_batchnorm(new, np.asarray(data[0])[: probe_kwargs.get("n_samples", 10000) or None])
+        reestimate_batchnorm(new, np.asarray(data[0])[:bn_samples])
     after = profile(new)
     return new, ShallowResult(float(tau), [u.end for u in units], prof.params, after.params, prof.macs, after.macs, probes)

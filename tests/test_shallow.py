@@ -118,11 +118,16 @@ def test_probe_layers_and_shallow_on_trained_cnn(digits_data, tmp_path):
     assert [r.name for r in rep.rows][:2] == ["relu0", "relu1"] and rep.n_train == rep.n_test == 600
     assert all(0 <= r.accuracy <= 1 for r in rep.rows) and rep.rows[-1].accuracy > 0.3
     assert "kept: changes the shape" in rep.table()
-    s, res = shallow(m, probes=rep, target_flops_reduction=0.3)
+    with pytest.warns(UserWarning, match="BatchNorm statistics were not re-estimated"):
+        stale, _ = shallow(m, probes=rep, target_flops_reduction=0.3)
+    s, res = shallow(m, (xt[:1200], yt[:1200]), probes=rep, target_flops_reduction=0.3)
     assert res.macs_reduction >= 0.3 and res.removed
+    moved = [not np.allclose(s.get_layer(b.name).moving_mean.numpy(), stale.get_layer(b.name).moving_mean.numpy())
+             for b in stale.layers if isinstance(b, L.BatchNormalization)]
+    assert any(moved)  # with data, the student's BatchNorm statistics were re-estimated
     assert tfprune.profile(s).macs == res.macs_after
     assert s.predict(xs[:4], verbose=0).shape == (4, 10)
-    s2, res2 = shallow(m, probes=rep, tau=1.0)  # everything removable goes
+    s2, res2 = shallow(m, (xt[:600], yt[:600]), probes=rep, tau=1.0)  # everything removable goes
     assert len(res2.removed) == sum(r.removable for r in rep.rows)
     assert rep.plot(str(tmp_path / "p.png"), set(res.removed)).endswith("p.png")
     with pytest.raises(ValueError, match="exactly one"):

@@ -7,12 +7,13 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
-from tfprune._keras import check_model
+from tfprune._keras import check_model, keras
 from tfprune.profile import profile
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.graph import Unit, find_units, remove_units
@@ -184,9 +185,13 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     removed_idx = removals_for_tau(acc, removable, float(tau))
     units = [probes.units[i] for i in removed_idx]
     new = remove_units(model, units)
-    if reestimate_bn and data is not None and units:
-        from tfprune.obs.prune import reestimate_batchnorm
+    if reestimate_bn and units and any(isinstance(layer, keras.layers.BatchNormalization) for layer in new.layers):
+        if data is None:
+            warnings.warn("shallow(): the student's BatchNorm statistics were not re-estimated (no data= given); they are stale "
+                          "after removing layers: pass data=(x, y), or call tfprune.obs.reestimate_batchnorm(student, x)", stacklevel=2)
+        else:
+            from tfprune.obs.prune import reestimate_batchnorm
 
-        reestimate_batchnorm(new, np.asarray(data[0])[:bn_samples])
+            reestimate_batchnorm(new, np.asarray(data[0])[:bn_samples])
     after = profile(new)
     return new, ShallowResult(float(tau), [u.end for u in units], prof.params, after.params, prof.macs, after.macs, probes)

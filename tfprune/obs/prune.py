@@ -238,7 +238,8 @@ def reestimate_batchnorm(model: Any, x: np.ndarray, batch_size: int = 256) -> An
     from its input computed with the BatchNorms before it already updated
     (a single pass would measure a later BatchNorm's input with the earlier
     ones' stale statistics). Cost: one forward pass of ``x`` up to each
-    BatchNorm; pass a few thousand samples.
+    BatchNorm (2,048 samples on 2 CPU cores: about 20 s for ResNet-20,
+    150 s for ResNet-56); a few thousand samples are plenty.
     """
     bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
     for b in bns:  # model.layers is in topological order for functional models

@@ -59,17 +59,21 @@ def acc(model, xs, ys) -> float:
     return float(model.evaluate(xs, ys, verbose=0)[1])
 
 
+def decay_steps(n_samples: int, epochs: int) -> int:
+    """Optimizer steps in ``epochs`` epochs of ``n_samples`` at batch BATCH (the cosine decay length)."""
+    return epochs * -(-n_samples // BATCH)
+
+
 def finetune(student_path: str, teacher, mode: str, data, epochs: int, seed: int, temperature: float, alpha: float):
     """Fine-tune a fresh copy of the saved student with KD or plain CE (Adam 1e-3, cosine decay, batch 128)."""
     xt, yt = data
     keras.utils.set_random_seed(seed)
     student = tp.load_model(student_path, compile=False)
-    decay = epochs * int(np.ceil(len(xt) / BATCH))
     if mode == "kd":
         trainer = tp.Distiller(teacher, student, temperature=temperature, alpha=alpha)
-        trainer.compile(optimizer=tp.models.adam(1e-3, decay))
+        trainer.compile(optimizer=tp.models.adam(1e-3, decay_steps(len(xt), epochs)))
     else:
-        trainer = tp.models.compile_classifier(student, 1e-3, decay)
+        trainer = tp.models.compile_classifier(student, 1e-3, decay_steps(len(xt), epochs))
     trainer.fit(xt, yt, epochs=epochs, batch_size=BATCH, verbose=0)
     return student
 
@@ -97,7 +101,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     for name in args.models.split(","):
         keras.utils.set_random_seed(0)
-        dense = tp.models.compile_classifier(MODELS[name](), 1e-3, args.dense_epochs * int(np.ceil(len(xt) / BATCH)))
+        dense = tp.models.compile_classifier(MODELS[name](), 1e-3, decay_steps(len(xt), args.dense_epochs))
         dense.fit(xt, yt, epochs=args.dense_epochs, batch_size=BATCH, verbose=0)
         prof = tp.profile(dense)
         entry = {"dense_acc": acc(dense, xs, ys), "dense_flops": prof.macs, "dense_params": prof.params,

@@ -20,6 +20,7 @@ SECTIONS = {
                    ["allocation.png"]),
     "LOBS": (["lobs.md"], "python benchmarks/lobs.py", []),
     "SHALLOW": (["shallow.md"], "python benchmarks/shallow.py", ["shallow_plain_cnn_probes.png", "shallow_resnet20_probes.png"]),
+    "BN": (["bn_reestimate.md"], "python benchmarks/bn_reestimate.py", []),
 }
 
 

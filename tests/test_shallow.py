@@ -171,6 +171,29 @@ def test_distiller_trains_only_the_student(digits_data):
         tfprune.Distiller(teacher, student, temperature=0)
 
 
+def test_distiller_with_alpha_zero_is_plain_cross_entropy(digits_data, tmp_path):
+    """alpha=0 drops the KL term: the same steps as compiling the student with sparse CE."""
+    (xt, yt), _ = digits_data
+    teacher = plain_cnn(4, seed=1)
+    path = str(tmp_path / "s.keras")
+    plain_cnn(3, seed=2).save(path)
+    trained = []
+    for use_distiller in (True, False):
+        keras.utils.set_random_seed(3)
+        student = tfprune.load_model(path, compile=False)
+        if use_distiller:
+            trainer = tfprune.Distiller(teacher, student, temperature=4.0, alpha=0.0)
+            trainer.compile(optimizer=keras.optimizers.SGD(0.05))
+        else:
+            trainer = student
+            student.compile(optimizer=keras.optimizers.SGD(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        trainer.fit(xt[:256], yt[:256], epochs=1, batch_size=64, shuffle=False, verbose=0)
+        trained.append([w.numpy() for w in student.weights])
+    assert not np.allclose(trained[0][0], keras.models.load_model(path).weights[0].numpy())  # it trained
+    for a, b in zip(*trained):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
 def test_cli_shallow(tmp_path):
     from tests.conftest import mnist_path
     from tests.test_data_models_cli import _cli

@@ -207,4 +207,5 @@ def test_cli_shallow(tmp_path):
     r = _cli("shallow", path, "--data", mnist_path(), "--tau", "1.0", "--n-samples", "600", "--plot", str(tmp_path / "p.png"), "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "linear probes" in r.stdout and "REMOVED" in r.stdout and (tmp_path / "p.png").is_file()
+    assert "probes" in r.stderr and "%|" in r.stderr  # the progress bars (tqdm, on stderr)
     assert len(tfprune.load_model(out).layers) < len(m.layers)

@@ -10,6 +10,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wra
 
 from tfprune._keras import keras
 from tfprune.schedule import LayerwiseSchedule
+from tfprune.wrapper import PruneLayer
 
 __all__ = ["custom_objects", "custom_object_scope", "load_model"]
 
@@ -18,6 +19,7 @@ def custom_objects() -> dict[str, Any]:
     """Every class needed to deserialize a tfprune model (wrappers and schedules)."""
     objs: dict[str, Any] = {
         "PruneLowMagnitude": pruning_wrapper.PruneLowMagnitude,
+        "PruneLayer": PruneLayer,
         "LayerwiseSchedule": LayerwiseSchedule,
         "ConstantSparsity": _sched.ConstantSparsity,
         "PolynomialDecay": _sched.PolynomialDecay,

@@ -107,6 +107,30 @@ class LayerwiseSchedule(_tfmot_sched.PruningSchedule):
             self._frequency = tf.Variable(values["frequency"], trainable=False, dtype=tf.int64, name="frequency")
             self._power = tf.Variable(values["power"], trainable=False, dtype=tf.float32, name="power")
 
+    _FIELDS = (
+        ("_target", "target_sparsity", tf.float64),
+        ("_initial", "initial_sparsity", tf.float64),
+        ("_begin", "begin_step", tf.int64),
+        ("_end", "end_step", tf.int64),
+        ("_frequency", "frequency", tf.int64),
+        ("_power", "power", tf.float32),
+    )
+
+    def bind(self, layer: Any) -> None:
+        """Move every value into weights of ``layer`` (a pruning wrapper), keeping the current values.
+
+        After this the values are saved and restored with the model's weights
+        (``save``, ``save_weights``, checkpoints), under ``<layer>/schedule_<field>``.
+        """
+        for attr, field_name, dtype in self._FIELDS:
+            old = getattr(self, attr)
+            if any(old is w for w in layer.weights):
+                continue
+            new = layer.add_weight(f"schedule_{field_name}", shape=[], dtype=dtype, trainable=False,
+                                   initializer=keras.initializers.Constant(old.numpy()))
+            new.assign(old.numpy())
+            setattr(self, attr, new)
+
     # ----------------------------------------------------------------- values
     @staticmethod
     def _validated(target_sparsity, begin_step, end_step, frequency, initial_sparsity, power) -> dict:

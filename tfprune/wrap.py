@@ -13,12 +13,14 @@ import re
 from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
-from tensorflow_model_optimization.python.core.sparsity.keras import prune as _tfmot_prune
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 from tfprune._keras import check_model, keras
 from tfprune.layers import WRAPPER_PREFIX, _weight_kind, prunable_layers
+from tfprune.granularity import _check_block_size, parse_granularity
 from tfprune.schedule import LayerwiseSchedule, _check_sparsity
+from tfprune.wrapper import PruneLayer
 
 __all__ = ["wrap", "strip", "is_wrapped", "wrappers"]
 
@@ -143,6 +145,7 @@ def wrap(
     *,
     include: Selector | Iterable[Selector] | None = None,
     exclude: Selector | Iterable[Selector] | None = None,
+    granularity: str = "unstructured",
     block_size: tuple[int, int] | None = None,
     begin_step: int = 0,
     end_step: int = 1000,
@@ -168,9 +171,16 @@ def wrap(
       include: only wrap layers matching these names, regexes (full match) or
         layer classes. Default: every prunable layer.
       exclude: never wrap layers matching these.
-      block_size: ``(height, width)`` block pruning for Dense kernels (e.g.
-        ``(4, 1)`` for XNNPack's native sparse inference). Convolutions are
-        always pruned element-wise.
+      granularity: the mask rule each wrapper starts with (see
+        `tfprune.granularity`): ``unstructured`` (default), ``block``,
+        ``channel``, ``"N:M"`` (e.g. ``"2:4"``) or ``frozen`` (the masks are
+        set now from the zeros the weights already hold and never change:
+        fine-tuning that keeps a pruned model's zeros). The pruning callback
+        can switch among the first three later; ``N:M`` fixes N and M here.
+      block_size: ``(height, width)`` of the ``block`` rule for Dense kernels
+        (e.g. ``(4, 1)`` for XNNPack's native sparse inference); giving it
+        with the default granularity selects ``block``. Convolutions are
+        always pruned element-wise under ``block``.
       begin_step, end_step, frequency, initial_sparsity, power: see
         `LayerwiseSchedule`.
 
@@ -192,13 +202,10 @@ def wrap(
     inc = _as_selectors(include, "include")
     exc = _as_selectors(exclude, "exclude")
     if block_size is not None:
-        if (
-            not isinstance(block_size, (tuple, list))
-            or len(block_size) != 2
-            or not all(isinstance(b, (int, np.integer)) and b >= 1 for b in block_size)
-        ):
-            raise ValueError(f"block_size must be a pair of positive ints like (4, 1), got {block_size!r}")
-        block_size = (int(block_size[0]), int(block_size[1]))
+        block_size = _check_block_size(block_size)
+        if granularity == "unstructured" and block_size != (1, 1):
+            granularity = "block"
+    g = parse_granularity(granularity, block_size)
     # Targets: resolve to {name: sparsity} over the prunable names.
     names = set(inventory.names)
     if targets is None:
@@ -227,10 +234,12 @@ def wrap(
             return new
         if exc is not None and _matches(layer, exc):
             return new
-        bs = block_size if (block_size and isinstance(layer, keras.layers.Dense)) else (1, 1)
+        if not (isinstance(new, pruning_wrapper.prunable_layer.PrunableLayer) or hasattr(new, "get_prunable_weights")
+                or prune_registry.PruneRegistry.supports(new)):
+            return new
         schedule = LayerwiseSchedule(target_sparsity=per_layer.get(layer.name, default), **schedule_args)
         selected.append(layer.name)
-        return _tfmot_prune.prune_low_magnitude(new, pruning_schedule=schedule, block_size=bs)
+        return PruneLayer(new, pruning_schedule=schedule, granularity=g.name, block_size=g.block_size, n_m=(g.n, g.m))
 
     new_model = _rebuild(model, wrap_layer)
     if not selected:
@@ -238,6 +247,10 @@ def wrap(
     not_selected = [n for n in per_layer if n not in selected and per_layer[n] > 0]
     if not_selected:
         raise ValueError(f"targets name layer(s) {not_selected} that include/exclude left unwrapped.")
+    if g.kind == "frozen":
+        for w in wrappers(new_model):
+            for weight, mask, _ in w.pruning_vars:
+                mask.assign(tf.cast(tf.not_equal(weight, 0), mask.dtype))
     return new_model
 
 

@@ -1,0 +1,190 @@
+"""`PruneLayer`: tfmot's pruning wrapper with tfprune's mask rules and a saved schedule.
+
+What it adds to ``tfmot.sparsity.keras.PruneLowMagnitude``:
+
+* **Mask rules in the graph.** The mask is recomputed inside the traced
+  train step by the rule in `tfprune.granularity` (unstructured, block,
+  channel, N:M, frozen), chosen by an integer ``rule`` variable, so a
+  callback can switch rules without recompiling, ``steps_per_execution > 1``
+  works, and nothing is set from Python between batches.
+* **Biases of removed channels are masked** (``channel`` rule): the bias gets
+  its own mask, derived from the kernel's channel mask.
+* **The schedule is saved with the model.** The `LayerwiseSchedule`'s values
+  (target, ramp, frequency) and the plan's bookkeeping (``plan_sparsity``:
+  the total the plan was made for, -1 before any plan) are weights of the
+  wrapper, so full saves, ``save_weights``, ``ModelCheckpoint(save_weights_only=True)``
+  and ``BackupAndRestore`` restore them along with the masks and the step.
+
+The layer keeps tfmot's name prefix (``prune_low_magnitude_<name>``), its
+step counting (``pruning_step`` counts training calls of the wrapper) and its
+``pruning_vars`` list (kernel first).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import tensorflow as tf
+from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl, pruning_wrapper
+
+from tfprune._keras import keras
+from tfprune.granularity import RULE_IDS, Granularity, mask_tf, parse_granularity
+from tfprune.schedule import LayerwiseSchedule
+
+WRAPPER_PREFIX = "prune_low_magnitude_"
+
+__all__ = ["PruneLayer", "RulePruning"]
+
+_RULES = {v: k for k, v in RULE_IDS.items()}
+
+
+class RulePruning(pruning_impl.Pruning):
+    """tfmot's `Pruning` whose mask update follows the wrapper's rule variable."""
+
+    def __init__(self, wrapper: PruneLayer, **kwargs: Any) -> None:
+        super().__init__(block_size=(1, 1), block_pooling_type="AVG", **kwargs)
+        self._wrapper = wrapper
+
+    def _kernel_mask(self, weights: Any, sparsity: Any) -> Any:
+        w = self._wrapper
+        rule = tf.cast(w.rule, tf.int32)
+
+        def branch(kind: str) -> Any:
+            if kind == "frozen":
+                return lambda: tf.identity(w.pruning_vars[0][1])
+            g = Granularity(kind, tuple(w.block_size_), w.n_m[0], w.n_m[1])
+            return lambda: mask_tf(weights, sparsity, g, transpose=w.transpose)
+
+        return tf.switch_case(rule, [branch(_RULES[i]) for i in range(len(_RULES))])
+
+    def _maybe_update_block_mask(self, weights: Any) -> tuple[Any, Any]:
+        """(threshold, mask) for one pruning var; the bias mask follows the kernel's channels."""
+        w = self._wrapper
+        sparsity = self._pruning_schedule(self._step_fn())[1]
+        kernel = w.pruning_vars[0][0]
+        if weights is kernel:
+            return tf.zeros([], weights.dtype), self._kernel_mask(weights, sparsity)
+        # The bias: masked only under the channel rule (its channel's kernel mask).
+        channel = Granularity("channel")
+        kmask = mask_tf(kernel, sparsity, channel, transpose=w.transpose)
+        axis = kmask.shape.rank - 2 if w.transpose else kmask.shape.rank - 1
+        per_channel = tf.reduce_max(kmask, axis=[a for a in range(kmask.shape.rank) if a != axis])
+        bias_mask = tf.where(tf.equal(tf.cast(w.rule, tf.int32), RULE_IDS["channel"]), per_channel, tf.ones_like(per_channel))
+        return tf.zeros([], weights.dtype), tf.cast(bias_mask, weights.dtype)
+
+
+class PruneLayer(pruning_wrapper.PruneLowMagnitude):
+    """A tfmot pruning wrapper driven by a `LayerwiseSchedule` and a tfprune mask rule.
+
+    Args:
+      layer: the Keras layer to prune (any layer tfmot can prune).
+      pruning_schedule: a `LayerwiseSchedule` (its values become weights of
+        this wrapper when it is built).
+      granularity: the starting rule (``unstructured``, ``block``,
+        ``channel``, ``N:M`` or ``frozen``); callbacks may switch it.
+      block_size: blocks of the ``block`` rule (Dense kernels).
+      n_m: ``(N, M)`` of the ``N:M`` rule.
+      plan_sparsity: the total sparsity of the plan that set this layer's
+        target (-1: none yet). Bookkeeping for resume.
+    """
+
+    def __init__(
+        self,
+        layer: Any,
+        pruning_schedule: LayerwiseSchedule | None = None,
+        granularity: str = "unstructured",
+        block_size: tuple[int, int] = (4, 1),
+        n_m: tuple[int, int] = (2, 4),
+        plan_sparsity: float = -1.0,
+        **kwargs: Any,
+    ) -> None:
+        kwargs.pop("block_pooling_type", None)
+        kwargs.pop("sparsity_m_by_n", None)
+        if isinstance(pruning_schedule, dict):
+            pruning_schedule = keras.utils.deserialize_keras_object(pruning_schedule, custom_objects={"LayerwiseSchedule": LayerwiseSchedule})
+        schedule = pruning_schedule if pruning_schedule is not None else LayerwiseSchedule()
+        if not isinstance(schedule, LayerwiseSchedule):
+            raise TypeError(f"PruneLayer needs a tfprune.LayerwiseSchedule, got {type(schedule).__name__}")
+        name = kwargs.pop("name", None)
+        super().__init__(layer, pruning_schedule=schedule, block_size=(1, 1), **kwargs)
+        self._name = name if name is not None else WRAPPER_PREFIX + layer.name
+        g = parse_granularity(granularity if not isinstance(granularity, int) else _RULES[granularity], tuple(block_size))
+        self.granularity_ = g.kind
+        self.block_size_ = tuple(int(b) for b in block_size)
+        self.n_m = (int(n_m[0]), int(n_m[1])) if g.kind != "n:m" else (g.n, g.m)
+        self.transpose = "Transpose" in type(layer).__name__
+        self._initial_plan_sparsity = float(plan_sparsity)
+
+    def build(self, input_shape: Any) -> None:
+        super().build(input_shape)
+        self.rule = self.add_weight("rule", shape=[], dtype=tf.int64, trainable=False,
+                                    initializer=keras.initializers.Constant(RULE_IDS[self.granularity_]))
+        self.plan_sparsity = self.add_weight("plan_sparsity", shape=[], dtype=tf.float64, trainable=False,
+                                             initializer=keras.initializers.Constant(self._initial_plan_sparsity))
+        self.pruning_schedule.bind(self)
+        bias = getattr(self.layer, "bias", None)
+        if bias is not None and getattr(self.layer, "use_bias", True) and len(bias.shape) == 1:
+            bias_mask = self.add_weight("bias_mask", shape=bias.shape, dtype=bias.dtype, trainable=False,
+                                        initializer=keras.initializers.get("ones"), aggregation=tf.VariableAggregation.MEAN)
+            bias_threshold = self.add_weight("bias_threshold", shape=[], dtype=bias.dtype, trainable=False,
+                                             initializer=keras.initializers.get("zeros"), aggregation=tf.VariableAggregation.MEAN)
+            self.pruning_vars = list(self.pruning_vars) + [(bias, bias_mask, bias_threshold)]  # reassigned: tracked on set
+
+        def training_step_fn() -> Any:
+            return self.pruning_step
+
+        self.pruning_obj = RulePruning(
+            self,
+            training_step_fn=training_step_fn,
+            pruning_vars=self.pruning_vars,
+            pruning_schedule=self.pruning_schedule,
+        )
+
+    # ------------------------------------------------------------ rule access
+    @property
+    def granularity(self) -> str:
+        """The rule in force now (reads the variable once built)."""
+        if not self.built:
+            return self.granularity_
+        return _RULES[int(self.rule.numpy())]
+
+    def set_granularity(self, granularity: str | Granularity) -> None:
+        """Switch the mask rule (no recompilation needed). ``N:M`` must match this wrapper's ``n_m``."""
+        g = parse_granularity(granularity, self.block_size_)
+        if g.kind == "n:m" and (g.n, g.m) != self.n_m:
+            raise ValueError(
+                f"layer {self.layer.name!r} was wrapped for {self.n_m[0]}:{self.n_m[1]}, not {g.name}. "
+                f"Fix: wrap again with tfprune.wrap(model, granularity='{g.name}')."
+            )
+        if g.kind == "block" and g.block_size != self.block_size_:
+            raise ValueError(
+                f"layer {self.layer.name!r} was wrapped with block_size={self.block_size_}, not {g.block_size}. "
+                f"Fix: wrap again with tfprune.wrap(model, block_size={g.block_size})."
+            )
+        self.granularity_ = g.kind
+        if self.built:
+            self.rule.assign(g.rule_id)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.pop("block_pooling_type", None)
+        config.update({
+            "granularity": self.granularity,
+            "block_size": list(self.block_size_),
+            "n_m": list(self.n_m),
+            "plan_sparsity": float(self.plan_sparsity.numpy()) if self.built else self._initial_plan_sparsity,
+            "name": self.name,
+        })
+        return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> PruneLayer:
+        config = dict(config)
+        schedule = config.pop("pruning_schedule")
+        if isinstance(schedule, dict):
+            schedule = keras.utils.deserialize_keras_object(schedule, custom_objects={"LayerwiseSchedule": LayerwiseSchedule})
+        layer = keras.layers.deserialize(config.pop("layer"))
+        return cls(layer, pruning_schedule=schedule, **config)
+
+
+keras.utils.get_custom_objects().setdefault("PruneLayer", PruneLayer)

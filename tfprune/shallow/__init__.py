@@ -16,7 +16,7 @@ import numpy as np
 from tfprune._keras import check_model, keras
 from tfprune.profile import profile
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
-from tfprune.shallow.graph import Unit, find_units, remove_units
+from tfprune.shallow.graph import Unit, find_units, flat_graph, remove_units, units_of
 from tfprune.shallow.probes import extract_features, fit_probe
 
 __all__ = ["probe_layers", "shallow", "ProbeReport", "ProbeRow", "ShallowResult", "find_units", "remove_units", "Unit"]
@@ -101,20 +101,24 @@ def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_f
     """Fit a linear probe on every unit's output; report held-out accuracy and why units are (not) removable.
 
     Args:
-      model: a flat Sequential/functional tf-keras model.
+      model: a Sequential or functional tf-keras model; nested models are
+        inlined (unit names are those of the flat graph, see
+        `tfprune.shallow.graph`). ``model`` is only read.
       data: ``(x, y)``; y integer labels (N,) or a multi-hot (N, K) matrix.
       pooling: ``avg`` (default), ``max``, ``flatten`` or ``fn(batch) -> (batch, features)``.
       train_fraction: share of the samples that trains the probes; the rest scores them.
       multilabel: sigmoid probes + mAP; default: True when y is 2-D with several columns.
     """
     check_model(model)
-    units = find_units(model)
+    graph = flat_graph(model)
+    flat = graph.build()  # a flat copy (weights copied): the features are read from it, the input model is not touched
+    units = units_of(graph, flat)
     if not units:
         raise ValueError("no Conv/Dense units found to probe")
     x, y, tr, te = _split(data, n_samples, train_fraction, seed)
     if multilabel is None:
         multilabel = y.ndim == 2 and y.shape[1] > 1
-    feats = extract_features(model, [u.end for u in units], x, pooling, batch_size, progress)
+    feats = extract_features(flat, [u.end for u in units], x, pooling, batch_size, progress)
     rows = []
     it = units
     if progress:
@@ -166,7 +170,9 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     statistics are re-estimated on the first ``bn_samples`` of ``data``'s
     inputs, one BatchNorm after another: removing layers changes what the
     later BatchNorms see.
-    Returns ``(new_model, ShallowResult)``; ``model`` is not changed.
+    Returns ``(new_model, ShallowResult)``: the student is a new flat
+    functional model (rebuilt from ``model.get_config()``, weights copied by
+    layer name, nested models inlined); ``model`` is not changed.
     """
     check_model(model)
     if sum(v is not None for v in (tau, target_flops_reduction, target_params_reduction)) != 1:

@@ -1,4 +1,14 @@
-"""Which layers of a functional model can be removed while the graph stays valid, and the rebuild.
+"""Which units of a Keras model can be removed while the graph stays valid, and the rebuild without them.
+
+The graph is read from ``model.get_config()`` only: a functional model's
+``layers[*].inbound_nodes``, ``input_layers`` and ``output_layers``, a
+Sequential model's list of ``layers`` (a chain). Nested models (a Sequential
+block in a Sequential, a functional model called as a layer) are inlined, so
+the analysis, the probes and the student all work on one flat functional
+graph; a nested layer whose name clashes with another layer's gets its
+submodel's name as a prefix (``block1_conv``). The student is rebuilt with
+``keras.Model.from_config`` and each layer's weights are copied from the
+input model's layer of the same (flat) name; the input model is only read.
 
 Two kinds of removable units:
 
@@ -15,19 +25,21 @@ Removing a unit wires its input tensor to whatever consumed its end.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Any
-
-import tensorflow as tf
+from typing import Any, Callable
 
 from tfprune._keras import check_model, keras
 
-__all__ = ["Unit", "find_units", "remove_units", "producers", "consumers"]
+__all__ = ["Unit", "Graph", "flat_graph", "find_units", "remove_units"]
 
 L = keras.layers
 ELEMENTWISE = (L.BatchNormalization, L.ReLU, L.Activation, L.LeakyReLU, L.ELU, L.PReLU, L.Dropout, L.SpatialDropout2D, L.GaussianNoise, L.LayerNormalization)
 MERGE = (L.Add, L.Concatenate, L.Multiply, L.Average, L.Maximum, L.Minimum, L.Subtract)
 WEIGHTED = (L.Conv1D, L.Conv2D, L.Dense)
+_CONSTANT = "_CONSTANT_VALUE"
+
+Ref = tuple  # (layer name, node index, tensor index)
 
 
 @dataclass
@@ -45,114 +57,332 @@ class Unit:
     extra: dict = field(default_factory=dict)
 
 
-def _single_node(layer: Any) -> None:
-    if len(layer._inbound_nodes) > 1:
-        raise ValueError(f"layer {layer.name!r} is shared (called {len(layer._inbound_nodes)} times); shallowing needs each layer called once")
+# ----------------------------------------------------------- config node data
+def _is_ref(obj: Any) -> bool:
+    """A serialized tensor reference: ``[layer, node_index, tensor_index]`` or the same plus a kwargs dict."""
+    return (isinstance(obj, (list, tuple)) and len(obj) in (3, 4) and isinstance(obj[0], str) and obj[0] != _CONSTANT
+            and isinstance(obj[1], int) and isinstance(obj[2], int) and (len(obj) == 3 or isinstance(obj[3], dict)))
 
 
-def producers(layer: Any) -> list[Any]:
-    """Layers whose outputs feed ``layer`` (none for an InputLayer)."""
-    if isinstance(layer, L.InputLayer):
-        return []
-    return [t._keras_history.layer for t in tf.nest.flatten(layer.input)]
+def map_refs(data: Any, fn: Callable[[str, int, int], Ref]) -> Any:
+    """A copy of config node data with every tensor reference ``(layer, node, tensor)`` replaced by ``fn(...)``."""
+    if _is_ref(data):
+        new = list(fn(data[0], data[1], data[2]))
+        return new + [map_refs(data[3], fn)] if len(data) == 4 else new
+    if isinstance(data, dict):
+        return {k: map_refs(v, fn) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [map_refs(v, fn) for v in data]
+    return copy.deepcopy(data)
 
 
-def consumers(model: Any) -> dict[str, list[Any]]:
-    out: dict[str, list[Any]] = {layer.name: [] for layer in model.layers}
-    for layer in model.layers:
-        for p in producers(layer):
-            out[p.name].append(layer)
+def refs(data: Any) -> list[Ref]:
+    """Every tensor reference in config node data, in order (call arguments and keyword arguments)."""
+    out: list[Ref] = []
+
+    def keep(name: str, node: int, tensor: int) -> Ref:
+        out.append((name, node, tensor))
+        return (name, node, tensor)
+
+    map_refs(data, keep)
     return out
 
 
+# ------------------------------------------------------------------ the graph
+@dataclass
+class Graph:
+    """A flat functional graph in config form, plus the input model's layer that holds each layer's weights."""
+
+    name: str
+    layers: list[dict]  # functional layer entries in topological order: class_name, config, name, inbound_nodes
+    input_layers: list
+    output_layers: list
+    sources: dict[str, Any]  # flat layer name -> the input model's layer object (weights are copied from it)
+
+    def names(self) -> list[str]:
+        return [e["name"] for e in self.layers]
+
+    def inputs_of(self, name: str) -> list[Ref]:
+        """References to the tensors ``name`` is called on (none for an InputLayer)."""
+        return refs(self._entry(name)["inbound_nodes"])
+
+    def producers(self, name: str) -> list[str]:
+        """Names of the layers whose outputs feed ``name``, one per input tensor."""
+        return [r[0] for r in self.inputs_of(name)]
+
+    def consumers(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {n: [] for n in self.names()}
+        for n in self.names():
+            for p in self.producers(n):
+                out[p].append(n)
+        return out
+
+    def output_names(self) -> set[str]:
+        return {r[0] for r in refs(self.output_layers)}
+
+    def config(self, name: str | None = None) -> dict:
+        return {"name": name or self.name, "layers": copy.deepcopy(self.layers), "input_layers": copy.deepcopy(self.input_layers),
+                "output_layers": copy.deepcopy(self.output_layers)}
+
+    def build(self, name: str | None = None, copy_weights: bool = True) -> Any:
+        """A new functional model from this graph (``keras.Model.from_config``), weights copied by layer name."""
+        custom: dict[str, Any] = {}
+        for obj in self.sources.values():
+            cls = type(obj)
+            custom[cls.__name__] = cls
+            custom[keras.saving.get_registered_name(cls)] = cls
+        try:
+            new = keras.Model.from_config(self.config(name), custom_objects=custom)
+        except Exception as err:  # noqa: BLE001  (re-raised with the fix)
+            raise ValueError(
+                f"could not rebuild {name or self.name!r} from its config ({type(err).__name__}: {err}). Shallowing rebuilds the model "
+                "with keras.Model.from_config: every layer needs a working get_config()/from_config() (custom layers: implement "
+                "get_config and register them with keras.saving.register_keras_serializable)"
+            ) from err
+        if copy_weights:
+            for layer in new.layers:
+                src = self.sources.get(layer.name)
+                if src is not None and src.weights:
+                    layer.set_weights(src.get_weights())
+        return new
+
+    def _entry(self, name: str) -> dict:
+        for e in self.layers:
+            if e["name"] == name:
+                return e
+        raise KeyError(name)
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    out, i = name, 2
+    while out in taken:
+        out, i = f"{name}_{i}", i + 1
+    return out
+
+
+def _entry(e: dict, name: str, inbound: list) -> dict:
+    out = {k: copy.deepcopy(v) for k, v in e.items() if k not in ("name", "inbound_nodes", "config")}
+    out["config"] = dict(copy.deepcopy(e["config"]), name=name)
+    out["name"] = name
+    out["inbound_nodes"] = inbound
+    return out
+
+
+def _model_config(model: Any) -> dict:
+    cfg = model.get_config()
+    if not isinstance(cfg, dict) or "layers" not in cfg or (not isinstance(model, keras.Sequential)
+                                                           and not {"input_layers", "output_layers"} <= set(cfg)):
+        raise TypeError(f"model {model.name!r} ({type(model).__name__}) is subclassed: it has no layer graph in get_config() to edit. "
+                        "Fix: build it as a Sequential or functional model")
+    return cfg
+
+
+class _Flattener:
+    """Inline nested models into one list of functional layer entries with unique names."""
+
+    def __init__(self) -> None:
+        self.taken: set[str] = set()
+        self.sources: dict[str, Any] = {}
+        self.seen: dict[int, str] = {}
+
+    def source(self, flat: str, obj: Any) -> None:
+        if id(obj) in self.seen:
+            raise ValueError(f"layer {obj.name!r} is used twice (as {self.seen[id(obj)]!r} and {flat!r}); shallowing needs each layer "
+                             "called once. Fix: give each position its own layer")
+        self.seen[id(obj)] = flat
+        self.sources[flat] = obj
+
+    def reserve(self, model: Any, names: list[str]) -> dict[str, str]:
+        """Flat names for this model's own layers: the same name unless taken, else prefixed by the model's name."""
+        out = {}
+        for n in names:
+            out[n] = n if n not in self.taken else _unique(f"{model.name}_{n}", self.taken)
+            self.taken.add(out[n])
+        return out
+
+    def run(self, model: Any, inputs: list[Ref] | None = None) -> tuple[list[dict], list, list]:
+        """(entries, input_layers, output_layers) of ``model``; ``inputs``: the outer tensors a nested model is called on."""
+        cfg = _model_config(model)
+        if isinstance(model, keras.Sequential):
+            return self._sequential(model, cfg, inputs)
+        return self._functional(model, cfg, inputs)
+
+    def _sequential(self, model: Any, cfg: dict, inputs: list[Ref] | None) -> tuple[list[dict], list, list]:
+        body = [e for e in cfg["layers"] if e["class_name"] != "InputLayer"]
+        objs = list(model.layers)
+        if len(body) != len(objs):
+            raise RuntimeError(f"Sequential {model.name!r}: get_config() lists {len(body)} layers, model.layers {len(objs)}")
+        entries: list[dict] = []
+        if inputs is None:
+            in_cfg = next((e for e in cfg["layers"] if e["class_name"] == "InputLayer"), None)
+            if in_cfg is None:
+                try:
+                    shape = list(model.input_shape)
+                except (AttributeError, RuntimeError) as err:
+                    raise ValueError(f"Sequential {model.name!r} has no known input shape. Fix: start it with keras.Input(shape)") from err
+                in_cfg = {"class_name": "InputLayer", "config": {"batch_input_shape": shape, "dtype": model.dtype or "float32",
+                                                                 "sparse": False, "ragged": False, "name": f"{model.name}_input"}}
+            in_name = self.reserve(model, [in_cfg["config"]["name"]])[in_cfg["config"]["name"]]
+            entries.append(_entry(in_cfg, in_name, []))
+            inputs = [(in_name, 0, 0)]
+        if len(inputs) != 1:
+            raise ValueError(f"Sequential {model.name!r} is called on {len(inputs)} tensors; it takes one")
+        flat = self.reserve(model, [o.name for o in objs if not isinstance(o, keras.Model)])
+        prev = tuple(inputs[0])
+        for e, obj in zip(body, objs):
+            if isinstance(obj, keras.Model):
+                sub, _, outs = self.run(obj, [prev])
+                if len(refs(outs)) != 1:
+                    raise ValueError(f"nested model {obj.name!r} in Sequential {model.name!r} has {len(refs(outs))} outputs; it needs one")
+                entries += sub
+                prev = refs(outs)[0]
+                continue
+            entries.append(_entry(e, flat[obj.name], [[[*prev, {}]]]))
+            self.source(flat[obj.name], obj)
+            prev = (flat[obj.name], 0, 0)
+        return entries, [list(r) for r in inputs], [list(prev)]
+
+    def _functional(self, model: Any, cfg: dict, inputs: list[Ref] | None) -> tuple[list[dict], list, list]:
+        in_refs = refs(cfg["input_layers"])
+        alias: dict[tuple[str, int], Ref] = {}  # (layer, tensor index) -> flat reference
+        if inputs is not None:
+            if len(inputs) != len(in_refs):
+                raise ValueError(f"nested model {model.name!r} takes {len(in_refs)} inputs but is called on {len(inputs)}")
+            alias.update({(r[0], r[2]): tuple(t) for r, t in zip(in_refs, inputs)})
+        for e in cfg["layers"]:
+            if len(e["inbound_nodes"]) > 1:
+                raise ValueError(f"layer {e['name']!r} of {model.name!r} is shared (called {len(e['inbound_nodes'])} times); shallowing needs "
+                                 "each layer called once. Fix: give each call its own layer")
+        nested = {e["name"] for e in cfg["layers"] if isinstance(model.get_layer(e["name"]), keras.Model)}
+        own = [e["name"] for e in cfg["layers"] if e["name"] not in nested and (inputs is None or e["class_name"] != "InputLayer")]
+        flat = self.reserve(model, own)
+
+        def resolve(name: str, node: int, tensor: int) -> Ref:
+            if (name, tensor) in alias:
+                return alias[(name, tensor)]
+            if name not in flat:
+                raise ValueError(f"{model.name!r}: layer {name!r} is used before the layer that makes it; cannot follow the graph")
+            return (flat[name], 0, tensor)
+
+        entries: list[dict] = []
+        for e in cfg["layers"]:
+            name = e["name"]
+            if inputs is not None and e["class_name"] == "InputLayer":
+                continue
+            obj = model.get_layer(name)
+            if name in nested:
+                node = e["inbound_nodes"][0] if e["inbound_nodes"] else []
+                kwargs = [r[3] for r in _raw_refs(node) if len(r) == 4 and r[3]]
+                if any(v is not None for kw in kwargs for v in kw.values()):
+                    raise ValueError(f"nested model {name!r} is called with arguments {kwargs[0]}; flattening cannot keep them. "
+                                     "Fix: call it on its input alone")
+                sub, _, outs = self.run(obj, [resolve(*r) for r in refs(node)])
+                entries += sub
+                alias.update({(name, i): tuple(r) for i, r in enumerate(refs(outs))})
+                continue
+            entries.append(_entry(e, flat[name], map_refs(e["inbound_nodes"], resolve)))
+            if e["class_name"] != "InputLayer":
+                self.source(flat[name], obj)
+        return entries, map_refs(cfg["input_layers"], resolve), map_refs(cfg["output_layers"], resolve)
+
+
+def _raw_refs(data: Any) -> list[list]:
+    """The reference lists themselves (with their kwargs dict), first-level only."""
+    if _is_ref(data):
+        return [list(data)]
+    if isinstance(data, dict):
+        return [r for v in data.values() for r in _raw_refs(v)]
+    if isinstance(data, (list, tuple)):
+        return [r for v in data for r in _raw_refs(v)]
+    return []
+
+
+def flat_graph(model: Any) -> Graph:
+    """The layer graph of a Sequential or functional model (nested models inlined), read from ``model.get_config()``."""
+    check_model(model)
+    fl = _Flattener()
+    entries, inputs, outputs = fl.run(model)
+    return Graph(model.name, entries, inputs, outputs, fl.sources)
+
+
+# ------------------------------------------------------------------ the units
 def _same_shape(a: Any, b: Any) -> bool:
     return tuple(a) == tuple(b)
 
 
-def find_units(model: Any) -> list[Unit]:
-    """Every Conv/Dense unit and residual block of a flat functional model, in graph order, removable or not."""
-    check_model(model)
-    if not getattr(model, "_is_graph_network", False):
-        raise TypeError("shallowing needs a Sequential or functional model (a subclassed model has no graph to edit)")
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            raise ValueError(f"nested model {layer.name!r}: shallowing needs a flat model")
-        _single_node(layer)
+def units_of(graph: Graph, flat: Any) -> list[Unit]:
+    """Units of ``graph``; ``flat`` is ``graph.build()`` (layer types and shapes are read from it)."""
     from tfprune.profile import profile
 
-    prof = {r.name: r for r in profile(model).layers}
-    cons = consumers(model)
-    output_layers = {t._keras_history.layer.name for t in model.outputs}
+    lay = {layer.name: layer for layer in flat.layers}
+    prof = {r.name: r for r in profile(flat).layers}
+    prods = {n: graph.producers(n) for n in graph.names()}
+    cons = graph.consumers()
+    outputs = graph.output_names()
     units: list[Unit] = []
     in_block: set[str] = set()
 
-    def trail(end: Any, members: list[Any]) -> Any:
-        while len(cons[end.name]) == 1 and isinstance(cons[end.name][0], ELEMENTWISE) and end.name not in output_layers:
-            end = cons[end.name][0]
+    def trail(end: str, members: list[str]) -> str:
+        while len(cons[end]) == 1 and isinstance(lay[cons[end][0]], ELEMENTWISE) and end not in outputs:
+            end = cons[end][0]
             members.append(end)
         return end
 
     # residual blocks first (their inner layers are not separate units)
-    for add in model.layers:
-        if not isinstance(add, L.Add) or len(producers(add)) != 2:
+    for add in graph.names():
+        if not isinstance(lay[add], L.Add) or len(prods[add]) != 2:
             continue
         found = None
-        for s, br in (tuple(producers(add)), tuple(reversed(producers(add)))):
+        for s, br in (tuple(prods[add]), tuple(reversed(prods[add]))):
             path, cur = [], br
-            while cur is not s and len(producers(cur)) == 1 and len(path) < 64:
+            while cur != s and len(prods[cur]) == 1 and len(path) < 64:
                 path.append(cur)
-                cur = producers(cur)[0]
-            if cur is s and path:
+                cur = prods[cur][0]
+            if cur == s and path:
                 found = (s, path[::-1])
                 break
         members = [add]
         if found is None:
             end = trail(add, members)
-            units.append(
-                Unit("block", [m.name for m in members], end.name, producers(add)[0].name, False,
-                     "projection shortcut (no identity path): removing it would change shapes")
-            )
-            for p in producers(add):  # mark the branch layers as inside a block
-                in_block.add(p.name)
+            units.append(Unit("block", members, end, prods[add][0], False, "projection shortcut (no identity path): removing it would change shapes"))
+            in_block.update(prods[add])
             continue
         s, path = found
         end = trail(add, members)
-        names = [layer.name for layer in path] + [m.name for m in members]
+        names = path + members
         in_block.update(names)
-        ok = _same_shape(s.output_shape, end.output_shape) and end.name not in output_layers
-        units.append(Unit("block", names, end.name, s.name, ok, "" if ok else "block output shape differs from its input"))
-    # projection branches: mark every layer between a non-identity Add and its inputs' common root as inside a block
+        ok = _same_shape(lay[s].output_shape, lay[end].output_shape) and end not in outputs
+        units.append(Unit("block", names, end, s, ok, "" if ok else "block output shape differs from its input"))
+    # projection blocks: walk up from the block's end (its inner convs stay probe points, kept, as before)
     for u in units:
         if u.kind == "block" and not u.removable:
-            add = model.get_layer(u.end)
-            for p in producers(add):
+            for p in prods[u.end]:
                 cur = p
                 for _ in range(64):
-                    in_block.add(cur.name)
-                    prods = producers(cur)
-                    if len(prods) != 1 or len(cons[prods[0].name]) > 1:
+                    in_block.add(cur)
+                    if len(prods[cur]) != 1 or len(cons[prods[cur][0]]) > 1:
                         break
-                    cur = prods[0]
-    for layer in model.layers:
-        if not isinstance(layer, WEIGHTED) or layer.name in in_block:
+                    cur = prods[cur][0]
+    for name in graph.names():
+        layer = lay[name]
+        if not isinstance(layer, WEIGHTED) or name in in_block:
             continue
-        members = [layer]
-        end = trail(layer, members)
-        names = [m.name for m in members]
-        prods = producers(layer)
+        members = [name]
+        end = trail(name, members)
+        p = prods[name]
         reason = ""
-        if len(prods) != 1:
+        if len(p) != 1:
             reason = "has several inputs"
-        elif not _same_shape(layer.input_shape, end.output_shape):
-            reason = f"changes the shape {tuple(layer.input_shape)[1:]} -> {tuple(end.output_shape)[1:]}"
-        elif len(cons[prods[0].name]) > 1:
+        elif not _same_shape(layer.input_shape, lay[end].output_shape):
+            reason = f"changes the shape {tuple(layer.input_shape)[1:]} -> {tuple(lay[end].output_shape)[1:]}"
+        elif len(cons[p[0]]) > 1:
             reason = "its input also feeds another layer"
-        elif end.name in output_layers:
+        elif end in outputs:
             reason = "produces the model output"
-        elif len(cons[end.name]) == 1 and isinstance(cons[end.name][0], MERGE):
+        elif len(cons[end]) == 1 and isinstance(lay[cons[end][0]], MERGE):
             reason = "feeds a merge layer"
-        units.append(Unit("layer", names, end.name, prods[0].name if prods else "", not reason, reason))
-    order = {layer.name: i for i, layer in enumerate(model.layers)}
+        units.append(Unit("layer", members, end, p[0] if p else "", not reason, reason))
+    order = {n: i for i, n in enumerate(graph.names())}
     units.sort(key=lambda u: order[u.end])
     for u in units:
         u.params = sum(prof[n].params for n in u.layers if n in prof)
@@ -160,40 +390,43 @@ def find_units(model: Any) -> list[Unit]:
     return units
 
 
+def find_units(model: Any) -> list[Unit]:
+    """Every Conv/Dense unit and residual block of a Sequential or functional model, in graph order, removable or not.
+
+    Nested models are inlined (see the module docstring): unit and layer names are those of the flat graph.
+    """
+    graph = flat_graph(model)
+    return units_of(graph, graph.build(copy_weights=False))
+
+
 def remove_units(model: Any, units: list[Unit]) -> Any:
-    """A new functional model without ``units`` (kept layers cloned, weights copied, shapes checked)."""
-    check_model(model)
+    """A new flat functional model without ``units`` (rebuilt from the config, weights copied by name, shapes checked)."""
+    graph = flat_graph(model)
     bad = [u.end for u in units if not u.removable]
     if bad:
         raise ValueError(f"unit(s) ending at {bad} are not removable")
+    names = set(graph.names())
+    unknown = sorted({n for u in units for n in [*u.layers, u.input_from] if n not in names})
+    if unknown:
+        raise ValueError(f"layers {unknown} are not in model {model.name!r}. Fix: pass units from find_units() or probe_layers() of this model")
     removed = {n for u in units for n in u.layers}
-    redirect = {u.end: u.input_from for u in units}
-    new_out: dict[str, Any] = {}
-    for layer in model.layers:
-        if isinstance(layer, L.InputLayer):
-            cfg = layer.get_config()
-            new_out[layer.name] = keras.Input(batch_shape=cfg["batch_input_shape"], dtype=cfg.get("dtype"), name=layer.name, sparse=cfg.get("sparse", False))
-            continue
-        if layer.name in removed:
-            if layer.name in redirect:
-                new_out[layer.name] = new_out[redirect[layer.name]]
-            continue
-        node = layer._inbound_nodes[0]
+    redirect: dict[str, Ref] = {}
+    for u in units:
+        ref = next((r for n in u.layers for r in graph.inputs_of(n) if r[0] == u.input_from), None)
+        if ref is None:
+            raise ValueError(f"unit ending at {u.end!r} does not read from {u.input_from!r}. Fix: pass units from find_units() of this model")
+        redirect[u.end] = ref
 
-        def remap(obj: Any) -> Any:
-            if hasattr(obj, "_keras_history"):
-                return new_out[obj._keras_history.layer.name]
-            return obj
+    def resolve(name: str, node: int, tensor: int) -> Ref:
+        while name in redirect:
+            name, node, tensor = redirect[name]
+        if name in removed:
+            raise ValueError(f"layer {name!r} is removed but still feeds a kept layer; the units do not match this model")
+        return (name, node, tensor)
 
-        args = tf.nest.map_structure(remap, node.call_args)
-        kwargs = tf.nest.map_structure(remap, node.call_kwargs)
-        clone = layer.__class__.from_config(layer.get_config())
-        new_out[layer.name] = clone(*args, **kwargs)
-        if layer.weights:
-            clone.set_weights(layer.get_weights())
-    inputs = [new_out[t._keras_history.layer.name] for t in model.inputs]
-    outputs = [new_out[t._keras_history.layer.name] for t in model.outputs]
-    new = keras.Model(inputs if len(inputs) > 1 else inputs[0], outputs if len(outputs) > 1 else outputs[0], name=f"{model.name}_shallow")
+    kept = [dict(e, inbound_nodes=map_refs(e["inbound_nodes"], resolve)) for e in graph.layers if e["name"] not in removed]
+    new_graph = Graph(graph.name, kept, map_refs(graph.input_layers, resolve), map_refs(graph.output_layers, resolve), graph.sources)
+    new = new_graph.build(f"{model.name}_shallow")
     if tuple(new.output_shape) != tuple(model.output_shape):
         raise RuntimeError(f"rebuilt model's output {new.output_shape} differs from {model.output_shape}")
     return new

@@ -1,4 +1,17 @@
-"""Shared fixtures. Real MNIST from ../shared/data/mnist when present, else sklearn digits."""
+"""Shared fixtures and the test data switch.
+
+Data: ``$TFPRUNE_MNIST``, else ../shared/data/mnist/mnist.npz (this project's
+machines), else the MNIST subset bundled with tfprune (a fresh machine).
+``TFPRUNE_TEST_DATA=bundled`` ignores the first two (and removes
+``$TFPRUNE_MNIST`` from this process and the CLI subprocesses it starts), so
+the fresh-machine path runs here too:
+
+    TFPRUNE_TEST_DATA=bundled make test
+
+Every fixture takes the same number of images in every case (the bundled
+subset's first 4,000 / 1,000 are the full set's first 4,000 / 1,000), so no
+test depends on which file was found.
+"""
 
 from __future__ import annotations
 
@@ -14,23 +27,44 @@ from tfprune._keras import keras
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist" / "mnist.npz"
+TEST_DATA_VAR = "TFPRUNE_TEST_DATA"
+TEST_DATA_MODES = ("auto", "bundled")
+N_TRAIN, N_TEST = 4000, 1000
 
 
-def mnist_path() -> str | None:
-    env = os.environ.get(datasets.ENV_VAR)
-    if env and os.path.isfile(env):
-        return env
-    return str(SHARED_MNIST) if SHARED_MNIST.is_file() else None
+def data_mode() -> str:
+    mode = os.environ.get(TEST_DATA_VAR, "").strip().lower() or "auto"
+    if mode not in TEST_DATA_MODES:
+        raise pytest.UsageError(f"{TEST_DATA_VAR}={mode!r}: expected one of {TEST_DATA_MODES} (bundled: ignore ../shared and ${datasets.ENV_VAR})")
+    return mode
+
+
+if data_mode() == "bundled":
+    os.environ.pop(datasets.ENV_VAR, None)
+
+
+def mnist_path() -> str:
+    """The mnist.npz (keras layout) the tests use; see the module docstring for the order."""
+    if data_mode() != "bundled":
+        env = os.environ.get(datasets.ENV_VAR)
+        if env and os.path.isfile(env):
+            return env
+        if SHARED_MNIST.is_file():
+            return str(SHARED_MNIST)
+    return datasets.BUNDLED_MNIST
+
+
+def pytest_report_header(config) -> str:
+    return f"tfprune test data ({TEST_DATA_VAR}={data_mode()}): {mnist_path()}"
 
 
 @pytest.fixture(scope="session")
 def digits_data():
-    """(x_train, y_train), (x_test, y_test): 4,000 / 1,000 real MNIST digits (or sklearn digits)."""
-    path = mnist_path()
-    if path:
-        (xt, yt), (xs, ys) = datasets.mnist(path)
-        return (xt[:4000], yt[:4000]), (xs[:1000], ys[:1000])
-    return datasets.digits()
+    """(x_train, y_train), (x_test, y_test): the first 4,000 / 1,000 real MNIST digits of `mnist_path()`."""
+    (xt, yt), (xs, ys) = datasets.mnist(mnist_path(), fallback=False)
+    if len(xt) < N_TRAIN or len(xs) < N_TEST:
+        raise RuntimeError(f"{mnist_path()} has {len(xt)} train / {len(xs)} test images; the tests need {N_TRAIN} / {N_TEST}")
+    return (xt[:N_TRAIN], yt[:N_TRAIN]), (xs[:N_TEST], ys[:N_TEST])
 
 
 def tiny_cnn(name: str = "tiny") -> keras.Model:
@@ -45,7 +79,7 @@ def tiny_cnn(name: str = "tiny") -> keras.Model:
 
 @pytest.fixture(scope="session")
 def trained_tiny(digits_data):
-    """A tiny CNN trained for one epoch (returned weights are copied per test via tfprune.clone)."""
+    """A tiny CNN trained for two epochs (returned weights are copied per test via tfprune.clone)."""
     keras.utils.set_random_seed(0)
     (xt, yt), _ = digits_data
     m = tfprune.models.compile_classifier(tiny_cnn())

@@ -4,11 +4,18 @@
 alone, the largest sparsity (on a grid) whose one-shot magnitude pruning
 costs at most ``delta`` accuracy on the given data. Layers that tolerate
 high sparsity are compact (redundant); layers that tolerate little are not.
+
+The one-shot columns come from `tfprune.evaluate.OneShotEvaluator`: one
+working copy, one traced forward pass, kernels assigned in place. The grid
+is searched from the largest sparsity down and stops at the first one within
+``delta``: the answer (the largest such sparsity) is the same as evaluating
+the whole grid, with fewer evaluations.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import time
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
@@ -16,16 +23,21 @@ import numpy as np
 from tfprune._keras import check_model
 from tfprune.allocation import allocate_sparsity
 from tfprune.importance import score_layers
-from tfprune.importance.sensitivity import calibration_arrays, layer_losses
 from tfprune.layers import prunable_layers
+from tfprune.report import Report, Table
 
-__all__ = ["analyze", "AnalysisReport", "LayerAnalysis"]
+__all__ = ["analyze", "AnalysisReport", "LayerAnalysis", "DEFAULT_GRID"]
 
 DEFAULT_GRID = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995)
 
 
 @dataclass
 class LayerAnalysis:
+    """One prunable layer: importance, allocated sparsity and (with data) its one-shot damage alone.
+
+    ``drop_curve`` (with ``analyze(..., curves=True)``): ``(sparsity, accuracy drop)`` at every grid point.
+    """
+
     name: str
     layer_type: str
     params: int
@@ -33,11 +45,21 @@ class LayerAnalysis:
     allocated_sparsity: float
     one_shot_acc_drop: float | None = None
     max_sparsity_within_delta: float | None = None
+    one_shot_loss_increase: float | None = None
+    drop_curve: list[tuple[float, float]] | None = None
+
+
+def _fmt(v: float | None, spec: str) -> str | None:
+    return None if v is None else format(v, spec)
 
 
 @dataclass
-class AnalysisReport:
-    """Per-layer rows plus the settings used; ``table()``, ``to_dict()``, ``plot(path)``."""
+class AnalysisReport(Report):
+    """Per-layer rows plus the settings used; ``table()``, ``to_markdown()``, ``to_dict()``, ``plot(path)``.
+
+    ``evaluations`` counts forward passes over the samples (the dense one included);
+    ``seconds`` is the time of the one-shot columns.
+    """
 
     total_sparsity: float
     importance: str
@@ -47,24 +69,37 @@ class AnalysisReport:
     layers: list[LayerAnalysis] = field(default_factory=list)
     most_compact: str | None = None
     importance_seconds: float = 0.0
+    dense_loss: float | None = None
+    loss: str | None = None
+    n_samples: int = 0
+    evaluations: int = 0
+    seconds: float = 0.0
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def table(self) -> str:
+    def _blocks(self) -> list[str | Table]:
         head = f"analysis: importance {self.importance!r}, allocation {self.allocation!r}, total sparsity {self.total_sparsity}"
         if self.dense_acc is not None:
-            head += f", dense accuracy {self.dense_acc:.4f}, delta {self.delta}"
-        rows = [head, f"{'layer':<24}{'type':<12}{'params':>9}{'importance':>12}{'allocated':>11}{'1-shot drop':>13}{'max s <= delta':>16}"]
-        for r in self.layers:
-            drop = "" if r.one_shot_acc_drop is None else f"{r.one_shot_acc_drop:.4f}"
-            ms = "" if r.max_sparsity_within_delta is None else f"{r.max_sparsity_within_delta:.3f}"
-            rows.append(f"{r.name:<24}{r.layer_type:<12}{r.params:>9}{r.importance:>12.4f}{r.allocated_sparsity:>11.4f}{drop:>13}{ms:>16}")
+            head += f", dense accuracy {self.dense_acc:.4f} on {self.n_samples} samples, delta {self.delta}"
+        blocks: list[str | Table] = [head]
+        if self.dense_loss is not None:
+            blocks.append(f"loss {self.loss}: dense {self.dense_loss:.4f}")
+        rows = [
+            [
+                r.name,
+                r.layer_type,
+                r.params,
+                f"{r.importance:.4f}",
+                f"{r.allocated_sparsity:.4f}",
+                _fmt(r.one_shot_acc_drop, ".4f"),
+                _fmt(r.one_shot_loss_increase, ".4f"),
+                _fmt(r.max_sparsity_within_delta, ".3f"),
+            ]
+            for r in self.layers
+        ]
+        headers = ["layer", "type", "params", "importance", "allocated", "1-shot acc drop", "1-shot loss +", "max s <= delta"]
+        blocks.append(Table(headers, rows, "llrrrrrr"))
         if self.most_compact:
-            rows.append(f"most compact (tolerates the most sparsity alone): {self.most_compact}")
-        return "\n".join(rows)
-
-    __str__ = table
+            blocks.append(f"most compact (tolerates the most sparsity alone): {self.most_compact}")
+        return blocks
 
     def plot(self, path: str) -> str:
         import matplotlib
@@ -94,6 +129,52 @@ class AnalysisReport:
         return path
 
 
+def _check_grid(grid: Sequence[float]) -> list[float]:
+    out = sorted({float(g) for g in grid})
+    if not out or any(not 0.0 < g <= 1.0 for g in out):
+        raise ValueError(f"grid must be a non-empty list of sparsities in (0, 1], got {list(grid)!r}")
+    return out
+
+
+def _labelled_samples(data: Any, n_samples: int) -> tuple[Any, np.ndarray]:
+    """``(x, y)`` numpy samples of ``data``; ValueError naming the fix when there are no labels."""
+    from tfprune.data import take
+
+    x, y, _ = take(data, int(n_samples), need_labels="analyze (the one-shot columns measure accuracy, so it)")
+    if isinstance(y, (dict, list, tuple)):
+        raise ValueError("analyze's one-shot columns support one output (labels as one array), got several label arrays")
+    return x, np.asarray(y)
+
+
+def _prepare(model: Any, data: Any, total_sparsity: float, importance: str, allocation: str, delta: float, progress: bool):
+    check_model(model)
+    if not 0 <= delta < 1:
+        raise ValueError(f"delta must be in [0, 1) (accuracy, absolute), got {delta!r}")
+    inv = prunable_layers(model)
+    if not len(inv):
+        raise ValueError("model has no prunable layers")
+    scores = score_layers(model, importance, data=data, progress=progress)
+    alloc = allocate_sparsity(inv, total_sparsity, method=allocation, scores=scores.scores)
+    report = AnalysisReport(total_sparsity, scores.method, allocation, delta, None, importance_seconds=scores.seconds)
+    rows = {p.name: LayerAnalysis(p.name, p.layer_type, p.n_params, scores.scores[p.name], alloc.targets[p.name]) for p in inv}
+    return report, rows
+
+
+def _finish(report: AnalysisReport, rows: dict[str, LayerAnalysis], with_data: bool) -> AnalysisReport:
+    if with_data:
+        report.most_compact = max(rows.values(), key=lambda r: (r.max_sparsity_within_delta or 0.0, r.params)).name
+    report.layers = list(rows.values())
+    return report
+
+
+def _max_within(dense_acc: float, accuracy_at: Any, grid_desc: Sequence[float], delta: float) -> float:
+    """Largest ``s`` of ``grid_desc`` (descending) with ``dense_acc - accuracy_at(s) <= delta``, else 0.0."""
+    for s in grid_desc:
+        if dense_acc - accuracy_at(s) <= delta:
+            return s
+    return 0.0
+
+
 def analyze(
     model: Any,
     data: Any = None,
@@ -104,48 +185,93 @@ def analyze(
     grid: Sequence[float] = DEFAULT_GRID,
     n_samples: int = 2000,
     progress: bool = True,
+    loss: Any = None,
+    batch_size: int = 128,
+    curves: bool = False,
 ) -> AnalysisReport:
     """Analyse ``model`` layer by layer (nothing in ``model`` changes).
 
     Args:
       model: a tf-keras model (wrapped or not).
-      data: ``(x, y)`` or tf.data for the one-shot columns (optional; without it
-        only importance and allocation are reported).
+      data: labelled data for the one-shot columns: ``(x, y)``, a tf.data
+        dataset or generator of ``(x, y)`` batches (optional; without it only
+        importance and allocation are reported; inputs without labels are an error).
       total_sparsity: the total target to allocate (fraction removed).
       importance, allocation: scorer and allocator names.
       delta: accuracy loss tolerated by the "most compact" search (absolute, 0.01 = 1 point).
       grid: sparsities tried for that search.
       n_samples: at most this many samples of ``data`` are used.
+      loss: the loss of the loss column (default: the model's compiled loss,
+        else sparse categorical cross-entropy on logits).
+      batch_size: samples per forward pass of the one-shot evaluation.
+      curves: evaluate every grid point and keep each layer's ``drop_curve``
+        (slower: by default the grid is searched from the top and stops at
+        the first sparsity within ``delta``, which gives the same answer).
     """
-    check_model(model)
-    if not 0 <= delta < 1:
-        raise ValueError(f"delta must be in [0, 1) (accuracy, absolute), got {delta!r}")
-    inv = prunable_layers(model)
-    if not len(inv):
-        raise ValueError("model has no prunable layers")
-    scores = score_layers(model, importance, data=data, progress=progress)
-    alloc = allocate_sparsity(inv, total_sparsity, method=allocation, scores=scores.scores)
-    report = AnalysisReport(total_sparsity, scores.method, allocation, delta, None, importance_seconds=scores.seconds)
-    rows = {
-        p.name: LayerAnalysis(p.name, p.layer_type, p.n_params, scores.scores[p.name], alloc.targets[p.name]) for p in inv
-    }
+    from tfprune.evaluate import OneShotEvaluator
+
+    grid_desc = _check_grid(grid)[::-1]
+    report, rows = _prepare(model, data, total_sparsity, importance, allocation, delta, progress)
     if data is not None:
-        x, y = calibration_arrays(data, n_samples)
+        x, y = _labelled_samples(data, n_samples)
+        t0 = time.perf_counter()
+        ev = OneShotEvaluator(model, x, y, loss=loss, batch_size=batch_size)
+        dense = ev.dense
         names = list(rows)
-        grid = sorted(float(g) for g in grid)
+        if progress:
+            from tqdm.auto import tqdm
+
+            names = tqdm(names, desc="one-shot per layer", leave=False)
+        for name in names:
+            row = rows[name]
+            e = ev.prune_one(name, row.allocated_sparsity)
+            row.one_shot_acc_drop = float(dense.accuracy - e.accuracy)
+            row.one_shot_loss_increase = float(e.loss - dense.loss)
+            if curves:
+                row.drop_curve = [(s, float(dense.accuracy - ev.prune_one(name, s).accuracy)) for s in grid_desc[::-1]]
+            row.max_sparsity_within_delta = _max_within(dense.accuracy, lambda s, name=name: ev.prune_one(name, s).accuracy, grid_desc, delta)
+        report.dense_acc, report.dense_loss, report.loss = dense.accuracy, dense.loss, ev.loss_name
+        report.n_samples, report.evaluations, report.seconds = ev.n, ev.evaluations, time.perf_counter() - t0
+    return _finish(report, rows, data is not None)
+
+
+def _analyze_reference(
+    model: Any,
+    data: Any = None,
+    total_sparsity: float = 0.9,
+    importance: str = "capacity",
+    allocation: str = "importance",
+    delta: float = 0.01,
+    grid: Sequence[float] = DEFAULT_GRID,
+    n_samples: int = 2000,
+    progress: bool = False,
+) -> AnalysisReport:
+    """The original implementation (a clone and ``predict`` per layer and grid point; the whole grid).
+
+    Kept to check `analyze` against it and to measure the speed-up
+    (``benchmarks/analyze_speed.py``); it fills the accuracy columns only.
+    """
+    from tfprune.importance.sensitivity import layer_losses
+
+    grid = _check_grid(grid)
+    report, rows = _prepare(model, data, total_sparsity, importance, allocation, delta, progress)
+    if data is not None:
+        x, y = _labelled_samples(data, n_samples)
+        t0 = time.perf_counter()
+        names = list(rows)
         dense_acc = None
         for name in names:
             _, _, dense_acc, accs = layer_losses(model, x, y, [name], rows[name].allocated_sparsity, progress=False)
             rows[name].one_shot_acc_drop = float(dense_acc - accs[0])
-        curves = {}
-        for s in (grid if not progress else __import__("tqdm.auto", fromlist=["tqdm"]).tqdm(grid, desc="compactness grid", leave=False)):
+            report.evaluations += 2
+        curves: dict[str, list[tuple[float, float]]] = {}
+        for s in grid:
             _, _, dense_acc, accs = layer_losses(model, x, y, names, s, progress=False)
+            report.evaluations += 1 + len(names)
             for name, a in zip(names, accs):
                 curves.setdefault(name, []).append((s, dense_acc - a))
         for name, pts in curves.items():
             ok = [s for s, drop in pts if drop <= delta]
             rows[name].max_sparsity_within_delta = max(ok) if ok else 0.0
-        report.dense_acc = dense_acc
-        report.most_compact = max(rows.values(), key=lambda r: (r.max_sparsity_within_delta or 0.0, r.params)).name
-    report.layers = list(rows.values())
-    return report
+        report.dense_acc, report.n_samples, report.seconds = dense_acc, len(y), time.perf_counter() - t0
+    return _finish(report, rows, data is not None)

@@ -14,7 +14,9 @@ from typing import Any, Callable
 import numpy as np
 
 from tfprune._keras import check_model, keras
+from tfprune.data import Split, split, take
 from tfprune.profile import profile
+from tfprune.report import Report, Table, format_table, json_safe
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.graph import Unit, find_units, flat_graph, remove_units, units_of
 from tfprune.shallow.probes import extract_features, fit_probe
@@ -35,7 +37,7 @@ class ProbeRow:
 
 
 @dataclass
-class ProbeReport:
+class ProbeReport(Report):
     """Probe accuracy per unit (graph order); ``metric`` is ``accuracy`` or ``mAP``."""
 
     rows: list[ProbeRow] = field(default_factory=list)
@@ -44,23 +46,26 @@ class ProbeReport:
     n_test: int = 0
     units: list[Unit] = field(default_factory=list, repr=False)
 
-    def table(self, removed: set[str] | None = None) -> str:
+    def _blocks(self, removed: set[str] | None = None) -> list[str | Table]:
         removed = removed or set()
-        out = [f"linear probes ({self.metric} on {self.n_test} held-out samples, trained on {self.n_train})",
-               f"{'unit (end layer)':<26}{'kind':<7}{self.metric:>9}{'gain':>8}{'MACs':>12}  status"]
-        prev = None
+        rows, prev = [], None
         for r in self.rows:
             gain = "" if prev is None else f"{r.accuracy - prev:+.4f}"
             status = "REMOVED" if r.name in removed else ("removable" if r.removable else f"kept: {r.reason}")
-            out.append(f"{r.name:<26}{r.kind:<7}{r.accuracy:>9.4f}{gain:>8}{r.macs:>12}  {status}")
+            rows.append([r.name, r.kind, f"{r.accuracy:.4f}", gain, r.macs, status])
             if r.name not in removed:
                 prev = r.accuracy
-        return "\n".join(out)
+        return [f"linear probes ({self.metric} on {self.n_test} held-out samples, trained on {self.n_train})",
+                Table(["unit (end layer)", "kind", self.metric, "gain", "MACs", "status"], rows, "llrrrl")]
+
+    def table(self, removed: set[str] | None = None) -> str:
+        """Plain text; ``removed``: unit names to mark REMOVED (gains are then over the previous kept unit)."""
+        return "\n".join(format_table(b.headers, b.rows, b.align) if isinstance(b, Table) else b for b in self._blocks(removed))
 
     __str__ = table
 
     def to_dict(self) -> dict:
-        return {"metric": self.metric, "n_train": self.n_train, "n_test": self.n_test, "rows": [asdict(r) for r in self.rows]}
+        return json_safe({"metric": self.metric, "n_train": self.n_train, "n_test": self.n_test, "rows": [asdict(r) for r in self.rows]})
 
     def plot(self, path: str, removed: set[str] | None = None) -> str:
         import matplotlib
@@ -84,16 +89,14 @@ class ProbeReport:
         return path
 
 
-def _split(data: Any, n_samples: int | None, train_fraction: float, seed: int):
-    x, y = data
-    x, y = np.asarray(x), np.asarray(y)
-    if n_samples is not None:
-        x, y = x[:n_samples], y[:n_samples]
-    idx = np.random.default_rng(seed).permutation(len(x))
-    k = int(round(train_fraction * len(x)))
-    if k < 2 or len(x) - k < 2:
-        raise ValueError(f"need at least 2 samples on each side of the probe split, got {len(x)} samples")
-    return x, y, idx[:k], idx[k:]
+def _probe_data(data: Any, n_samples: int | None, train_fraction: float, seed: int) -> Split:
+    """The probes' samples, split at random into train / held out (`tfprune.data.split`: arrays, (x, y), tf.data, generators)."""
+    sp = split(data, train_fraction, n_samples, seed, need_labels="the linear-probe step of probe_layers() and shallow()", min_per_side=2)
+    y = sp.samples.y
+    if not isinstance(y, np.ndarray):
+        raise ValueError(f"the linear probes need one label array (integer classes or a multi-hot matrix), got {type(y).__name__}. "
+                         "Fix: pass (x, y) with y a single array")
+    return sp
 
 
 def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_fraction: float = 0.5, multilabel: bool | None = None,
@@ -104,7 +107,9 @@ def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_f
       model: a Sequential or functional tf-keras model; nested models are
         inlined (unit names are those of the flat graph, see
         `tfprune.shallow.graph`). ``model`` is only read.
-      data: ``(x, y)``; y integer labels (N,) or a multi-hot (N, K) matrix.
+      data: ``(x, y)`` arrays, a ``tf.data.Dataset`` or a generator of
+        ``(x, y)`` batches (see `tfprune.data`); y integer labels (N,) or a
+        multi-hot (N, K) matrix. The first ``n_samples`` are used.
       pooling: ``avg`` (default), ``max``, ``flatten`` or ``fn(batch) -> (batch, features)``.
       train_fraction: share of the samples that trains the probes; the rest scores them.
       multilabel: sigmoid probes + mAP; default: True when y is 2-D with several columns.
@@ -115,7 +120,8 @@ def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_f
     units = units_of(graph, flat)
     if not units:
         raise ValueError("no Conv/Dense units found to probe")
-    x, y, tr, te = _split(data, n_samples, train_fraction, seed)
+    sp = _probe_data(data, n_samples, train_fraction, seed)
+    x, y, tr, te = sp.samples.x, sp.samples.y, sp.train_index, sp.held_out_index
     if multilabel is None:
         multilabel = y.ndim == 2 and y.shape[1] > 1
     feats = extract_features(flat, [u.end for u in units], x, pooling, batch_size, progress)
@@ -133,7 +139,7 @@ def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_f
 
 
 @dataclass
-class ShallowResult:
+class ShallowResult(Report):
     tau: float
     removed: list[str]
     params_before: int
@@ -150,12 +156,15 @@ class ShallowResult:
     def params_reduction(self) -> float:
         return 1.0 - self.params_after / max(self.params_before, 1)
 
-    def table(self) -> str:
-        return (self.probes.table(set(self.removed)) + f"\n\ntau {self.tau:.4g}: removed {len(self.removed)} units {self.removed}\n"
+    def _blocks(self) -> list[str | Table]:
+        probes = self.probes._blocks(set(self.removed)) if self.probes is not None else []
+        return [*probes, "", f"tau {self.tau:.4g}: removed {len(self.removed)} units {self.removed}",
                 f"params {self.params_before} -> {self.params_after} (-{100 * self.params_reduction:.1f}%), "
-                f"MACs {self.macs_before} -> {self.macs_after} (-{100 * self.macs_reduction:.1f}%)")
+                f"MACs {self.macs_before} -> {self.macs_after} (-{100 * self.macs_reduction:.1f}%)"]
 
-    __str__ = table
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"macs_reduction": self.macs_reduction, "params_reduction": self.params_reduction}
+
 
 
 def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops_reduction: float | None = None,
@@ -179,7 +188,7 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
         raise ValueError("give exactly one of tau=, target_flops_reduction=, target_params_reduction=")
     if probes is None:
         if data is None:
-            raise ValueError("shallow() needs data=(x, y) for the probes (or probes=an earlier report)")
+            raise ValueError("shallow() needs data=(x, y) for the linear probes (or probes=an earlier probe_layers() report)")
         probes = probe_layers(model, data, **probe_kwargs)
     acc = [r.accuracy for r in probes.rows]
     removable = [r.removable for r in probes.rows]
@@ -198,6 +207,6 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
         else:
             from tfprune.obs.prune import reestimate_batchnorm
 
-            reestimate_batchnorm(new, np.asarray(data[0])[:bn_samples])
+            reestimate_batchnorm(new, take(data, bn_samples).x)
     after = profile(new)
     return new, ShallowResult(float(tau), [u.end for u in units], prof.params, after.params, prof.macs, after.macs, probes)

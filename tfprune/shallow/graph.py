@@ -402,9 +402,9 @@ def find_units(model: Any) -> list[Unit]:
 def remove_units(model: Any, units: list[Unit]) -> Any:
     """A new flat functional model without ``units`` (rebuilt from the config, weights copied by name, shapes checked)."""
     graph = flat_graph(model)
-    bad = [u.end for u in units if not u.removable]
+    bad = [f"{u.end!r} ({u.reason})" for u in units if not u.removable]
     if bad:
-        raise ValueError(f"unit(s) ending at {bad} are not removable")
+        raise ValueError(f"unit(s) not removable: {', '.join(bad)}. Fix: pass only units with removable=True")
     names = set(graph.names())
     unknown = sorted({n for u in units for n in [*u.layers, u.input_from] if n not in names})
     if unknown:

@@ -36,18 +36,25 @@ def pool_features(a: np.ndarray, pooling: str | Callable = "avg") -> np.ndarray:
     raise ValueError(f"pooling must be 'avg', 'max', 'flatten' or a callable, got {pooling!r}")
 
 
-def extract_features(model: Any, layer_names: list[str], x: np.ndarray, pooling: Any = "avg", batch_size: int = 256,
+def extract_features(model: Any, layer_names: list[str], x: Any, pooling: Any = "avg", batch_size: int = 256,
                      progress: bool = True) -> dict[str, np.ndarray]:
-    """Pooled outputs of the named layers for all of ``x``, computed batch by batch (memory: N x features)."""
+    """Pooled outputs of the named layers for all of ``x``, computed batch by batch (memory: N x features).
+
+    ``model``: a functional model (``tfprune.shallow.flat_graph(m).build()`` for any model);
+    ``x``: an array, or a dict / list of arrays for a multi-input model.
+    """
+    import tensorflow as tf
+
     probe = keras.Model(model.inputs, [model.get_layer(n).output for n in layer_names])
     feats: dict[str, list[np.ndarray]] = {n: [] for n in layer_names}
-    it = range(0, len(x), batch_size)
+    n_rows = len(tf.nest.flatten(x)[0])
+    it = range(0, n_rows, batch_size)
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="probe features", leave=False)
     for i in it:
-        outs = probe(x[i : i + batch_size], training=False)
+        outs = probe(tf.nest.map_structure(lambda a, i=i: a[i : i + batch_size], x), training=False)
         outs = outs if isinstance(outs, (list, tuple)) else [outs]
         for n, a in zip(layer_names, outs):
             feats[n].append(pool_features(np.asarray(a), pooling).astype(np.float32))

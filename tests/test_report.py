@@ -98,3 +98,32 @@ def test_json_safe_types():
     out = json_safe({1: np.float64(2.5), "t": (np.int8(1), {np.bool_(True)}), "inf": np.inf})
     assert out == {"1": 2.5, "t": [1, [True]], "inf": None}
     assert isinstance(out["1"], float) and not math.isnan(out["1"])
+
+
+def test_converted_reports_fit_long_names():
+    import tfprune
+    from tfprune._keras import keras
+    from tfprune.export import ExportReport, TensorInfo
+    from tfprune.obs.prune import OBSLayer, OBSReport
+
+    long_tensor = "model/" + LONG + "/Conv2D;model/" + LONG + "/BiasAdd/ReadVariableOp"
+    exp = ExportReport("m.tflite", "sparse", 1000, 800, [TensorInfo(long_tensor, (8, 3, 3, 4), "float32", "sparse", 288, 30, 0.8958, 120)])
+    assert long_tensor in exp.table() and str(exp) == exp.table()
+    d = json.loads(json.dumps(exp.to_dict(), allow_nan=False))  # max_abs_diff is NaN here -> null
+    assert d["max_abs_diff"] is None and d["tensors"][0]["shape"] == [8, 3, 3, 4]
+
+    obs = OBSReport("lobs", [OBSLayer(LONG, 100, 0.9, 1.5, 2.0, 0.1), OBSLayer("fc2", 50, 0.5, 0.2, 1.0, 0.05)], n_samples=10)
+    assert LONG in obs.table() and "bound" in obs.table()
+    assert obs.to_dict()["total_sparsity"] == pytest.approx((90 + 25) / 150)
+    lines = obs.table().splitlines()[1:]
+    assert len({len(line) for line in lines if not set(line) <= {"-", " "}}) == 1  # right-aligned last column
+
+    inp = keras.Input((8,))
+    x = keras.layers.Dense(4, name=LONG.replace("/", "_"))(inp)
+    x = keras.layers.BatchNormalization(name="bn_" + "x" * 60)(x)
+    m = keras.Model(inp, keras.layers.Dense(2, name="out")(x))
+    inv = tfprune.prunable_layers(m).table()
+    assert LONG.replace("/", "_") in inv and "bn_" + "x" * 60 in inv and "skipped:" in inv
+    prof = tfprune.profile(m)
+    assert LONG.replace("/", "_") in prof.table() and prof.to_dict()["params"] == prof.params == m.count_params()
+    assert prof.table().splitlines()[-1].split() == ["total", str(prof.params), str(prof.macs)]

@@ -158,18 +158,14 @@ class LayerInventory:
         return zeros / max(self.n_params, 1)
 
     def table(self) -> str:
-        """A plain-text table of prunable and skipped layers."""
-        rows = ["layer                          type                 weight            shape                params  wrapped"]
-        for p in self.prunable:
-            rows.append(
-                f"{p.path:<30} {p.layer_type:<20} {p.weight:<17} {str(p.shape):<20} {p.n_params:>7}  {'yes' if p.wrapped else 'no'}"
-            )
-        rows.append(f"total prunable weights: {self.n_params}")
+        """A plain-text table of prunable and skipped layers (columns sized to the names)."""
+        from tfprune.report import format_table
+
+        rows = [[p.path, p.layer_type, p.weight, str(p.shape), p.n_params, "yes" if p.wrapped else "no"] for p in self.prunable]
+        out = [format_table(["layer", "type", "weight", "shape", "params", "wrapped"], rows, "llllrl"), f"total prunable weights: {self.n_params}"]
         if self.skipped:
-            rows.append("skipped:")
-            for s in self.skipped:
-                rows.append(f"  {s.path:<28} {s.layer_type:<20} {s.reason}")
-        return "\n".join(rows)
+            out += ["skipped:", format_table(["layer", "type", "reason"], [[s.path, s.layer_type, s.reason] for s in self.skipped], "lll")]
+        return "\n".join(out)
 
     __str__ = table
 

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from tfprune._keras import check_keras2, keras
+from tfprune.report import Report, Table
 
 __all__ = ["profile", "Profile", "LayerProfile"]
 
@@ -30,7 +31,9 @@ class LayerProfile:
 
 
 @dataclass
-class Profile:
+class Profile(Report):
+    """Per-layer parameters and MACs; ``table()``, ``to_markdown()``, ``to_dict()`` (with the totals)."""
+
     layers: list[LayerProfile] = field(default_factory=list)
 
     @property
@@ -43,14 +46,13 @@ class Profile:
 
     flops = macs
 
-    def table(self) -> str:
-        rows = [f"{'layer':<32}{'type':<22}{'params':>10}{'MACs':>14}"]
-        for r in self.layers:
-            rows.append(f"{r.name:<32}{r.layer_type:<22}{r.params:>10}{r.macs:>14}")
-        rows.append(f"{'total':<54}{self.params:>10}{self.macs:>14}")
-        return "\n".join(rows)
+    def _blocks(self) -> list[str | Table]:
+        rows = [[r.name, r.layer_type, r.params, r.macs] for r in self.layers]
+        rows.append(["total", "", self.params, self.macs])
+        return [Table(["layer", "type", "params", "MACs"], rows, "llrr")]
 
-    __str__ = table
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"params": self.params, "macs": self.macs}
 
 
 def _positions(shape) -> int:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import gzip
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import check_model
+from tfprune.report import Report, Table
 from tfprune.wrap import is_wrapped, strip
 
 __all__ = ["make_interpreter", "export_tflite", "ExportReport", "TensorInfo", "tflite_tensor_sparsity", "write_c_header", "MODES"]
@@ -56,8 +57,8 @@ class TensorInfo:
 
 
 @dataclass
-class ExportReport:
-    """What `export_tflite` produced and how faithful it is."""
+class ExportReport(Report):
+    """What `export_tflite` produced and how faithful it is; ``table()``, ``to_markdown()``, ``to_dict()`` (NaN -> None)."""
 
     path: str
     mode: str
@@ -73,24 +74,18 @@ class ExportReport:
     runtime: str = ""
     c_header: str | None = None
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    def table(self) -> str:
-        rows = [
+    def _blocks(self) -> list[str | Table]:
+        lines: list[str | Table] = [
             f"{self.path} [{self.mode}] {self.bytes} bytes, {self.gzip_bytes} gzipped",
             f"parity on {self.n_samples} {'random' if self.inputs_were_random else 'sample'} inputs: "
             f"max |tflite - keras| = {self.max_abs_diff:.3g}, top-1 agreement = {self.top1_agreement:.4f}"
             f" (runtime: {self.runtime})",
         ]
         if self.tflite_accuracy is not None:
-            rows.append(f"accuracy: keras {self.keras_accuracy:.4f}, tflite {self.tflite_accuracy:.4f}")
-        rows.append(f"{'tensor':<44}{'shape':<20}{'dtype':<9}{'stored':<8}{'zeros':>8}{'bytes':>10}")
-        for t in self.tensors:
-            rows.append(f"{t.name[:43]:<44}{str(t.shape):<20}{t.dtype:<9}{t.stored:<8}{t.zero_fraction:>8.4f}{t.bytes:>10}")
-        return "\n".join(rows)
-
-    __str__ = table
+            lines.append(f"accuracy: keras {self.keras_accuracy:.4f}, tflite {self.tflite_accuracy:.4f}")
+        rows = [[t.name, str(t.shape), t.dtype, t.stored, f"{t.zero_fraction:.4f}", t.bytes] for t in self.tensors]
+        lines.append(Table(["tensor", "shape", "dtype", "stored", "zeros", "bytes"], rows, "llllrr"))
+        return lines
 
 
 def tflite_tensor_sparsity(content: bytes, min_elements: int = 2) -> list[TensorInfo]:

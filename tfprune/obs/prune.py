@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
@@ -15,6 +15,7 @@ from tfprune._keras import check_model, keras
 from tfprune.allocation import Allocation, allocate_sparsity
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, supported
+from tfprune.report import Report, Table
 from tfprune.schedule import _check_sparsity
 from tfprune.wrap import clone, is_wrapped, strip, wrap
 
@@ -35,7 +36,7 @@ class OBSLayer:
 
 
 @dataclass
-class OBSReport:
+class OBSReport(Report):
     """Per layer: sparsity (fraction of kernel weights removed), delta E, ||W_hat||_F, seconds.
 
     ``bound`` is the paper's sum_k (prod_{j>k} ||W_hat_j||_F) sqrt(delta E_k)
@@ -54,22 +55,16 @@ class OBSReport:
         n = sum(r.n_params for r in self.layers)
         return sum(r.sparsity * r.n_params for r in self.layers) / max(n, 1)
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["total_sparsity"] = self.total_sparsity
-        return d
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"total_sparsity": self.total_sparsity}
 
-    def table(self) -> str:
-        rows = [
+    def _blocks(self) -> list[str | Table]:
+        rows = [[r.name, r.n_params, f"{r.sparsity:.4f}", f"{r.delta_e:.4g}", f"{r.frobenius:.3f}", f"{r.seconds:.2f}"] for r in self.layers]
+        return [
             f"OBS [{self.method}] on {self.n_samples} calibration samples: total sparsity {self.total_sparsity:.4f}, "
             f"bound {self.bound:.4g}, Hessians {self.hessian_seconds:.2f} s, total {self.seconds:.2f} s",
-            f"{'layer':<20}{'params':>9}{'sparsity':>10}{'delta E':>12}{'||W||_F':>10}{'seconds':>9}",
+            Table(["layer", "params", "sparsity", "delta E", "||W||_F", "seconds"], rows, "lrrrrr"),
         ]
-        for r in self.layers:
-            rows.append(f"{r.name:<20}{r.n_params:>9}{r.sparsity:>10.4f}{r.delta_e:>12.4g}{r.frobenius:>10.3f}{r.seconds:>9.2f}")
-        return "\n".join(rows)
-
-    __str__ = table
 
 
 def _layer_matrix(layer: Any) -> tuple[np.ndarray, int]:

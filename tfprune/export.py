@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import check_model
+from tfprune.data import take
 from tfprune.report import Report, Table
 from tfprune.wrap import is_wrapped, strip
 
@@ -151,39 +152,6 @@ def write_c_header(content: bytes, path: str | os.PathLike, var_name: str = "g_m
     return path
 
 
-def _batches(data: Any, limit: int) -> np.ndarray:
-    """First ``limit`` samples of numpy / tf.data / (x, y) input as one array."""
-    if isinstance(data, tf.data.Dataset):
-        xs, n = [], 0
-        for item in data:
-            x = item[0] if isinstance(item, (tuple, list)) else item
-            x = np.asarray(x)
-            xs.append(x)
-            n += len(x)
-            if n >= limit:
-                break
-        return np.concatenate(xs)[:limit]
-    if isinstance(data, (tuple, list)) and len(data) == 2 and not np.isscalar(data[0]):
-        data = data[0]
-    return np.asarray(data)[:limit]
-
-
-def _labels(data: Any, limit: int) -> np.ndarray | None:
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        return np.asarray(data[1])[:limit]
-    if isinstance(data, tf.data.Dataset):
-        ys, n = [], 0
-        for item in data:
-            if not isinstance(item, (tuple, list)) or len(item) < 2:
-                return None
-            ys.append(np.asarray(item[1]))
-            n += len(ys[-1])
-            if n >= limit:
-                break
-        return np.concatenate(ys)[:limit]
-    return None
-
-
 def make_interpreter(content: bytes, num_threads: int | None = None) -> tuple[Any, str]:
     """An allocated ai-edge-litert Interpreter and the name of the runtime it uses.
 
@@ -249,7 +217,8 @@ def export_tflite(
       path: where to write the .tflite file.
       mode: one of ``float``, ``sparse``, ``dynamic``, ``int8`` (see module doc).
       sample_inputs: inputs for the parity check: an array, ``(x, y)`` (then
-        accuracies are reported too) or a ``tf.data.Dataset``. Default:
+        accuracies are reported too), a ``tf.data.Dataset`` or a generator of
+        batches (any form `tfprune.data` reads). Default:
         ``n_samples`` standard-normal inputs (reported as random).
       representative_data: calibration inputs for ``int8`` (same forms);
         defaults to ``sample_inputs``.
@@ -275,8 +244,8 @@ def export_tflite(
     if random_inputs:
         shape = [int(d) for d in plain.inputs[0].shape[1:]]
         sample_inputs = np.random.default_rng(0).standard_normal((int(n_samples), *shape)).astype(np.float32)
-    x = _batches(sample_inputs, int(n_samples)).astype(np.float32)
-    y = _labels(sample_inputs, int(n_samples))
+    samples = take(sample_inputs, int(n_samples))
+    x, y = np.asarray(samples.x, np.float32), samples.y
 
     converter = tf.lite.TFLiteConverter.from_keras_model(plain)
     opts = []
@@ -291,7 +260,7 @@ def export_tflite(
                 "mode='int8' needs calibration data. Fix: pass representative_data=x_train[:256] "
                 "(or sample_inputs=(x, y))."
             )
-        rep = _batches(representative_data if representative_data is not None else sample_inputs, int(n_samples)).astype(np.float32)
+        rep = np.asarray(take(representative_data if representative_data is not None else sample_inputs, int(n_samples)).x, np.float32)
 
         def gen() -> Iterable[list[np.ndarray]]:
             for i in range(len(rep)):

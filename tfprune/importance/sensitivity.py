@@ -2,15 +2,21 @@
 
 For each layer l: copy the model, zero the smallest-magnitude fraction
 ``sparsity`` (default 0.9) of layer l's weights only, and measure the mean
-loss on calibration data (at most ``n_samples``, default 1000). The score is
+loss on calibration data (at most ``n_samples``, default 1000; labels needed).
+The loss is the model's compiled loss, ``loss=`` (an option), or a
+cross-entropy matched to the outputs (`tfprune.finetune.model_loss`). The score is
 ``max(loss_l - loss_dense, 0) + floor`` divided by the largest such value, so
 in (0, 1]. The user's model is never touched (a stripped copy is used).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
+from tfprune.data import take
+from tfprune.finetune import model_loss
 from tfprune.importance.base import ImportanceContext, register_importance
 
 
@@ -25,41 +31,58 @@ def magnitude_prune(kernel: np.ndarray, sparsity: float) -> np.ndarray:
     return out.reshape(kernel.shape)
 
 
-def calibration_arrays(data, n_samples: int):
-    """(x, y) numpy arrays from ``(x, y)`` or a tf.data dataset of batches."""
-    import tensorflow as tf
+def calibration_arrays(data: Any, n_samples: int) -> tuple[Any, Any]:
+    """(x, y) numpy arrays: the first ``n_samples`` of ``data`` (any form `tfprune.data` reads; labels required).
 
-    if isinstance(data, tf.data.Dataset):
-        xs, ys, n = [], [], 0
-        for x, y in data:
-            xs.append(np.asarray(x))
-            ys.append(np.asarray(y))
-            n += len(xs[-1])
-            if n >= n_samples:
-                break
-        return np.concatenate(xs)[:n_samples], np.concatenate(ys)[:n_samples]
-    x, y = data
-    return np.asarray(x)[:n_samples], np.asarray(y)[:n_samples]
+    Kept for older callers; new code uses ``tfprune.data.take(data, n, need_labels=...)``.
+    """
+    s = take(data, n_samples, need_labels="calibration")
+    return s.x, s.y
 
 
-def layer_losses(model, x, y, layer_names, sparsity: float, loss_fn=None, progress: bool = True, batch_size: int = 500):
+def accuracy(y: Any, out: Any) -> float:
+    """Top-1 accuracy of the (first) output: class ids or one-hot rows; NaN for one-unit outputs."""
+    if isinstance(out, dict):
+        out = next(iter(out.values()))
+        y = next(iter(y.values())) if isinstance(y, dict) else y
+    elif isinstance(out, (list, tuple)):
+        out, y = out[0], (y[0] if isinstance(y, (list, tuple)) else y)
+    out, y = np.asarray(out), np.asarray(y)
+    if out.shape[-1] < 2:
+        return float("nan")
+    labels = y.argmax(-1) if y.ndim == out.ndim and y.shape[-1] == out.shape[-1] else y.reshape(-1)
+    return float(np.mean(out.argmax(-1).reshape(-1) == labels.reshape(-1)))
+
+
+def layer_losses(
+    model: Any,
+    x: Any,
+    y: Any,
+    layer_names: list[str],
+    sparsity: float,
+    loss_fn: Any = None,
+    progress: bool = True,
+    batch_size: int = 500,
+    sample_weight: Any = None,
+) -> tuple[float, np.ndarray, float, np.ndarray]:
     """Dense loss and, per layer, the loss with that layer alone magnitude-pruned to ``sparsity``.
 
+    ``loss_fn``: a loss as ``compile`` takes it, or a `tfprune.finetune.LossSpec`;
+    default: the model's compiled loss, else a cross-entropy matched to its
+    outputs (`tfprune.finetune.model_loss`).
     Returns ``(dense_loss, losses (L,), dense_acc, accs (L,))``.
     """
-    from tfprune._keras import keras
+    from tfprune.finetune import LossSpec, model_loss
     from tfprune.layers import prunable_layers
     from tfprune.wrap import clone, is_wrapped, strip
 
+    spec = loss_fn if isinstance(loss_fn, LossSpec) else model_loss(model, loss_fn)
     work = strip(model) if is_wrapped(model) else clone(model)
     inv = prunable_layers(work)
-    loss_fn = loss_fn or keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    def evaluate():
+    def evaluate() -> tuple[float, float]:
         out = work.predict(x, verbose=0, batch_size=batch_size)
-        loss = float(loss_fn(y, out).numpy())
-        acc = float(np.mean(np.argmax(out, -1) == np.asarray(y).reshape(-1))) if out.shape[-1] > 1 else float("nan")
-        return loss, acc
+        return float(spec(y, out, sample_weight).numpy()), accuracy(y, out)
 
     dense_loss, dense_acc = evaluate()
     losses, accs = [], []
@@ -85,9 +108,10 @@ def sensitivity(ctx: ImportanceContext) -> np.ndarray:
     """Loss increase on calibration data when the layer alone is magnitude-pruned (normalised)."""
     sparsity = float(ctx.options.get("sparsity", 0.9))
     n = int(ctx.options.get("n_samples", 1000))
-    x, y = calibration_arrays(ctx.data, n)
-    dense, losses, _, _ = layer_losses(ctx.model, x, y, ctx.names, sparsity, progress=bool(ctx.options.get("progress", True)))
+    s = take(ctx.data, n, need_labels="importance 'sensitivity'")
+    spec = model_loss(ctx.model, ctx.options.get("loss"))
+    dense, losses, _, _ = layer_losses(ctx.model, s.x, s.y, ctx.names, sparsity, spec, bool(ctx.options.get("progress", True)), sample_weight=s.w)
     inc = np.maximum(losses - dense, 0.0)
     inc = inc + 1e-3 * max(inc.max(), 1e-6)
-    ctx.options["_details"] = {"dense_loss": dense, "pruned_loss": dict(zip(ctx.names, losses.tolist())), "sparsity": sparsity}
+    ctx.options["_details"] = {"dense_loss": dense, "pruned_loss": dict(zip(ctx.names, losses.tolist())), "sparsity": sparsity, "loss": spec.source}
     return inc / inc.max()

@@ -10,11 +10,12 @@ streamed over batches.
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import tensorflow as tf
 
+from tfprune import data as _data
 from tfprune._keras import keras
 
 __all__ = ["supported", "hessian_dim", "unfold", "layer_hessians", "estimate_bytes"]
@@ -61,26 +62,6 @@ def unfold(layer: Any, x: tf.Tensor) -> tf.Tensor:
     return tf.reshape(patches, (-1, patches.shape[-1]))
 
 
-def _batches(data: Any, batch_size: int, n_samples: int | None) -> Iterable[np.ndarray]:
-    if isinstance(data, tf.data.Dataset):
-        seen = 0
-        for item in data:
-            x = item[0] if isinstance(item, (tuple, list)) else item
-            if n_samples is not None and seen >= n_samples:
-                return
-            if n_samples is not None:
-                x = x[: n_samples - seen]
-            seen += int(x.shape[0])
-            yield x
-        return
-    x = data[0] if isinstance(data, (tuple, list)) else data
-    x = np.asarray(x)
-    if n_samples is not None:
-        x = x[:n_samples]
-    for i in range(0, len(x), batch_size):
-        yield x[i : i + batch_size]
-
-
 def layer_hessians(
     model: Any,
     layer_names: list[str],
@@ -91,6 +72,9 @@ def layer_hessians(
     progress: bool = True,
 ) -> dict[str, np.ndarray]:
     """H for each named top-level layer of ``model`` (a plain, unwrapped model).
+
+    ``data``: inputs in any form `tfprune.data` reads (``x``, ``(x, y)``, a
+    dataset or generator); labels are not needed. At most ``n_samples`` are used.
 
     Refuses (ValueError) a layer whose H and inverse would need more than
     ``max_bytes``, before doing any work.
@@ -115,16 +99,14 @@ def layer_hessians(
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     H = {layer.name: np.zeros((hessian_dim(layer),) * 2) for layer in layers}
     counts = {layer.name: 0 for layer in layers}
-    it = _batches(data, batch_size, n_samples)
+    it = _data.batches(data, batch_size, n_samples)
     if progress:
         from tqdm.auto import tqdm
 
-        total = None
-        if not isinstance(data, tf.data.Dataset):
-            n_rows = len(np.asarray(data[0] if isinstance(data, (tuple, list)) else data))
-            total = int(np.ceil(min(n_rows, n_samples or 1 << 62) / batch_size))
+        n_rows = _data.size(data)
+        total = None if n_rows is None else int(np.ceil(min(n_rows, n_samples or 1 << 62) / batch_size))
         it = tqdm(it, total=total, desc="Hessians", leave=False)
-    for xb in it:
+    for xb, _, _ in it:
         outs = probe(xb, training=False)
         if len(layers) == 1:
             outs = [outs]

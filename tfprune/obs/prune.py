@@ -1,4 +1,4 @@
-"""`prune`: Layer-wise OBS on a tf-keras model, plus light retraining that keeps the OBS zeros.
+"""`prune`: Layer-wise OBS on a tf-keras model (light retraining that keeps the zeros: `tfprune.finetune.retrain`).
 
 ``new_model, report = tfprune.obs.prune(model, (x, y), targets={"fc1": 0.95, ...})``
 """
@@ -11,18 +11,17 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model
 from tfprune.allocation import Allocation, allocate_sparsity
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, supported
 from tfprune.report import Report, Table
 from tfprune.schedule import _check_sparsity
-from tfprune.wrap import clone, is_wrapped, strip, wrap
+from tfprune.wrap import clone, is_wrapped, strip
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "retrain", "wrap_with_masks", "reestimate_batchnorm", "METHODS"]
 
 METHODS = ("lobs", "exact", "magnitude")
-_NEVER = 2**62
 
 
 @dataclass
@@ -184,70 +183,6 @@ def prune(
     return work, report
 
 
-def wrap_with_masks(model: Any) -> Any:
-    """Wrap every prunable layer with masks = (kernel != 0), frozen: tfmot never recomputes them.
-
-    Train the result with ``tfmot.sparsity.keras.UpdatePruningStep()``; the
-    zeros stay exactly where they are.
-    """
-    from tfprune.layers import prunable_layers
-
-    w = wrap(model)
-    for p in prunable_layers(w):
-        mask_var = p.layer.pruning_vars[0][1]
-        mask_var.assign((getattr(p.inner, p.weight).numpy() != 0).astype(mask_var.dtype.as_numpy_dtype))
-        p.schedule.set(begin_step=_NEVER, end_step=_NEVER)
-    return w
-
-
-def retrain(
-    model: Any,
-    x: np.ndarray,
-    y: np.ndarray,
-    steps: int,
-    batch_size: int = 128,
-    learning_rate: float = 1e-4,
-    loss: Any = None,
-    seed: int = 0,
-) -> Any:
-    """Light retraining for ``steps`` optimizer steps that keeps the model's zeros exactly.
-
-    Returns a new plain model (``model`` is not modified).
-    """
-    import tensorflow as tf
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_callbacks
-
-    if steps <= 0:
-        return clone(model)
-    w = wrap_with_masks(model)
-    w.compile(optimizer=keras.optimizers.Adam(learning_rate), loss=loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed).repeat().batch(batch_size)
-    w.fit(ds, epochs=1, steps_per_epoch=int(steps), verbose=0, callbacks=[pruning_callbacks.UpdatePruningStep()])
-    return strip(w)
-
-
-def reestimate_batchnorm(model: Any, x: np.ndarray, batch_size: int = 256) -> Any:
-    """Recompute every top-level BatchNormalization's moving mean/variance from ``x`` (in place; returns model).
-
-    The BatchNorms are re-estimated one after another in graph order, each
-    from its input computed with the BatchNorms before it already updated
-    (a single pass would measure a later BatchNorm's input with the earlier
-    ones' stale statistics). Cost: one forward pass of ``x`` up to each
-    BatchNorm (2,048 samples on 2 CPU cores: 17.7 s for ResNet-20, 143.5 s
-    for ResNet-56, ``python benchmarks/bn_reestimate.py``); a few thousand
-    samples are plenty.
-    """
-    bns = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for b in bns:  # model.layers is in topological order for functional models
-        upto = keras.Model(model.inputs, b.input)
-        total, total_sq, count = None, None, 0
-        for i in range(0, len(x), batch_size):
-            a = np.asarray(upto(x[i : i + batch_size], training=False), dtype=np.float64)
-            a = a.reshape(-1, a.shape[-1])
-            total = a.sum(0) if total is None else total + a.sum(0)
-            total_sq = (a * a).sum(0) if total_sq is None else total_sq + (a * a).sum(0)
-            count += a.shape[0]
-        mean = total / count
-        b.moving_mean.assign(mean.astype(np.float32))
-        b.moving_variance.assign(np.maximum(total_sq / count - mean * mean, 0.0).astype(np.float32))
-    return model
+# Kept importable here (benchmarks, the CLI and shallow use these names); they live in tfprune.finetune.
+from tfprune.finetune import freeze_zeros as wrap_with_masks  # noqa: E402
+from tfprune.finetune import reestimate_batchnorm, retrain  # noqa: E402

@@ -237,3 +237,14 @@ def test_obs_names_are_the_finetune_functions():
     from tfprune.obs.prune import wrap_with_masks as w2
 
     assert r2 is reestimate_batchnorm and w2 is finetune.freeze_zeros
+
+
+def test_cross_entropy_saves_with_the_model(tmp_path):
+    m = mlp("softmax")
+    m.compile(loss=CrossEntropy(from_logits=False))
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    r = tfprune.load_model(path)
+    spec = model_loss(r)
+    assert spec.source == "the model's compiled loss" and isinstance(spec.loss, CrossEntropy) and not spec.loss.from_logits
+    assert float(spec(ONE_HOT, r(X))) == pytest.approx(float(model_loss(m)(Y, m(X))), rel=1e-6)

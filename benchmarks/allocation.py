@@ -59,7 +59,7 @@ def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.Allocation,
     if scorer is not None:
         kw = {"sparsity": sparsity, "progress": False} if scorer == "sensitivity" else {}
         scores = tp.score_layers(model, scorer, data=calib if scorer == "sensitivity" else None, **kw).scores
-    alloc = tp.allocate_sparsity(model, sparsity, method=allocator, scores=scores, **options)
+    alloc = tp.allocate_sparsity(model, sparsity, allocation=allocator, scores=scores, **options)
     return alloc, time.perf_counter() - t0
 
 

@@ -36,12 +36,12 @@ def test_caps_pass_their_share_to_others():
 def test_infeasible_budget_and_bad_inputs_are_clear():
     with pytest.raises(ValueError, match="allow at most"):
         allocate_sparsity({"a": 100, "b": 100}, 0.9, max_sparsity=0.5)
-    with pytest.raises(ValueError, match="total_sparsity must be in"):
+    with pytest.raises(ValueError, match="sparsity must be in"):
         allocate_sparsity({"a": 10}, 1.0)
     with pytest.raises(ValueError, match="total_sparsity"):
         allocate_sparsity({"a": 10}, float("nan"))
-    with pytest.raises(ValueError, match="unknown allocation method"):
-        allocate_sparsity({"a": 10}, 0.5, method="nope")
+    with pytest.raises(ValueError, match="unknown allocation"):
+        allocate_sparsity({"a": 10}, 0.5, allocation="nope")
     with pytest.raises(ValueError, match="exclude names unknown"):
         allocate_sparsity({"a": 10}, 0.5, exclude=["zz"])
     with pytest.raises(ValueError, match="min_keep"):

@@ -146,7 +146,8 @@ def test_initial_targets_block_size_and_errors():
     assert inv["c1"].schedule.target_sparsity == pytest.approx(0.3)
     assert inv["out"].schedule.target_sparsity == pytest.approx(0.6)
     assert inv["shared"].schedule.target_sparsity == 0.0
-    assert inv["out"].layer.block_size == (4, 1) and inv["c1"].layer.block_size == (1, 1)
+    # block_size selects the block rule; Dense kernels get (4, 1) blocks, convolutions fall back to weights
+    assert inv["out"].layer.granularity == "block" and inv["out"].layer.block_size_ == (4, 1)
     with pytest.raises(ValueError, match="unknown layer name"):
         tfprune.wrap(m, {"nope": 0.5})
     with pytest.raises(ValueError, match="must be in \\[0, 1\\)"):

@@ -11,11 +11,13 @@ _ensure()
 from tfprune import allocation, datasets, importance, models, obs, shallow  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
-from tfprune.callbacks import LayerwisePruning, apply_masks  # noqa: E402
+from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
 from tfprune.distill import Distiller  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
 from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
-from tfprune.importance_callback import ImportancePruning  # noqa: E402
+from tfprune.planning import Plan, plan  # noqa: E402
+from tfprune.wrapper import PruneLayer  # noqa: E402
+from tfprune.granularity import GRANULARITIES  # noqa: E402
 from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
 from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
@@ -29,6 +31,10 @@ __all__ = [
     "AnalysisReport",
     "Distiller",
     "Profile",
+    "Plan",
+    "PruneLayer",
+    "GRANULARITIES",
+    "plan",
     "analyze",
     "ExportReport",
     "ImportancePruning",

@@ -1,90 +1,159 @@
-"""`LayerwisePruning`: the one callback that drives per-layer pruning during ``fit``.
+"""`ImportancePruning`: the one callback that prunes a wrapped model during ``fit``.
 
-It replaces tfmot's ``UpdatePruningStep`` (initialises the pruning step,
-re-applies masks at epoch end) and, at train begin, sets every wrapped
-layer's `LayerwiseSchedule`: its target sparsity (fraction removed) and the
-ramp. At each epoch end it writes the sparsity reached into ``logs``:
-``sparsity`` (total over all prunable weights) and ``sparsity/<layer>``, so
-History, CSVLogger and TensorBoard record them. Put it **before** CSVLogger
-and TensorBoard in the ``callbacks`` list (Keras calls callbacks in order).
+Flow: ``tfprune.wrap(model)`` -> compile -> ``fit(..., callbacks=[tfprune.ImportancePruning(0.9)])``
+-> ``tfprune.strip`` / ``tfprune.export_tflite``.
+
+At the first training batch the callback makes a `tfprune.plan` (importance
+-> allocation -> per-layer targets in whole units of the granularity) and
+writes it into every wrapper: the target, the ramp and the mask rule. From
+then on the masks are computed **inside the train step** by the wrappers
+(`tfprune.wrapper.PruneLayer`), so ``steps_per_execution > 1`` works and the
+callback does nothing per batch. It replaces tfmot's ``UpdatePruningStep``
+(step initialisation, masks applied at epoch end).
+
+Resume is exact: the targets, the ramp, the rule and the plan's total are
+weights of the wrappers, so ``model.save``, ``save_weights``,
+``ModelCheckpoint(save_weights_only=True)`` and ``BackupAndRestore`` restore
+them. A model that is mid-ramp is never planned again (its pruned weights are
+never re-scored): the callback continues the saved ramp. A ``fit`` after the
+ramp has ended either keeps the masks (same request) or re-plans to the new
+request with a new ramp that starts from the current sparsity.
+
+Logs (History, CSVLogger, TensorBoard): ``sparsity`` (total over the wrapped
+kernels) and ``sparsity/<layer>`` at every epoch end. Put this callback
+**before** CSVLogger and TensorBoard in the list (Keras calls them in order).
+
+`LayerwisePruning` is the same class (an earlier name).
 """
 
 from __future__ import annotations
 
+import math
 import warnings
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from tfprune._keras import keras
-from tfprune.allocation import Allocation, allocate_sparsity
+from tfprune.allocation import Allocation, allocator_needs_scores, get_allocator
+from tfprune.granularity import Granularity, parse_granularity
+from tfprune.importance import ImportanceScores, get_importance
 from tfprune.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
+from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
+from tfprune.report import format_table
 from tfprune.schedule import LayerwiseSchedule, _check_int, _check_sparsity
 from tfprune.wrap import wrappers
+from tfprune.wrapper import PruneLayer
 
-__all__ = ["LayerwisePruning", "apply_masks"]
+__all__ = ["ImportancePruning", "LayerwisePruning", "apply_masks"]
 
-Targets = float | Mapping[str, float] | Allocation | Callable[[list[PrunableLayer]], Any]
+Request = float | Mapping[str, float] | Plan | Allocation | Callable[[list[PrunableLayer]], Any]
 
 
 def apply_masks(model: Any) -> None:
-    """Multiply every wrapped weight by its mask now (in place, on ``model``)."""
+    """Multiply every wrapped weight (kernels, and biases under the channel rule) by its mask now (in place)."""
     for w in wrappers(model):
         if w.pruning_obj is not None:
             w.pruning_obj.weight_mask_op()
 
 
-class LayerwisePruning(keras.callbacks.Callback):
+def _strip_prefix(name: str) -> str:
+    return name[len(WRAPPER_PREFIX):] if name.startswith(WRAPPER_PREFIX) else name
+
+
+class ImportancePruning(keras.callbacks.Callback):
     """Prune each wrapped layer to its own target during ``model.fit``.
 
     Args:
-      targets: what each layer should reach, as fraction removed:
-        a float (a total target, split by ``allocation``), a dict
-        ``{layer_name: sparsity}`` (layers not named keep the target their
-        schedule already has), an `Allocation`, or a callable
-        ``fn(layers) -> dict | Allocation`` called at train begin with the
-        model's wrapped `PrunableLayer` list.
-      begin_step: pruning step (optimizer step, counted by tfmot from the first
-        pruned ``fit``) at which the ramp starts.
-      end_step: step at which every layer reaches its target. ``None``: after
-        ``ramp_fraction`` of this ``fit``'s remaining steps (needs a known
-        number of steps per epoch); when resuming a model saved mid-pruning,
-        ``None`` keeps the ramp saved in its schedules.
-      frequency: steps between mask updates; ``None``: ramp length / 20
-        (at least 1). Masks are also updated at ``end_step`` exactly.
+      sparsity: what to reach, as **fraction removed**: a float (the total over
+        all prunable weights, split by `tfprune.plan` with ``importance`` and
+        ``allocation``), a dict ``{layer_name: sparsity}`` (per-layer targets;
+        layers not named keep their current target), a `Plan` or `Allocation`,
+        or a callable ``fn(layers) -> dict | Plan | Allocation`` called when
+        planning.
+      importance: scorer name (``tfprune.importance.list_importance()``) or an
+        `ImportanceScores`; default ``capacity`` (data-free).
+      allocation: allocator name (``tfprune.allocation.list_allocators()``);
+        default ``importance`` (How Compact?: LAMP scores weighted by layer
+        importance).
+      granularity: mask rule: ``unstructured``, ``block``, ``channel`` or
+        ``"N:M"`` (e.g. ``"2:4"``). None: the rule the model was wrapped with.
+      data: calibration data for data-driven scorers (x, (x, y), tf.data...).
+      begin_step: pruning step (tfmot ``pruning_step``: training calls of the
+        wrapper, one per optimizer step) at which the ramp starts.
+      end_step: step at which every layer reaches its target. None: after
+        ``ramp_fraction`` of this ``fit``'s steps (needs a known number of
+        steps per epoch); a resumed model keeps its saved ramp.
+      frequency: steps between mask updates; None: ramp length / 20 (>= 1).
+        Masks are also updated at ``end_step`` exactly.
       initial_sparsity: sparsity at ``begin_step`` (fraction removed).
-      power: exponent of the polynomial ramp.
-      allocation: allocator used when ``targets`` is a float (see
-        ``tfprune.allocation.list_allocators()``).
-      allocation_kwargs: extra arguments for ``allocate_sparsity``.
-      ramp_fraction: share of the steps used for the ramp when ``end_step`` is None.
-      log_layers: also write ``sparsity/<layer>`` to logs (total is always written).
-      verbose: 1 prints the allocation table at train begin.
+      power: exponent of the polynomial ramp (3 = fast early, slow late).
+      ramp_fraction: share of this fit's steps used for the ramp when
+        ``end_step`` is None, in (0, 1].
+      min_density, max_sparsity, exclude, include_outputs: bounds of the
+        plan (see `tfprune.plan`). Under ``channel`` the layers producing the
+        model's outputs are left dense unless ``include_outputs=True``.
+      importance_kwargs, allocation_kwargs: passed to the scorer / allocator.
+      replan_every: re-allocate every this many epochs while the ramp runs
+        (None: plan once). Data-free importance is kept from the plan made on
+        the dense weights (scoring pruned weights would feed back: a pruned
+        layer looks less important and gets pruned more); data-driven
+        importance is measured again on the current model.
+      replan: re-plan even when the model is mid-ramp with another target
+        (otherwise that is an error).
+      log_layers: also write ``sparsity/<layer>`` to logs.
+      verbose: 1 prints the plan when it is made, and what a resumed run does.
 
-    Attributes (after train begin):
-      targets_: dict layer -> target sparsity set on the schedules.
-      allocation_: the `Allocation` when one was computed, else None.
+    Attributes (after the first batch of ``fit``):
+      plan_: the `Plan` in force (None when resumed without planning).
+      targets_: dict layer -> target (fraction of units removed).
+      allocation_, scores_: the plan's `Allocation` and `ImportanceScores`.
+      action_: ``planned``, ``resumed``, ``unchanged`` or ``replanned``.
       begin_step_, end_step_, frequency_: the ramp in use.
+      importance_seconds_: time spent scoring and allocating.
     """
 
     def __init__(
         self,
-        targets: Targets,
+        sparsity: Request,
         *,
+        importance: str | ImportanceScores = DEFAULT_IMPORTANCE,
+        allocation: str = DEFAULT_ALLOCATION,
+        granularity: str | Granularity | None = None,
+        data: Any = None,
         begin_step: int = 0,
         end_step: int | None = None,
         frequency: int | None = None,
         initial_sparsity: float = 0.0,
         power: float = 3.0,
-        allocation: str = "uniform",
-        allocation_kwargs: Mapping[str, Any] | None = None,
         ramp_fraction: float = 0.7,
+        min_density: float = 0.0,
+        max_sparsity: float | Mapping[str, float] | None = None,
+        exclude: Any = None,
+        include_outputs: bool = False,
+        importance_kwargs: Mapping[str, Any] | None = None,
+        allocation_kwargs: Mapping[str, Any] | None = None,
+        replan_every: int | None = None,
+        replan: bool = False,
         log_layers: bool = True,
-        verbose: int = 1,
+        verbose: int = 0,
     ) -> None:
         super().__init__()
-        self._validate_targets(targets)
-        self.targets = targets
+        self._validate_request(sparsity)
+        self.sparsity = sparsity
+        if isinstance(importance, str):
+            _, wants_data = get_importance(importance)
+            if wants_data and data is None and allocator_needs_scores(allocation):
+                raise ValueError(f"importance={importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
+        elif not isinstance(importance, (ImportanceScores, Mapping)):
+            raise TypeError(f"importance must be a scorer name or an ImportanceScores, got {type(importance).__name__}")
+        get_allocator(allocation)
+        self.importance = importance
+        self.allocation = allocation
+        self.granularity = None if granularity is None else parse_granularity(granularity)
+        if self.granularity is not None and self.granularity.kind == "frozen":
+            raise ValueError("granularity='frozen' keeps masks as they are; it needs no callback. Use 'unstructured', 'block', 'channel' or 'N:M'.")
+        self.data = data
         self.begin_step = _check_int(begin_step, "begin_step", 0)
         self.end_step = None if end_step is None else _check_int(end_step, "end_step", 0)
         if self.end_step is not None and self.end_step < self.begin_step:
@@ -93,28 +162,40 @@ class LayerwisePruning(keras.callbacks.Callback):
         self.initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
         LayerwiseSchedule(power=power)  # validates power
         self.power = float(power)
-        self.allocation = allocation
-        self.allocation_kwargs = dict(allocation_kwargs or {})
         if not 0.0 < float(ramp_fraction) <= 1.0:
             raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction!r}")
         self.ramp_fraction = float(ramp_fraction)
+        self.plan_kwargs = dict(min_density=min_density, max_sparsity=max_sparsity, exclude=exclude, include_outputs=include_outputs,
+                                importance_kwargs=dict(importance_kwargs or {}), allocation_kwargs=dict(allocation_kwargs or {}))
+        self.replan_every = None if replan_every is None else _check_int(replan_every, "replan_every", 1)
+        self.replan = bool(replan)
         self.log_layers = log_layers
         self.verbose = verbose
+        self._reset_state()
+
+    def _reset_state(self) -> None:
+        self.plan_: Plan | None = None
         self.targets_: dict[str, float] = {}
         self.allocation_: Allocation | None = None
+        self.scores_: ImportanceScores | None = None
+        self.action_: str | None = None
         self.begin_step_ = self.end_step_ = self.frequency_ = None
+        self.importance_seconds_ = 0.0
+        self._ready = False
 
     @staticmethod
-    def _validate_targets(targets: Any) -> None:
-        if isinstance(targets, Allocation) or callable(targets):
+    def _validate_request(request: Any) -> None:
+        if isinstance(request, (Allocation, Plan)) or callable(request):
             return
-        if isinstance(targets, Mapping):
-            if not targets:
-                raise ValueError("targets is an empty dict: name at least one layer")
-            for k, v in targets.items():
-                _check_sparsity(v, f"targets[{k!r}]")
+        if isinstance(request, Mapping):
+            if not request:
+                raise ValueError("sparsity is an empty dict: name at least one layer, e.g. {'fc1': 0.9}")
+            for k, v in request.items():
+                _check_sparsity(v, f"sparsity[{k!r}]")
             return
-        _check_sparsity(targets, "targets")
+        if isinstance(request, bool) or not isinstance(request, (int, float, np.floating, np.integer)):
+            raise ValueError(f"sparsity must be a float, a dict {{layer: sparsity}}, a Plan, an Allocation or a callable; got {request!r}")
+        _check_sparsity(request, "sparsity")
 
     # ------------------------------------------------------------- helpers
     def _layers(self) -> list[PrunableLayer]:
@@ -125,115 +206,199 @@ class LayerwisePruning(keras.callbacks.Callback):
                 "Fix: wrap it first, `model = tfprune.wrap(model)`, then compile and fit."
             )
         for p in layers:
-            if not isinstance(p.schedule, LayerwiseSchedule):
+            if not isinstance(p.layer, PruneLayer) or not isinstance(p.schedule, LayerwiseSchedule):
                 raise TypeError(
-                    f"layer {p.name!r} is wrapped with a {type(p.schedule).__name__} schedule; "
-                    f"{type(self).__name__} needs tfprune.LayerwiseSchedule. Fix: wrap with tfprune.wrap(model)."
+                    f"layer {p.name!r} is wrapped by {type(p.layer).__name__} with a {type(p.schedule).__name__} schedule; "
+                    f"{type(self).__name__} needs tfprune's wrapper. Fix: strip and wrap again, `tfprune.wrap(tfprune.strip(model))`."
                 )
         return layers
 
-    def compute_targets(self, layers: list[PrunableLayer]) -> dict[str, float]:
-        """Resolve ``self.targets`` to ``{layer_name: sparsity}`` (subclasses override)."""
-        targets = self.targets
-        if callable(targets) and not isinstance(targets, (Allocation, Mapping)):
-            targets = targets(layers)
-        if isinstance(targets, Allocation):
-            self.allocation_ = targets
-            targets = targets.targets
-        if isinstance(targets, Mapping):
-            names = {p.name for p in layers}
-            out = {}
-            for k, v in targets.items():
-                name = k[len(WRAPPER_PREFIX):] if k.startswith(WRAPPER_PREFIX) else k
-                if name not in names:
-                    raise ValueError(f"unknown layer name {k!r} in targets; wrapped layers: {sorted(names)}")
-                out[name] = _check_sparsity(v, f"targets[{k!r}]")
-            return out
-        self.allocation_ = allocate_sparsity(layers, float(targets), method=self.allocation, **self.allocation_kwargs)
-        return dict(self.allocation_.targets)
-
-    def _current_step(self, layers: list[PrunableLayer]) -> int:
+    @staticmethod
+    def _current_step(layers: list[PrunableLayer]) -> int:
         steps = [int(p.layer.pruning_step.numpy()) for p in layers]
-        if max(steps) < 0:
-            for p in layers:
-                p.layer.pruning_step.assign(0)
-            return 0
-        for p in layers:  # layers added later (e.g. -1) follow the others
-            if int(p.layer.pruning_step.numpy()) < 0:
-                p.layer.pruning_step.assign(max(steps))
-        return max(steps)
+        top = max(max(steps), 0)
+        for p in layers:  # -1 before the first fit; layers added later follow the others
+            if int(p.layer.pruning_step.numpy()) < top or int(p.layer.pruning_step.numpy()) < 0:
+                p.layer.pruning_step.assign(top)
+        return top
 
     def _fit_steps(self) -> int | None:
         params = self.params or {}
         steps, epochs = params.get("steps"), params.get("epochs")
         if not steps or not epochs:
             return None
-        return int(steps) * int(epochs)
+        return int(steps) * max(int(epochs) - int(getattr(self, "_initial_epoch", 0)), 1)
 
-    # ----------------------------------------------------------- callbacks
-    def on_train_begin(self, logs: dict | None = None) -> None:
+    def _granularity(self, layers: list[PrunableLayer]) -> Granularity:
+        if self.granularity is not None:
+            return self.granularity
+        first = layers[0].layer
+        kind = first.granularity
+        if kind == "frozen":
+            raise ValueError("the model was wrapped with granularity='frozen' (masks never change). Fix: pass granularity='unstructured' (or another rule).")
+        return parse_granularity(f"{first.n_m[0]}:{first.n_m[1]}" if kind == "n:m" else kind, first.block_size_)
+
+    def _resolve(self, layers: list[PrunableLayer], g: Granularity, keep_scores: bool = False) -> dict[str, float]:
+        """The request as per-layer unit targets (makes a plan for a float)."""
+        request = self.sparsity
+        if callable(request) and not isinstance(request, (Allocation, Mapping, Plan)):
+            request = request(layers)
+        names = {p.name for p in layers}
+        if isinstance(request, Plan):
+            self.plan_ = request
+            self.allocation_, self.scores_ = request.allocation, request.importance
+            request = request.targets
+        elif isinstance(request, Allocation):
+            self.allocation_ = request
+            request = request.targets
+        if isinstance(request, Mapping):
+            out = {}
+            for k, v in request.items():
+                name = _strip_prefix(k)
+                if name not in names:
+                    raise ValueError(f"unknown layer name {k!r} in sparsity; wrapped layers: {sorted(names)}")
+                out[name] = _check_sparsity(v, f"sparsity[{k!r}]")
+            return out
+        importance = self.importance
+        if keep_scores and self.scores_ is not None and isinstance(importance, str) and not get_importance(importance)[1]:
+            importance = self.scores_  # data-free scores stay those of the dense weights (no feedback)
+        p = plan(self.model, float(request), importance=importance, allocation=self.allocation, granularity=g, data=self.data,
+                 layers=layers, **self.plan_kwargs)
+        self.plan_, self.allocation_, self.scores_ = p, p.allocation, p.importance
+        self.importance_seconds_ += p.seconds
+        return dict(p.targets)
+
+    def _stored_total(self, layers: list[PrunableLayer]) -> float:
+        return max(float(p.layer.plan_sparsity.numpy()) for p in layers)
+
+    def _request_total(self) -> float | None:
+        return float(self.sparsity) if isinstance(self.sparsity, (int, float, np.floating, np.integer)) else None
+
+    def _same_request(self, layers: list[PrunableLayer], g: Granularity) -> bool:
+        stored = self._stored_total(layers)
+        if layers[0].layer.granularity != g.kind:
+            return False
+        total = self._request_total()
+        if total is not None:
+            return math.isclose(total, stored, abs_tol=1e-9)
+        if isinstance(self.sparsity, Mapping):
+            current = {p.name: p.schedule.target_sparsity for p in layers}
+            return all(math.isclose(current.get(_strip_prefix(k), -1.0), float(v), abs_tol=1e-9) for k, v in self.sparsity.items())
+        return False  # a Plan / Allocation / callable: compare after resolving
+
+    def _ramp(self, step: int, fresh: bool) -> tuple[int, int, int]:
+        fit_steps = self._fit_steps()
+        begin = self.begin_step if fresh else max(step, self.begin_step)
+        if self.end_step is not None:
+            end = max(self.end_step, begin)
+        else:
+            if fit_steps is None:
+                raise ValueError(
+                    f"{type(self).__name__}(end_step=None) needs the number of steps per epoch, which this dataset does not tell. "
+                    "Fix: pass end_step=..., or steps_per_epoch=... to fit."
+                )
+            remaining = max(step + fit_steps - begin, 1)
+            end = begin + max(1, int(round(self.ramp_fraction * remaining)))
+        freq = self.frequency or max(1, (end - begin) // 20)
+        return begin, end, freq
+
+    def _write(self, layers: list[PrunableLayer], g: Granularity, targets: dict[str, float], ramp: tuple[int, int, int],
+               initial: Mapping[str, float] | None, total: float) -> None:
+        begin, end, freq = ramp
+        for p in layers:
+            p.layer.set_granularity(g)
+            p.layer.plan_sparsity.assign(total)
+            if p.name in targets:
+                start = self.initial_sparsity if initial is None else initial.get(p.name, 0.0)
+                p.schedule.set(target_sparsity=targets[p.name], begin_step=begin, end_step=end, frequency=freq,
+                               initial_sparsity=min(start, targets[p.name]), power=self.power)
+            else:
+                p.schedule.set(begin_step=begin, end_step=end, frequency=freq, initial_sparsity=min(self.initial_sparsity, p.schedule.target_sparsity))
+        self.begin_step_, self.end_step_, self.frequency_ = begin, end, freq
+        self.targets_ = {p.name: p.schedule.target_sparsity for p in layers}
+
+    def _unit_sparsity(self, layers: list[PrunableLayer]) -> dict[str, float]:
+        """Current sparsity of each layer in units of its rule (weights, or zero channels under channel)."""
+        out = {}
+        for p in layers:
+            k = p.kernel()
+            out[p.name] = float(np.count_nonzero(k == 0)) / k.size
+        return out
+
+    # ------------------------------------------------------------ the setup
+    def _setup(self) -> None:
         layers = self._layers()
         step = self._current_step(layers)
-        self.targets_ = self.compute_targets(layers)
-        fit_steps = self._fit_steps()
-        resumed = step > 0
+        g = self._granularity(layers)
+        stored = self._stored_total(layers)
         first = layers[0].schedule
-        if self.end_step is None and resumed:
-            begin, end = first.begin_step, first.end_step
-            freq = self.frequency or first.frequency
-        else:
-            begin = self.begin_step
-            if self.end_step is not None:
-                end = self.end_step
-            else:
-                if fit_steps is None:
-                    raise ValueError(
-                        "LayerwisePruning(end_step=None) needs the number of steps per epoch, which this "
-                        "dataset does not tell. Fix: pass end_step=..., or steps_per_epoch=... to fit."
-                    )
-                remaining = max(step + fit_steps - begin, 1)
-                end = begin + max(1, int(round(self.ramp_fraction * remaining)))
-            freq = self.frequency or max(1, (end - begin) // 20)
-        self.begin_step_, self.end_step_, self.frequency_ = begin, end, freq
-        for p in layers:
-            if p.name in self.targets_:
-                p.schedule.set(
-                    target_sparsity=self.targets_[p.name],
-                    begin_step=begin,
-                    end_step=end,
-                    frequency=freq,
-                    initial_sparsity=min(self.initial_sparsity, self.targets_[p.name]),
-                    power=self.power,
+        planned = stored >= 0
+        if not planned:
+            targets = self._resolve(layers, g)
+            ramp = self._ramp(step, fresh=True)
+            total = self._request_total() if self._request_total() is not None else self._weight_total(layers, targets, g)
+            self._write(layers, g, targets, ramp, None, total)
+            self.action_ = "planned"
+        elif step < first.end_step and not self.replan:
+            if not self._same_request(layers, g) and not callable(self.sparsity) and not isinstance(self.sparsity, (Plan, Allocation)):
+                raise ValueError(
+                    f"this model is mid-ramp (pruning step {step} of {first.end_step}) towards total sparsity {stored:.4f} "
+                    f"({layers[0].layer.granularity}), but the callback asks for {self._describe_request()} ({g.name}). "
+                    "Fix: resume with the same sparsity and granularity, or pass replan=True to plan again from the current weights."
                 )
+            if self.end_step is not None:
+                self._write(layers, g, {p.name: p.schedule.target_sparsity for p in layers},
+                            self._ramp(step, fresh=True), {p.name: p.schedule.initial_sparsity for p in layers}, stored)
+            self.begin_step_, self.end_step_, self.frequency_ = first.begin_step, first.end_step, first.frequency
+            self.targets_ = {p.name: p.schedule.target_sparsity for p in layers}
+            self.action_ = "resumed"
+        elif self._same_request(layers, g) and not self.replan:
+            self.begin_step_, self.end_step_, self.frequency_ = first.begin_step, first.end_step, first.frequency
+            self.targets_ = {p.name: p.schedule.target_sparsity for p in layers}
+            self.action_ = "unchanged"
+        else:
+            targets = self._resolve(layers, g)
+            current = {p.name: p.schedule.target_sparsity for p in layers}
+            if all(math.isclose(current[k], v, abs_tol=1e-12) for k, v in targets.items()) and layers[0].layer.granularity == g.kind:
+                self.begin_step_, self.end_step_, self.frequency_ = first.begin_step, first.end_step, first.frequency
+                self.targets_ = current
+                self.action_ = "unchanged"
             else:
-                p.schedule.set(begin_step=begin, end_step=end, frequency=freq)
-        if fit_steps is not None and step + fit_steps < end:
+                total = self._request_total() if self._request_total() is not None else self._weight_total(layers, targets, g)
+                self._write(layers, g, targets, self._ramp(step, fresh=False), self._unit_sparsity(layers), total)
+                self.action_ = "replanned"
+        fit_steps = self._fit_steps()
+        if fit_steps is not None and step + fit_steps < self.end_step_:
             warnings.warn(
-                f"this fit() ends at pruning step {step + fit_steps}, before end_step={end}: layers will not reach "
+                f"this fit() ends at pruning step {step + fit_steps}, before end_step={self.end_step_}: layers will not reach "
                 "their targets in this run (pruning goes on if you fit again).",
-                stacklevel=2,
+                stacklevel=3,
             )
         if self.verbose:
             print(self.summary(layers, step))
 
+    def _weight_total(self, layers: list[PrunableLayer], targets: Mapping[str, float], g: Granularity) -> float:
+        n = sum(p.n_params for p in layers)
+        return sum(targets.get(p.name, p.schedule.target_sparsity) * p.n_params for p in layers) / max(n, 1)
+
+    def _describe_request(self) -> str:
+        total = self._request_total()
+        return f"total sparsity {total:.4f}" if total is not None else f"per-layer targets {dict(self.sparsity)}"
+
     def summary(self, layers: list[PrunableLayer] | None = None, step: int | None = None) -> str:
+        """The targets and ramp in force, as a table."""
         layers = layers if layers is not None else self._layers()
-        total_n = sum(p.n_params for p in layers)
-        removed = sum(round(self.targets_.get(p.name, p.schedule.target_sparsity) * p.n_params) for p in layers)
-        rows = [
-            f"{type(self).__name__}: steps {self.begin_step_}->{self.end_step_} every {self.frequency_}"
-            + (f" (now at step {step})" if step is not None else ""),
-            f"{'layer':<28}{'params':>10}{'target':>9}",
-        ]
-        for p in layers:
-            rows.append(f"{p.name:<28}{p.n_params:>10}{p.schedule.target_sparsity:>9.4f}")
-        rows.append(f"{'total (wrapped layers)':<28}{total_n:>10}{removed / max(total_n, 1):>9.4f}")
-        return "\n".join(rows)
+        head = (f"{type(self).__name__}: {self.action_ or 'not set up'}; granularity {layers[0].layer.granularity}; "
+                f"steps {self.begin_step_}->{self.end_step_} every {self.frequency_}" + (f" (now at step {step})" if step is not None else ""))
+        rows = [[p.name, p.n_params, p.schedule.target_sparsity, p.sparsity()] for p in layers]
+        text = head + "\n" + format_table(["layer", "weights", "target", "sparsity now"], rows)
+        if self.plan_ is not None and self.action_ in ("planned", "replanned"):
+            text = self.plan_.table() + "\n" + text
+        return text
 
     def _log_sparsity(self, logs: dict | None) -> dict[str, float]:
         layers = [p for p in prunable_layers(self.model) if p.wrapped]
-        per_layer = {}
-        zeros = total = 0
+        per_layer, zeros, total = {}, 0, 0
         for p in layers:
             w = p.kernel()
             z = int(np.count_nonzero(w == 0))
@@ -247,11 +412,41 @@ class LayerwisePruning(keras.callbacks.Callback):
             logs.update(result)
         return result
 
+    # ----------------------------------------------------------- callbacks
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        self._ready = False
+        self._layers()  # fail early on an unwrapped model
+        self._initial_epoch = 0
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if not self._ready:
+            self._initial_epoch = epoch
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        # Set up at the first batch, after every callback's on_train_begin (BackupAndRestore restores there).
+        if not self._ready:
+            self._setup()
+            self._ready = True
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.replan_every and self._ready and (epoch + 1 - self._initial_epoch) % self.replan_every == 0:
+            layers = self._layers()
+            step = int(layers[0].layer.pruning_step.numpy())
+            data_free = isinstance(self.importance, str) and not get_importance(self.importance)[1]
+            if step < (self.end_step_ or 0) and self._request_total() is not None and not (data_free and self.scores_ is None):
+                g = self._granularity(layers)
+                targets = self._resolve(layers, g, keep_scores=True)
+                for p in layers:
+                    if p.name in targets:
+                        p.schedule.set(target_sparsity=targets[p.name])
+                self.targets_ = {p.name: p.schedule.target_sparsity for p in layers}
         apply_masks(self.model)
         self._log_sparsity(logs)
+        if logs is not None:
+            logs["importance_seconds"] = float(self.importance_seconds_)
 
     def on_train_end(self, logs: dict | None = None) -> None:
         apply_masks(self.model)
 
 
+LayerwisePruning = ImportancePruning

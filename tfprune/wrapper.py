@@ -108,7 +108,11 @@ class PruneLayer(pruning_wrapper.PruneLowMagnitude):
         name = kwargs.pop("name", None)
         super().__init__(layer, pruning_schedule=schedule, block_size=(1, 1), **kwargs)
         self._name = name if name is not None else WRAPPER_PREFIX + layer.name
-        g = parse_granularity(granularity if not isinstance(granularity, int) else _RULES[granularity], tuple(block_size))
+        if isinstance(granularity, int):
+            granularity = _RULES[granularity]
+        if granularity == "n:m":  # as written by get_config
+            granularity = f"{int(n_m[0])}:{int(n_m[1])}"
+        g = parse_granularity(granularity, tuple(block_size))
         self.granularity_ = g.kind
         self.block_size_ = tuple(int(b) for b in block_size)
         self.n_m = (int(n_m[0]), int(n_m[1])) if g.kind != "n:m" else (g.n, g.m)

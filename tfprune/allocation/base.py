@@ -135,22 +135,34 @@ class Allocation:
 
 AllocatorFn = Callable[[AllocationProblem], np.ndarray]
 _ALLOCATORS: dict[str, AllocatorFn] = {}
+_NEEDS_SCORES: set[str] = set()
 
 
-def register_allocator(name: str) -> Callable[[AllocatorFn], AllocatorFn]:
-    """Decorator: register ``fn(problem) -> int array of removals`` under ``name``."""
+def register_allocator(name: str, needs_scores: bool = False) -> Callable[[AllocatorFn], AllocatorFn]:
+    """Decorator: register ``fn(problem) -> int array of removals`` under ``name``.
+
+    ``needs_scores``: the allocator reads per-layer importance (``problem.scores``).
+    """
 
     def deco(fn: AllocatorFn) -> AllocatorFn:
         _ALLOCATORS[name] = fn
+        if needs_scores:
+            _NEEDS_SCORES.add(name)
         return fn
 
     return deco
 
 
 def get_allocator(name: str) -> AllocatorFn:
-    if name not in _ALLOCATORS:
-        raise ValueError(f"unknown allocation method {name!r}; available: {list_allocators()}")
+    if not isinstance(name, str) or name not in _ALLOCATORS:
+        raise ValueError(f"unknown allocation {name!r}; valid: {list_allocators()}")
     return _ALLOCATORS[name]
+
+
+def allocator_needs_scores(name: str) -> bool:
+    """True when allocator ``name`` uses per-layer importance scores."""
+    get_allocator(name)
+    return name in _NEEDS_SCORES
 
 
 def list_allocators() -> list[str]:
@@ -254,8 +266,8 @@ def _layer_arrays(layers: Any) -> tuple[list[str], np.ndarray, list[np.ndarray] 
 
 def allocate_sparsity(
     layers: Any,
-    total_sparsity: float,
-    method: str = "uniform",
+    sparsity: float,
+    allocation: str = "uniform",
     scores: Mapping[str, float] | Iterable[float] | None = None,
     min_density: float = 0.0,
     max_sparsity: float | Mapping[str, float] | None = None,
@@ -268,8 +280,8 @@ def allocate_sparsity(
     Args:
       layers: a tf-keras model, ``tfprune.prunable_layers(model)``, or a dict
         ``{name: n_params}`` (count-only allocators).
-      total_sparsity: fraction of **all** prunable weights to remove, [0, 1).
-      method: a registered allocator (see `list_allocators`).
+      sparsity: fraction of **all** prunable weights to remove, [0, 1).
+      allocation: a registered allocator (see `list_allocators`).
       scores: per-layer importance (higher = more important = keep more), as a
         dict by name or a sequence in layer order; for score-based methods.
       min_density: every layer keeps at least this fraction of its weights.
@@ -279,11 +291,16 @@ def allocate_sparsity(
       **options: passed to the allocator.
 
     Returns:
-      An `Allocation` whose removals sum exactly to ``round(total_sparsity * N)``.
+      An `Allocation` whose removals sum exactly to ``round(sparsity * N)``.
+
+    This splits weights only; `tfprune.plan` adds importance scoring,
+    granularity units and output-layer rules on top, and is what the
+    callback, ``analyze``, ``obs.prune`` and the CLI use.
     """
     from tfprune.schedule import _check_sparsity
 
-    total_sparsity = _check_sparsity(total_sparsity, "total_sparsity")
+    get_allocator(allocation)
+    total_sparsity = _check_sparsity(sparsity, "sparsity")
     names, n, kernels, shapes, types = _layer_arrays(layers)
     if len(names) == 0:
         raise ValueError("no prunable layers to allocate over")
@@ -315,9 +332,9 @@ def allocate_sparsity(
     budget = int(round(total_sparsity * total_n))
     if budget > caps.sum():
         raise ValueError(
-            f"total_sparsity={total_sparsity} asks to remove {budget} of {total_n} weights, but the bounds "
+            f"sparsity={total_sparsity} asks to remove {budget} of {total_n} weights, but the bounds "
             f"(min_density, max_sparsity, exclude, min_keep) allow at most {int(caps.sum())} "
-            f"(total sparsity {caps.sum() / total_n:.4f}). Fix: lower total_sparsity or loosen the bounds."
+            f"(total sparsity {caps.sum() / total_n:.4f}). Fix: lower sparsity or loosen the bounds."
         )
     score_arr = None
     if scores is not None:
@@ -333,11 +350,11 @@ def allocate_sparsity(
         if not np.isfinite(score_arr).all():
             raise ValueError(f"scores must be finite, got {score_arr.tolist()}")
     problem = AllocationProblem(names, n, budget, caps, keep, score_arr, kernels, dict(options), shapes, types)
-    removed = np.asarray(get_allocator(method)(problem), dtype=np.int64)
+    removed = np.asarray(get_allocator(allocation)(problem), dtype=np.int64)
     if removed.shape != n.shape or removed.sum() != budget or (removed < 0).any() or (removed > caps).any():
-        raise RuntimeError(f"allocator {method!r} broke the budget contract: {removed.tolist()} vs budget {budget}, caps {caps.tolist()}")
+        raise RuntimeError(f"allocator {allocation!r} broke the budget contract: {removed.tolist()} vs budget {budget}, caps {caps.tolist()}")
     return Allocation(
-        method=method,
+        method=allocation,
         requested=total_sparsity,
         n_params=dict(zip(names, n.tolist())),
         removed=dict(zip(names, removed.tolist())),

@@ -41,7 +41,7 @@ def erk(problem: AllocationProblem) -> np.ndarray:
     return _kept_to_removed(share, problem)
 
 
-@register_allocator("importance_fansum")
+@register_allocator("importance_fansum", needs_scores=True)
 def importance_fansum(problem: AllocationProblem) -> np.ndarray:
     """kept_l ∝ score_l^beta * (fan_in_l + fan_out_l) (How Compact?, our formula)."""
     scores = problem.require_scores("importance_fansum")

@@ -90,7 +90,7 @@ def lamp(problem: AllocationProblem) -> np.ndarray:
     return global_top_k([lamp_scores(k) for k in problem.require_kernels("lamp")], problem)
 
 
-@register_allocator("importance")
+@register_allocator("importance", needs_scores=True)
 def importance(problem: AllocationProblem) -> np.ndarray:
     """LAMP scores weighted by (importance / max importance) ** gamma, one global threshold."""
     scores = problem.require_scores("importance")

@@ -1,0 +1,375 @@
+"""`plan`: one total sparsity -> per-layer targets, the one path every tfprune entry point uses.
+
+Flow (How Compact?, Jung, Kim & Choe 2019): score each prunable layer's
+importance (`tfprune.importance`), split the total target across layers with
+an allocator (`tfprune.allocation`), then round every layer to whole units of
+the granularity (weights, blocks, channels, N:M groups; see
+`tfprune.granularity`) while keeping the total as close to the request as
+whole units allow. The pruning callback, `tfprune.analyze`, `tfprune.obs.prune`
+and the CLI all call `plan` with the same defaults:
+``importance="capacity"``, ``allocation="importance"``.
+
+Units: ``sparsity`` is the fraction of **all prunable kernel weights
+removed** (0.9 = nine in ten weights are zero). `Plan.targets` holds, per
+layer, the fraction of that layer's *units* removed, which is what the mask
+rule of the layer's wrapper applies (for ``unstructured`` it is the fraction
+of weights; for ``channel`` the fraction of output channels).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+
+from tfprune.allocation import Allocation, allocate_sparsity, allocator_needs_scores, get_allocator
+from tfprune.granularity import Granularity, layer_units, parse_granularity
+from tfprune.importance import ImportanceScores, get_importance, score_layers
+from tfprune.report import Report, Table
+from tfprune.schedule import _check_sparsity
+
+__all__ = ["Plan", "plan", "output_layer_names", "DEFAULT_IMPORTANCE", "DEFAULT_ALLOCATION"]
+
+DEFAULT_IMPORTANCE = "capacity"
+DEFAULT_ALLOCATION = "importance"
+OUTPUT_REASON = "produces a model output: channel pruning would delete output units (classes). Fix: include_outputs=True to allow it"
+
+
+@dataclass
+class Plan(Report):
+    """Per-layer targets for one total sparsity, and how they were reached.
+
+    Attributes:
+      sparsity: the requested total (fraction of all prunable weights removed).
+      granularity: the mask rule the targets are in units of.
+      targets: per layer, fraction of its units removed (feed to the schedules).
+      n_params: per layer, kernel weights.
+      removed: per layer, kernel weights the masks will remove (exact).
+      n_units, unit_weights: per layer, units and weights per unit.
+      excluded: layers kept dense by the plan, with the reason.
+      importance: the `ImportanceScores` used (None for score-free allocators).
+      allocation: the `Allocation` in weights before rounding to units.
+      seconds: time to score and allocate.
+    """
+
+    sparsity: float
+    granularity: str
+    targets: dict[str, float]
+    n_params: dict[str, int]
+    removed: dict[str, int]
+    n_units: dict[str, int] = field(default_factory=dict)
+    unit_weights: dict[str, int] = field(default_factory=dict)
+    excluded: dict[str, str] = field(default_factory=dict)
+    importance: ImportanceScores | None = None
+    allocation: Allocation | None = None
+    seconds: float = 0.0
+
+    @property
+    def achieved(self) -> float:
+        """Removed weights / all prunable weights, as the masks will realize it."""
+        return sum(self.removed.values()) / float(max(sum(self.n_params.values()), 1))
+
+    @property
+    def allocator(self) -> str | None:
+        return None if self.allocation is None else self.allocation.method
+
+    def weight_sparsity(self) -> dict[str, float]:
+        """Per layer, fraction of its weights removed."""
+        return {k: self.removed[k] / self.n_params[k] for k in self.n_params}
+
+    def __getitem__(self, name: str) -> float:
+        return self.targets[name]
+
+    def _blocks(self) -> list:
+        head = (
+            f"plan: sparsity {self.sparsity:.4f} requested, {self.achieved:.4f} planned, granularity {self.granularity}, "
+            f"importance {self.importance.method if self.importance else '-'}, allocation {self.allocator or '-'}"
+        )
+        rows = []
+        for k, n in self.n_params.items():
+            imp = self.importance.scores.get(k) if self.importance else None
+            rows.append([k, n, imp, self.n_units.get(k), self.targets[k], self.removed[k] / n, self.excluded.get(k, "")])
+        return [head, Table(["layer", "weights", "importance", "units", "target (units)", "sparsity (weights)", "note"], rows)]
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"achieved": self.achieved}
+
+
+# ----------------------------------------------------------------- outputs
+def _refs(obj: Any) -> Iterable[str]:
+    """Layer names referenced by a functional config's ``inbound_nodes`` entry (any nesting)."""
+    if isinstance(obj, (list, tuple)):
+        if len(obj) >= 3 and isinstance(obj[0], str) and isinstance(obj[1], int) and isinstance(obj[2], int):
+            yield obj[0]
+            if len(obj) > 3:
+                yield from _refs(obj[3])
+            return
+        for item in obj:
+            yield from _refs(item)
+    elif isinstance(obj, dict):
+        for v in obj.values():
+            yield from _refs(v)
+
+
+_PREFIX = "prune_low_magnitude_"
+
+
+def _inner_name(layer_cfg: dict) -> str:
+    cfg = layer_cfg.get("config", {})
+    if layer_cfg.get("class_name") in ("PruneLayer", "PruneLowMagnitude") and "layer" in cfg:
+        return cfg["layer"]["config"]["name"]
+    return cfg.get("name", layer_cfg.get("name", ""))
+
+
+def _producers(config: dict, class_name: str) -> set[str]:
+    """Names of the weighted layers that produce the outputs of a (Sequential or functional) model config."""
+    layers = config.get("layers", [])
+    mixing = {"Dense", "Conv1D", "Conv2D", "Conv3D", "Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose",
+              "SeparableConv1D", "SeparableConv2D", "Embedding", "PruneLayer", "PruneLowMagnitude"}
+    if class_name == "Sequential" or "output_layers" not in config:
+        for lc in reversed(layers):
+            if lc.get("class_name") in ("Sequential", "Functional", "Model"):
+                return _producers(lc["config"], lc["class_name"])
+            if lc.get("class_name") in mixing:
+                return {_inner_name(lc)}
+        return set()
+    by_name = {lc.get("name", lc["config"].get("name")): lc for lc in layers}
+    out: set[str] = set()
+    seen: set[str] = set()
+    stack = [ref[0] for ref in config["output_layers"]] if config["output_layers"] and isinstance(config["output_layers"][0], list) \
+        else [config["output_layers"][0]]
+    while stack:
+        name = stack.pop()
+        if name in seen or name not in by_name:
+            continue
+        seen.add(name)
+        lc = by_name[name]
+        if lc.get("class_name") in mixing:
+            out.add(_inner_name(lc))
+        elif lc.get("class_name") in ("Sequential", "Functional", "Model"):
+            out |= _producers(lc["config"], lc["class_name"])
+        else:
+            stack.extend(_refs(lc.get("inbound_nodes", [])))
+    return out
+
+
+def output_layer_names(model: Any) -> set[str]:
+    """Names of the prunable layers whose channels are the model's outputs.
+
+    Walks back from each model output through layers that do not mix
+    channels (activations, BatchNorm, Dropout, reshapes, pooling...) to the
+    first Dense/Conv/Embedding. Uses ``model.get_config()`` only.
+    """
+    return _producers(model.get_config(), type(model).__name__)
+
+
+# ------------------------------------------------------------------- units
+def round_to_units(real_removed: np.ndarray, unit_weights: np.ndarray, max_units: np.ndarray, budget: int) -> np.ndarray:
+    """Integer units removed per layer whose weight total is as close to ``budget`` as whole units allow.
+
+    Args:
+      real_removed: (L,) weights each layer should lose (from the allocator).
+      unit_weights: (L,) weights one unit removes (>= 1).
+      max_units: (L,) most units each layer may lose.
+      budget: total weights to remove.
+
+    Floors every layer, then adds single units to the layers with the
+    largest remainders while an addition brings the total closer to
+    ``budget``. With ``unit_weights == 1`` the result is exact.
+    """
+    uw = np.maximum(np.asarray(unit_weights, dtype=np.int64), 1)
+    real_units = np.asarray(real_removed, dtype=np.float64) / uw
+    units = np.minimum(np.floor(real_units + 1e-9).astype(np.int64), max_units)
+    deficit = int(budget - (units * uw).sum())
+    order = np.lexsort((np.arange(len(uw)), -(real_units - units)))
+    changed = True
+    while deficit > 0 and changed:
+        changed = False
+        for i in order:
+            if units[i] < max_units[i] and 2 * uw[i] <= 2 * deficit + uw[i]:  # the addition does not overshoot by more than it closes
+                units[i] += 1
+                deficit -= int(uw[i])
+                changed = True
+                if deficit <= 0:
+                    break
+    return units
+
+
+def _resolve_scores(importance: Any, inv: Any, model: Any, data: Any, importance_kwargs: Mapping[str, Any], sparsity: float) -> ImportanceScores | None:
+    names = [p.name for p in inv]
+    if isinstance(importance, ImportanceScores):
+        missing = [n for n in names if n not in importance.scores]
+        if missing:
+            raise ValueError(f"the ImportanceScores given lack layer(s) {missing}; they score {sorted(importance.scores)}")
+        return importance
+    if isinstance(importance, Mapping):
+        missing = [n for n in names if n not in importance]
+        if missing:
+            raise ValueError(f"importance scores lack layer(s) {missing}")
+        return ImportanceScores("given", {n: float(importance[n]) for n in names}, 0.0)
+    if not isinstance(importance, str):
+        raise TypeError(f"importance must be a scorer name, an ImportanceScores or a dict of scores; got {type(importance).__name__}")
+    _, wants_data = get_importance(importance)
+    kw = dict(importance_kwargs)
+    if importance == "sensitivity":
+        kw.setdefault("sparsity", sparsity)
+    if wants_data and model is None:
+        raise ValueError(f"importance={importance!r} needs the model and data, not only its layers")
+    return score_layers(model if wants_data else inv, importance, data=data, **kw)
+
+
+def plan(
+    model: Any,
+    sparsity: float,
+    *,
+    importance: str | ImportanceScores | Mapping[str, float] = DEFAULT_IMPORTANCE,
+    allocation: str = DEFAULT_ALLOCATION,
+    granularity: str | Granularity = "unstructured",
+    data: Any = None,
+    min_density: float = 0.0,
+    max_sparsity: float | Mapping[str, float] | None = None,
+    exclude: Iterable[str] | None = None,
+    include_outputs: bool = False,
+    importance_kwargs: Mapping[str, Any] | None = None,
+    allocation_kwargs: Mapping[str, Any] | None = None,
+    layers: Any = None,
+) -> Plan:
+    """Turn one total sparsity into per-layer targets (nothing in ``model`` changes).
+
+    Args:
+      model: a tf-keras model (wrapped or not), or ``tfprune.prunable_layers(model)``.
+      sparsity: fraction of all prunable weights to remove, in [0, 1).
+      importance: a scorer name (``tfprune.importance.list_importance()``), an
+        `ImportanceScores` (e.g. from `tfprune.score_layers`), or a dict of
+        per-layer scores. Score-free allocators (uniform, global, lamp, erk,
+        global_ratio) skip scoring.
+      allocation: an allocator name (``tfprune.allocation.list_allocators()``).
+      granularity: ``unstructured``, ``block``, ``channel``, ``"N:M"`` (e.g. "2:4").
+      data: calibration data for data-driven scorers (x, (x, y), tf.data...).
+      min_density: every layer keeps at least this fraction of its weights.
+      max_sparsity: cap on a layer's sparsity (a float, or a dict by name).
+      exclude: layer names kept dense (they still count in the total).
+      include_outputs: under ``channel``, also prune the layers whose channels
+        are the model's outputs (off by default: it would delete classes).
+      importance_kwargs, allocation_kwargs: passed to the scorer / allocator.
+      layers: restrict the plan to these prunable layers (a `LayerInventory`
+        or list of `PrunableLayer`; default: all of the model's).
+
+    Returns:
+      A `Plan`. Under ``unstructured`` the planned total equals
+      ``round(sparsity * N) / N`` exactly; under coarser rules it is the
+      closest total whole units allow (``Plan.achieved``).
+    """
+    from tfprune.layers import LayerInventory, prunable_layers
+
+    t0 = time.perf_counter()
+    sparsity = _check_sparsity(sparsity, "sparsity")
+    get_allocator(allocation)  # validates the name
+    if isinstance(importance, str):
+        get_importance(importance)
+    g = parse_granularity(granularity)
+    if g.kind == "frozen":
+        raise ValueError("granularity 'frozen' keeps existing masks; it takes no plan. Use 'unstructured', 'block', 'channel' or 'N:M'.")
+    if isinstance(model, (LayerInventory, list)):
+        inv, keras_model = list(model), None
+    else:
+        keras_model = model
+        inv = list(prunable_layers(model))
+    if layers is not None:
+        wanted = {p.name for p in layers}
+        inv = [p for p in inv if p.name in wanted]
+    if not inv:
+        raise ValueError("no prunable layers to plan over (Dense, Conv, SeparableConv, Embedding). See tfprune.prunable_layers(model).")
+    names = [p.name for p in inv]
+    excluded: dict[str, str] = {}
+    if exclude is not None:
+        exclude = [exclude] if isinstance(exclude, str) else list(exclude)
+        unknown = sorted(set(exclude) - set(names))
+        if unknown:
+            raise ValueError(f"exclude names unknown layer(s) {unknown}; prunable layers: {names}")
+        excluded.update({n: "excluded by the caller" for n in exclude})
+    units, unit_w = {}, {}
+    for p in inv:
+        n_u, w_u, reason = layer_units(tuple(p.shape), g, transpose="Transpose" in p.layer_type)
+        units[p.name], unit_w[p.name] = n_u, w_u
+        if reason and g.kind == "n:m":
+            excluded.setdefault(p.name, reason)
+    if g.kind == "channel" and not include_outputs and keras_model is not None:
+        for name in output_layer_names(keras_model):
+            if name in units:
+                excluded.setdefault(name, OUTPUT_REASON)
+    if len(excluded) == len(names):
+        raise ValueError(f"every prunable layer is excluded under granularity {g.name!r}: {excluded}")
+    # Bounds in weights: channel rules keep one channel; the caller's caps on top.
+    caps: dict[str, float] = {}
+    for p in inv:
+        if g.kind == "channel":
+            caps[p.name] = (units[p.name] - 1) / units[p.name]
+    if max_sparsity is not None:
+        if isinstance(max_sparsity, Mapping):
+            unknown = sorted(set(max_sparsity) - set(names))
+            if unknown:
+                raise ValueError(f"max_sparsity names unknown layer(s) {unknown}; prunable layers: {names}")
+            for k, v in max_sparsity.items():
+                caps[k] = min(caps.get(k, 1.0), _check_sparsity(v, f"max_sparsity[{k!r}]"))
+        else:
+            ms = _check_sparsity(max_sparsity, "max_sparsity")
+            for n in names:
+                caps[n] = min(caps.get(n, 1.0), ms)
+    scores = None
+    if allocator_needs_scores(allocation):
+        scores = _resolve_scores(importance, inv, keras_model, data, dict(importance_kwargs or {}), sparsity)
+    elif not isinstance(importance, str):
+        scores = _resolve_scores(importance, inv, keras_model, data, {}, sparsity)
+    alloc = allocate_sparsity(
+        inv, sparsity, allocation=allocation, scores=None if scores is None else scores.scores,
+        min_density=min_density, max_sparsity=caps or None, exclude=list(excluded) or None, **dict(allocation_kwargs or {}),
+    )
+    n = np.array([p.n_params for p in inv], dtype=np.int64)
+    uw = np.array([unit_w[k] for k in names], dtype=np.int64)
+    if g.kind == "n:m":
+        removed_units = _nm_layers(names, alloc, units, unit_w, excluded, round(sparsity * n.sum()))
+    else:
+        max_units = np.array([int(np.floor(alloc_cap(alloc, k, caps, excluded, min_density, p.n_params) / unit_w[k] + 1e-9))
+                              for k, p in zip(names, inv)], dtype=np.int64)
+        real = np.array([alloc.removed[k] for k in names], dtype=np.float64)
+        removed_units = round_to_units(real, uw, max_units, int(sum(alloc.removed.values())))
+    targets, removed = {}, {}
+    for i, k in enumerate(names):
+        u = int(removed_units[i])
+        if g.kind == "n:m":
+            targets[k] = (g.m - g.n) / g.m if u else 0.0
+            removed[k] = u * int(uw[i])
+        else:
+            targets[k] = u / units[k]
+            removed[k] = u * int(uw[i])
+    return Plan(
+        sparsity=sparsity, granularity=g.name, targets=targets, n_params=dict(zip(names, n.tolist())), removed=removed,
+        n_units=units, unit_weights=unit_w, excluded=excluded, importance=scores, allocation=alloc,
+        seconds=time.perf_counter() - t0,
+    )
+
+
+def alloc_cap(alloc: Allocation, name: str, caps: Mapping[str, float], excluded: Mapping[str, str], min_density: float, n: int) -> float:
+    """Most weights layer ``name`` may lose under the plan's bounds."""
+    if name in excluded:
+        return 0.0
+    cap = n - max(int(np.ceil(min_density * n - 1e-9)), 1)
+    if name in caps:
+        cap = min(cap, int(np.floor(caps[name] * n + 1e-9)))
+    return float(cap)
+
+
+def _nm_layers(names: list[str], alloc: Allocation, units: dict, unit_w: dict, excluded: dict, budget: int) -> np.ndarray:
+    """N:M: whole layers are N:M or dense. Layers the allocator prunes most go first, while that brings the total closer."""
+    order = sorted((k for k in names if k not in excluded), key=lambda k: -alloc.targets[k])
+    chosen = np.zeros(len(names), dtype=np.int64)
+    total = 0
+    for k in order:
+        w = units[k] * unit_w[k]
+        if budget > 0 and (total == 0 or abs(budget - (total + w)) < abs(budget - total)):
+            chosen[names.index(k)] = units[k]
+            total += w
+    return chosen

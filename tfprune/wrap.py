@@ -12,13 +12,12 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Union
 
-import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 from tfprune._keras import check_model, keras
-from tfprune.layers import WRAPPER_PREFIX, _weight_kind, prunable_layers
 from tfprune.granularity import _check_block_size, parse_granularity
+from tfprune.layers import WRAPPER_PREFIX, _weight_kind, prunable_layers
 from tfprune.schedule import LayerwiseSchedule, _check_sparsity
 from tfprune.wrapper import PruneLayer
 

@@ -121,6 +121,7 @@ class PruneLayer(pruning_wrapper.PruneLowMagnitude):
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)
+        self.pruning_step.assign(0)  # tfmot starts at -1 to demand its callback; tfprune's wrapper trains without one
         self.rule = self.add_weight("rule", shape=[], dtype=tf.int64, trainable=False,
                                     initializer=keras.initializers.Constant(RULE_IDS[self.granularity_]))
         self.plan_sparsity = self.add_weight("plan_sparsity", shape=[], dtype=tf.float64, trainable=False,

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         results[name] = entry
         targets = {k: 1.0 - v for k, v in keep.items()}
         for method in args.methods.split(","):
-            pruned, report = tp.obs.prune(dense, (xt, yt), targets=targets, method=method, n_samples=args.n_calib, progress=False)
+            pruned, report = tp.obs.prune(dense, (xt, yt), targets=targets, solver=method, n_samples=args.n_calib, progress=False)
             row = {"err_0": err(pruned, xs, ys)}
             for steps in (100, 510):
                 keras.utils.set_random_seed(1)

@@ -120,7 +120,7 @@ def test_prune_report_bound_and_no_mutation(trained_tiny, digits_data):
     H = layer_hessians(trained_tiny, list(targets), xt[:2000], progress=False)  # the unpruned network's inputs
     dense_acc = float(np.mean(trained_tiny.predict(xs, verbose=0).argmax(-1) == ys))
     for method in ("exact", "lobs", "magnitude"):
-        pruned, rep = obs.prune(trained_tiny, (xt, yt), targets=targets, method=method, n_samples=2000, progress=False)
+        pruned, rep = obs.prune(trained_tiny, (xt, yt), targets=targets, solver=method, n_samples=2000, progress=False)
         for r in rep.layers:
             assert r.sparsity == pytest.approx(targets[r.name], abs=1.0 / r.n_params)
         accs[method] = float(np.mean(pruned.predict(xs, verbose=0).argmax(-1) == ys))
@@ -141,15 +141,15 @@ def test_prune_report_bound_and_no_mutation(trained_tiny, digits_data):
         obs.prune(trained_tiny, xt[:10])
     with pytest.raises(ValueError, match="unknown or unsupported"):
         obs.prune(trained_tiny, xt[:10], targets={"nope": 0.5})
-    with pytest.raises(ValueError, match="method"):
-        obs.prune(trained_tiny, xt[:10], targets=0.5, method="sgd")
-    alloc_pruned, rep = obs.prune(trained_tiny, xt[:500], targets=0.8, allocation="lamp", progress=False)
+    with pytest.raises(ValueError, match="solver must be one of"):
+        obs.prune(trained_tiny, xt[:10], sparsity=0.5, solver="sgd")
+    alloc_pruned, rep = obs.prune(trained_tiny, xt[:500], sparsity=0.8, allocation="lamp", progress=False)
     assert rep.total_sparsity == pytest.approx(0.8, abs=1e-3)
 
 
 def test_retrain_keeps_obs_zeros_exactly_and_recovers_accuracy(trained_tiny, digits_data):
     (xt, yt), (xs, ys) = digits_data
-    pruned, _ = obs.prune(trained_tiny, (xt, yt), targets={"fc1": 0.97, "conv2": 0.7}, method="magnitude", progress=False)
+    pruned, _ = obs.prune(trained_tiny, (xt, yt), targets={"fc1": 0.97, "conv2": 0.7}, solver="magnitude", progress=False)
     zeros = {p.name: p.kernel() == 0 for p in tfprune.prunable_layers(pruned)}
     re = obs.retrain(pruned, xt[:2000], yt[:2000], steps=60, learning_rate=1e-3)
     assert not tfprune.is_wrapped(re)

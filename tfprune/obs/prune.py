@@ -12,9 +12,10 @@ from typing import Any, Mapping
 import numpy as np
 
 from tfprune._keras import check_model
-from tfprune.allocation import Allocation, allocate_sparsity
+from tfprune.allocation import Allocation
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, supported
+from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
 from tfprune.schedule import _check_sparsity
 from tfprune.wrap import clone, is_wrapped, strip
@@ -84,11 +85,14 @@ def _set_layer_matrix(layer: Any, W: np.ndarray, F: int) -> None:
 def prune(
     model: Any,
     data: Any,
-    targets: float | Mapping[str, float] | Allocation | None = None,
+    sparsity: float | None = None,
+    *,
+    targets: Mapping[str, float] | Allocation | Plan | None = None,
     tolerance: float | Mapping[str, float] | None = None,
-    method: str = "lobs",
+    solver: str = "lobs",
+    importance: Any = DEFAULT_IMPORTANCE,
+    allocation: str = DEFAULT_ALLOCATION,
     damp: float = 1e-3,
-    allocation: str = "uniform",
     n_samples: int | None = 10000,
     batch_size: int = 256,
     max_bytes: int = 2 * 1024**3,
@@ -100,48 +104,58 @@ def prune(
       model: a tf-keras model (flat; wrapped models are stripped first). Not modified.
       data: calibration inputs ``x``, ``(x, y)`` or a tf.data dataset; the
         Hessians use the inputs each layer sees in the unpruned network.
-      targets: per-layer sparsity (fraction of kernel weights removed): a
-        dict, an `Allocation`, or one float split by ``allocation``.
-      tolerance: instead of targets, stop each layer when its summed
+      sparsity: total fraction of the OBS layers' kernel weights removed,
+        split per layer by `tfprune.plan` (``importance``, ``allocation``;
+        the same defaults as the callback).
+      targets: instead of ``sparsity``: per-layer fractions removed (a dict,
+        a `Plan` or an `Allocation`).
+      tolerance: instead of either: stop each layer when its summed
         saliency passes this delta E (a float for all, or a dict).
-      method: ``lobs`` (the paper), ``exact`` (greedy with inverse downdates)
+      solver: ``lobs`` (the paper), ``exact`` (greedy with inverse downdates)
         or ``magnitude`` (no second order; a baseline).
+      importance, allocation: scorer and allocator of the plan (``sparsity`` only).
       damp: Hessian damping relative to its mean diagonal.
       n_samples: calibration samples used (None: all).
       max_bytes: refuse layers whose H and inverse need more memory.
 
     Returns:
       ``(pruned_model, OBSReport)``; the pruned model is plain (no wrappers),
-      use `retrain` for light retraining that keeps these zeros.
+      use `tfprune.finetune.retrain` for light retraining that keeps these zeros.
     """
     check_model(model)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if (targets is None) == (tolerance is None):
-        raise ValueError("give exactly one of targets= (sparsity per layer) or tolerance= (delta E per layer)")
+    if solver not in METHODS:
+        raise ValueError(f"solver must be one of {METHODS}, got {solver!r}")
+    given = [name for name, v in (("sparsity", sparsity), ("targets", targets), ("tolerance", tolerance)) if v is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of sparsity= (a total), targets= (per layer) or tolerance= (delta E per layer); got {given or 'none'}")
     t_start = time.perf_counter()
     work = strip(model) if is_wrapped(model) else clone(model)
     candidates = [layer for layer in work.layers if supported(layer)]
+    names = [layer.name for layer in candidates]
+    if sparsity is not None:
+        from tfprune.layers import prunable_layers
+
+        obs_layers = [p for p in prunable_layers(work) if p.name in names]
+        targets = plan(work, sparsity, importance=importance, allocation=allocation, data=data, layers=obs_layers).targets
     if targets is not None:
-        if isinstance(targets, Allocation):
+        if isinstance(targets, (Allocation, Plan)):
             targets = targets.targets
         if not isinstance(targets, Mapping):
-            targets = allocate_sparsity(work, float(targets), method=allocation).targets
-        names = [layer.name for layer in candidates]
+            raise TypeError(f"targets must be a dict {{layer: sparsity}}, a Plan or an Allocation; for a total use sparsity={targets!r}")
         unknown = [k for k in targets if k not in names]
         if unknown:
             raise ValueError(f"OBS targets name unknown or unsupported layer(s) {unknown}; OBS layers (Dense/Conv1D/Conv2D): {names}")
-        plan = {k: _check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
+        plan_ = {k: _check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
     else:
-        names = [layer.name for layer in candidates]
         tol = dict(tolerance) if isinstance(tolerance, Mapping) else {n: float(tolerance) for n in names}
         for k, v in tol.items():
             if k not in names:
                 raise ValueError(f"tolerance names unknown or unsupported layer {k!r}; OBS layers: {names}")
             if not v >= 0:
                 raise ValueError(f"tolerance[{k!r}] must be >= 0 (a delta E), got {v!r}")
-        plan = tol
-    layers = [layer for layer in work.layers if layer.name in plan]
+        plan_ = tol
+    method = solver
+    layers = [layer for layer in work.layers if layer.name in plan_]
     report = OBSReport(method)
     t0 = time.perf_counter()
     H = {} if method == "magnitude" else layer_hessians(work, [layer.name for layer in layers], data, batch_size, n_samples, max_bytes, progress)
@@ -154,8 +168,8 @@ def prune(
         t1 = time.perf_counter()
         W, F = _layer_matrix(layer)
         n_kernel = F * W.shape[1]
-        n_prune = int(round(plan[layer.name] * n_kernel)) if targets is not None else None
-        tol = plan[layer.name] if targets is None else None
+        n_prune = int(round(plan_[layer.name] * n_kernel)) if targets is not None else None
+        tol = plan_[layer.name] if targets is None else None
         if method == "magnitude":
             if n_prune is None:
                 raise ValueError("method='magnitude' needs targets, not a tolerance")

@@ -63,14 +63,13 @@ def _cmd_obs(args: argparse.Namespace) -> int:
         if len(keep) != len(names):
             raise ValueError(f"--keep has {len(keep)} values but the model has {len(names)} OBS layers {names}")
         targets = {n: 1.0 - k for n, k in zip(names, keep)}
-    elif args.sparsity is not None:
-        targets = args.sparsity
     elif args.tolerance is not None:
         tolerance = args.tolerance
-    else:
-        raise ValueError("give --keep (fraction kept per layer), --sparsity with --allocation, or --tolerance")
+    elif args.sparsity is None:
+        raise ValueError("give --keep (fraction kept per layer), --sparsity (a total, planned with --importance/--allocation), or --tolerance")
     pruned, report = tfprune.obs.prune(
-        model, (x_train, y_train), targets=targets, tolerance=tolerance, method=args.method, allocation=args.allocation, n_samples=args.n_samples
+        model, (x_train, y_train), sparsity=None if (targets or tolerance is not None) else args.sparsity, targets=targets, tolerance=tolerance,
+        solver=args.solver, importance=args.importance, allocation=args.allocation, n_samples=args.n_samples,
     )
     if args.retrain:
         pruned = tfprune.obs.retrain(pruned, x_train, y_train, args.retrain)
@@ -114,6 +113,31 @@ def _model_command(sub, name: str, help: str, func, data_help: str | None = None
     return c
 
 
+def _plan_options(c: argparse.ArgumentParser, granularity: bool = False) -> None:
+    """The plan's options, with the defaults every entry point shares (tfprune.plan)."""
+    from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE
+
+    c.add_argument("--importance", default=DEFAULT_IMPORTANCE, help=f"layer importance scorer (default {DEFAULT_IMPORTANCE})")
+    c.add_argument("--allocation", default=DEFAULT_ALLOCATION, help=f"allocator (default {DEFAULT_ALLOCATION})")
+    if granularity:
+        c.add_argument("--granularity", default="unstructured", help="unstructured, block, channel or N:M such as 2:4")
+        c.add_argument("--include-outputs", action="store_true", help="under channel, also prune the layers that produce the outputs")
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import tfprune
+
+    model = tfprune.load_model(args.model, compile=False)
+    data = None
+    if args.data:
+        _, (x_test, y_test) = tfprune.datasets.mnist(args.data)
+        data = (x_test, y_test)
+    p = tfprune.plan(model, args.sparsity, importance=args.importance, allocation=args.allocation, granularity=args.granularity,
+                     include_outputs=args.include_outputs, data=data)
+    print(json.dumps(p.to_dict(), indent=2) if args.json else p.table())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -128,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-plot", action="store_true")
     d.set_defaults(func=_cmd_demo)
 
+    pl = _model_command(sub, "plan", "per-layer targets for one total sparsity (the plan the callback would make)", _cmd_plan,
+                        "mnist.npz for data-driven scorers")
+    pl.add_argument("--sparsity", type=float, default=0.9, help="total fraction of weights removed")
+    _plan_options(pl, granularity=True)
+    pl.add_argument("--json", action="store_true")
+
     _model_command(sub, "layers", "list a saved model's prunable layers and why others are skipped", _cmd_layers)
 
     e = _model_command(sub, "export", "export a saved model to a verified .tflite", _cmd_export,
@@ -139,18 +169,17 @@ def build_parser() -> argparse.ArgumentParser:
     a = _model_command(sub, "analyze", "per-layer importance, allocation, one-shot damage, most compact layer", _cmd_analyze,
                        "mnist.npz (keras layout) for the one-shot columns")
     a.add_argument("--sparsity", type=float, default=0.9, help="total sparsity to allocate")
-    a.add_argument("--importance", default="capacity")
-    a.add_argument("--allocation", default="importance")
+    _plan_options(a)
     a.add_argument("--delta", type=float, default=0.01, help="accuracy drop tolerated by the compactness search")
     a.add_argument("--plot", default=None, help="save a plot here")
     a.add_argument("--json", action="store_true")
     o = _model_command(sub, "obs", "Layer-wise OBS: second-order pruning with weight correction", _cmd_obs,
                        "mnist.npz (keras layout): train split calibrates, test split evaluates", data_required=True)
     o.add_argument("--keep", help="fraction kept per OBS layer in model order, e.g. 0.05,0.2,0.7")
-    o.add_argument("--sparsity", type=float, help="total sparsity split by --allocation (instead of --keep)")
-    o.add_argument("--allocation", default="lamp")
+    o.add_argument("--sparsity", type=float, help="total sparsity, planned with --importance/--allocation (instead of --keep)")
+    _plan_options(o)
     o.add_argument("--tolerance", type=float, help="per-layer delta E tolerance (instead of targets)")
-    o.add_argument("--method", default="exact", choices=["lobs", "exact", "magnitude"])
+    o.add_argument("--solver", "--method", dest="solver", default="exact", choices=["lobs", "exact", "magnitude"])
     o.add_argument("--n-samples", type=int, default=10000)
     o.add_argument("--retrain", type=int, default=0, help="light retraining steps that keep the zeros")
     o.add_argument("--out", required=True)

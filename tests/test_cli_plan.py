@@ -1,0 +1,39 @@
+"""One plan everywhere: the CLI's `plan`, and the same defaults in every entry point."""
+
+import inspect
+import json
+
+import pytest
+
+import tfprune
+from tfprune import cli
+from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE
+
+
+def test_every_entry_point_has_the_plan_defaults():
+    def defaults(fn):
+        sig = inspect.signature(fn)
+        return sig.parameters["importance"].default, sig.parameters["allocation"].default
+
+    want = (DEFAULT_IMPORTANCE, DEFAULT_ALLOCATION) == ("capacity", "importance") and (DEFAULT_IMPORTANCE, DEFAULT_ALLOCATION)
+    assert want
+    for fn in (tfprune.plan, tfprune.ImportancePruning.__init__, tfprune.analyze, tfprune.obs.prune):
+        assert defaults(fn) == want, fn
+    parser = cli.build_parser()
+    for command in ("plan", "analyze", "obs"):
+        args = parser.parse_args([command, "m.keras", "--out", "x", "--data", "d.npz"] if command == "obs" else [command, "m.keras"])
+        assert (args.importance, args.allocation) == want, command
+
+
+def test_cli_plan_prints_the_callbacks_plan(trained_tiny, tmp_path, capsys):
+    path = str(tmp_path / "m.keras")
+    trained_tiny.save(path)
+    assert cli.main(["plan", path, "--sparsity", "0.7", "--granularity", "channel", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    expected = tfprune.plan(trained_tiny, 0.7, granularity="channel")
+    assert out["targets"] == pytest.approx(expected.targets) and out["excluded"]["fc2"].startswith("produces a model output")
+    assert cli.main(["plan", path, "--sparsity", "0.7"]) == 0
+    text = capsys.readouterr().out
+    assert "plan: sparsity 0.7000 requested" in text and "conv2" in text
+    assert cli.main(["plan", path, "--allocation", "nope"]) == 2
+    assert "unknown allocation 'nope'" in capsys.readouterr().err

@@ -38,7 +38,7 @@ def test_infeasible_budget_and_bad_inputs_are_clear():
         allocate_sparsity({"a": 100, "b": 100}, 0.9, max_sparsity=0.5)
     with pytest.raises(ValueError, match="sparsity must be in"):
         allocate_sparsity({"a": 10}, 1.0)
-    with pytest.raises(ValueError, match="total_sparsity"):
+    with pytest.raises(ValueError, match="sparsity must be in"):
         allocate_sparsity({"a": 10}, float("nan"))
     with pytest.raises(ValueError, match="unknown allocation"):
         allocate_sparsity({"a": 10}, 0.5, allocation="nope")

@@ -192,7 +192,7 @@ def test_importance_pruning_with_data_and_reestimation(tiny, digits_data):
         tfprune.ImportancePruning(0.5, importance="sensitivity")
     with pytest.raises(ValueError, match="granularity"):
         tfprune.ImportancePruning(0.5, granularity="row")
-    with pytest.raises(ValueError, match="target_sparsity"):
+    with pytest.raises(ValueError, match="sparsity must be in"):
         tfprune.ImportancePruning(1.0)
 
 

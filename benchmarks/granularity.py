@@ -3,9 +3,11 @@
     python benchmarks/granularity.py            # LeNet-5, 2 seeds
     python benchmarks/granularity.py --quick    # 1 seed
 
-Granularities: unstructured (tfmot magnitude), block (Dense kernels in 4x1
-blocks via tfmot block_size; convolutions element-wise) and channel (whole
-output channels, masks set by ImportancePruning). For each: uniform vs LAMP
+Granularities (tfprune's in-graph mask rules): unstructured, block (Dense
+kernels in 4x1 blocks; convolutions element-wise), channel (whole output
+channels and their biases; the logits layer is left dense, as by default)
+and 2:4 (in every group of 4 input weights, 2 go; conv1 has one input
+channel and stays dense, so the total is 0.4994). For each: uniform vs LAMP
 vs importance (capacity) allocation at the same total, same training budget.
 Writes benchmarks/results/granularity.json and .md.
 """
@@ -27,7 +29,7 @@ import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SETTINGS = [("unstructured", None, 0.95), ("block", (4, 1), 0.95), ("channel", None, 0.7)]
+SETTINGS = [("unstructured", None, 0.95), ("block", (4, 1), 0.95), ("channel", None, 0.7), ("2:4", None, 0.5)]
 ALLOCATORS = ["uniform", "lamp", "importance"]
 
 
@@ -50,7 +52,8 @@ def main(argv=None) -> int:
         for gran, block, sparsity in SETTINGS:
             for alloc in ALLOCATORS:
                 keras.utils.set_random_seed(100 + seed)
-                w = tp.models.compile_classifier(tp.wrap(dense, block_size=block), learning_rate=5e-4)
+                w = tp.models.compile_classifier(tp.wrap(dense, block_size=block, granularity="2:4" if gran == "2:4" else "unstructured"),
+                                                 learning_rate=5e-4)
                 cb = tp.ImportancePruning(sparsity, importance="capacity", allocation=alloc, granularity=gran, end_step=steps, verbose=0)
                 w.fit(xt, yt, epochs=3, batch_size=128, verbose=0, callbacks=[cb])
                 acc = float(w.evaluate(xs, ys, verbose=0)[1])

@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Mapping
 
 import numpy as np
 
+from tfprune.report import Report
+
 __all__ = [
     "Allocation",
     "AllocationProblem",
@@ -86,7 +88,7 @@ class AllocationProblem:
 
 
 @dataclass
-class Allocation:
+class Allocation(Report):
     """Per-layer targets and the exact totals they imply.
 
     Attributes:
@@ -115,14 +117,12 @@ class Allocation:
     def __getitem__(self, name: str) -> float:
         return self.targets[name]
 
-    def table(self) -> str:
-        rows = [f"allocation: {self.method}, requested {self.requested:.4f}, achieved {self.total_sparsity:.6f}",
-                f"{'layer':<28}{'params':>10}{'removed':>10}{'sparsity':>10}"]
-        for k, n in self.n_params.items():
-            rows.append(f"{k:<28}{n:>10}{self.removed[k]:>10}{self.removed[k] / n:>10.4f}")
-        return "\n".join(rows)
+    def _blocks(self) -> list:
+        from tfprune.report import Table
 
-    __str__ = table
+        rows = [[k, n, self.removed[k], self.removed[k] / n] for k, n in self.n_params.items()]
+        return [f"allocation: {self.method}, requested {self.requested:.4f}, achieved {self.total_sparsity:.6f}",
+                Table(["layer", "params", "removed", "sparsity"], rows)]
 
     def to_dict(self) -> dict:
         return {

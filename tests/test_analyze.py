@@ -102,3 +102,19 @@ def test_report_table_markdown_and_json(trained_tiny, digits_data):
     assert "| layer | type |" in r.to_markdown()
     back = json.loads(json.dumps(r.to_dict(), allow_nan=False))
     assert back["layers"][0]["max_sparsity_within_delta"] in (0.0, 0.5, 0.9) and back["evaluations"] == r.evaluations
+
+
+def test_dataset_and_wrapped_model_inputs(trained_tiny, digits_data):
+    import tensorflow as tf
+
+    _, (xs, ys) = digits_data
+    x, y = xs[:160], ys[:160]
+    arrays = tfprune.analyze(trained_tiny, (x, y), progress=False, grid=(0.5, 0.9), n_samples=160)
+    ds = tfprune.analyze(trained_tiny, tf.data.Dataset.from_tensor_slices((x, y)).batch(50), progress=False, grid=(0.5, 0.9), n_samples=160)
+    assert ds.n_samples == 160 and ds.dense_acc == arrays.dense_acc
+    assert [r.max_sparsity_within_delta for r in ds.layers] == [r.max_sparsity_within_delta for r in arrays.layers]
+    wrapped = tfprune.wrap(trained_tiny)  # masks all ones: the same function as the plain model
+    ev = OneShotEvaluator(wrapped, x, y)
+    assert ev.dense == OneShotEvaluator(trained_tiny, x, y).dense
+    with pytest.raises(ValueError, match="needs labels"):
+        tfprune.analyze(trained_tiny, tf.data.Dataset.from_tensor_slices(x).batch(50), progress=False, grid=(0.5,))

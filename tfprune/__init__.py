@@ -14,15 +14,15 @@ from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
 from tfprune.distill import Distiller  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
-from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
-from tfprune.planning import Plan, plan  # noqa: E402
-from tfprune.wrapper import PruneLayer  # noqa: E402
 from tfprune.granularity import GRANULARITIES  # noqa: E402
+from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
 from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
 from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
+from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
+from tfprune.wrapper import PruneLayer  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -78,12 +78,18 @@ def test_compiled_loss_is_used_and_one_hot_labels(trained_tiny, digits_data):
 
     m = tfprune.clone(trained_tiny)
     m.compile(loss=doubled_ce)
-    assert resolve_loss(m)[1] == "doubled_ce"
+    assert resolve_loss(m)[1] == "doubled_ce (the model's compiled loss)"
     x, y = xs[:128], ys[:128]
     plain = OneShotEvaluator(trained_tiny, x, y)
     assert plain.dense.loss == pytest.approx(float(ce(y, trained_tiny.predict(x, verbose=0))), rel=1e-5)
     doubled = OneShotEvaluator(m, x, y)
     assert doubled.dense.loss == pytest.approx(2 * plain.dense.loss, rel=1e-5)
+    inp = keras.Input((28, 28, 1))
+    soft = keras.Model(inp, keras.layers.Dense(10, activation="softmax", name="fc")(keras.layers.Flatten()(inp)))  # not compiled
+    ev = OneShotEvaluator(soft, x, y)
+    assert "softmax output" in ev.loss_name
+    probs = soft.predict(x, verbose=0)
+    assert ev.dense.loss == pytest.approx(float(keras.losses.SparseCategoricalCrossentropy()(y, probs)), rel=1e-5)
     onehot = np.eye(10)[y]
     assert np.array_equal(class_labels(onehot, 10), y)
     cat = OneShotEvaluator(trained_tiny, x, onehot, loss=keras.losses.CategoricalCrossentropy(from_logits=True))

@@ -202,7 +202,8 @@ def analyze(
       grid: sparsities tried for that search.
       n_samples: at most this many samples of ``data`` are used.
       loss: the loss of the loss column (default: the model's compiled loss,
-        else sparse categorical cross-entropy on logits).
+        else a cross-entropy matched to the output's activation, as
+        `tfprune.finetune.model_loss` chooses).
       batch_size: samples per forward pass of the one-shot evaluation.
       curves: evaluate every grid point and keep each layer's ``drop_curve``
         (slower: by default the grid is searched from the top and stops at

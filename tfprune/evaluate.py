@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model
 
 __all__ = ["OneShotEvaluator", "Evaluation", "resolve_loss", "class_labels", "prune_count", "magnitude_order"]
 
@@ -33,28 +33,26 @@ class Evaluation:
     accuracy: float
 
 
+def _loss_name(loss: Any) -> str:
+    if isinstance(loss, str):
+        return loss
+    if isinstance(loss, dict):
+        return ", ".join(f"{k}: {_loss_name(v)}" for k, v in loss.items())
+    if isinstance(loss, (list, tuple)):
+        return ", ".join(_loss_name(v) for v in loss)
+    return str(getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__)
+
+
 def resolve_loss(model: Any, loss: Any = None) -> tuple[Callable[[Any, Any], Any], str]:
-    """The loss to report and its name: ``loss`` if given, else the model's compiled loss, else
-    ``SparseCategoricalCrossentropy(from_logits=True)`` (the default for tfprune's logits classifiers).
+    """The loss to report, as ``fn(y_true, y_pred)`` (mean over the samples), and its description.
+
+    Chosen by `tfprune.finetune.model_loss`: ``loss`` if given, else the
+    model's compiled loss, else a cross-entropy matched to the output's activation.
     """
-    if loss is None:
-        loss = getattr(model, "loss", None)
-        if isinstance(loss, dict) and len(loss) == 1:
-            loss = next(iter(loss.values()))
-        elif isinstance(loss, (list, tuple)) and len(loss) == 1:
-            loss = loss[0]
-        elif isinstance(loss, (dict, list, tuple)):
-            raise ValueError(
-                f"the model was compiled with {len(loss)} losses (one per output); the one-shot evaluation needs one. "
-                "Fix: pass loss=... explicitly."
-            )
-    if loss is None:
-        return keras.losses.SparseCategoricalCrossentropy(from_logits=True), "sparse_categorical_crossentropy (from_logits=True, default)"
-    fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-    if not callable(fn):
-        raise ValueError(f"loss must be a Keras loss (object, function or name), got {loss!r}")
-    name = loss if isinstance(loss, str) else getattr(fn, "name", None) or getattr(fn, "__name__", type(fn).__name__)
-    return fn, str(name)
+    from tfprune.finetune import model_loss
+
+    spec = model_loss(model, loss)
+    return spec, f"{_loss_name(spec.loss)} ({spec.source})"
 
 
 def class_labels(y: Any, n_outputs: int) -> np.ndarray:
@@ -89,8 +87,8 @@ class OneShotEvaluator:
         cloned copy is used, ``model`` is never modified).
       x, y: the samples (numpy; ``x`` may be a dict/list for several inputs)
         and their labels (sparse or one-hot).
-      loss: a Keras loss; default: the model's compiled loss, else sparse
-        categorical cross-entropy on logits.
+      loss: a loss as ``compile`` takes it; default: the model's compiled
+        loss, else a cross-entropy matched to the output (`resolve_loss`).
       batch_size: samples per forward pass.
 
     Attributes:

@@ -16,7 +16,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, "..", "README.md")
 SECTIONS = {
-    "ALLOCATION": (["allocation.md", "granularity.md"], "python benchmarks/allocation.py; python benchmarks/granularity.py",
+    "ALLOCATION": (["allocation.md", "granularity.md"], "python benchmarks/allocation.py; python benchmarks/granularity.py --quick",
                    ["allocation.png"]),
     "LOBS": (["lobs.md"], "python benchmarks/lobs.py", []),
     "SHALLOW": (["shallow.md"], "python benchmarks/shallow.py", ["shallow_plain_cnn_probes.png", "shallow_resnet20_probes.png"]),

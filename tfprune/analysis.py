@@ -140,7 +140,7 @@ def _labelled_samples(data: Any, n_samples: int) -> tuple[Any, np.ndarray]:
     """``(x, y)`` numpy samples of ``data``; ValueError naming the fix when there are no labels."""
     from tfprune.data import take
 
-    x, y, _ = take(data, int(n_samples), need_labels="analyze (the one-shot columns measure accuracy, so it)")
+    x, y, _ = take(data, int(n_samples), need_labels="analyze (for its accuracy columns)")
     if isinstance(y, (dict, list, tuple)):
         raise ValueError("analyze's one-shot columns support one output (labels as one array), got several label arrays")
     return x, np.asarray(y)

@@ -103,7 +103,7 @@ def compare(old, new) -> dict:
 
 
 def run_case(name: str, model: keras.Model, data: tuple, desc: str, grid: tuple) -> dict:
-    kw = dict(total_sparsity=0.9, grid=grid, delta=0.01, progress=False)
+    kw = dict(sparsity=0.9, grid=grid, delta=0.01, progress=False)
     out: dict = {"case": name, "data": desc, "n_samples": len(data[1]), "prunable_layers": len(tfprune.prunable_layers(model))}
     runs = {}
     for label, fn in (("old", lambda: _analyze_reference(model, data, **kw)), ("new", lambda: tfprune.analyze(model, data, **kw)),

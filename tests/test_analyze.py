@@ -24,8 +24,8 @@ def test_analyze_equals_reference(trained_tiny, digits_data):
     _, (xs, ys) = digits_data
     data = (xs[:256], ys[:256])
     before = _weights(trained_tiny)
-    fast = tfprune.analyze(trained_tiny, data, total_sparsity=0.9, grid=GRID, delta=0.02, progress=False)
-    ref = _analyze_reference(trained_tiny, data, total_sparsity=0.9, grid=GRID, delta=0.02)
+    fast = tfprune.analyze(trained_tiny, data, sparsity=0.9, grid=GRID, delta=0.02, progress=False)
+    ref = _analyze_reference(trained_tiny, data, sparsity=0.9, grid=GRID, delta=0.02)
     assert all(np.array_equal(a, b) for a, b in zip(before, _weights(trained_tiny)))  # the user's model is untouched
     assert fast.dense_acc == pytest.approx(ref.dense_acc, abs=1.5 / 256)
     assert fast.most_compact == ref.most_compact
@@ -37,7 +37,7 @@ def test_analyze_equals_reference(trained_tiny, digits_data):
     assert fast.evaluations < ref.evaluations
     assert fast.n_samples == 256 and fast.dense_loss > 0 and fast.loss.startswith("sparse_categorical_crossentropy")
     assert all(r.one_shot_loss_increase is not None for r in fast.layers)
-    full = tfprune.analyze(trained_tiny, data, total_sparsity=0.9, grid=GRID, delta=0.02, progress=False, curves=True)
+    full = tfprune.analyze(trained_tiny, data, sparsity=0.9, grid=GRID, delta=0.02, progress=False, curves=True)
     assert full.evaluations >= fast.evaluations
     for f, r in zip(full.layers, ref.layers):
         assert [s for s, _ in f.drop_curve] == list(GRID)

@@ -203,7 +203,7 @@ def _accuracy(model, x, y) -> float:
 def test_analyze_and_cli(trained_tiny, digits_data, tmp_path, capsys):
     _, (xs, ys) = digits_data
     x, y = xs[:500], ys[:500]
-    r = tfprune.analyze(trained_tiny, (x, y), total_sparsity=0.9, grid=(0.5, 0.9, 0.99))
+    r = tfprune.analyze(trained_tiny, (x, y), sparsity=0.9, grid=(0.5, 0.9, 0.99))
     err = capsys.readouterr().err
     assert "one-shot per layer" in err and "%|" in err and "/4 [" in err  # the tqdm progress bar, on stderr
     assert [row.name for row in r.layers] == ["conv1", "conv2", "fc1", "fc2"]
@@ -225,7 +225,7 @@ def test_analyze_and_cli(trained_tiny, digits_data, tmp_path, capsys):
     assert f"most compact (tolerates the most sparsity alone): {r.most_compact}" in r.table()
     assert sum(row.allocated_sparsity * row.params for row in r.layers) == pytest.approx(0.9 * sum(row.params for row in r.layers), abs=1)
     assert r.plot(str(tmp_path / "a.png")).endswith("a.png") and (tmp_path / "a.png").stat().st_size > 0
-    free = tfprune.analyze(trained_tiny, total_sparsity=0.5)
+    free = tfprune.analyze(trained_tiny, sparsity=0.5)
     assert free.dense_acc is None and free.layers[0].one_shot_acc_drop is None
     path = str(tmp_path / "m.keras")
     trained_tiny.save(path)
@@ -239,7 +239,7 @@ def test_analyze_and_cli(trained_tiny, digits_data, tmp_path, capsys):
     allocated = {name: float(cols[4]) for name, cols in rows.items()}
     assert params == {row.name: row.params for row in r.layers}
     assert sum(allocated[n] * params[n] for n in rows) == pytest.approx(0.8 * sum(params.values()), rel=1e-3)
-    assert "analysis: importance 'capacity_energy', allocation 'importance', total sparsity 0.8" in out.stdout
+    assert "analysis: importance 'capacity_energy', allocation 'importance', sparsity 0.8" in out.stdout
     assert (tmp_path / "cli.png").read_bytes()[:4] == b"\x89PNG"
 
 

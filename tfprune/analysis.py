@@ -21,9 +21,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from tfprune._keras import check_model
-from tfprune.allocation import allocate_sparsity
+from tfprune.allocation import get_allocator
 from tfprune.importance import score_layers
 from tfprune.layers import prunable_layers
+from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE
 from tfprune.report import Report, Table
 
 __all__ = ["analyze", "AnalysisReport", "LayerAnalysis", "DEFAULT_GRID"]
@@ -61,7 +62,7 @@ class AnalysisReport(Report):
     ``seconds`` is the time of the one-shot columns.
     """
 
-    total_sparsity: float
+    sparsity: float
     importance: str
     allocation: str
     delta: float
@@ -76,7 +77,7 @@ class AnalysisReport(Report):
     seconds: float = 0.0
 
     def _blocks(self) -> list[str | Table]:
-        head = f"analysis: importance {self.importance!r}, allocation {self.allocation!r}, total sparsity {self.total_sparsity}"
+        head = f"analysis: importance {self.importance!r}, allocation {self.allocation!r}, sparsity {self.sparsity}"
         if self.dense_acc is not None:
             head += f", dense accuracy {self.dense_acc:.4f} on {self.n_samples} samples, delta {self.delta}"
         blocks: list[str | Table] = [head]
@@ -122,7 +123,7 @@ class AnalysisReport(Report):
         ax.set_ylabel("sparsity (fraction removed)")
         ax.set_ylim(0, 1.05)
         ax.legend(loc="lower left", fontsize=8)
-        ax.set_title(f"total sparsity {self.total_sparsity}")
+        ax.set_title(f"sparsity {self.sparsity}")
         fig.tight_layout()
         fig.savefig(path, dpi=100)
         plt.close(fig)
@@ -146,17 +147,22 @@ def _labelled_samples(data: Any, n_samples: int) -> tuple[Any, np.ndarray]:
     return x, np.asarray(y)
 
 
-def _prepare(model: Any, data: Any, total_sparsity: float, importance: str, allocation: str, delta: float, progress: bool):
+def _prepare(model: Any, data: Any, sparsity: float, importance: Any, allocation: str, delta: float, progress: bool):
+    from tfprune.importance import ImportanceScores
+    from tfprune.planning import plan
+
     check_model(model)
     if not 0 <= delta < 1:
         raise ValueError(f"delta must be in [0, 1) (accuracy, absolute), got {delta!r}")
     inv = prunable_layers(model)
     if not len(inv):
         raise ValueError("model has no prunable layers")
-    scores = score_layers(model, importance, data=data, progress=progress)
-    alloc = allocate_sparsity(inv, total_sparsity, method=allocation, scores=scores.scores)
-    report = AnalysisReport(total_sparsity, scores.method, allocation, delta, None, importance_seconds=scores.seconds)
-    rows = {p.name: LayerAnalysis(p.name, p.layer_type, p.n_params, scores.scores[p.name], alloc.targets[p.name]) for p in inv}
+    get_allocator(allocation)  # a bad name fails before any scoring
+    # The importance column is shown for every allocator, so score first and hand the scores to the plan.
+    scores = importance if isinstance(importance, ImportanceScores) else score_layers(model, importance, data=data, progress=progress)
+    p = plan(model, sparsity, importance=scores, allocation=allocation, data=data)
+    report = AnalysisReport(sparsity, scores.method, allocation, delta, None, importance_seconds=scores.seconds + p.seconds)
+    rows = {q.name: LayerAnalysis(q.name, q.layer_type, q.n_params, scores.scores[q.name], p.targets[q.name]) for q in inv}
     return report, rows
 
 
@@ -178,9 +184,9 @@ def _max_within(dense_acc: float, accuracy_at: Any, grid_desc: Sequence[float], 
 def analyze(
     model: Any,
     data: Any = None,
-    total_sparsity: float = 0.9,
-    importance: str = "capacity",
-    allocation: str = "importance",
+    sparsity: float = 0.9,
+    importance: Any = DEFAULT_IMPORTANCE,
+    allocation: str = DEFAULT_ALLOCATION,
     delta: float = 0.01,
     grid: Sequence[float] = DEFAULT_GRID,
     n_samples: int = 2000,
@@ -196,8 +202,8 @@ def analyze(
       data: labelled data for the one-shot columns: ``(x, y)``, a tf.data
         dataset or generator of ``(x, y)`` batches (optional; without it only
         importance and allocation are reported; inputs without labels are an error).
-      total_sparsity: the total target to allocate (fraction removed).
-      importance, allocation: scorer and allocator names.
+      sparsity: the total target to plan (fraction of all prunable weights removed).
+      importance, allocation: scorer (or `ImportanceScores`) and allocator of `tfprune.plan`, with its defaults.
       delta: accuracy loss tolerated by the "most compact" search (absolute, 0.01 = 1 point).
       grid: sparsities tried for that search.
       n_samples: at most this many samples of ``data`` are used.
@@ -212,7 +218,7 @@ def analyze(
     from tfprune.evaluate import OneShotEvaluator
 
     grid_desc = _check_grid(grid)[::-1]
-    report, rows = _prepare(model, data, total_sparsity, importance, allocation, delta, progress)
+    report, rows = _prepare(model, data, sparsity, importance, allocation, delta, progress)
     if data is not None:
         x, y = _labelled_samples(data, n_samples)
         t0 = time.perf_counter()
@@ -239,9 +245,9 @@ def analyze(
 def _analyze_reference(
     model: Any,
     data: Any = None,
-    total_sparsity: float = 0.9,
-    importance: str = "capacity",
-    allocation: str = "importance",
+    sparsity: float = 0.9,
+    importance: Any = DEFAULT_IMPORTANCE,
+    allocation: str = DEFAULT_ALLOCATION,
     delta: float = 0.01,
     grid: Sequence[float] = DEFAULT_GRID,
     n_samples: int = 2000,
@@ -255,7 +261,7 @@ def _analyze_reference(
     from tfprune.importance.sensitivity import layer_losses
 
     grid = _check_grid(grid)
-    report, rows = _prepare(model, data, total_sparsity, importance, allocation, delta, progress)
+    report, rows = _prepare(model, data, sparsity, importance, allocation, delta, progress)
     if data is not None:
         x, y = _labelled_samples(data, n_samples)
         t0 = time.perf_counter()

@@ -43,7 +43,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     if args.data:
         _, (x_test, y_test) = tfprune.datasets.mnist(args.data)
         data = (x_test, y_test)
-    report = tfprune.analyze(model, data, total_sparsity=args.sparsity, importance=args.importance, allocation=args.allocation, delta=args.delta)
+    report = tfprune.analyze(model, data, sparsity=args.sparsity, importance=args.importance, allocation=args.allocation, delta=args.delta)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     if args.plot:
         print(f"plot: {report.plot(args.plot)}")

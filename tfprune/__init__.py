@@ -8,12 +8,13 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, datasets, importance, models, obs, shallow  # noqa: E402
+from tfprune import allocation, data, datasets, finetune, importance, models, obs, report, shallow  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
 from tfprune.distill import Distiller  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
+from tfprune.finetune import CrossEntropy, freeze_zeros, model_loss, reestimate_batchnorm, retrain  # noqa: E402
 from tfprune.granularity import GRANULARITIES  # noqa: E402
 from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
 from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
@@ -46,6 +47,14 @@ __all__ = [
     "SkippedLayer",
     "allocate_sparsity",
     "allocation",
+    "CrossEntropy",
+    "data",
+    "finetune",
+    "freeze_zeros",
+    "model_loss",
+    "reestimate_batchnorm",
+    "report",
+    "retrain",
     "apply_masks",
     "clone",
     "custom_object_scope",

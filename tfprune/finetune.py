@@ -33,7 +33,6 @@ __all__ = [
     "combine_moments",
 ]
 
-_NEVER = 2**62
 
 
 # ------------------------------------------------------------------ losses
@@ -168,20 +167,15 @@ def model_loss(model: Any, loss: Any = None, loss_weights: Any = None, warn: boo
 
 # ------------------------------------------------------------------ frozen masks
 def freeze_zeros(model: Any) -> Any:
-    """A wrapped copy of ``model`` whose masks are ``kernel != 0`` and are never recomputed.
+    """A wrapped copy of ``model`` whose masks are ``kernel != 0`` and never change (the ``frozen`` mask rule).
 
-    Train it with ``tfmot.sparsity.keras.UpdatePruningStep()`` (`retrain` does);
-    every zero stays exactly zero. ``model`` is not changed.
+    Train it with plain ``fit`` (no callback needed; `retrain` does); every
+    zero stays exactly zero, also after save/load. ``model`` is not changed.
+    Equivalent to ``tfprune.wrap(model, granularity="frozen")``.
     """
-    from tfprune.layers import prunable_layers
     from tfprune.wrap import wrap
 
-    w = wrap(model)
-    for p in prunable_layers(w):
-        mask_var = p.layer.pruning_vars[0][1]
-        mask_var.assign((getattr(p.inner, p.weight).numpy() != 0).astype(mask_var.dtype.as_numpy_dtype))
-        p.schedule.set(begin_step=_NEVER, end_step=_NEVER)
-    return w
+    return wrap(model, granularity="frozen")
 
 
 def retrain(
@@ -209,8 +203,6 @@ def retrain(
     Arrays (and datasets of known size) are used whole, shuffled; from other
     streams the first ``steps * batch_size`` samples are read.
     """
-    from tensorflow_model_optimization.python.core.sparsity.keras import pruning_callbacks
-
     from tfprune.wrap import clone, strip
 
     check_model(model)
@@ -224,7 +216,7 @@ def retrain(
     w.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=spec.loss, loss_weights=spec.loss_weights)
     parts = tuple(_lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
     ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(s.n, seed=seed).repeat().batch(int(batch_size))
-    w.fit(ds, epochs=1, steps_per_epoch=int(steps), verbose=0, callbacks=[pruning_callbacks.UpdatePruningStep()])
+    w.fit(ds, epochs=1, steps_per_epoch=int(steps), verbose=0)
     return strip(w)
 
 

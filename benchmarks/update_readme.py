@@ -21,6 +21,7 @@ SECTIONS = {
     "LOBS": (["lobs.md"], "python benchmarks/lobs.py", []),
     "SHALLOW": (["shallow.md"], "python benchmarks/shallow.py", ["shallow_plain_cnn_probes.png", "shallow_resnet20_probes.png"]),
     "BN": (["bn_reestimate.md"], "python benchmarks/bn_reestimate.py", []),
+    "ANALYZE": (["analyze_speed.md"], "python benchmarks/analyze_speed.py", []),
 }
 
 
@@ -34,6 +35,7 @@ def block(name: str) -> str | None:
     if not parts:
         return None
     body = "\n\n".join(parts)
+    body = re.sub(r"^# ", "#### ", body, flags=re.M)  # a results file's title must not become a top-level README heading
     pics = "".join(f"\n\n![{i}](benchmarks/results/{i})" for i in images if os.path.exists(os.path.join(HERE, "results", i)))
     head = f"Measured with `{command}` (2 CPU cores; JSON beside each table in `benchmarks/results/`):"
     return f"<!-- {name}:start -->\n{head}\n\n{body}{pics}\n<!-- {name}:end -->"

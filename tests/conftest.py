@@ -11,10 +11,16 @@ the fresh-machine path runs here too:
 Every fixture takes the same number of images in every case (the bundled
 subset's first 4,000 / 1,000 are the full set's first 4,000 / 1,000), so no
 test depends on which file was found.
+
+Tests whose code reads a data file or the environment (``mnist_path()``,
+``datasets.``, ``$TFPRUNE_MNIST``) get the ``data_file`` marker: they are the
+ones whose inputs differ in bundled mode, and what ``make test-bundled`` runs
+by default (``-m data_file``); the rest see byte-identical data either way.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -56,6 +62,24 @@ def mnist_path() -> str:
 
 def pytest_report_header(config) -> str:
     return f"tfprune test data ({TEST_DATA_VAR}={data_mode()}): {mnist_path()}"
+
+
+DATA_FILE_USES = ("mnist_path(", "datasets.", datasets.ENV_VAR)
+
+
+def pytest_configure(config) -> None:
+    config.addinivalue_line("markers", "data_file: reads a data file or $TFPRUNE_MNIST (set by conftest from the test's source)")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        fn = getattr(item, "function", None)
+        try:
+            src = inspect.getsource(fn) if fn is not None else ""
+        except (OSError, TypeError):
+            src = ""
+        if any(use in src for use in DATA_FILE_USES) or "offline" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.data_file)
 
 
 @pytest.fixture(scope="session")

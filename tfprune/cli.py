@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     d = sub.add_parser("demo", help="train LeNet-5 on MNIST, prune, fine-tune, export TFLite, print a table")
-    d.add_argument("--data", help="path to mnist.npz (keras layout); else $TFPRUNE_MNIST, download, or offline digits")
+    d.add_argument("--data", help="path to mnist.npz (keras layout); else $TFPRUNE_MNIST, download, or the MNIST subset shipped with tfprune (announced)")
     d.add_argument("--out", default="out", help="output folder (default: out)")
     d.add_argument("--sparsity", type=float, default=0.9, help="total fraction of weights removed (default 0.9)")
     d.add_argument("--epochs", type=int, default=3, help="dense training epochs")

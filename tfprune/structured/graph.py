@@ -1,0 +1,517 @@
+"""The channel graph of a tf-keras model: which channels must be removed together.
+
+Removing output channel ``c`` of a convolution also removes input row ``c``
+of every layer that reads it, the BatchNorm statistics of ``c``, the
+depthwise filter of ``c``... and, through an ``Add``, channel ``c`` of every
+other branch of the residual. This module finds those ties.
+
+How it works. The graph is read from ``model.get_config()`` (nested models
+inlined, see `tfprune.shallow.graph.flat_graph`); shapes and layer types come
+from a flat copy of the model built from that config. Every **channel
+element** of every tensor (one entry of its last axis; for ``Flatten``, one
+entry of the flat vector) gets an id, and layers either create fresh ids or
+tie ids together (union-find):
+
+=========================  ====================================================
+layer                      channel rule
+=========================  ====================================================
+Conv1D/2D/3D, Dense,       **producer**: fresh output ids; reads its input
+Conv*Transpose,            channels as kernel rows (a *consumer*); SeparableConv
+SeparableConv1D/2D,        rows are its depthwise filters plus pointwise rows
+Embedding                  (Embedding reads indices, not channels)
+DepthwiseConv1D/2D         output ``c*M+m`` *is* input ``c`` (same id)
+BatchNormalization,        element-wise per channel: same ids (their per-channel
+activations, PReLU,        parameters are sliced with the channel)
+Rescaling, Normalization
+pooling, global pooling,   the channel axis passes through: same ids
+padding, cropping,
+up-sampling, dropout,
+noise, RepeatVector,
+Reshape keeping the
+last axis
+Flatten (or a Reshape to   flat entry ``p*C+c`` is channel ``c``: one channel
+a vector)                  = ``positions`` rows of the next Dense
+Add, Subtract, Multiply,   inputs with the output's channel count are tied
+Average, Maximum, Minimum  element by element (residuals); an input with one
+                           channel is broadcast (squeeze-and-excitation
+                           ``x * s`` with ``s`` of shape (1, 1, C) ties ``s``'s
+                           C channels to ``x``'s)
+Concatenate                on the channel axis: ids concatenated (channel
+                           offsets); on another axis: inputs tied
+=========================  ====================================================
+
+A **group** is the set of tied channels that behave alike: channels whose
+ids appear in the same tensors. Removing channel ``j`` of a group removes
+one id class: every element of it in every tensor.
+
+Anything the graph cannot follow **freezes** the tensors it touches (their
+groups are reported, with the reason, and never pruned): unknown layers and
+``TFOpLambda`` (raw TensorFlow ops), grouped convolutions, layers that
+normalize over the channels (LayerNormalization on the last axis, softmax),
+``channels_first`` layers, a Reshape that moves channels, the model's inputs,
+and the model's outputs (``include_outputs=False``, the default: the layers
+that produce the outputs keep every channel).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from tfprune._keras import check_model, keras
+from tfprune.report import Report, Table
+
+__all__ = ["ChannelGraph", "ChannelGroup", "LayerNode", "channel_graph", "TensorKey"]
+
+L = keras.layers
+TensorKey = tuple  # (flat layer name, output tensor index)
+
+INPUT, PRODUCER, DEPTHWISE, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT, FROZEN = (
+    "input", "producer", "depthwise", "value", "spatial", "zeropad", "perchannel", "flatten", "merge", "concat", "frozen")
+#: layers whose channels pass through unchanged in value (constant in, same constant out)
+_SPATIAL = tuple(getattr(L, n) for n in (
+    "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
+    "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+    "GlobalMaxPooling3D", "UpSampling1D", "UpSampling2D", "UpSampling3D", "Cropping1D", "Cropping2D", "Cropping3D",
+    "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "GaussianNoise", "GaussianDropout",
+    "AlphaDropout", "ActivityRegularization", "RepeatVector", "Identity") if hasattr(L, n))
+_ZEROPAD = (L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D)
+_VALUE = (L.ReLU, L.LeakyReLU, L.ELU, L.ThresholdedReLU, L.PReLU, L.Rescaling)
+_MERGE = (L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum)
+_TRANSPOSE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+_DEPTHWISE = tuple(c for c in (getattr(L, "DepthwiseConv1D", None), L.DepthwiseConv2D) if c is not None)
+_SEPARABLE = (L.SeparableConv1D, L.SeparableConv2D)
+_CONV = (L.Conv1D, L.Conv2D, L.Conv3D)
+_CHANNEL_ACTIVATIONS = ("softmax", "log_softmax")
+
+
+@dataclass
+class LayerNode:
+    """One layer of the flat graph: its channel rule (``kind``) and the tensors it reads and makes."""
+
+    name: str
+    class_name: str
+    kind: str
+    inputs: list[TensorKey]
+    outputs: list[TensorKey]
+    reason: str = ""  # why a frozen layer is frozen
+    broadcast: list[bool] = field(default_factory=list)  # merge inputs broadcast over the channels
+
+
+@dataclass
+class ChannelGroup:
+    """Channels that must be removed together.
+
+    Attributes:
+      index: position in `ChannelGraph.groups`.
+      name: the first layer whose output holds the group (with ``[a:b]`` when
+        it holds only part of that output).
+      channels: how many removable channels the group has (channel ``j`` is
+        one coupled channel: its entries in every tensor of the group).
+      producers: layers whose output channels (filters, units) shrink.
+      consumers: layers whose input channels (kernel rows) shrink.
+      members: element-wise layers in between (BatchNorm, depthwise,
+        activations, pooling, merges, ...), sliced along.
+      tensors: ``(layer, output index)`` of every tensor holding the group.
+      frozen: why the group cannot be pruned; empty when it can.
+      labels: the id class of each channel, in channel order (internal).
+    """
+
+    index: int
+    name: str
+    channels: int
+    producers: list[str]
+    consumers: list[str]
+    members: list[str]
+    tensors: list[TensorKey]
+    frozen: str = ""
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+
+    @property
+    def prunable(self) -> bool:
+        """True when channels of this group can be removed (not frozen, made by a layer, at least two channels)."""
+        return not self.frozen and bool(self.producers) and self.channels >= 2
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: list[int] = []
+
+    def fresh(self, n: int) -> np.ndarray:
+        start = len(self.parent)
+        self.parent.extend(range(start, start + n))
+        return np.arange(start, start + n, dtype=np.int64)
+
+    def find(self, a: int) -> int:
+        p = self.parent
+        while p[a] != a:
+            p[a] = p[p[a]]
+            a = p[a]
+        return a
+
+    def union(self, a: np.ndarray, b: np.ndarray) -> None:
+        for x, y in zip(a.tolist(), b.tolist()):
+            rx, ry = self.find(x), self.find(y)
+            if rx != ry:
+                self.parent[max(rx, ry)] = min(rx, ry)
+
+    def roots(self, ids: np.ndarray) -> np.ndarray:
+        return np.asarray([self.find(i) for i in ids.tolist()], dtype=np.int64)
+
+
+@dataclass
+class ChannelGraph(Report):
+    """The channel groups of a model (``channel_graph(model)``), with why each frozen group is frozen.
+
+    ``table()`` lists every group; ``group(name_or_index)`` finds one;
+    ``positions(group, tensor)`` gives where each of its channels sits in
+    a tensor; ``keep_masks(removed)`` the entries each tensor keeps.
+    The flat graph (``graph``), the flat copy of the model the shapes come
+    from (``flat``), the per-layer rules (``nodes``, in topological order),
+    the id class of every tensor entry (``labels``) and the tensor shapes
+    (``shapes``) are kept for `tfprune.structured.shrink`.
+    """
+
+    model_name: str
+    groups: list[ChannelGroup]
+    include_outputs: bool = False
+    nodes: dict[str, LayerNode] = field(default_factory=dict, repr=False)
+    labels: dict[TensorKey, np.ndarray] = field(default_factory=dict, repr=False)
+    frozen_tensors: dict[TensorKey, str] = field(default_factory=dict, repr=False)
+    shapes: dict[TensorKey, tuple] = field(default_factory=dict, repr=False)
+    graph: Any = field(default=None, repr=False)
+    flat: Any = field(default=None, repr=False)
+
+    @property
+    def prunable(self) -> list[ChannelGroup]:
+        return [g for g in self.groups if g.prunable]
+
+    @property
+    def frozen(self) -> dict[str, str]:
+        """Group name -> reason, for every group that cannot be pruned."""
+        return {g.name: g.frozen or ("a single channel" if g.channels < 2 else "no layer makes it") for g in self.groups if not g.prunable}
+
+    def group(self, key: Any) -> ChannelGroup:
+        """A group by index, name, or the group itself (checked to belong here)."""
+        if isinstance(key, ChannelGroup):
+            if key.index < len(self.groups) and self.groups[key.index].name == key.name:
+                return self.groups[key.index]
+            raise ValueError(f"group {key.name!r} is not a group of this graph ({self.model_name!r}). Fix: take groups from this graph")
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            if 0 <= int(key) < len(self.groups):
+                return self.groups[int(key)]
+            raise ValueError(f"group index {key} out of range: {self.model_name!r} has {len(self.groups)} groups (0..{len(self.groups) - 1})")
+        for g in self.groups:
+            if g.name == key:
+                return g
+        names = [g.name for g in self.groups]
+        raise ValueError(f"no channel group named {key!r} in {self.model_name!r}. Groups: {names[:20]}{' ...' if len(names) > 20 else ''}")
+
+    def positions(self, group: Any, tensor: TensorKey) -> list[np.ndarray]:
+        """For each channel of ``group``, its indices in ``tensor``'s last axis (flat vector for Flatten)."""
+        g = self.group(group)
+        lab = self.labels[tuple(tensor)]
+        return [np.flatnonzero(lab == c) for c in g.labels]
+
+    def keep_masks(self, removed_labels: Iterable[int]) -> dict[TensorKey, np.ndarray]:
+        """Per tensor, True for the entries kept when the id classes ``removed_labels`` go."""
+        removed = np.asarray(sorted(set(int(x) for x in removed_labels)), dtype=np.int64)
+        return {k: ~np.isin(v, removed) for k, v in self.labels.items()}
+
+    def group_of_labels(self) -> dict[int, tuple[int, int]]:
+        """id class -> (group index, channel index)."""
+        return {int(c): (g.index, j) for g in self.groups for j, c in enumerate(g.labels)}
+
+    def _blocks(self) -> list[str | Table]:
+        pr = self.prunable
+        rows = []
+        for g in self.groups:
+            status = "prunable" if g.prunable else f"frozen: {self.frozen[g.name]}"
+            rows.append([g.name, g.channels, ", ".join(g.producers), ", ".join(g.consumers), status])
+        return [
+            f"{self.model_name}: {len(self.groups)} channel groups, {len(pr)} prunable ({sum(g.channels for g in pr)} channels)",
+            Table(["group", "channels", "producers", "consumers", "status"], rows, "lrlll"),
+        ]
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"frozen": self.frozen, "n_prunable": len(self.prunable)}
+
+
+# ------------------------------------------------------------ layer rules
+def _axes(axis: Any) -> list[int]:
+    if isinstance(axis, (list, tuple)):
+        return [int(a) for a in axis]
+    return [int(axis)]
+
+
+def _on_last_axis(axis: Any, rank: int) -> bool:
+    return [a % rank for a in _axes(axis)] == [rank - 1]
+
+
+def _touches_last_axis(axis: Any, rank: int) -> bool:
+    return (rank - 1) in [a % rank for a in _axes(axis)]
+
+
+def activation_name(layer: Any) -> str:
+    fn = getattr(layer, "activation", None)
+    return getattr(fn, "__name__", str(fn)) if fn is not None else ""
+
+
+def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tuple[str, str]:
+    """``(kind, reason)``: the channel rule of one layer (reason only for frozen layers)."""
+    cls = type(layer).__name__
+    if isinstance(layer, L.InputLayer):
+        return INPUT, ""
+    if cls == "TFOpLambda":
+        fn = layer.get_config().get("function", layer.name)
+        return FROZEN, (f"TFOpLambda {layer.name!r} (tf.{fn}): a raw TensorFlow op, whose channel mapping tfprune cannot read. "
+                        "Fix: use the Keras layer instead (e.g. keras.layers.ReLU() for tf.nn.relu)")
+    if not in_shapes or not out_shapes:
+        return FROZEN, f"{cls} {layer.name!r} has no input or output tensor tfprune can follow"
+    for s in in_shapes + out_shapes:
+        if len(s) < 2 or s[-1] is None:
+            return FROZEN, f"{cls} {layer.name!r}: a tensor of shape {s} has no known channel axis"
+    if getattr(layer, "data_format", "channels_last") == "channels_first":
+        return FROZEN, f"{cls} {layer.name!r} uses data_format='channels_first'; tfprune follows channels_last models only"
+    c_in, c_out = in_shapes[0][-1], out_shapes[0][-1]
+    if isinstance(layer, _DEPTHWISE):
+        if c_out != c_in * layer.depth_multiplier:
+            return FROZEN, f"{cls} {layer.name!r}: output channels {c_out} != input {c_in} x multiplier {layer.depth_multiplier}"
+        return DEPTHWISE, ""
+    if isinstance(layer, _SEPARABLE + _TRANSPOSE + (L.Dense,)):
+        return PRODUCER, ""
+    if isinstance(layer, _CONV):
+        if int(getattr(layer, "groups", 1) or 1) > 1:
+            return FROZEN, f"{cls} {layer.name!r} is a grouped convolution (groups={layer.groups}): its channels are tied within groups"
+        return PRODUCER, ""
+    if isinstance(layer, L.Embedding):
+        return PRODUCER, ""
+    rank = len(in_shapes[0])
+    if isinstance(layer, L.BatchNormalization):
+        if not _on_last_axis(layer.axis, rank):
+            return FROZEN, f"BatchNormalization {layer.name!r} normalizes axis {layer.axis}, not the channel axis"
+        kind = VALUE
+    elif isinstance(layer, L.LayerNormalization):
+        if _touches_last_axis(layer.axis, rank):
+            return FROZEN, (f"LayerNormalization {layer.name!r} normalizes over the channels (axis {layer.axis}): "
+                            "removing one channel changes every other")
+        kind = PERCHANNEL
+    elif isinstance(layer, L.Normalization):
+        if not _on_last_axis(layer.axis, rank):
+            return FROZEN, f"Normalization {layer.name!r} has axis {layer.axis}, not the channel axis alone"
+        kind = VALUE
+    elif isinstance(layer, L.Softmax):
+        return FROZEN, f"Softmax {layer.name!r} normalizes over an axis: removing a channel changes the others"
+    elif isinstance(layer, L.Activation):
+        if activation_name(layer) in _CHANNEL_ACTIVATIONS:
+            return FROZEN, f"Activation {layer.name!r} ({activation_name(layer)}) normalizes over the channels"
+        kind = VALUE
+    elif isinstance(layer, _VALUE):
+        kind = VALUE
+    elif isinstance(layer, _SPATIAL):
+        kind = SPATIAL
+    elif isinstance(layer, _ZEROPAD):
+        kind = ZEROPAD
+    elif isinstance(layer, L.Flatten):
+        return FLATTEN, ""
+    elif isinstance(layer, L.Reshape):
+        if c_out == c_in and len(out_shapes[0]) >= 2:
+            kind = SPATIAL
+        elif len(out_shapes[0]) == 2:
+            return FLATTEN, ""
+        else:
+            return FROZEN, f"Reshape {layer.name!r} {in_shapes[0][1:]} -> {out_shapes[0][1:]} moves channels off the last axis"
+    elif isinstance(layer, _MERGE):
+        for s in in_shapes:
+            if s[-1] not in (c_out, 1):
+                return FROZEN, f"{cls} {layer.name!r} merges tensors with {s[-1]} and {c_out} channels"
+        return MERGE, ""
+    elif isinstance(layer, L.Concatenate):
+        return CONCAT, ""
+    else:
+        return FROZEN, (f"{cls} {layer.name!r}: tfprune does not know how this layer maps channels. "
+                        "Fix: if it is element-wise per channel, replace it with a Keras built-in layer")
+    if len(in_shapes) != 1 or len(out_shapes) != 1 or c_out != c_in:
+        return FROZEN, f"{cls} {layer.name!r} changes the channel count ({c_in} -> {c_out})"
+    return kind, ""
+
+
+# ------------------------------------------------------------- the graph
+def _flat(model: Any) -> Any:
+    from tfprune.shallow.graph import flat_graph
+
+    try:
+        return flat_graph(model)
+    except (ValueError, TypeError) as err:
+        text = str(err).replace("shallowing needs", "channel removal needs").replace("Shallowing", "Channel removal")
+        raise type(err)(f"cannot build the channel graph of {model.name!r}: {text}") from err
+
+
+def _plain(model: Any) -> Any:
+    """``model`` without pruning wrappers (masks applied); the model itself when it has none."""
+    from tfprune.wrap import is_wrapped, strip
+
+    return strip(model) if is_wrapped(model) else model
+
+
+def _shape(t: Any) -> tuple:
+    return tuple(None if d is None else int(d) for d in t.shape)
+
+
+def _toposort(graph: Any) -> list[str]:
+    names = graph.names()
+    deps = {n: {r[0] for r in graph.inputs_of(n)} for n in names}
+    done: set[str] = set()
+    order: list[str] = []
+    while len(order) < len(names):
+        ready = [n for n in names if n not in done and deps[n] <= done]
+        if not ready:
+            raise ValueError(f"the layer graph has a cycle or a missing layer among {sorted(set(names) - done)[:10]}")
+        for n in ready:
+            order.append(n)
+            done.add(n)
+    return order
+
+
+def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
+    """The channel groups of a Sequential, functional or nested tf-keras model.
+
+    Args:
+      model: a built tf-keras model; a wrapped model (`tfprune.wrap`) is read
+        through `tfprune.strip` (masks applied). It is not modified.
+      include_outputs: allow removing channels of the model's outputs
+        (changes the output shape). Off by default: the layers producing the
+        outputs keep all their channels.
+
+    Returns a `ChannelGraph` (``print`` it for the table of groups).
+    """
+    check_model(model)
+    plain = _plain(model)
+    graph = _flat(plain)
+    flat = graph.build(copy_weights=True)
+    uf = _UnionFind()
+    ids: dict[TensorKey, np.ndarray] = {}
+    shapes: dict[TensorKey, tuple] = {}
+    frozen: dict[TensorKey, str] = {}
+    nodes: dict[str, LayerNode] = {}
+
+    def freeze(key: TensorKey, reason: str) -> None:
+        frozen.setdefault(key, reason)
+
+    for name in _toposort(graph):
+        layer = flat.get_layer(name)
+        ins = [(r[0], r[2]) for r in graph.inputs_of(name)]
+        out_tensors = tf.nest.flatten(layer.output)
+        outs = [(name, i) for i in range(len(out_tensors))]
+        for k, t in zip(outs, out_tensors):
+            shapes[k] = _shape(t)
+        in_shapes, out_shapes = [shapes[k] for k in ins], [shapes[k] for k in outs]
+        kind, reason = _classify(layer, in_shapes, out_shapes)
+        node = LayerNode(name, type(layer).__name__, kind, ins, outs, reason)
+        nodes[name] = node
+        if kind == INPUT:
+            for k in outs:
+                ids[k] = uf.fresh(int(shapes[k][-1]) if len(shapes[k]) >= 2 and shapes[k][-1] is not None else 0)
+                freeze(k, f"model input {name!r}")
+        elif kind == FROZEN:
+            for k in ins:
+                freeze(k, reason)
+            for k in outs:
+                s = shapes[k]
+                ids[k] = uf.fresh(int(s[-1]) if len(s) >= 2 and s[-1] is not None else 0)
+                freeze(k, reason)
+        elif kind == PRODUCER:
+            ids[outs[0]] = uf.fresh(int(out_shapes[0][-1]))
+            if isinstance(layer, L.Embedding):
+                for k in ins:
+                    freeze(k, f"feeds Embedding {name!r}, which reads indices, not channels")
+            if activation_name(layer) in _CHANNEL_ACTIVATIONS:
+                freeze(outs[0], f"{node.class_name} {name!r} has activation {activation_name(layer)!r}, which normalizes over its channels")
+        elif kind == DEPTHWISE:
+            ids[outs[0]] = np.repeat(ids[ins[0]], layer.depth_multiplier)
+        elif kind in (VALUE, SPATIAL, ZEROPAD, PERCHANNEL):
+            ids[outs[0]] = ids[ins[0]]
+        elif kind == FLATTEN:
+            c = int(in_shapes[0][-1])
+            n = int(np.prod([d for d in out_shapes[0][1:]]))
+            ids[outs[0]] = np.tile(ids[ins[0]], n // c)
+        elif kind == MERGE:
+            c = int(out_shapes[0][-1])
+            node.broadcast = [s[-1] != c for s in in_shapes]
+            full = [ids[k] for k, b in zip(ins, node.broadcast) if not b]
+            if not full:  # every input has one channel
+                full, node.broadcast = [ids[k] for k in ins], [False] * len(ins)
+            for other in full[1:]:
+                uf.union(full[0], other)
+            ids[outs[0]] = full[0]
+        elif kind == CONCAT:
+            rank = len(out_shapes[0])
+            if int(layer.axis) % rank == rank - 1:
+                ids[outs[0]] = np.concatenate([ids[k] for k in ins])
+            else:  # along another axis: channel c of every input is channel c of the output
+                node.kind, node.broadcast = MERGE, [False] * len(ins)
+                for k in ins[1:]:
+                    uf.union(ids[ins[0]], ids[k])
+                ids[outs[0]] = ids[ins[0]]
+    if not include_outputs:
+        for r in _refs(graph.output_layers):
+            freeze((r[0], r[2]), f"model output {r[0]!r} (include_outputs=True allows removing its channels)")
+    labels = {k: uf.roots(v) for k, v in ids.items()}
+    groups = _groups(labels, nodes, frozen)
+    return ChannelGraph(model.name, groups, include_outputs, nodes, labels, frozen, shapes, graph, flat)
+
+
+def _refs(data: Any) -> list[tuple]:
+    from tfprune.shallow.graph import refs
+
+    return refs(data)
+
+
+def _groups(labels: dict[TensorKey, np.ndarray], nodes: dict[str, LayerNode], frozen: dict[TensorKey, str]) -> list[ChannelGroup]:
+    """Id classes grouped by the tensors they appear in; each group's channels ordered by their place in its lead tensor."""
+    where: dict[int, list[TensorKey]] = defaultdict(list)
+    order = [k for n in nodes.values() for k in n.outputs if k in labels]
+    for k in order:
+        for c in np.unique(labels[k]).tolist():
+            where[c].append(k)
+    by_sig: dict[tuple, list[int]] = defaultdict(list)
+    for c, keys in where.items():
+        by_sig[tuple(keys)].append(c)
+    reads: dict[TensorKey, list[str]] = defaultdict(list)
+    for n in nodes.values():
+        for k in n.inputs:
+            reads[k].append(n.name)
+    groups: list[ChannelGroup] = []
+    taken: set[str] = set()
+    pos = {k: i for i, k in enumerate(order)}
+    for sig, cls in sorted(by_sig.items(), key=lambda kv: (pos[kv[0][0]], min(kv[1]))):
+        tensors = list(sig)
+        prod = [k[0] for k in tensors if nodes[k[0]].kind == PRODUCER]
+        lead = next((k for k in tensors if nodes[k[0]].kind == PRODUCER), tensors[0])
+        lab = labels[lead]
+        first = {c: int(np.flatnonzero(lab == c)[0]) for c in cls}
+        cls = sorted(cls, key=lambda c: first[c])
+        lo, hi = first[cls[0]], first[cls[-1]]
+        name = lead[0] if lead[1] == 0 else f"{lead[0]}:{lead[1]}"
+        if len(cls) * max(1, int(np.sum(lab == cls[0]))) != lab.size:
+            name = f"{name}[{lo}:{hi + 1}]"
+        base, i = name, 2
+        while name in taken:
+            name, i = f"{base}#{i}", i + 1
+        taken.add(name)
+        in_sig = set(tensors)
+        consumers = [n.name for n in nodes.values() if n.kind == PRODUCER and n.class_name != "Embedding"
+                     and n.inputs and n.inputs[0] in in_sig]
+        members = [k[0] for k in tensors if nodes[k[0]].kind not in (PRODUCER, INPUT, FROZEN)]
+        reasons = list(dict.fromkeys(frozen[k] for k in tensors if k in frozen))
+        for k in tensors:  # frozen readers (their inputs are frozen too, but say which layer)
+            for r in reads[k]:
+                if nodes[r].kind == FROZEN and nodes[r].reason not in reasons:
+                    reasons.append(nodes[r].reason)
+        groups.append(ChannelGroup(len(groups), name, len(cls), prod, consumers, members, tensors, "; ".join(reasons),
+                                   np.asarray(cls, dtype=np.int64)))
+    return groups

@@ -114,6 +114,8 @@ class ShrinkReport(Report):
       max_abs_diff: ``max |new - masked|`` over every output on the check inputs.
       max_abs_output: ``max |masked|`` (the scale of the tolerance).
       tolerance: the bound the difference was checked against.
+      max_rel_diff_tensors: the largest ``max |new - masked| / max(1, max |masked|)``
+        over every tensor of the graph (kept entries); also checked against ``atol``.
       groups: one `GroupChange` per prunable group.
       removed: group name -> removed channel indices.
       kept: ``"group[channel]"`` -> why a masked channel stays.
@@ -131,6 +133,7 @@ class ShrinkReport(Report):
     max_abs_diff: float
     max_abs_output: float
     tolerance: float
+    max_rel_diff_tensors: float
     groups: list[GroupChange] = field(default_factory=list)
     removed: dict[str, list[int]] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)
@@ -156,7 +159,8 @@ class ShrinkReport(Report):
                 ["params", self.params_before, self.params_after, ratio(self.params_before, self.params_after)],
                 ["MACs", self.macs_before, self.macs_after, ratio(self.macs_before, self.macs_after)],
             ], "lrrr"),
-            f"outputs vs the masked model: max |diff| = {self.max_abs_diff:.3g} (bound {self.tolerance:.3g}, max |output| {self.max_abs_output:.3g})",
+            f"outputs vs the masked model: max |diff| = {self.max_abs_diff:.3g} (bound {self.tolerance:.3g}, max |output| "
+            f"{self.max_abs_output:.3g}); every tensor: max relative diff {self.max_rel_diff_tensors:.3g}",
         ]
         rows = [[g.group, g.channels, g.removed, g.channels - g.removed, g.kept_masked, g.note] for g in self.groups if g.removed or g.kept_masked]
         if rows:
@@ -259,7 +263,8 @@ def _padding_note(layer: Any) -> str | None:
     if layer.padding == "valid" or all(d == 1 for d in k):
         return None
     return (f"{layer.name!r} uses padding={layer.padding!r} with a {'x'.join(map(str, k))} kernel: at the borders it reads zero padding "
-            "instead of the constant, so the constant cannot be folded into its bias")
+            "instead of the constant, so the constant cannot be folded into its bias. Fix: mask the channel in its whole group "
+            "(shrink(model, remove=...) does; after a conv that means the BatchNorm's gamma and beta too), so its value is 0")
 
 
 def _activate(layer: Any, pre: np.ndarray) -> np.ndarray:
@@ -284,13 +289,20 @@ def _probe(layer: Any, values: np.ndarray, rank: int) -> np.ndarray | None:
 class _Values:
     const: dict[TensorKey, np.ndarray]
     val: dict[TensorKey, np.ndarray]
+    broke: dict[int, str]  # label -> where a constant of it stopped being constant
 
 
 def _propagate(cg: ChannelGraph) -> _Values:
     """For every tensor entry: is it a constant (over inputs and positions) in the model ``cg.flat``, and which."""
     const: dict[TensorKey, np.ndarray] = {}
     val: dict[TensorKey, np.ndarray] = {}
+    broke: dict[int, str] = {}
     flat = cg.flat
+
+    def note_broken(key: TensorKey, was: np.ndarray, now: np.ndarray, why: str) -> None:
+        for e in np.flatnonzero(was & ~now):
+            broke.setdefault(int(cg.labels[key][e]), why.format(v=float(val_in_rep[e]) if val_in_rep is not None else 0.0))
+
     for name, node in cg.nodes.items():
         layer = flat.get_layer(name)
         kind = node.kind
@@ -311,6 +323,7 @@ def _propagate(cg: ChannelGraph) -> _Values:
             continue
         kin = node.inputs[0]
         c_in, v_in = const[kin], val[kin]
+        val_in_rep = None
         if kind == DEPTHWISE:
             m = int(layer.depth_multiplier)
             kernel = layer.depthwise_kernel.numpy()
@@ -323,6 +336,9 @@ def _propagate(cg: ChannelGraph) -> _Values:
             cr, vr = np.repeat(c_in, m), np.repeat(v_in, m)
             const[out] = kz | (cr & (exact | (vr == 0)))
             val[out] = _activate(layer, np.where(kz, 0.0, vr * s) + b)
+            val_in_rep = vr
+            note_broken(out, cr, const[out], f"depthwise {name!r} (padding={layer.padding!r}) turns the constant {{v:.4g}} into values "
+                        "that differ at the borders (zero padding)")
         elif kind == VALUE:
             c = c_in.copy()
             if isinstance(layer, L.PReLU):
@@ -333,6 +349,8 @@ def _propagate(cg: ChannelGraph) -> _Values:
                 v = np.where(v_in >= 0, v_in, a * v_in)
                 if not per_channel:
                     c &= v_in >= 0
+                    val_in_rep = v_in
+                    note_broken(out, c_in, c, f"PReLU {name!r} has a different slope at every position for the negative constant {{v:.4g}}")
             else:
                 v = _probe(layer, np.where(c_in, v_in, 0.0), len(cg.shapes[kin]))
                 if v is None:
@@ -344,6 +362,8 @@ def _propagate(cg: ChannelGraph) -> _Values:
             const[out], val[out] = c_in, v_in
         elif kind == ZEROPAD:
             const[out], val[out] = c_in & (v_in == 0), v_in
+            val_in_rep = v_in
+            note_broken(out, c_in, const[out], f"zero padding {name!r} puts zeros around the constant {{v:.4g}}")
         elif kind == PERCHANNEL:
             const[out], val[out] = np.zeros_like(c_in), np.zeros_like(v_in)
         elif kind == FLATTEN:
@@ -365,7 +385,7 @@ def _propagate(cg: ChannelGraph) -> _Values:
         elif kind == CONCAT:
             const[out] = np.concatenate([const[k] for k in node.inputs])
             val[out] = np.concatenate([val[k] for k in node.inputs])
-    return _Values(const, val)
+    return _Values(const, val, broke)
 
 
 def _rows_zero(layer: Any, n_in: int) -> np.ndarray:
@@ -413,8 +433,7 @@ def _check_consumers(cg: ChannelGraph, values: _Values, candidates: set[int]) ->
             if lb in bad:
                 continue
             if not c[e]:
-                bad[lb] = (f"it varies with the input where {name!r} reads it (input {e}): some layer of the group still computes it "
-                           "(e.g. another producer of the group, a residual branch, or a padded depthwise convolution of a non-zero constant)")
+                bad[lb] = f"it varies with the input where {name!r} reads it: " + _why_varying(cg, values, lb)
             else:
                 bad[lb] = f"it is the constant {v[e]:.4g} where {note}"
         fold[name] = np.where(cand & ok & ~rz & c, v, 0.0)
@@ -424,8 +443,25 @@ def _check_consumers(cg: ChannelGraph, values: _Values, candidates: set[int]) ->
             continue
         lab = cg.labels[k]
         for e in np.flatnonzero(np.isin(lab, cand_arr) & ~values.const[k]):
-            bad.setdefault(int(lab[e]), f"it is model output {r[0]!r} (entry {e}) and varies with the input")
+            bad.setdefault(int(lab[e]), f"it is in model output {r[0]!r} and varies with the input: " + _why_varying(cg, values, int(lab[e])))
     return bad, fold
+
+
+def _why_varying(cg: ChannelGraph, values: _Values, label: int) -> str:
+    """Why a channel is not constant: producers of it that are not masked, else where its constant was lost."""
+    live = []
+    for name, node in cg.nodes.items():
+        if node.kind == PRODUCER and node.outputs:
+            k = node.outputs[0]
+            hit = cg.labels[k] == label
+            if hit.any() and not values.const[k][hit].all():
+                live.append(name)
+    if live:
+        return f"{', '.join(repr(n) for n in live)} still compute{'s' if len(live) == 1 else ''} it. Fix: mask it in every producer of the group"
+    if label in values.broke:
+        return values.broke[label] + (". Fix: mask the channel in its whole group (shrink(model, remove=...) does; after a conv that means "
+                                      "the BatchNorm's gamma and beta too), so its value is 0")
+    return "a layer between makes it vary"
 
 
 # ------------------------------------------------------------- masking
@@ -665,21 +701,39 @@ def _check_inputs(model: Any, x: Any, n: int = 4, seed: int = 0) -> list[np.ndar
     return out
 
 
-def _compare(cg: ChannelGraph, ref: Any, new: Any, xs: list[np.ndarray], keep: dict[TensorKey, np.ndarray]) -> tuple[float, float]:
+def _all_tensors(model: Any, keys: list[TensorKey]) -> Any:
+    outs = [tf.nest.flatten(model.get_layer(n).output)[i] for n, i in keys]
+    return keras.Model(model.inputs, outs)
+
+
+def _compare(cg: ChannelGraph, ref: Any, new: Any, xs: list[np.ndarray], keep: dict[TensorKey, np.ndarray]) -> tuple[float, float, float]:
+    """(max |diff| over the outputs, max |output|, max relative diff over every tensor), kept entries only.
+
+    Every intermediate tensor is compared too (relative to ``max(1, max |tensor|)``),
+    so a difference cannot hide behind a saturating output such as a softmax.
+    """
     from tfprune.shallow.graph import refs
 
-    a = [np.asarray(t) for t in tf.nest.flatten(ref(xs if len(xs) > 1 else xs[0], training=False))]
-    b = [np.asarray(t) for t in tf.nest.flatten(new(xs if len(xs) > 1 else xs[0], training=False))]
-    diff, scale = 0.0, 0.0
-    for r, ya, yb in zip(refs(cg.graph.output_layers), a, b):
-        km = keep.get((r[0], r[2]))
-        if km is not None and ya.shape[-1] == km.size:
+    keys = [k for n in cg.nodes.values() for k in n.outputs if cg.nodes[k[0]].kind != "input"]
+    feed = xs if len(xs) > 1 else xs[0]
+    a = [np.asarray(t) for t in tf.nest.flatten(_all_tensors(ref, keys)(feed, training=False))]
+    b = [np.asarray(t) for t in tf.nest.flatten(_all_tensors(new, keys)(feed, training=False))]
+    outputs = {(r[0], r[2]) for r in refs(cg.graph.output_layers)}
+    diff, scale, rel = 0.0, 0.0, 0.0
+    for k, ya, yb in zip(keys, a, b):
+        km = keep.get(k)
+        if km is not None and ya.ndim and ya.shape[-1] == km.size:
             ya = ya[..., km]
         if ya.shape != yb.shape:
-            raise RuntimeError(f"internal error: output {r[0]!r} has shape {yb.shape}, expected {ya.shape}")
-        diff = max(diff, float(np.max(np.abs(ya.astype(np.float64) - yb))) if ya.size else 0.0)
-        scale = max(scale, float(np.max(np.abs(ya))) if ya.size else 0.0)
-    return diff, scale
+            raise RuntimeError(f"internal error: tensor {k} has shape {yb.shape} in the shrunk model, expected {ya.shape}")
+        if not ya.size:
+            continue
+        d = float(np.max(np.abs(ya.astype(np.float64) - yb)))
+        m = float(np.max(np.abs(ya)))
+        rel = max(rel, d / max(1.0, m))
+        if k in outputs:
+            diff, scale = max(diff, d), max(scale, m)
+    return diff, scale, rel
 
 
 # ------------------------------------------------------------- shrink
@@ -733,17 +787,17 @@ def shrink(
     keep = cg.keep_masks(removed_labels)
     new, folded = _build(cg, keep, fold, f"{model.name}_shrunk")
     xs = _check_inputs(cg.flat, x)
-    diff, scale = _compare(cg, cg.flat, new, xs, keep)
+    diff, scale, rel = _compare(cg, cg.flat, new, xs, keep)
     bound = atol * max(1.0, scale)
     before, after = profile(cg.flat), profile(new)
     n_kept = {g.index: sum(1 for (gi, _) in kept if gi == g.index) for g in cg.prunable}
     report = ShrinkReport(
-        model.name, "remove" if remove is not None else "masks", before.params, after.params, before.macs, after.macs, diff, scale, bound,
+        model.name, "remove" if remove is not None else "masks", before.params, after.params, before.macs, after.macs, diff, scale, bound, rel,
         [GroupChange(g.name, g.channels, len(chosen.get(g.index, [])), n_kept[g.index]) for g in cg.prunable],
         {cg.groups[g].name: js for g, js in chosen.items() if js}, {names[k]: v for k, v in kept.items()}, folded, cg.frozen,
         time.perf_counter() - t0,
     )
-    if not diff <= bound:
-        raise RuntimeError(f"the shrunk model's outputs differ from the masked model's by {diff:.3g} (bound {bound:.3g}); this is a "
-                           f"tfprune bug, please report it with the model. Report:\n{report.table()}")
+    if not (diff <= bound and rel <= atol):
+        raise RuntimeError(f"the shrunk model's outputs differ from the masked model's by {diff:.3g} (bound {bound:.3g}; largest relative "
+                           f"difference of any tensor {rel:.3g}); this is a tfprune bug, please report it with the model. Report:\n{report.table()}")
     return new, report

@@ -8,9 +8,9 @@ import json
 import sys
 
 import numpy as np
+import tensorflow as tf
 
 import tfprune  # noqa: I001  (first: sets TF_USE_LEGACY_KERAS)
-import tensorflow as tf
 from tfprune._keras import keras
 
 cpus = tf.config.list_physical_devices("CPU")

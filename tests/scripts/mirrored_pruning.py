@@ -8,10 +8,13 @@ import json
 import sys
 
 import numpy as np
-import tensorflow as tf
 
-import tfprune  # noqa: I001  (first: sets TF_USE_LEGACY_KERAS)
+# isort: off
+import tfprune  # first: sets TF_USE_LEGACY_KERAS before TensorFlow resolves tf.keras
+import tensorflow as tf
 from tfprune._keras import keras
+
+# isort: on
 
 cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)

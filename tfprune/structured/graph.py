@@ -400,7 +400,10 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
     nodes: dict[str, LayerNode] = {}
 
     def freeze(key: TensorKey, reason: str) -> None:
-        frozen.setdefault(key, reason)
+        if key not in frozen:
+            frozen[key] = reason
+        elif reason not in frozen[key]:
+            frozen[key] += "; " + reason
 
     for name in _toposort(graph):
         layer = flat.get_layer(name)

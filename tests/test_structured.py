@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.structured import channel_graph, mask_channels, removable_channels, shrink
+from tfprune.structured import channel_graph, channel_importance, lowest_channels, mask_channels, removable_channels, shrink
 from tfprune.structured.shrink import _check_inputs, _compare, fold_delta
 
 L = keras.layers
@@ -518,3 +518,43 @@ def test_mobilenetv2_groups_and_shrink():
     assert_smaller(rep, model, new)
     assert_same_outputs(mask_channels(model, remove), new)
     assert_unchanged(model, snap)
+
+
+# ------------------------------------------------------------- importance
+def test_group_importance_sums_every_coupled_weight():
+    model = randomize_bn(seq_cnn())
+    scores = channel_importance(model, "l2")
+    assert set(scores.scores) == {"c1", "c2"}
+    j = 4
+    c2, bn2, fc = model.get_layer("c2"), model.get_layer("bn2"), model.get_layer("fc")
+    rows = fc.kernel.numpy()[np.arange(36) * 6 + j]  # Flatten: channel j is every 6th row
+    expected = np.sqrt(np.sum(c2.kernel.numpy()[..., j] ** 2) + c2.bias.numpy()[j] ** 2 + bn2.gamma.numpy()[j] ** 2
+                       + bn2.beta.numpy()[j] ** 2 + np.sum(rows ** 2))
+    np.testing.assert_allclose(scores.scores["c2"][j], expected, rtol=1e-6)
+    l1 = channel_importance(model, "l1").scores["c1"]
+    c1, bn1, k2 = model.get_layer("c1"), model.get_layer("bn1"), c2.kernel.numpy()
+    exp1 = (np.abs(c1.kernel.numpy()[..., 2]).sum() + abs(c1.bias.numpy()[2]) + abs(bn1.gamma.numpy()[2]) + abs(bn1.beta.numpy()[2])
+            + np.abs(k2[:, :, 2, :]).sum())
+    np.testing.assert_allclose(l1[2], exp1, rtol=1e-6)
+    with pytest.raises(ValueError, match="unknown channel importance"):
+        channel_importance(model, "taylor")
+    assert "c2" in scores.table()
+
+
+def test_group_importance_residual_and_one_shot_shrink():
+    model = randomize_bn(resnet_block())
+    cg = channel_graph(model)
+    group = groups_by_producers(cg)[("stem", "b_conv2")]
+    s = channel_importance(model, graph=cg).scores[group.name]
+    j = 5
+    parts = [model.get_layer("stem").kernel.numpy()[..., j], model.get_layer("stem").bias.numpy()[j],
+             model.get_layer("b_conv2").kernel.numpy()[..., j], model.get_layer("b_conv2").bias.numpy()[j],
+             model.get_layer("b_conv1").kernel.numpy()[:, :, j, :], model.get_layer("fc").kernel.numpy()[j]]
+    parts += [getattr(model.get_layer(bn), a).numpy()[j] for bn in ("stem_bn", "b_bn2") for a in ("gamma", "beta")]
+    np.testing.assert_allclose(s[j], np.sqrt(sum(np.sum(np.square(p)) for p in parts)), rtol=1e-6)
+    remove = lowest_channels(channel_importance(model, graph=cg), 0.25)
+    assert remove[group.name] == sorted(np.argsort(s, kind="stable")[:2].tolist())
+    new, rep = shrink(model, remove)
+    assert rep.removed == remove
+    assert_same_outputs(mask_channels(model, remove), new)
+    assert_smaller(rep, model, new)

@@ -3,10 +3,26 @@
 `channel_graph(model)` finds the groups of channels that must be removed
 together (`tfprune.structured.graph`); `shrink(model)` removes the masked
 channels for real and checks the smaller model computes the same
-(`tfprune.structured.shrink`).
+(`tfprune.structured.shrink`); `channel_importance(model)` scores each
+group's channels by the magnitude of all the weights they take with them
+(`tfprune.structured.importance`).
 """
 
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
+from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
 from tfprune.structured.shrink import GroupChange, ShrinkReport, mask_channels, removable_channels, shrink
 
-__all__ = ["ChannelGraph", "ChannelGroup", "GroupChange", "ShrinkReport", "channel_graph", "mask_channels", "removable_channels", "shrink"]
+__all__ = [
+    "ChannelGraph",
+    "ChannelGroup",
+    "ChannelScores",
+    "GroupChange",
+    "ShrinkReport",
+    "channel_graph",
+    "channel_importance",
+    "list_channel_importance",
+    "lowest_channels",
+    "mask_channels",
+    "removable_channels",
+    "shrink",
+]

@@ -232,14 +232,14 @@ def test_unknown_op_freezes_its_groups_with_reason():
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 3))
     a = L.Conv2D(6, 3, padding="same", name="a")(inp)
-    x = tf.nn.relu(a)  # a TFOpLambda: tfprune cannot read its channel mapping
+    x = tf.reverse(a, axis=[-1])  # a TFOpLambda tfprune cannot read (it permutes the channels)
     b = L.Conv2D(5, 3, padding="same", activation="relu", name="b")(x)
     y = L.LayerNormalization(name="ln")(b)
     c = L.Conv2D(4, 3, padding="same", activation="relu", name="c")(y)
     out = L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(c))
     model = keras.Model(inp, out)
     cg = channel_graph(model)
-    assert "TFOpLambda" in cg.frozen["a"] and "tf.nn.relu" in cg.frozen["a"] and "Fix" in cg.frozen["a"]
+    assert "TFOpLambda" in cg.frozen["a"] and "tf.reverse" in cg.frozen["a"] and "Fix" in cg.frozen["a"]
     assert "LayerNormalization" in cg.frozen["b"] and "normalizes over the channels" in cg.frozen["b"]
     assert cg.group("c").prunable
     with pytest.raises(ValueError, match="TFOpLambda"):
@@ -253,6 +253,37 @@ def test_unknown_op_freezes_its_groups_with_reason():
     assert "a" in rep.frozen
     assert_same_outputs(model, new)
     assert_unchanged(model, snap)
+
+
+def test_elementwise_tf_ops_are_followed():
+    """Hard-swish written with TF ops (as in MobileNetV3): x * relu6(x + 3) * (1/6); a Dense-free SE with tf.math.multiply."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="conv")(inp)
+    x = L.BatchNormalization(name="bn")(x)
+    hs = L.ReLU(6.0, name="hs_relu")(x + 3.0) * (1.0 / 6.0)
+    x = L.Multiply(name="hs_mul")([x, hs])
+    s = L.Conv2D(8, 1, activation="sigmoid", name="gate")(L.GlobalAveragePooling2D(keepdims=True, name="gap1")(x))
+    x = tf.math.multiply(x, s)
+    x = L.Conv2D(6, 3, padding="same", activation="relu", name="head")(tf.nn.relu6(x))
+    model = randomize_bn(keras.Model(inp, L.Dense(3, name="fc")(L.GlobalAveragePooling2D(name="gap2")(x))))
+    cg = channel_graph(model)
+    g = cg.group("conv")
+    assert g.prunable and set(g.producers) == {"conv", "gate"} and set(g.consumers) == {"gate", "head"}
+    assert any(m.startswith("tf.") for m in g.members)
+    new, rep = shrink(model, {"conv": [0, 6]})
+    assert new.get_layer("conv").filters == 6 and new.get_layer("gate").filters == 6
+    assert_same_outputs(mask_channels(model, {"conv": [0, 6]}), new)
+    assert_smaller(rep, model, new)
+    # the constant a masked filter leaves after BN is carried through TF ops (computed by the op) and folded into the Dense
+    inp = keras.Input((8, 8, 3))
+    x = L.BatchNormalization(name="bn")(L.Conv2D(5, 3, padding="same", name="conv")(inp))
+    x = tf.clip_by_value(tf.nn.relu(x) * 2.0 + 0.5, 0.0, 1.7)
+    model = randomize_bn(keras.Model(inp, L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(x))), seed=2)
+    zero_filters(model.get_layer("conv"), [1, 3])
+    new, rep = shrink(model)
+    assert rep.removed == {"conv": [1, 3]} and rep.folded == {"fc": 2}
+    assert_same_outputs(model, new)
 
 
 # ------------------------------------------------------------------ shrink

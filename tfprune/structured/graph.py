@@ -44,9 +44,15 @@ A **group** is the set of tied channels that behave alike: channels whose
 ids appear in the same tensors. Removing channel ``j`` of a group removes
 one id class: every element of it in every tensor.
 
+``TFOpLambda`` layers (raw TensorFlow ops in a functional model) are followed
+when they are known element-wise functions (``tf.nn.relu``, ``x + 3.0``,
+``x * (1 / 6)``, ``tf.clip_by_value``...: channels pass through, scalar
+constants only) or element-wise ``+ - * maximum minimum`` of two tensors (a
+merge).
+
 Anything the graph cannot follow **freezes** the tensors it touches (their
 groups are reported, with the reason, and never pruned): unknown layers and
-``TFOpLambda`` (raw TensorFlow ops), grouped convolutions, layers that
+other ``TFOpLambda`` ops, grouped convolutions, layers that
 normalize over the channels (LayerNormalization on the last axis, softmax),
 ``channels_first`` layers, a Reshape that moves channels, the model's inputs,
 and the model's outputs (``include_outputs=False``, the default: the layers
@@ -100,6 +106,8 @@ class LayerNode:
     outputs: list[TensorKey]
     reason: str = ""  # why a frozen layer is frozen
     broadcast: list[bool] = field(default_factory=list)  # merge inputs broadcast over the channels
+    op: str = ""  # merges: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate
+    call_kwargs: dict | None = None  # element-wise TFOpLambda: the constant arguments it is called with
 
 
 @dataclass
@@ -266,10 +274,6 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
     cls = type(layer).__name__
     if isinstance(layer, L.InputLayer):
         return INPUT, ""
-    if cls == "TFOpLambda":
-        fn = layer.get_config().get("function", layer.name)
-        return FROZEN, (f"TFOpLambda {layer.name!r} (tf.{fn}): a raw TensorFlow op, whose channel mapping tfprune cannot read. "
-                        "Fix: use the Keras layer instead (e.g. keras.layers.ReLU() for tf.nn.relu)")
     if not in_shapes or not out_shapes:
         return FROZEN, f"{cls} {layer.name!r} has no input or output tensor tfprune can follow"
     for s in in_shapes + out_shapes:
@@ -338,6 +342,56 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
     if len(in_shapes) != 1 or len(out_shapes) != 1 or c_out != c_in:
         return FROZEN, f"{cls} {layer.name!r} changes the channel count ({c_in} -> {c_out})"
     return kind, ""
+
+
+# ------------------------------------------------------ TensorFlow ops
+#: TFOpLambda functions that act element by element (with scalar constants), so channels pass through
+_TF_ELEMENTWISE = frozenset({
+    "nn.relu", "nn.relu6", "nn.elu", "nn.selu", "nn.gelu", "nn.silu", "nn.swish", "nn.sigmoid", "math.sigmoid", "nn.tanh", "math.tanh",
+    "nn.softplus", "math.softplus", "nn.softsign", "math.softsign", "nn.leaky_relu", "math.abs", "math.negative", "math.square",
+    "math.exp", "math.log", "math.sqrt", "math.rsqrt", "math.erf", "math.reciprocal", "identity", "clip_by_value",
+    "__operators__.add", "math.add", "math.subtract", "math.multiply", "math.truediv", "math.divide", "math.maximum", "math.minimum",
+    "math.pow",
+})
+#: TFOpLambda functions of two tensors that act like a Keras merge layer
+_TF_MERGE = {"__operators__.add": "Add", "math.add": "Add", "math.subtract": "Subtract", "math.multiply": "Multiply",
+             "math.maximum": "Maximum", "math.minimum": "Minimum"}
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or (isinstance(v, (int, float, bool, np.integer, np.floating)))
+
+
+def _tf_op(entry: dict, layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tuple[str, str, str, dict | None]:
+    """``(kind, reason, merge op, constant kwargs)`` of a TFOpLambda: element-wise ops of known TF functions pass channels through."""
+    from tfprune.shallow.graph import refs
+
+    fn = entry["config"].get("function", layer.name)
+    unknown = (FROZEN, (f"TFOpLambda {layer.name!r} (tf.{fn}): a raw TensorFlow op whose channel mapping tfprune cannot read. "
+                        "Fix: use a Keras layer instead (e.g. keras.layers.Permute, Reshape, Multiply)"), "", None)
+    nodes = entry.get("inbound_nodes") or []
+    if len(nodes) != 1 or not nodes[0]:
+        return unknown
+    node = nodes[0]
+    first = node if isinstance(node[0], str) else node[0]
+    if not (isinstance(first, (list, tuple)) and len(first) == 4 and isinstance(first[0], str) and isinstance(first[3], dict)):
+        return unknown
+    if isinstance(node[0], (list, tuple)) and len(node) > 1:  # more positional arguments than the tensor
+        return unknown
+    n_refs = len(refs(entry["inbound_nodes"]))
+    kwargs = {k: v for k, v in first[3].items() if k != "name"}
+    tensor_kw = [k for k, v in kwargs.items() if not _is_scalar(v)]
+    if not out_shapes or len(out_shapes) != 1 or any(len(s) < 2 or s[-1] is None for s in in_shapes + out_shapes):
+        return unknown
+    if fn in _TF_ELEMENTWISE and n_refs == 1 and not tensor_kw:
+        if in_shapes[0][-1] != out_shapes[0][-1]:
+            return unknown
+        return VALUE, "", "", kwargs
+    if fn in _TF_MERGE and n_refs == 2 and tensor_kw == ["y"] and all(_is_scalar(v) for k, v in kwargs.items() if k != "y"):
+        if any(s[-1] not in (out_shapes[0][-1], 1) for s in in_shapes):
+            return unknown
+        return MERGE, "", _TF_MERGE[fn], None
+    return unknown
 
 
 # ------------------------------------------------------------- the graph
@@ -413,8 +467,12 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
         for k, t in zip(outs, out_tensors):
             shapes[k] = _shape(t)
         in_shapes, out_shapes = [shapes[k] for k in ins], [shapes[k] for k in outs]
-        kind, reason = _classify(layer, in_shapes, out_shapes)
-        node = LayerNode(name, type(layer).__name__, kind, ins, outs, reason)
+        op, call_kwargs = type(layer).__name__, None
+        if op == "TFOpLambda":
+            kind, reason, op, call_kwargs = _tf_op(graph._entry(name), layer, in_shapes, out_shapes)
+        else:
+            kind, reason = _classify(layer, in_shapes, out_shapes)
+        node = LayerNode(name, type(layer).__name__, kind, ins, outs, reason, op=op, call_kwargs=call_kwargs)
         nodes[name] = node
         if kind == INPUT:
             for k in outs:
@@ -456,7 +514,7 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
             if int(layer.axis) % rank == rank - 1:
                 ids[outs[0]] = np.concatenate([ids[k] for k in ins])
             else:  # along another axis: channel c of every input is channel c of the output
-                node.kind, node.broadcast = MERGE, [False] * len(ins)
+                node.kind, node.broadcast, node.op = MERGE, [False] * len(ins), "Concatenate"
                 for k in ins[1:]:
                     uf.union(ids[ins[0]], ids[k])
                 ids[outs[0]] = ids[ins[0]]

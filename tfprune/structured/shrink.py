@@ -274,11 +274,14 @@ def _activate(layer: Any, pre: np.ndarray) -> np.ndarray:
     return np.asarray(fn(tf.constant(np.asarray(pre, dtype=np.float32)[None])).numpy()[0], dtype=np.float64)
 
 
-def _probe(layer: Any, values: np.ndarray, rank: int) -> np.ndarray | None:
-    """``layer`` applied to a tensor that holds ``values[c]`` in channel ``c`` everywhere; None when it cannot be run."""
+def _probe(layer: Any, values: np.ndarray, rank: int, call_kwargs: dict | None = None) -> np.ndarray | None:
+    """``layer`` applied to a tensor that holds ``values[c]`` in channel ``c`` everywhere; None when it cannot be run.
+
+    ``call_kwargs``: the constant arguments of a TFOpLambda (called with them instead of ``training``).
+    """
     x = np.asarray(values, dtype=np.float32).reshape((1,) * (rank - 1) + (-1,))
     try:
-        y = layer(tf.constant(x), training=False)
+        y = layer(tf.constant(x), **call_kwargs) if call_kwargs is not None else layer(tf.constant(x), training=False)
     except Exception:  # noqa: BLE001  (treated as "varying": conservative)
         return None
     return np.asarray(y.numpy(), dtype=np.float64).reshape(-1)[: values.size] if y.shape[-1] == values.size else None
@@ -352,7 +355,7 @@ def _propagate(cg: ChannelGraph) -> _Values:
                     val_in_rep = v_in
                     note_broken(out, c_in, c, f"PReLU {name!r} has a different slope at every position for the negative constant {{v:.4g}}")
             else:
-                v = _probe(layer, np.where(c_in, v_in, 0.0), len(cg.shapes[kin]))
+                v = _probe(layer, np.where(c_in, v_in, 0.0), len(cg.shapes[kin]), node.call_kwargs)
                 if v is None:
                     c, v = np.zeros_like(c_in), np.zeros_like(v_in)
                 elif isinstance(layer, L.BatchNormalization) and layer.scale:
@@ -374,11 +377,11 @@ def _propagate(cg: ChannelGraph) -> _Values:
             cs = np.stack([const[k] for k in full])
             vs = [np.where(const[k], val[k], 0.0) for k in full]
             c = cs.all(0) & (not any(node.broadcast))
-            if node.class_name == "Concatenate":  # along a non-channel axis: constant only if every part is the same one
+            if node.op == "Concatenate":  # along a non-channel axis: constant only if every part is the same one
                 c, v = c & np.all(np.stack(vs) == vs[0], axis=0), vs[0]
             else:
-                v = _merge_values(node.class_name, vs)
-            if node.class_name == "Multiply":
+                v = _merge_values(node.op, vs)
+            if node.op == "Multiply":
                 zero = np.any(cs & (np.stack(vs) == 0), axis=0)
                 c, v = c | zero, np.where(zero, 0.0, v)
             const[out], val[out] = c, v

@@ -113,27 +113,27 @@ def needs_data(name: str) -> bool:
     return get_importance(name)[1]
 
 
-def score_layers(model_or_layers: Any, method: str = "capacity", data: Any = None, **options: Any) -> ImportanceScores:
+def score_layers(model_or_layers: Any, importance: str = "capacity", data: Any = None, **options: Any) -> ImportanceScores:
     """Score every prunable layer of a model.
 
     Args:
       model_or_layers: a tf-keras model (wrapped or not) or its ``prunable_layers``.
-      method: a registered scorer (`list_importance`); ``capacity`` is the default alias.
+      importance: a registered scorer (`list_importance`); ``capacity`` is the default alias.
       data: calibration data ``(x, y)`` for data-driven scorers.
       **options: passed to the scorer.
     """
     from tfprune.layers import LayerInventory, prunable_layers
 
-    fn, wants_data = get_importance(method)
+    fn, wants_data = get_importance(importance)
     if isinstance(model_or_layers, LayerInventory) or isinstance(model_or_layers, list):
         layers, model = list(model_or_layers), None
     else:
         model = model_or_layers
         layers = list(prunable_layers(model))
     if wants_data and data is None:
-        raise ValueError(f"importance method {method!r} needs calibration data: pass data=(x, y)")
+        raise ValueError(f"importance {importance!r} needs calibration data: pass data=(x, y)")
     if wants_data and model is None:
-        raise ValueError(f"importance method {method!r} needs the model, not only its layers")
+        raise ValueError(f"importance {importance!r} needs the model, not only its layers")
     t0 = time.perf_counter()
     ctx = ImportanceContext(
         names=[p.name for p in layers],
@@ -147,5 +147,5 @@ def score_layers(model_or_layers: Any, method: str = "capacity", data: Any = Non
     raw = np.asarray(fn(ctx), dtype=np.float64)
     seconds = time.perf_counter() - t0
     if raw.shape != (len(layers),) or not np.isfinite(raw).all() or (raw < 0).any():
-        raise RuntimeError(f"scorer {method!r} returned invalid scores {raw.tolist()}")
-    return ImportanceScores(resolve(method), dict(zip(ctx.names, raw.tolist())), seconds, dict(ctx.options.get("_details", {})))
+        raise RuntimeError(f"scorer {importance!r} returned invalid scores {raw.tolist()}")
+    return ImportanceScores(resolve(importance), dict(zip(ctx.names, raw.tolist())), seconds, dict(ctx.options.get("_details", {})))

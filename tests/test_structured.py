@@ -286,6 +286,42 @@ def test_elementwise_tf_ops_are_followed():
     assert_same_outputs(model, new)
 
 
+def test_tf_split_and_concat_on_channels():
+    """A YOLOv8 C2f block: tf.split in two halves, a bottleneck on the second, tf.concat of all three."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 1, activation="swish", name="pre")(inp)
+    a, b = tf.split(x, 2, axis=-1)
+    y = L.Conv2D(4, 3, padding="same", activation="swish", name="bott1")(b)
+    y = L.Conv2D(4, 3, padding="same", name="bott2")(y)
+    y = b + y
+    x = L.Conv2D(6, 1, activation="swish", name="post")(tf.concat([a, b, y], axis=-1))
+    model = keras.Model(inp, L.Dense(3, name="fc")(L.GlobalAveragePooling2D()(x)))
+    cg = channel_graph(model)
+    first, second = cg.group("pre[0:4]"), cg.group("pre[4:8]")
+    assert first.consumers == ["post"] and set(second.producers) == {"pre", "bott2"}
+    assert set(second.consumers) == {"bott1", "post"}
+    remove = {"pre[0:4]": [1], "pre[4:8]": [0, 3], "bott1": [2]}
+    new, rep = shrink(model, remove)
+    assert new.get_layer("pre").filters == 5 and new.get_layer("post").kernel.shape == (1, 1, 3 + 2 + 2, 6)
+    assert_same_outputs(mask_channels(model, remove), new)
+    assert_smaller(rep, model, new)
+
+
+def test_keras_cv_backbone():
+    """A keras-cv functional subclass (get_config returns constructor arguments) is read through its inputs and outputs."""
+    keras_cv = pytest.importorskip("keras_cv")
+    keras.utils.set_random_seed(0)
+    model = keras_cv.models.YOLOV8Backbone(stackwise_channels=[8, 16, 16, 32], stackwise_depth=[1, 1, 1, 1], include_rescaling=True,
+                                           input_shape=(32, 32, 3))
+    cg = channel_graph(model)
+    assert len(cg.prunable) >= len(cg.groups) - 2  # all but the input and the output
+    remove = lowest_channels(channel_importance(model, graph=cg), 0.25)
+    new, rep = shrink(model, remove)
+    assert rep.channels_removed == sum(len(v) for v in remove.values()) > 0
+    assert_smaller(rep, model, new)
+
+
 # ------------------------------------------------------------------ shrink
 def test_shrink_sequential_read_from_zeros():
     model = randomize_bn(seq_cnn())

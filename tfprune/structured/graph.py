@@ -47,8 +47,9 @@ one id class: every element of it in every tensor.
 ``TFOpLambda`` layers (raw TensorFlow ops in a functional model) are followed
 when they are known element-wise functions (``tf.nn.relu``, ``x + 3.0``,
 ``x * (1 / 6)``, ``tf.clip_by_value``...: channels pass through, scalar
-constants only) or element-wise ``+ - * maximum minimum`` of two tensors (a
-merge).
+constants only), element-wise ``+ - * maximum minimum`` of two tensors (a
+merge), ``tf.concat`` and ``tf.split`` on the channel axis (offsets; a split
+is rebuilt with explicit sizes).
 
 Anything the graph cannot follow **freezes** the tensors it touches (their
 groups are reported, with the reason, and never pruned): unknown layers and
@@ -76,8 +77,8 @@ __all__ = ["ChannelGraph", "ChannelGroup", "LayerNode", "channel_graph", "Tensor
 L = keras.layers
 TensorKey = tuple  # (flat layer name, output tensor index)
 
-INPUT, PRODUCER, DEPTHWISE, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT, FROZEN = (
-    "input", "producer", "depthwise", "value", "spatial", "zeropad", "perchannel", "flatten", "merge", "concat", "frozen")
+INPUT, PRODUCER, DEPTHWISE, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT, SPLIT, FROZEN = (
+    "input", "producer", "depthwise", "value", "spatial", "zeropad", "perchannel", "flatten", "merge", "concat", "split", "frozen")
 #: layers whose channels pass through unchanged in value (constant in, same constant out)
 _SPATIAL = tuple(getattr(L, n) for n in (
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
@@ -337,8 +338,8 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
     elif isinstance(layer, L.Concatenate):
         return CONCAT, ""
     else:
-        return FROZEN, (f"{cls} {layer.name!r}: tfprune does not know how this layer maps channels. "
-                        "Fix: if it is element-wise per channel, replace it with a Keras built-in layer")
+        return FROZEN, (f"{cls} {layer.name!r}: tfprune does not know how this layer maps channels (a custom or unsupported layer "
+                        "is opaque). Fix: build it from Keras built-in layers in the functional graph, or leave these channels in")
     if len(in_shapes) != 1 or len(out_shapes) != 1 or c_out != c_in:
         return FROZEN, f"{cls} {layer.name!r} changes the channel count ({c_in} -> {c_out})"
     return kind, ""
@@ -373,6 +374,15 @@ def _tf_op(entry: dict, layer: Any, in_shapes: list[tuple], out_shapes: list[tup
     if len(nodes) != 1 or not nodes[0]:
         return unknown
     node = nodes[0]
+    if not out_shapes or any(len(sh) < 2 or sh[-1] is None for sh in in_shapes + out_shapes):
+        return unknown
+    rank = len(out_shapes[0])
+    if fn == "concat" and isinstance(node[0], (list, tuple)) and all(isinstance(r, (list, tuple)) and len(r) == 4 for r in node):
+        axes = {r[3].get("axis") for r in node}
+        extra = {k for r in node for k in r[3] if k not in ("axis", "name")}
+        if len(axes) == 1 and isinstance(next(iter(axes)), int) and next(iter(axes)) % rank == rank - 1 and not extra:
+            return CONCAT, "", "Concatenate", None
+        return unknown
     first = node if isinstance(node[0], str) else node[0]
     if not (isinstance(first, (list, tuple)) and len(first) == 4 and isinstance(first[0], str) and isinstance(first[3], dict)):
         return unknown
@@ -381,7 +391,12 @@ def _tf_op(entry: dict, layer: Any, in_shapes: list[tuple], out_shapes: list[tup
     n_refs = len(refs(entry["inbound_nodes"]))
     kwargs = {k: v for k, v in first[3].items() if k != "name"}
     tensor_kw = [k for k, v in kwargs.items() if not _is_scalar(v)]
-    if not out_shapes or len(out_shapes) != 1 or any(len(s) < 2 or s[-1] is None for s in in_shapes + out_shapes):
+    if fn == "split" and n_refs == 1 and set(kwargs) <= {"num_or_size_splits", "axis", "num"}:
+        axis = kwargs.get("axis", 0)
+        if isinstance(axis, int) and axis % len(in_shapes[0]) == len(in_shapes[0]) - 1 and sum(sh[-1] for sh in out_shapes) == in_shapes[0][-1]:
+            return SPLIT, "", "", kwargs
+        return unknown
+    if len(out_shapes) != 1:
         return unknown
     if fn in _TF_ELEMENTWISE and n_refs == 1 and not tensor_kw:
         if in_shapes[0][-1] != out_shapes[0][-1]:
@@ -399,7 +414,14 @@ def _flat(model: Any) -> Any:
     from tfprune.shallow.graph import flat_graph
 
     try:
-        return flat_graph(model)
+        try:
+            return flat_graph(model)
+        except TypeError:
+            # a functional model whose class overrides get_config (keras-cv backbones return their constructor
+            # arguments): read the same layers through a plain functional model over its inputs and outputs
+            if not (isinstance(model, keras.Model) and model.inputs and model.outputs) or isinstance(model, keras.Sequential):
+                raise
+            return flat_graph(keras.Model(model.inputs, model.outputs, name=model.name))
     except (ValueError, TypeError) as err:
         text = str(err).replace("shallowing needs", "channel removal needs").replace("Shallowing", "Channel removal")
         raise type(err)(f"cannot build the channel graph of {model.name!r}: {text}") from err
@@ -500,6 +522,11 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
             c = int(in_shapes[0][-1])
             n = int(np.prod([d for d in out_shapes[0][1:]]))
             ids[outs[0]] = np.tile(ids[ins[0]], n // c)
+        elif kind == SPLIT:  # contiguous chunks of the channels
+            start = 0
+            for k, sh in zip(outs, out_shapes):
+                ids[k] = ids[ins[0]][start:start + int(sh[-1])]
+                start += int(sh[-1])
         elif kind == MERGE:
             c = int(out_shapes[0][-1])
             node.broadcast = [s[-1] != c for s in in_shapes]
@@ -511,7 +538,7 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
             ids[outs[0]] = full[0]
         elif kind == CONCAT:
             rank = len(out_shapes[0])
-            if int(layer.axis) % rank == rank - 1:
+            if node.op == "Concatenate" and node.class_name == "TFOpLambda" or int(layer.axis) % rank == rank - 1:
                 ids[outs[0]] = np.concatenate([ids[k] for k in ins])
             else:  # along another axis: channel c of every input is channel c of the output
                 node.kind, node.broadcast, node.op = MERGE, [False] * len(ins), "Concatenate"
@@ -568,7 +595,7 @@ def _groups(labels: dict[TensorKey, np.ndarray], nodes: dict[str, LayerNode], fr
         consumers = [n.name for n in nodes.values() if n.kind == PRODUCER and n.class_name != "Embedding"
                      and n.inputs and n.inputs[0] in in_sig]
         members = [k[0] for k in tensors if nodes[k[0]].kind not in (PRODUCER, INPUT, FROZEN)]
-        reasons = list(dict.fromkeys(frozen[k] for k in tensors if k in frozen))
+        reasons = list(dict.fromkeys(r for k in tensors if k in frozen for r in frozen[k].split("; ")))
         for k in tensors:  # frozen readers (their inputs are frozen too, but say which layer)
             for r in reads[k]:
                 if nodes[r].kind == FROZEN and nodes[r].reason not in reasons:

@@ -78,6 +78,7 @@ from tfprune.structured.graph import (
     PERCHANNEL,
     PRODUCER,
     SPATIAL,
+    SPLIT,
     VALUE,
     ZEROPAD,
     ChannelGraph,
@@ -309,6 +310,13 @@ def _propagate(cg: ChannelGraph) -> _Values:
     for name, node in cg.nodes.items():
         layer = flat.get_layer(name)
         kind = node.kind
+        if kind == SPLIT:
+            start = 0
+            for k in node.outputs:
+                n = cg.labels[k].size
+                const[k], val[k] = const[node.inputs[0]][start:start + n], val[node.inputs[0]][start:start + n]
+                start += n
+            continue
         if node.outputs and kind not in (PRODUCER, DEPTHWISE, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT):
             for k in node.outputs:
                 n = cg.labels[k].size
@@ -602,6 +610,11 @@ def _new_config(entry: dict, node: Any, layer: Any, keep: dict[TensorKey, np.nda
         cfg[key] = n_out
         if needs_bias:
             cfg["use_bias"] = True
+    elif node.kind == SPLIT:  # explicit sizes: the chunks may now differ
+        sizes = [int(keep[k].sum()) for k in node.outputs]
+        for ref in _raw_ref_lists(e["inbound_nodes"]):
+            if "num_or_size_splits" in ref[3]:
+                ref[3]["num_or_size_splits"] = sizes
     elif node.class_name == "Reshape" and node.kind in (SPATIAL, FLATTEN):
         target = list(cfg["target_shape"])
         if target and target[-1] != -1:
@@ -614,6 +627,15 @@ def _new_config(entry: dict, node: Any, layer: Any, keep: dict[TensorKey, np.nda
             if isinstance(v, (list, tuple)) and len(v) == kin.size:
                 cfg[attr] = [x for x, k in zip(v, kin) if k]
     return e
+
+
+def _raw_ref_lists(data: Any) -> list[list]:
+    """The serialized tensor references (``[layer, node, tensor, kwargs]``) in config node data, as the lists themselves."""
+    if isinstance(data, list) and len(data) == 4 and isinstance(data[0], str) and isinstance(data[3], dict):
+        return [data]
+    if isinstance(data, list):
+        return [r for v in data for r in _raw_ref_lists(v)]
+    return []
 
 
 def _new_weights(node: Any, old: Any, new: Any, keep: dict[TensorKey, np.ndarray], delta: np.ndarray | None) -> list[np.ndarray]:

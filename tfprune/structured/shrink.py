@@ -94,13 +94,12 @@ L = keras.layers
 # ------------------------------------------------------------ the report
 @dataclass
 class GroupChange:
-    """One prunable group in a `ShrinkReport`: channels before, removed, and the masked ones kept (why)."""
+    """One prunable group in a `ShrinkReport`: channels before, removed, and how many masked ones were kept (why: ``report.kept``)."""
 
     group: str
     channels: int
     removed: int
     kept_masked: int = 0
-    note: str = ""
 
 
 @dataclass
@@ -163,9 +162,9 @@ class ShrinkReport(Report):
             f"outputs vs the masked model: max |diff| = {self.max_abs_diff:.3g} (bound {self.tolerance:.3g}, max |output| "
             f"{self.max_abs_output:.3g}); every tensor: max relative diff {self.max_rel_diff_tensors:.3g}",
         ]
-        rows = [[g.group, g.channels, g.removed, g.channels - g.removed, g.kept_masked, g.note] for g in self.groups if g.removed or g.kept_masked]
+        rows = [[g.group, g.channels, g.removed, g.channels - g.removed, g.kept_masked] for g in self.groups if g.removed or g.kept_masked]
         if rows:
-            out.append(Table(["group", "channels", "removed", "left", "masked kept", "note"], rows, "lrrrrl"))
+            out.append(Table(["group", "channels", "removed", "left", "masked but kept"], rows, "lrrrr"))
         if self.kept:
             out.append("masked channels kept:")
             out += [f"  {k}: {v}" for k, v in list(self.kept.items())[:20]]

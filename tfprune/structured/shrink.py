@@ -53,8 +53,8 @@ outputs are compared with the masked model's on random inputs (or ``x``):
 The result is a new flat functional model (nested models inlined, as in
 `tfprune.shallow`), rebuilt with ``keras.Model.from_config`` from the input's
 config with smaller ``filters``/``units``/``output_dim`` (and Reshape
-targets, Rescaling/Normalization vectors), weights sliced and copied. The
-input model is only read.
+targets, Rescaling/Normalization vectors, ``tf.split`` sizes), weights sliced
+and copied; it is not compiled. The input model is only read.
 """
 
 from __future__ import annotations

@@ -71,12 +71,44 @@ def _clone_model(model: Any, fn: Any) -> Any:
         raise
 
 
+_MERGE_TYPES = ("Concatenate", "Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract", "Dot")
+
+
+def _singleton_merges(model: Any) -> set[int]:
+    """ids of merge layers (``Concatenate``...) called on a list of ONE tensor, in ``model`` and its nested models.
+
+    ``keras.layers.Concatenate(name="box")([x])`` is an identity that names
+    its output (keras-cv's YOLOV8 head does this). A functional config stores
+    that call as a plain tensor, so Keras cannot rebuild it (``clone_model``
+    and ``load_model`` both fail with "should be called on a list"). The
+    rebuild replaces such layers by a linear ``Activation`` of the same name:
+    the same function, and a graph Keras can clone and reload.
+    """
+    out: set[int] = set()
+
+    def visit(m: Any) -> None:
+        for layer in getattr(m, "layers", []):
+            if isinstance(layer, keras.Model):
+                visit(layer)
+            elif type(layer).__name__ in _MERGE_TYPES:
+                nodes = getattr(layer, "inbound_nodes", [])
+                args = [getattr(n, "call_args", ()) for n in nodes]
+                if nodes and all(a and isinstance(a[0], (list, tuple)) and len(a[0]) == 1 for a in args):
+                    out.add(id(layer))
+
+    visit(model)
+    return out
+
+
 def _rebuild(model: Any, layer_fn: Any) -> Any:
     """Clone ``model`` recursively (nested models too), each layer through ``layer_fn``; copy weights."""
+    singletons = _singleton_merges(model)
 
     def clone_fn(layer: Any) -> Any:
         if isinstance(layer, keras.Model):
             return _clone_model(layer, clone_fn)
+        if id(layer) in singletons:
+            return keras.layers.Activation("linear", name=layer.name, dtype=layer.dtype_policy.name if hasattr(layer, "dtype_policy") else None)
         return layer_fn(layer)
 
     new_model = _clone_model(model, clone_fn)

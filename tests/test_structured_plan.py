@@ -1,0 +1,229 @@
+"""Channel allocation under a MACs/params target (tfprune.structured.plan) and the one-shot path (prune_channels).
+
+The numpy rules are checked on hand-made numbers; the plan is checked against
+`tfprune.profile` of models shrunk by `shrink` (the cost model's estimate must
+equal the profile of the shrunk model, and the achieved fraction must be
+within the tolerance of the request).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune._keras import keras
+from tfprune.profile import profile
+from tfprune.structured import channel_graph, shrink
+from tfprune.structured.plan import (
+    _CostModel,
+    allocation_keys,
+    group_importance,
+    normalised_scores,
+    plan_and_shrink,
+    plan_channels,
+    removal_order,
+    smallest_prefix,
+    uniform_keys,
+)
+from tfprune.structured.prune import prune_channels, top1_accuracy
+
+L = keras.layers
+
+
+def snapshot(model):
+    return json.dumps(model.get_config(), sort_keys=True, default=str), [w.copy() for w in model.get_weights()]
+
+
+def assert_unchanged(model, snap):
+    config, weights = snap
+    assert json.dumps(model.get_config(), sort_keys=True, default=str) == config
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def mixed_model(seed=0):
+    """Conv+BN, a residual Add, depthwise, separable, concat, Flatten -> Dense: every cost rule of the plan."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((12, 12, 3))
+    a = L.Conv2D(8, 3, padding="same", name="c1")(inp)
+    a = L.BatchNormalization(name="bn1")(a)
+    a = L.ReLU()(a)
+    b = L.Conv2D(8, 3, padding="same", name="c2")(a)
+    r = L.Add(name="add")([a, b])
+    d = L.DepthwiseConv2D(3, padding="same", name="dw")(r)
+    s = L.SeparableConv2D(6, 3, padding="same", name="sep")(d)
+    c = L.Conv2D(5, 1, name="c3")(r)
+    cat = L.Concatenate(name="cat")([s, c])
+    p = L.MaxPooling2D(2)(cat)
+    f = L.Flatten()(p)
+    h = L.Dense(7, name="fc1", activation="relu")(f)
+    out = L.Dense(4, name="out")(h)
+    return keras.Model(inp, out, name="mixed")
+
+
+# ------------------------------------------------------------------ numpy rules
+def test_uniform_keys_rank_fractions():
+    np.testing.assert_allclose(uniform_keys(np.array([3.0, 1.0, 2.0, 5.0])), [0.75, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(uniform_keys(np.array([1.0, 1.0])), [0.5, 1.0])  # ties: stable
+
+
+def test_normalised_scores_and_all_zero_group():
+    np.testing.assert_allclose(normalised_scores(np.array([1.0, 4.0, 2.0])), [0.25, 1.0, 0.5])
+    np.testing.assert_array_equal(normalised_scores(np.zeros(3)), np.ones(3))
+
+
+def test_allocation_keys_importance_weights_groups():
+    scores = [np.array([1.0, 2.0]), np.array([3.0, 6.0])]
+    g = allocation_keys(scores, "global")
+    np.testing.assert_allclose(g[0], [0.5, 1.0])
+    np.testing.assert_allclose(g[1], [0.5, 1.0])
+    same = allocation_keys(scores, "importance", np.array([2.0, 2.0]))
+    for a, b in zip(same, g):  # equal importances: global
+        np.testing.assert_allclose(a, b)
+    imp = allocation_keys(scores, "importance", np.array([1.0, 4.0]))
+    np.testing.assert_allclose(imp[0], [0.125, 0.25])  # the less important group's channels come first
+    np.testing.assert_allclose(imp[1], [0.5, 1.0])
+    sq = allocation_keys(scores, "importance", np.array([1.0, 4.0]), gamma=2.0)
+    np.testing.assert_allclose(sq[0], [0.5 / 16, 1.0 / 16])
+    with pytest.raises(ValueError, match="unknown allocation"):
+        allocation_keys(scores, "lamp")
+    with pytest.raises(ValueError, match="one importance per group"):
+        allocation_keys(scores, "importance")
+
+
+def test_removal_order_keeps_min_channels_and_sorts():
+    keys = [np.array([0.9, 0.1, 0.5]), np.array([0.2, 0.3])]
+    g, c = removal_order(keys, min_channels=1)
+    assert list(zip(g.tolist(), c.tolist())) == [(0, 1), (1, 0), (0, 2)]  # group 0 keeps channel 0, group 1 channel 1
+    g, c = removal_order(keys, min_channels=2)
+    assert list(zip(g.tolist(), c.tolist())) == [(0, 1)]
+    g, c = removal_order(keys, min_channels=5)
+    assert g.size == 0
+
+
+def test_smallest_prefix_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        costs = np.concatenate([[100.0], 100.0 - np.cumsum(rng.uniform(0, 5, 30))])
+        target = rng.uniform(costs[-1] - 5, 105)
+        k = smallest_prefix(lambda i: costs[i], costs.size - 1, target)
+        ok = np.flatnonzero(costs <= target)
+        assert k == (ok[0] if ok.size else costs.size - 1)
+
+
+def test_group_importance_by_name_suffix_and_fill():
+    imp = group_importance([["a", "b"], ["inner/c"], ["zz"]], {"a": 1.0, "b": 3.0, "outer/c": 4.0})
+    np.testing.assert_allclose(imp, [2.0, 4.0, 3.0])  # "zz" unscored: mean of the others
+
+
+# ------------------------------------------------------------------ the cost model
+def test_cost_model_equals_profile_of_shrunk_model():
+    model = mixed_model()
+    cg = channel_graph(model)
+    cost = _CostModel(cg)
+    assert cost.dense == (profile(model).macs, profile(model).params)
+    rng = np.random.default_rng(1)
+    for trial in range(3):
+        remove = {g.name: sorted(rng.choice(g.channels, rng.integers(1, g.channels), replace=False).tolist()) for g in cg.prunable}
+        labels = np.array([int(g.labels[j]) for g in cg.prunable for j in remove[g.name]])
+        est = cost.estimate(cost.removed_mask(labels))
+        small, _ = shrink(model, remove)
+        assert est == (profile(small).macs, profile(small).params), trial
+
+
+# ------------------------------------------------------------------ plan_channels
+@pytest.mark.parametrize("allocation", ["uniform", "global", "importance"])
+def test_plan_reaches_macs_target_and_keeps_min_channels(allocation):
+    model = tfprune.models.resnet_cifar(20, (16, 16, 1))
+    snap = snapshot(model)
+    plan, small, rep = plan_and_shrink(model, macs=0.5, allocation=allocation, min_channels=4)
+    assert_unchanged(model, snap)
+    assert abs(plan.achieved - 0.5) <= 0.02  # one channel of the stage-1 residual group is ~1.5% of the MACs
+    assert plan.achieved == pytest.approx(1 - profile(small).macs / profile(model).macs)
+    assert plan.macs_after == profile(small).macs and plan.params_after == profile(small).params
+    assert all(g.kept >= 4 for g in plan.groups)
+    assert sum(g.removed for g in plan.groups) == sum(len(v) for v in plan.remove.values()) > 0
+    assert "fc" in plan.frozen  # the output layer is never pruned by default
+    assert plan.allocation in plan.table()
+
+
+def test_plan_params_target_and_uniform_fractions():
+    model = tfprune.models.resnet_cifar(20, (16, 16, 1))
+    plan = plan_channels(model, params=0.4, allocation="uniform")
+    assert plan.target == "params" and abs(plan.achieved - 0.4) <= 0.02
+    assert plan.params_removed == pytest.approx(plan.achieved)
+    fracs = [g.removed / g.channels for g in plan.groups]
+    assert max(fracs) - min(fracs) <= 1 / 16 + 1e-9  # same fraction up to one channel of the smallest group
+
+
+def test_plan_importance_moves_channels_to_less_important_groups():
+    model = mixed_model()
+    uni = plan_channels(model, macs=0.4, allocation="global")
+    imp = plan_channels(model, macs=0.4, allocation="importance")
+    # the group importances are what the registry's capacity says of the producers
+    scores = tfprune.score_layers(model, "capacity").scores
+    for g in imp.groups:
+        producers = [n for n in channel_graph(model).group(g.group).producers if n in scores]
+        if producers:
+            assert g.importance == pytest.approx(np.mean([scores[n] for n in producers]))
+    assert {g.group for g in uni.groups} == {g.group for g in imp.groups}
+
+
+def test_plan_errors_name_the_fix():
+    model = mixed_model()
+    with pytest.raises(ValueError, match="exactly one target"):
+        plan_channels(model, macs=0.5, params=0.5)
+    with pytest.raises(ValueError, match=r"in \[0, 1\)"):
+        plan_channels(model, macs=1.2)
+    with pytest.raises(ValueError, match="unknown allocation"):
+        plan_channels(model, macs=0.5, allocation="lamp")
+    with pytest.raises(ValueError, match="min_channels"):
+        plan_channels(model, macs=0.5, min_channels=0)
+
+
+def test_plan_unreachable_target_is_reported():
+    model = mixed_model()
+    plan = plan_channels(model, macs=0.95, min_channels=4)
+    assert plan.achieved < 0.95 - plan.tolerance
+    assert "MISSED" in plan.table()
+
+
+# ------------------------------------------------------------------ prune_channels
+def test_top1_accuracy():
+    assert top1_accuracy(np.array([0, 1, 1]), np.array([[2.0, 1.0], [0.0, 1.0], [3.0, 0.0]])) == pytest.approx(2 / 3)
+    assert top1_accuracy(np.eye(2)[[0, 1]], np.array([[2.0, 1.0], [0.0, 1.0]])) == 1.0
+
+
+def test_prune_channels_one_shot_with_finetune():
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 12, 12, 3)).astype("float32")
+    y = (x[..., 0].mean(axis=(1, 2)) > 0).astype("int64") + 2 * (x[..., 1].mean(axis=(1, 2)) > 0).astype("int64")
+    model = mixed_model()
+    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    model.fit(x, y, epochs=3, batch_size=64, verbose=0)
+    snap = snapshot(model)
+    small, report = prune_channels(model, macs=0.4, data=(x[:384], y[:384]), eval_data=(x[384:], y[384:]), finetune_epochs=2,
+                                   batch_size=64)
+    assert_unchanged(model, snap)
+    assert profile(small).macs == report.plan.macs_after < profile(model).macs
+    assert abs(report.plan.achieved - 0.4) <= 0.05
+    ref = top1_accuracy(y[384:], model.predict(x[384:], verbose=0))
+    assert report.acc_before == pytest.approx(ref)
+    assert report.acc_after == pytest.approx(top1_accuracy(y[384:], small.predict(x[384:], verbose=0)))
+    assert report.acc_shrunk is not None and report.finetune_epochs == 2
+    assert report.loss_source == "the model's compiled loss"
+    assert report.max_abs_diff <= 1e-4 * 10
+    assert "fine-tuned 2 epochs" in report.table()
+    d = report.to_dict()
+    assert d["macs_removed"] == pytest.approx(report.plan.macs_removed)
+
+
+def test_prune_channels_without_data_and_errors():
+    model = mixed_model()
+    small, report = prune_channels(model, macs=0.3)
+    assert report.acc_before is None and report.finetune_epochs == 0
+    assert profile(small).macs < profile(model).macs
+    with pytest.raises(ValueError, match="needs labelled training data"):
+        prune_channels(model, macs=0.3, finetune_epochs=1)

@@ -1,0 +1,447 @@
+"""`plan_channels`: how many channels each group loses, under one total MACs (or params) target.
+
+Flow. Every prunable group's channels are scored (`channel_importance`,
+``"l2"`` or ``"l1"`` over all coupled weights). An **allocation** turns the
+scores into one *removal key* per channel (lower = removed first), the same
+scale in every group:
+
+* ``"uniform"``: the same fraction of every group: the channel ranked ``i``
+  (ascending score, from 0) in a group of ``n`` gets the key ``(i + 1) / n``;
+* ``"global"``: one threshold on normalised scores: ``s / max(s_group)``;
+* ``"importance"`` (How Compact?, Jung, Kim & Choe 2019, **our formula** at
+  channel level): the normalised score times ``(I_g / max I) ** gamma``,
+  ``I_g`` the group's importance: the mean layer importance (default
+  ``"capacity"`` from `tfprune.importance`) of the layers that produce the
+  group's channels. A group whose layers use little of their capacity loses
+  more channels. With equal importances this is ``"global"``.
+
+Each group's ``min_channels`` best channels never go. The other channels,
+sorted by key, are removed as a prefix: the plan finds the shortest prefix
+whose **estimated** MACs (or params) reach the target (bisection on the
+prefix length; the estimate is `tfprune.profile` of the dense model with
+every layer's MACs scaled by the fractions of its input and output channels
+kept). The model is then shrunk (`tfprune.structured.shrink`) and the
+achieved total is read from `tfprune.profile` of the **shrunk model**; when
+it misses the target by more than ``tolerance`` the estimate's target is
+corrected and the search runs again (at most ``max_iter`` times). The plan
+reports requested vs achieved. The model is only read.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from tfprune._keras import keras
+from tfprune.profile import profile
+from tfprune.report import Report, Table
+from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
+from tfprune.structured.importance import channel_importance
+
+__all__ = [
+    "ALLOCATIONS",
+    "ChannelPlan",
+    "GroupPlan",
+    "allocation_keys",
+    "group_importance",
+    "plan_channels",
+    "removal_order",
+    "smallest_prefix",
+]
+
+L = keras.layers
+ALLOCATIONS = ("importance", "uniform", "global")
+
+
+# ------------------------------------------------------------ numpy math
+def uniform_keys(scores: np.ndarray) -> np.ndarray:
+    """Key of each channel under ``uniform``: ``(rank + 1) / n``, rank 0 = lowest score (stable for ties)."""
+    s = np.asarray(scores, dtype=np.float64)
+    keys = np.empty(s.size)
+    keys[np.argsort(s, kind="stable")] = (np.arange(s.size) + 1.0) / max(s.size, 1)
+    return keys
+
+
+def normalised_scores(scores: np.ndarray) -> np.ndarray:
+    """``s / max(s)`` (all ones for an all-zero group: nothing to tell its channels apart)."""
+    s = np.asarray(scores, dtype=np.float64)
+    top = float(s.max()) if s.size else 0.0
+    return s / top if top > 0 else np.ones_like(s)
+
+
+def allocation_keys(scores: list[np.ndarray], allocation: str, importances: np.ndarray | None = None, gamma: float = 1.0) -> list[np.ndarray]:
+    """Per group, the removal key of each channel (lower = removed first; see the module docstring)."""
+    if allocation == "uniform":
+        return [uniform_keys(s) for s in scores]
+    if allocation == "global":
+        return [normalised_scores(s) for s in scores]
+    if allocation == "importance":
+        if importances is None or len(importances) != len(scores):
+            raise ValueError("allocation='importance' needs one importance per group")
+        imp = np.asarray(importances, dtype=np.float64)
+        if not np.isfinite(imp).all() or (imp < 0).any():
+            raise ValueError(f"group importances must be finite and >= 0, got {imp.tolist()}")
+        weight = (imp / imp.max()) ** float(gamma) if imp.max() > 0 else np.ones_like(imp)
+        return [normalised_scores(s) * w for s, w in zip(scores, weight)]
+    raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
+
+
+def removal_order(keys: list[np.ndarray], min_channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(group, channel)`` arrays of every removable channel, lowest key first.
+
+    Each group's ``min_channels`` highest-key channels (at least one) are left out:
+    they are never removed. Ties go by (group, channel) order.
+    """
+    groups, chans, vals = [], [], []
+    for g, k in enumerate(keys):
+        k = np.asarray(k, dtype=np.float64)
+        n_removable = max(k.size - max(int(min_channels), 1), 0)
+        order = np.argsort(k, kind="stable")[:n_removable]
+        groups.append(np.full(order.size, g, np.int64))
+        chans.append(order.astype(np.int64))
+        vals.append(k[order])
+    if not vals:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    v, g, c = np.concatenate(vals), np.concatenate(groups), np.concatenate(chans)
+    order = np.lexsort((c, g, v))
+    return g[order], c[order]
+
+
+def smallest_prefix(cost: Callable[[int], float], n: int, target: float) -> int:
+    """The smallest ``k`` in ``0..n`` with ``cost(k) <= target`` (``cost`` non-increasing in ``k``); ``n`` when none reaches it."""
+    lo, hi = 0, int(n)
+    if cost(hi) > target:
+        return hi
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if cost(mid) <= target:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def group_importance(producers: list[list[str]], layer_scores: Mapping[str, float]) -> np.ndarray:
+    """Per group, the mean score of its producing layers found in ``layer_scores`` (by name or last ``/`` part).
+
+    A group none of whose producers is scored gets the mean of all the groups that are.
+    """
+    short = {k.rsplit("/", 1)[-1]: v for k, v in layer_scores.items()}
+    out = []
+    for names in producers:
+        vals = [layer_scores.get(n, short.get(n.rsplit("/", 1)[-1])) for n in names]
+        vals = [float(v) for v in vals if v is not None]
+        out.append(float(np.mean(vals)) if vals else np.nan)
+    a = np.asarray(out, dtype=np.float64)
+    fill = float(np.nanmean(a)) if np.isfinite(a).any() else 1.0
+    return np.where(np.isfinite(a), a, fill)
+
+
+# ------------------------------------------------------------ cost model
+@dataclass
+class _LayerCost:
+    name: str
+    kind: str  # "bilinear" (in x out), "separable", "out" (scales with the output channels), "in"
+    macs: float
+    params: float  # the part that scales as ``kind`` says
+    params_out: float  # bias: scales with the output channels only
+    params_fixed: float
+    k: float = 0.0  # separable: kernel size (depthwise MACs per input channel and position, over the pointwise's)
+    n_in: int = 1
+    n_out: int = 1
+    key_in: TensorKey | None = None
+    key_out: TensorKey | None = None
+
+
+class _CostModel:
+    """MACs and params of the shrunk model for any set of removed channels, without building it."""
+
+    def __init__(self, cg: ChannelGraph) -> None:
+        self.cg = cg
+        prof = {r.name: r for r in profile(cg.flat).layers}
+        all_labels = np.unique(np.concatenate([v for v in cg.labels.values()] or [np.zeros(0, np.int64)]))
+        self.all_labels = all_labels
+        self.index = {k: np.searchsorted(all_labels, v) for k, v in cg.labels.items()}
+        self.layers: list[_LayerCost] = []
+        self.fixed_params = 0.0
+        for name, node in cg.nodes.items():
+            layer = cg.flat.get_layer(name)
+            p = prof.get(name)
+            n_params = float(p.params) if p is not None else 0.0
+            macs = float(p.macs) if p is not None else 0.0
+            kin = node.inputs[0] if node.inputs and node.inputs[0] in cg.labels else None
+            kout = node.outputs[0] if node.outputs and node.outputs[0] in cg.labels else None
+            n_in = cg.labels[kin].size if kin is not None else 1
+            n_out = cg.labels[kout].size if kout is not None else 1
+            if node.kind == PRODUCER and not isinstance(layer, L.Embedding):
+                bias = float(np.prod(layer.bias.shape)) if getattr(layer, "bias", None) is not None else 0.0
+                if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+                    dw = float(np.prod(layer.depthwise_kernel.shape))
+                    pw = float(np.prod(layer.pointwise_kernel.shape))
+                    self.layers.append(_LayerCost(name, "separable", macs, pw, bias, 0.0, float(np.prod(layer.kernel_size)), n_in, n_out, kin, kout))
+                    self.layers.append(_LayerCost(name, "in", 0.0, dw, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
+                else:
+                    self.layers.append(_LayerCost(name, "bilinear", macs, n_params - bias, bias, 0.0, 0.0, n_in, n_out, kin, kout))
+            elif node.kind == PRODUCER:  # Embedding: rows are indices, columns the output channels
+                self.layers.append(_LayerCost(name, "out", macs, n_params, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
+            elif node.kind in (DEPTHWISE, VALUE) and kout is not None:
+                per_channel = n_params if node.kind == DEPTHWISE else sum(
+                    float(np.prod(w.shape)) for w in layer.weights if w.shape.rank and int(w.shape[-1]) == n_out)
+                self.layers.append(_LayerCost(name, "out", macs, per_channel, 0.0, n_params - per_channel, 0.0, n_in, n_out, kin, kout))
+            else:
+                self.fixed_params += n_params
+                if macs:
+                    self.layers.append(_LayerCost(name, "out", macs, 0.0, 0.0, 0.0, 0.0, n_in, n_out, None, None))
+        self.dense = self.estimate(np.zeros(all_labels.size, bool))
+
+    def removed_mask(self, labels: np.ndarray) -> np.ndarray:
+        m = np.zeros(self.all_labels.size, bool)
+        m[np.searchsorted(self.all_labels, np.asarray(labels, dtype=np.int64))] = True
+        return m
+
+    def estimate(self, removed: np.ndarray) -> tuple[float, float]:
+        """(MACs, params) with the label classes ``removed`` (bool per label) gone."""
+        kept_cache: dict[TensorKey, int] = {}
+
+        def kept(key: TensorKey | None, n: int) -> float:
+            if key is None:
+                return 1.0
+            if key not in kept_cache:
+                kept_cache[key] = int(n - removed[self.index[key]].sum())
+            return kept_cache[key] / n
+
+        macs = params = 0.0
+        for c in self.layers:
+            fi, fo = kept(c.key_in, c.n_in), kept(c.key_out, c.n_out)
+            if c.kind == "bilinear":
+                macs += c.macs * fi * fo
+                params += c.params * fi * fo + c.params_out * fo + c.params_fixed
+            elif c.kind == "separable":
+                macs += c.macs * fi * (c.k + fo * c.n_out) / (c.k + c.n_out)
+                params += c.params * fi * fo + c.params_out * fo + c.params_fixed
+            elif c.kind == "in":
+                params += c.params * fi + c.params_fixed
+            else:
+                macs += c.macs * fo
+                params += c.params * fo + c.params_fixed
+        return macs, params + self.fixed_params
+
+
+# ------------------------------------------------------------ the report
+@dataclass
+class GroupPlan:
+    """One prunable group in a `ChannelPlan`."""
+
+    group: str
+    channels: int
+    removed: int
+    importance: float
+
+    @property
+    def kept(self) -> int:
+        return self.channels - self.removed
+
+
+@dataclass
+class ChannelPlan(Report):
+    """Per-group channel counts for one total target, with the target requested and achieved.
+
+    Attributes:
+      model_name: the input model's name.
+      target: ``"macs"`` or ``"params"``: what the fraction removed is a fraction of.
+      requested, achieved: fraction of that total removed, asked and measured
+        (`tfprune.profile` of the shrunk model).
+      allocation, importance, layer_importance: how the channels were chosen.
+      macs_before, macs_after, params_before, params_after: `tfprune.profile` totals
+        (before: the model; after: the shrunk model).
+      groups: one `GroupPlan` per prunable group.
+      remove: ``{group name: channel indices}`` for `shrink(model, remove=...)`.
+      frozen: group name -> why it cannot be pruned.
+      iterations: shrinks it took to reach the target; seconds: time taken.
+    """
+
+    model_name: str
+    target: str
+    requested: float
+    achieved: float
+    allocation: str
+    importance: str
+    layer_importance: str
+    macs_before: int
+    macs_after: int
+    params_before: int
+    params_after: int
+    groups: list[GroupPlan] = field(default_factory=list)
+    remove: dict[str, list[int]] = field(default_factory=dict)
+    frozen: dict[str, str] = field(default_factory=dict)
+    tolerance: float = 0.0
+    iterations: int = 0
+    seconds: float = 0.0
+
+    @property
+    def macs_removed(self) -> float:
+        return 1.0 - self.macs_after / self.macs_before if self.macs_before else 0.0
+
+    @property
+    def params_removed(self) -> float:
+        return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"macs_removed": self.macs_removed, "params_removed": self.params_removed}
+
+    def _blocks(self) -> list[str | Table]:
+        miss = abs(self.achieved - self.requested) > self.tolerance
+        out: list[str | Table] = [
+            f"channel plan for {self.model_name!r}: {self.target} removed {self.achieved:.3f} (requested {self.requested:.3f}"
+            f"{', MISSED: see below' if miss else ''}); allocation {self.allocation!r}, channel scores {self.importance!r}"
+            + (f", group importance {self.layer_importance!r}" if self.allocation == "importance" else ""),
+            Table(["", "before", "after", "removed"], [
+                ["MACs", self.macs_before, self.macs_after, f"{self.macs_removed:.1%}"],
+                ["params", self.params_before, self.params_after, f"{self.params_removed:.1%}"],
+            ], "lrrr"),
+            Table(["group", "channels", "removed", "kept", "importance"],
+                  [[g.group, g.channels, g.removed, g.kept, g.importance] for g in self.groups], "lrrrr"),
+        ]
+        if self.frozen:
+            out.append(f"{len(self.frozen)} frozen groups (never pruned): " + "; ".join(f"{k}: {v}" for k, v in list(self.frozen.items())[:8])
+                       + (" ..." if len(self.frozen) > 8 else ""))
+        if miss:
+            out.append(f"the target was missed by more than {self.tolerance:.3f}: the prunable groups cannot reach it (frozen groups, "
+                       "min_channels) or one channel step is larger than the tolerance. Fix: lower the target or min_channels")
+        return out
+
+
+# ------------------------------------------------------------ planning
+def _check_args(macs: float | None, params: float | None, allocation: str, min_channels: int) -> tuple[str, float]:
+    if (macs is None) == (params is None):
+        raise ValueError("give exactly one target: macs=fraction of MACs removed (e.g. 0.5) or params=fraction of parameters removed")
+    target, frac = ("macs", macs) if macs is not None else ("params", params)
+    if not 0.0 <= float(frac) < 1.0:
+        raise ValueError(f"{target}= is the fraction removed, in [0, 1); got {frac}")
+    if allocation not in ALLOCATIONS:
+        raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
+    if int(min_channels) < 1:
+        raise ValueError(f"min_channels must be >= 1 (a layer needs a channel), got {min_channels}")
+    return target, float(frac)
+
+
+def plan_and_shrink(
+    model: Any,
+    macs: float | None = None,
+    params: float | None = None,
+    *,
+    importance: str = "l2",
+    allocation: str = "importance",
+    layer_importance: str = "capacity",
+    gamma: float = 1.0,
+    min_channels: int = 1,
+    include_outputs: bool = False,
+    tolerance: float = 0.01,
+    max_iter: int = 4,
+    x: Any = None,
+) -> tuple[ChannelPlan, Any, Any]:
+    """`plan_channels`, also returning the shrunk model and its `ShrinkReport`: ``(plan, small_model, shrink_report)``."""
+    from tfprune.structured.shrink import shrink
+
+    t0 = time.perf_counter()
+    target, frac = _check_args(macs, params, allocation, min_channels)
+    cg = channel_graph(model, include_outputs)
+    groups = cg.prunable
+    scores = channel_importance(model, importance, graph=cg)
+    per_group = [scores.scores[g.name] for g in groups]
+    if allocation == "importance":
+        from tfprune.importance import score_layers
+
+        layer_scores = score_layers(model, layer_importance).scores
+        imps = group_importance([g.producers for g in groups], layer_scores)
+    else:
+        imps = np.ones(len(groups))
+    keys = allocation_keys(per_group, allocation, imps, gamma)
+    order_g, order_c = removal_order(keys, min_channels)
+    labels = np.asarray([int(groups[g].labels[c]) for g, c in zip(order_g, order_c)], dtype=np.int64)
+    cost = _CostModel(cg)
+    pos = cost.removed_mask(labels) if labels.size else np.zeros(cost.all_labels.size, bool)
+    label_index = np.searchsorted(cost.all_labels, labels)
+    which = 0 if target == "macs" else 1
+    dense_total = cost.dense[which]
+
+    def estimate(k: int) -> float:
+        removed = np.zeros_like(pos)
+        removed[label_index[:k]] = True
+        return cost.estimate(removed)[which]
+
+    goal = (1.0 - frac) * dense_total
+    est_goal = goal
+    best = None
+    for it in range(1, max(int(max_iter), 1) + 1):
+        k = smallest_prefix(estimate, labels.size, est_goal)
+        if k > 0 and abs(estimate(k - 1) - est_goal) < abs(estimate(k) - est_goal):
+            k -= 1  # one channel short of the goal is closer than one past it
+        remove: dict[str, list[int]] = {}
+        for g, c in zip(order_g[:k], order_c[:k]):
+            remove.setdefault(groups[g].name, []).append(int(c))
+        remove = {n: sorted(v) for n, v in remove.items()}
+        small, rep = shrink(model, remove, include_outputs=include_outputs, x=x) if remove else _unchanged(model, include_outputs, x)
+        total_before = rep.macs_before if target == "macs" else rep.params_before
+        total_after = rep.macs_after if target == "macs" else rep.params_after
+        achieved = 1.0 - total_after / total_before if total_before else 0.0
+        best = (remove, small, rep, achieved, it)
+        if abs(achieved - frac) <= tolerance or k >= labels.size or abs(estimate(k) - total_after) <= 0.5:
+            break  # on target, nothing left to remove, or the estimate was exact (another search finds the same k)
+        est_goal += goal - total_after  # correct the estimate's target by the measured miss
+    remove, small, rep, achieved, iters = best
+    n_removed = {n: len(v) for n, v in remove.items()}
+    plan = ChannelPlan(
+        model.name, target, frac, float(achieved), allocation, importance, layer_importance if allocation == "importance" else "",
+        rep.macs_before, rep.macs_after, rep.params_before, rep.params_after,
+        [GroupPlan(g.name, g.channels, n_removed.get(g.name, 0), float(i)) for g, i in zip(groups, imps)],
+        remove, cg.frozen, float(tolerance), iters, time.perf_counter() - t0,
+    )
+    return plan, small, rep
+
+
+def _unchanged(model: Any, include_outputs: bool, x: Any) -> tuple[Any, Any]:
+    from tfprune.structured.shrink import shrink
+
+    return shrink(model, {}, include_outputs=include_outputs, x=x)
+
+
+def plan_channels(
+    model: Any,
+    macs: float | None = None,
+    params: float | None = None,
+    *,
+    importance: str = "l2",
+    allocation: str = "importance",
+    layer_importance: str = "capacity",
+    gamma: float = 1.0,
+    min_channels: int = 1,
+    include_outputs: bool = False,
+    tolerance: float = 0.01,
+    max_iter: int = 4,
+) -> ChannelPlan:
+    """Per-group channel counts (and which channels) removing the fraction ``macs`` of MACs (or ``params`` of parameters).
+
+    Args:
+      model: a tf-keras model (not modified).
+      macs: fraction of the model's MACs to remove, e.g. ``0.5``; or
+      params: fraction of its parameters to remove (give exactly one).
+      importance: channel scorer within a group (``"l2"``, ``"l1"``; see `channel_importance`).
+      allocation: ``"importance"`` (How Compact?-style, default), ``"uniform"`` or ``"global"``.
+      layer_importance: the layer scorer from `tfprune.importance` giving each
+        group its importance (mean over its producing layers); data-free scorers only.
+      gamma: exponent on the normalised group importance.
+      min_channels: channels every group keeps at least.
+      include_outputs: also prune the groups of the model's outputs.
+      tolerance: acceptable |achieved - requested| (fraction of the total).
+      max_iter: shrinks at most (each corrects the estimate by the measured miss).
+
+    Returns a `ChannelPlan`; ``plan.remove`` goes to `shrink(model, remove=...)`
+    and ``plan.achieved`` is measured on the shrunk model.
+    """
+    return plan_and_shrink(model, macs, params, importance=importance, allocation=allocation, layer_importance=layer_importance,
+                           gamma=gamma, min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance,
+                           max_iter=max_iter)[0]

@@ -107,7 +107,7 @@ def test_smallest_prefix_matches_brute_force():
     for _ in range(20):
         costs = np.concatenate([[100.0], 100.0 - np.cumsum(rng.uniform(0, 5, 30))])
         target = rng.uniform(costs[-1] - 5, 105)
-        k = smallest_prefix(lambda i: costs[i], costs.size - 1, target)
+        k = smallest_prefix(costs.__getitem__, costs.size - 1, target)
         ok = np.flatnonzero(costs <= target)
         assert k == (ok[0] if ok.size else costs.size - 1)
 

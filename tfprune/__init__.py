@@ -8,7 +8,7 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, data, datasets, finetune, importance, models, obs, report, shallow  # noqa: E402
+from tfprune import allocation, data, datasets, finetune, importance, models, obs, report, shallow, structured  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
@@ -22,6 +22,7 @@ from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable
 from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
+from tfprune.structured import ShrinkReport, channel_graph, channel_importance, shrink  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 from tfprune.wrapper import PruneLayer  # noqa: E402
 
@@ -72,6 +73,11 @@ __all__ = [
     "prunable_layers",
     "score_layers",
     "shallow",
+    "ShrinkReport",
+    "channel_graph",
+    "channel_importance",
+    "shrink",
+    "structured",
     "strip",
     "wrap",
 ]

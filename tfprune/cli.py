@@ -103,6 +103,29 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_channels(args: argparse.Namespace) -> int:
+    import tfprune
+    from tfprune.structured.prune import prune_channels
+
+    model = tfprune.load_model(args.model)
+    data = eval_data = None
+    if args.data:
+        (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(args.data)
+        data, eval_data = (x_train, y_train), (x_test, y_test)
+    elif args.finetune_epochs:
+        raise ValueError(f"--finetune-epochs {args.finetune_epochs} needs --data mnist.npz (labelled training data)")
+    macs = 0.5 if args.macs is None and args.params is None else args.macs
+    small, report = prune_channels(model, macs, args.params, data=data, eval_data=eval_data, finetune_epochs=args.finetune_epochs,
+                                   batch_size=args.batch_size, learning_rate=args.lr, importance=args.importance,
+                                   allocation=args.allocation, layer_importance=args.layer_importance, min_channels=args.min_channels,
+                                   include_outputs=args.include_outputs, verbose=2 if args.finetune_epochs else 0)
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.table())
+    if args.out:
+        small.save(args.out)
+        print(f"saved {args.out}")
+    return 0
+
+
 def _model_command(sub, name: str, help: str, func, data_help: str | None = None, data_required: bool = False) -> argparse.ArgumentParser:
     """A subcommand taking a saved model (and optionally ``--data`` mnist.npz)."""
     c = sub.add_parser(name, help=help)
@@ -194,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--alpha", type=float, default=0.9)
     sh.add_argument("--plot", default=None)
     sh.add_argument("--out", required=True)
+    ch = _model_command(sub, "channels", "remove whole channels for real (structured) to a MACs/params target, fine-tune, print the per-group table",
+                        _cmd_channels, "mnist.npz (keras layout): train split fine-tunes, test split evaluates")
+    ch.add_argument("--macs", type=float, default=None, help="fraction of MACs removed (default 0.5 unless --params)")
+    ch.add_argument("--params", type=float, default=None, help="instead of --macs: fraction of parameters removed")
+    ch.add_argument("--allocation", default="importance", choices=["importance", "uniform", "global"])
+    ch.add_argument("--importance", default="l2", help="channel score within a group: l2 or l1")
+    ch.add_argument("--layer-importance", default="capacity", help="layer scorer giving each group its importance (allocation importance)")
+    ch.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least")
+    ch.add_argument("--include-outputs", action="store_true", help="also remove channels of the model's outputs")
+    ch.add_argument("--finetune-epochs", type=int, default=0)
+    ch.add_argument("--batch-size", type=int, default=128)
+    ch.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam, cosine decay to 0)")
+    ch.add_argument("--out", default=None, help="save the small model here (.keras)")
+    ch.add_argument("--json", action="store_true")
     return p
 
 

@@ -18,9 +18,12 @@ scale in every group:
 Each group's ``min_channels`` best channels never go. The other channels,
 sorted by key, are removed as a prefix: the plan finds the shortest prefix
 whose **estimated** MACs (or params) reach the target (bisection on the
-prefix length; the estimate is `tfprune.profile` of the dense model with
-every layer's MACs scaled by the fractions of its input and output channels
-kept). The model is then shrunk (`tfprune.structured.shrink`) and the
+prefix length), or that prefix less one channel when that lands closer to
+the target (one channel of a wide residual group can be a few percent of
+the MACs). The estimate is `tfprune.profile` of the dense model with every
+layer's MACs and params scaled by the fractions of its input and output
+channels kept (equal to the shrunk model's profile for the layers tfprune
+knows; a test checks it). The model is then shrunk (`tfprune.structured.shrink`) and the
 achieved total is read from `tfprune.profile` of the **shrunk model**; when
 it misses the target by more than ``tolerance`` the estimate's target is
 corrected and the search runs again (at most ``max_iter`` times). The plan

@@ -5,7 +5,8 @@ inputs; Conv2D unfolded patches in ``tf.image.extract_patches`` order
 (kh, kw, c_in) with the layer's own stride, padding and dilation, averaged
 over batch and output positions; Conv1D as a Conv2D of height 1. With a
 bias the last row/column is the constant 1. Accumulated in float64,
-streamed over batches.
+streamed over batches: per batch one float64 BLAS ``syrk`` (X^T X, one
+triangle, half a matmul's work) plus the column sums for the bias row.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
+from scipy.linalg import blas
 
 from tfprune import data as _data
 from tfprune._keras import keras
@@ -32,10 +34,21 @@ def hessian_dim(layer: Any) -> int:
     return fan_in + (1 if layer.use_bias else 0)
 
 
-def estimate_bytes(layer: Any) -> int:
-    """float64 bytes of H plus its inverse (what pruning holds at once)."""
+def estimate_bytes(layer: Any, solver: str = "exact") -> int:
+    """Bytes pruning the layer holds at once: H and its inverse (float64), the layer matrix (three
+    copies: original, working, result) and the solver's buffers (`exact`: one column's Schur
+    complement and factors at least, see `solvers.exact_workspace_bytes`; `lobs`: one (d, d)
+    gather for the joint solve)."""
+    from tfprune.obs.solvers import exact_workspace_bytes
+
     d = hessian_dim(layer)
-    return 2 * 8 * d * d
+    n_out = int(layer.kernel.shape[-1])
+    base = 2 * 8 * d * d + 3 * 8 * d * n_out
+    if solver == "exact":
+        return base + exact_workspace_bytes(d, 1)
+    if solver == "lobs":
+        return base + 2 * 8 * d * d
+    return base
 
 
 def unfold(layer: Any, x: tf.Tensor) -> tf.Tensor:
@@ -70,25 +83,26 @@ def layer_hessians(
     n_samples: int | None = None,
     max_bytes: int = 2 * 1024**3,
     progress: bool = True,
+    solver: str = "exact",
 ) -> dict[str, np.ndarray]:
     """H for each named top-level layer of ``model`` (a plain, unwrapped model).
 
     ``data``: inputs in any form `tfprune.data` reads (``x``, ``(x, y)``, a
     dataset or generator); labels are not needed. At most ``n_samples`` are used.
 
-    Refuses (ValueError) a layer whose H and inverse would need more than
-    ``max_bytes``, before doing any work.
+    Refuses (ValueError) a layer that pruning with ``solver`` would need more
+    than ``max_bytes`` for (`estimate_bytes`), before doing any work.
     """
     layers = []
     for name in layer_names:
         layer = model.get_layer(name)
         if not supported(layer):
             raise ValueError(f"layer {name!r} ({type(layer).__name__}) is not supported by OBS (Dense, Conv1D, Conv2D)")
-        need = estimate_bytes(layer)
+        need = estimate_bytes(layer, solver)
         if need > max_bytes:
             raise ValueError(
-                f"layer {name!r}: its Hessian is {hessian_dim(layer)}x{hessian_dim(layer)} and needs {need / 2**30:.2f} GiB "
-                f"(H and its inverse in float64), over max_bytes={max_bytes / 2**30:.2f} GiB. Fix: exclude it from OBS "
+                f"layer {name!r}: its Hessian is {hessian_dim(layer)}x{hessian_dim(layer)} and pruning it needs {need / 2**30:.2f} GiB "
+                f"(H, its inverse and the solver's buffers in float64), over max_bytes={max_bytes / 2**30:.2f} GiB. Fix: exclude it from OBS "
                 "(prune it by magnitude), or raise max_bytes if the memory is there."
             )
         try:
@@ -97,7 +111,9 @@ def layer_hessians(
             raise ValueError(f"layer {name!r} is shared or nested; OBS needs a single call site in a flat model") from err
         layers.append(layer)
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
-    H = {layer.name: np.zeros((hessian_dim(layer),) * 2) for layer in layers}
+    fan = {layer.name: int(np.prod(layer.kernel.shape[:-1])) for layer in layers}
+    G = {name: np.zeros((f, f), order="F") for name, f in fan.items()}  # sum x x^T, upper triangle (Fortran order for syrk)
+    col = {name: np.zeros(f) for name, f in fan.items()}  # sum x: the bias row
     counts = {layer.name: 0 for layer in layers}
     it = _data.batches(data, batch_size, n_samples)
     if progress:
@@ -111,13 +127,18 @@ def layer_hessians(
         if len(layers) == 1:
             outs = [outs]
         for layer, a in zip(layers, outs):
-            rows = tf.cast(unfold(layer, a), tf.float64)
-            if layer.use_bias:
-                rows = tf.concat([rows, tf.ones((tf.shape(rows)[0], 1), tf.float64)], axis=1)
-            H[layer.name] += tf.matmul(rows, rows, transpose_a=True).numpy()
+            rows = np.asarray(unfold(layer, a).numpy(), dtype=np.float64)  # float32 products are exact in float64
+            G[layer.name] = blas.dsyrk(1.0, rows.T, beta=1.0, c=G[layer.name], trans=0, lower=0, overwrite_c=1)
+            col[layer.name] += rows.sum(axis=0)
             counts[layer.name] += int(rows.shape[0])
-    for name in H:
-        if counts[name] == 0:
+    H = {}
+    for layer in layers:
+        name, n = layer.name, counts[layer.name]
+        if n == 0:
             raise ValueError("no calibration data was seen")
-        H[name] /= counts[name]
+        g = G.pop(name)
+        g = np.triu(g) + np.triu(g, 1).T
+        if layer.use_bias:
+            g = np.block([[g, col[name][:, None]], [col[name][None, :], np.full((1, 1), float(n))]])
+        H[name] = np.ascontiguousarray(g / n)
     return H

@@ -22,7 +22,7 @@ from tfprune.wrap import clone, is_wrapped, strip
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "retrain", "wrap_with_masks", "reestimate_batchnorm", "METHODS"]
 
-METHODS = ("lobs", "exact", "magnitude")
+METHODS = ("lobs", "lobs_paper", "exact", "magnitude")
 
 
 @dataclass
@@ -111,8 +111,13 @@ def prune(
         a `Plan` or an `Allocation`).
       tolerance: instead of either: stop each layer when its summed
         saliency passes this delta E (a float for all, or a dict).
-      solver: ``lobs`` (the paper), ``exact`` (greedy with inverse downdates)
-        or ``magnitude`` (no second order; a baseline).
+      solver: ``lobs`` (the L-OBS ranking, then the joint OBS correction of
+        each output unit's removed weights), ``lobs_paper`` (the authors'
+        procedure as their code runs it: inverse of H + 1e-6 I, biases
+        pruned too and counted in the target, per-weight corrections with
+        the original inverse; ``damp`` and ``tolerance`` do not apply),
+        ``exact`` (greedy with inverse downdates) or ``magnitude`` (no
+        second order; a baseline). See `tfprune.obs.solvers`.
       importance, allocation: scorer and allocator of the plan (``sparsity`` only).
       damp: Hessian damping relative to its mean diagonal.
       n_samples: calibration samples used (None: all).
@@ -158,7 +163,9 @@ def prune(
     layers = [layer for layer in work.layers if layer.name in plan_]
     report = OBSReport(method)
     t0 = time.perf_counter()
-    H = {} if method == "magnitude" else layer_hessians(work, [layer.name for layer in layers], data, batch_size, n_samples, max_bytes, progress)
+    if method == "lobs_paper" and targets is None:
+        raise ValueError("solver='lobs_paper' follows the authors' fixed ratios: give sparsity= or targets=; for a tolerance use solver='lobs'")
+    H = {} if method == "magnitude" else layer_hessians(work, [layer.name for layer in layers], data, batch_size, n_samples, max_bytes, progress, solver=method)
     report.hessian_seconds = time.perf_counter() - t0
     if isinstance(data, (tuple, list)):
         report.n_samples = int(min(len(np.asarray(data[0])), n_samples or 1 << 62))
@@ -181,10 +188,19 @@ def prune(
             Wn[:F] = block.reshape(F, -1)
             dE = float("nan")
         else:
-            Hinv = solvers.damped_inverse(H[layer.name], damp)
-            solve = solvers.lobs if method == "lobs" else solvers.exact
-            Wn, _ = solve(W, Hinv, prunable_rows=F, n_prune=n_prune, tolerance=tol)
-            dE = solvers.layer_error(W, Wn, H[layer.name])
+            Hl = H[layer.name]
+            try:
+                if method == "lobs_paper":  # the authors count biases in the layer's budget and prune them too
+                    Wn, _ = solvers.lobs_paper(W, solvers.paper_inverse(Hl), int(round(plan_[layer.name] * W.size)))
+                else:
+                    Hinv, A = solvers.damped_inverse(Hl, damp, return_damped=True)
+                    if method == "lobs":
+                        Wn, _ = solvers.lobs(W, Hinv, prunable_rows=F, n_prune=n_prune, tolerance=tol, H=A)
+                    else:
+                        Wn, _ = solvers.exact(W, Hinv, prunable_rows=F, n_prune=n_prune, tolerance=tol)
+            except solvers.NotPositiveDefiniteError as err:
+                raise solvers.NotPositiveDefiniteError(f"layer {layer.name!r}: {err}") from err
+            dE = solvers.layer_error(W, Wn, Hl)
         _set_layer_matrix(layer, Wn, F)
         kernel = Wn[:F]
         report.layers.append(

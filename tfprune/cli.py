@@ -8,6 +8,24 @@ import sys
 from typing import Sequence
 
 
+def _data(args: argparse.Namespace, model) -> tuple:
+    """``(train, test)`` data objects from ``--data`` (a .npz, an image folder or module:function); announced on stderr."""
+    from tfprune.data import load_source
+
+    shape = getattr(model, "input_shape", None)
+    image_size = tuple(shape[1:3]) if isinstance(shape, tuple) and len(shape) == 4 else None
+    train, test, desc = load_source(args.data, x_key=getattr(args, "x_key", None), y_key=getattr(args, "y_key", None), image_size=image_size)
+    print(f"data: {desc}", file=sys.stderr)
+    return train, test
+
+
+def _arrays(data, n: int | None = None, labels: bool = True):
+    from tfprune.data import take
+
+    s = take(data, n, need_labels="this command" if labels else False)
+    return (s.x, s.y) if labels else s.x
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tfprune.demo import run_demo
 
@@ -28,8 +46,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
     model = tfprune.load_model(args.model, compile=False)
     sample = rep = None
     if args.data:
-        (x_train, _), (x_test, y_test) = tfprune.datasets.mnist(args.data)
-        sample, rep = (x_test, y_test), x_train[:500]
+        train, test = _data(args, model)
+        sample, rep = test, _arrays(train, 500, labels=False)
     report = tfprune.export_tflite(model, args.out, mode=args.mode, sample_inputs=sample, representative_data=rep, c_header=args.c_header)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     return 0
@@ -41,8 +59,7 @@ def _cmd_analyze(args: argparse.Namespace) -> int:
     model = tfprune.load_model(args.model, compile=False)
     data = None
     if args.data:
-        _, (x_test, y_test) = tfprune.datasets.mnist(args.data)
-        data = (x_test, y_test)
+        data = _data(args, model)[1]
     report = tfprune.analyze(model, data, sparsity=args.sparsity, importance=args.importance, allocation=args.allocation, delta=args.delta)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.table())
     if args.plot:
@@ -55,7 +72,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     from tfprune.obs.hessian import supported
 
     model = tfprune.load_model(args.model, compile=False)
-    (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(args.data)
+    train, test = _data(args, model)
     names = [layer.name for layer in model.layers if supported(layer)]
     targets = tolerance = None
     if args.keep:
@@ -68,14 +85,14 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     elif args.sparsity is None:
         raise ValueError("give --keep (fraction kept per layer), --sparsity (a total, planned with --importance/--allocation), or --tolerance")
     pruned, report = tfprune.obs.prune(
-        model, (x_train, y_train), sparsity=None if (targets or tolerance is not None) else args.sparsity, targets=targets, tolerance=tolerance,
+        model, train, sparsity=None if (targets or tolerance is not None) else args.sparsity, targets=targets, tolerance=tolerance,
         solver=args.solver, importance=args.importance, allocation=args.allocation, n_samples=args.n_samples,
     )
     if args.retrain:
-        pruned = tfprune.obs.retrain(pruned, x_train, y_train, args.retrain)
+        pruned = tfprune.obs.retrain(pruned, train, steps=args.retrain)
     print(report.table())
     tfprune.models.compile_classifier(pruned)
-    print(f"test accuracy: {pruned.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
+    print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
     pruned.save(args.out)
     print(f"saved {args.out}")
     return 0
@@ -85,7 +102,9 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     import tfprune
 
     model = tfprune.load_model(args.model, compile=False)
-    (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(args.data)
+    train, test = _data(args, model)
+    x_train, y_train = _arrays(train)
+    x_test, y_test = _arrays(test)
     kw = {"tau": args.tau} if args.target_flops is None else {"target_flops_reduction": args.target_flops}
     student, result = tfprune.shallow.shallow(model, (x_train[: args.n_samples], y_train[: args.n_samples]), pooling=args.pooling, **kw)
     print(result.table())
@@ -131,7 +150,10 @@ def _model_command(sub, name: str, help: str, func, data_help: str | None = None
     c = sub.add_parser(name, help=help)
     c.add_argument("model")
     if data_help is not None:
-        c.add_argument("--data", required=data_required, help=data_help)
+        c.add_argument("--data", required=data_required, help=data_help + " — any .npz (keras layout, x/y, or --x-key/--y-key), "
+                       "an image folder (one sub-folder per class), or module:function returning a tf.data dataset")
+        c.add_argument("--x-key", default=None, help="inputs array name in a .npz --data")
+        c.add_argument("--y-key", default=None, help="labels array name in a .npz --data")
     c.set_defaults(func=func)
     return c
 
@@ -153,8 +175,7 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     model = tfprune.load_model(args.model, compile=False)
     data = None
     if args.data:
-        _, (x_test, y_test) = tfprune.datasets.mnist(args.data)
-        data = (x_test, y_test)
+        data = _data(args, model)[1]
     p = tfprune.plan(model, args.sparsity, importance=args.importance, allocation=args.allocation, granularity=args.granularity,
                      include_outputs=args.include_outputs, data=data)
     print(json.dumps(p.to_dict(), indent=2) if args.json else p.table())

@@ -24,6 +24,7 @@ Public API:
 * `batches` -> iterator of ``(x, y, w)`` numpy batches (streamed).
 * `split`: the held-out split of `take` (probe training / scoring).
 * `size`: the number of samples when known without reading the data.
+* `load_source`: a .npz file, an image folder or ``module:function``, as named on a command line.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
-__all__ = ["Samples", "Split", "take", "batches", "split", "size", "unpack", "NEEDS_LABELS"]
+__all__ = ["Samples", "Split", "take", "batches", "split", "size", "unpack", "load_source", "NEEDS_LABELS"]
 
 NEEDS_LABELS = "needs labels; pass (x, y)"
 
@@ -327,3 +328,88 @@ def split(
     if k < min_per_side or s.n - k < min_per_side:
         raise ValueError(f"need at least {min_per_side} samples on each side of the split, got {s.n} samples (fraction {fraction})")
     return Split(s, idx[:k], idx[k:])
+
+
+# ------------------------------------------------------------- data sources
+def _prepare_images(x: np.ndarray) -> np.ndarray:
+    """uint8 images -> float32 in [0, 1]; (N, H, W) gets a channel axis (as keras' dataset loaders return them)."""
+    x = np.asarray(x)
+    if x.dtype == np.uint8:
+        x = x.astype(np.float32) / 255.0
+        if x.ndim == 3:
+            x = x[..., None]
+    return x
+
+
+def load_source(
+    spec: str,
+    *,
+    x_key: str | None = None,
+    y_key: str | None = None,
+    image_size: tuple[int, int] | None = None,
+    batch_size: int = 64,
+) -> tuple[Any, Any, str]:
+    """Read a data source named on a command line: ``(train, test, description)``.
+
+    ``spec`` is one of:
+
+    * a ``.npz`` file: with ``x_key`` (and ``y_key``) those arrays, used for
+      both splits; else keras' layout (``x_train``, ``y_train``, ``x_test``,
+      ``y_test``), else ``x`` / ``y``. uint8 images are scaled to [0, 1] and
+      given a channel axis;
+    * a folder of images, one sub-folder per class
+      (``keras.utils.image_dataset_from_directory``, resized to ``image_size``,
+      labels are class indices), used for both splits;
+    * ``module:function``: the function is imported and called with no
+      argument; it returns a data object `take` reads (used for both splits)
+      or a dict ``{"train": ..., "test": ...}``.
+
+    ``train`` and ``test`` are data objects for `take` / `batches`.
+    """
+    import importlib
+    import os
+
+    if os.path.isdir(spec):
+        import contextlib
+        import sys
+
+        from tfprune._keras import keras
+
+        with contextlib.redirect_stdout(sys.stderr):  # keras prints "Found N files..." on stdout: keep stdout for results (--json)
+            ds = keras.utils.image_dataset_from_directory(spec, image_size=tuple(image_size or (256, 256)), batch_size=batch_size,
+                                                          shuffle=False, label_mode="int")
+        names = getattr(ds, "class_names", [])
+        ds = ds.map(lambda x, y: (x / 255.0, y))
+        return ds, ds, f"image folder {spec} ({len(names)} classes: {', '.join(names[:10])}), pixels scaled to [0, 1]"
+    if os.path.isfile(spec):
+        if not spec.endswith(".npz"):
+            raise ValueError(f"--data {spec!r}: a file must be a .npz archive. Fix: save arrays with np.savez, or pass a folder or module:function")
+        with np.load(spec) as d:
+            keys = list(d.files)
+            if x_key is not None:
+                missing = [k for k in (x_key, y_key) if k is not None and k not in keys]
+                if missing:
+                    raise ValueError(f"{spec} has no array(s) {missing}; it holds {keys}")
+                x = _prepare_images(d[x_key])
+                data = x if y_key is None else (x, np.asarray(d[y_key]))
+                return data, data, f"{spec} ({x_key}{', ' + y_key if y_key else ''}: {len(x)} samples)"
+            if {"x_train", "y_train", "x_test", "y_test"} <= set(keys):
+                train = (_prepare_images(d["x_train"]), np.asarray(d["y_train"]))
+                test = (_prepare_images(d["x_test"]), np.asarray(d["y_test"]))
+                return train, test, f"{spec} ({len(train[0])} train / {len(test[0])} test)"
+            if "x" in keys:
+                x = _prepare_images(d["x"])
+                data = (x, np.asarray(d["y"])) if "y" in keys else x
+                return data, data, f"{spec} (x{', y' if 'y' in keys else ''}: {len(x)} samples)"
+            raise ValueError(f"{spec}: cannot tell which arrays are the inputs; it holds {keys}. Fix: pass --x-key NAME (and --y-key NAME)")
+    if ":" in spec:
+        module, _, func = spec.partition(":")
+        try:
+            fn = getattr(importlib.import_module(module), func)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"--data {spec!r}: cannot import {func!r} from module {module!r} ({err}). Fix: check PYTHONPATH and the name") from None
+        out = fn()
+        if isinstance(out, dict) and {"train", "test"} <= set(out):
+            return out["train"], out["test"], f"{spec}() train/test"
+        return out, out, f"{spec}()"
+    raise FileNotFoundError(f"--data {spec!r}: no such file or folder, and not a module:function")

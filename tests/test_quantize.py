@@ -1,0 +1,167 @@
+"""Sparsity-preserving QAT (tfprune.quantize): zeros kept through QAT and into the int8 .tflite, accuracy, errors."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+
+import tfprune
+from tests.conftest import weights_snapshot
+from tfprune._keras import keras
+from tfprune.finetune import freeze_zeros
+from tfprune.quantize import convert_qat, is_qat_model, kernel_zeros, pqat, run_tflite, tflite_kernel_zeros
+
+SPARSITY = {"conv1": 0.25, "conv2": 0.6, "fc1": 0.9, "fc2": 0.5}
+
+
+def magnitude_pruned(model, sparsity: dict):
+    """A copy of ``model`` with the smallest ``sparsity[layer]`` of each kernel set to zero (a stand-in for a pruned model)."""
+    out = tfprune.clone(model)
+    for layer in out.layers:
+        k = getattr(layer, "kernel", None)
+        if k is None:
+            continue
+        v = k.numpy()
+        cut = np.quantile(np.abs(v), sparsity[layer.name])
+        k.assign(np.where(np.abs(v) <= cut, 0.0, v).astype(v.dtype))
+    return out
+
+
+def int8_kernels(content: bytes, names: list[str]) -> dict[str, np.ndarray]:
+    """Each named layer's int8 kernel from a dense-stored .tflite, in Keras layout."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    interp = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+    interp.allocate_tensors()
+    out = {}
+    for name in names:
+        pat = re.compile(r"(^|[/;])quant_" + re.escape(name) + "/")
+        for d in interp.get_tensor_details():
+            if d["dtype"] == np.int8 and len(d["shape"]) in (2, 4) and pat.search(d["name"]):
+                a = interp.get_tensor(d["index"])
+                out[name] = a.transpose(1, 2, 3, 0) if a.ndim == 4 else a.T
+                break
+    return out
+
+
+@pytest.fixture(scope="module")
+def pruned(trained_tiny):
+    m = magnitude_pruned(trained_tiny, SPARSITY)
+    return tfprune.models.compile_classifier(m)
+
+
+@pytest.fixture(scope="module")
+def qat(pruned, digits_data):
+    keras.utils.set_random_seed(0)
+    (xt, yt), _ = digits_data
+    return pqat(pruned, (xt, yt), epochs=2, batch_size=64, learning_rate=1e-3, metrics=["accuracy"])
+
+
+def test_zeros_survive_qat_exactly(pruned, qat):
+    before, after = kernel_zeros(pruned), kernel_zeros(qat)
+    assert set(before) == {"conv1", "conv2", "fc1", "fc2"} == set(after)
+    for name, kz in before.items():
+        assert kz.sparsity == pytest.approx(SPARSITY[name], abs=0.02)
+        assert after[name] == kz, name
+    # same positions, and the nonzero weights were trained
+    qk = {w.layer.name: w._weight_vars[0][0].numpy() for w in qat.layers if hasattr(w, "_weight_vars") and w._weight_vars}
+    moved = 0.0
+    for layer in pruned.layers:
+        if layer.name in qk:
+            k = layer.kernel.numpy()
+            np.testing.assert_array_equal(qk[layer.name] == 0, k == 0)
+            moved = max(moved, float(np.abs(qk[layer.name] - k).max()))
+    assert moved > 1e-5, "pqat did not train"
+
+
+def test_zeros_survive_into_tflite(pruned, qat):
+    before = kernel_zeros(pruned)
+    sizes = {k: v.n for k, v in before.items()}
+    sparse = convert_qat(qat)
+    in_file = tflite_kernel_zeros(sparse, sizes)
+    assert set(in_file) == set(before)
+    dense = convert_qat(qat, sparse_storage=False)
+    assert len(sparse) < len(dense)
+    from tfprune.export import tflite_tensor_sparsity
+
+    kernels = [t for t in tflite_tensor_sparsity(sparse) if t.dtype == "int8" and t.n_elements in sizes.values()]
+    assert sum(t.bytes for t in kernels) < 0.5 * sum(sizes.values()), "the zeros are not stored sparsely"
+    ints = int8_kernels(dense, list(before))
+    for layer in pruned.layers:
+        if layer.name in before:
+            zero = layer.kernel.numpy() == 0
+            q = ints[layer.name]
+            assert q.shape == zero.shape
+            assert np.all(q[zero] == 0), f"{layer.name}: a pruned zero became nonzero in the int8 kernel"
+            # rounding may add zeros (weights below half a step), never remove one; both encodings agree
+            assert in_file[layer.name].zeros == int(np.count_nonzero(q == 0)) >= before[layer.name].zeros
+            assert in_file[layer.name].zeros - before[layer.name].zeros <= 0.01 * zero.size
+
+
+def test_int8_tflite_accuracy_close_to_keras(pruned, qat, digits_data):
+    _, (xs, ys) = digits_data
+    content = convert_qat(qat)
+    got, runtime = run_tflite(content, xs)
+    ref = qat.predict(xs, verbose=0)
+    acc_q = float(np.mean(ref.argmax(-1) == ys))
+    acc_t = float(np.mean(got.argmax(-1) == ys))
+    acc_p = float(np.mean(pruned.predict(xs, verbose=0).argmax(-1) == ys))
+    assert acc_t > 0.8, (acc_t, acc_q, acc_p, runtime)
+    assert abs(acc_t - acc_q) <= 0.02
+    assert acc_t >= acc_p - 0.03
+    assert np.mean(got.argmax(-1) == ref.argmax(-1)) >= 0.97
+    # XNNPack-safe encoding runs with the default delegate and computes the same
+    safe = convert_qat(qat, xnnpack_safe=True)
+    got_safe, runtime_safe = run_tflite(safe, xs[:200])
+    assert runtime_safe == "xnnpack"
+    assert np.mean(got_safe.argmax(-1) == got[:200].argmax(-1)) >= 0.99
+
+
+def test_export_tflite_int8_takes_a_qat_model(qat, digits_data):
+    (xt, _), (xs, ys) = digits_data
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        r = tfprune.export_tflite(qat, f"{d}/q.tflite", mode="int8", sample_inputs=(xs[:300], ys[:300]), representative_data=xt[:64], n_samples=300)
+    assert r.top1_agreement >= 0.97
+    assert abs(r.tflite_accuracy - r.keras_accuracy) <= 0.03
+
+
+def test_input_model_unchanged_plain_wrapped_and_tf_data(pruned, digits_data):
+    (xt, yt), _ = digits_data
+    snap = weights_snapshot(pruned)
+    types = [type(layer) for layer in pruned.layers]
+    wrapped = freeze_zeros(pruned)
+    wsnap = weights_snapshot(wrapped)
+    import tensorflow as tf
+
+    ds = tf.data.Dataset.from_tensor_slices((xt[:512], yt[:512])).batch(64)
+    q = pqat(wrapped, ds, epochs=1)
+    assert is_qat_model(q) and not is_qat_model(pruned)
+    for a, b in zip(snap, weights_snapshot(pruned)):
+        np.testing.assert_array_equal(a, b)
+    for a, b in zip(wsnap, weights_snapshot(wrapped)):
+        np.testing.assert_array_equal(a, b)
+    assert [type(layer) for layer in pruned.layers] == types
+    assert kernel_zeros(q) == kernel_zeros(pruned) == kernel_zeros(wrapped)
+    q_x_y = pqat(pruned, xt[:256], yt[:256], epochs=0)
+    assert kernel_zeros(q_x_y) == kernel_zeros(pruned)
+
+
+def test_clear_errors(pruned, qat, digits_data):
+    (xt, _), _ = digits_data
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(4, 3, name="c")(inp)
+    x = keras.layers.LayerNormalization(name="ln")(x)
+    x = keras.layers.Flatten()(x)
+    odd = keras.Model(inp, keras.layers.Dense(10, name="d")(x))
+    with pytest.raises(ValueError, match=r"tfmot cannot quantize model .*Fix:"):
+        pqat(odd, (xt[:64], np.zeros(64, int)), epochs=0)
+    with pytest.raises(ValueError, match="not a QAT model"):
+        convert_qat(pruned)
+    with pytest.raises(ValueError, match="already a QAT model"):
+        pqat(qat, (xt[:64], np.zeros(64, int)))
+    with pytest.raises(ValueError, match="label"):
+        pqat(pruned, xt[:64], epochs=1)

@@ -1,0 +1,327 @@
+"""Sparsity-preserving quantization-aware training (PQAT) and its int8 export.
+
+After pruning, post-training int8 quantization (``export_tflite(mode="int8")``)
+rounds the float weights once; quantization-aware training fine-tunes with the
+rounding in the forward pass instead. Plain QAT would refill the pruned zeros;
+tfmot's prune-preserve scheme (``Default8BitPrunePreserveQuantizeScheme``)
+multiplies every Conv2D / Dense kernel by its zero mask (``kernel != 0``, read
+once when the QAT model is built) before the fake quantization, so the zeros
+stay zero in the forward pass, get no gradient, and are int8 zeros in the
+converted file.
+
+* `pqat`: pruned model (plain or wrapped) + labelled data -> compiled QAT
+  model, fine-tuned; the input model is not changed.
+* `convert_qat`: QAT model -> int8 .tflite bytes (the ranges come from the
+  fake-quant nodes, so no representative data), zeros stored sparsely.
+* `kernel_zeros` / `tflite_kernel_zeros`: per layer, the zeros of each
+  kernel in a Keras model (plain, wrapped or QAT) and in a .tflite file, to
+  check that none was lost.
+
+What tfmot's scheme does not preserve: DepthwiseConv2D kernels are quantized
+but their zeros are not kept (tfmot disables it for that layer); `pqat`
+warns when such a kernel held zeros.
+"""
+
+from __future__ import annotations
+
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+
+from tfprune import data as _data
+from tfprune._keras import check_model, keras
+
+__all__ = [
+    "pqat",
+    "convert_qat",
+    "is_qat_model",
+    "kernel_zeros",
+    "tflite_kernel_zeros",
+    "KernelZeros",
+    "run_tflite",
+]
+
+
+@dataclass(frozen=True)
+class KernelZeros:
+    """The zeros of one layer's kernel: how many, of how many weights."""
+
+    layer: str
+    zeros: int
+    n: int
+
+    @property
+    def sparsity(self) -> float:
+        return self.zeros / max(self.n, 1)
+
+
+def _tfmot() -> Any:
+    import tensorflow_model_optimization as tfmot
+
+    return tfmot
+
+
+def _qat_wrapper_cls() -> Any:
+    from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
+
+    return quantize_wrapper.QuantizeWrapper
+
+
+def is_qat_model(model: Any) -> bool:
+    """True when ``model`` holds tfmot quantization wrappers (a QAT model from `pqat` or ``quantize_apply``)."""
+    cls = _qat_wrapper_cls()
+    return any(isinstance(layer, cls) for layer in getattr(model, "layers", []))
+
+
+# ------------------------------------------------------------------ counting zeros
+def count_zeros(a: np.ndarray) -> int:
+    """Number of exact zeros in ``a``."""
+    return int(np.count_nonzero(np.asarray(a) == 0))
+
+
+def _qat_kernels(layer: Any) -> list[tuple[str, np.ndarray, np.ndarray | None]]:
+    """(weight name, kernel values, sparsity mask or None) of a tfmot QuantizeWrapper's quantized weights."""
+    out = []
+    for weight, _quantizer, qvars in getattr(layer, "_weight_vars", []):
+        mask = qvars.get("sparsity_mask") if isinstance(qvars, dict) else None
+        out.append((weight.name, weight.numpy(), None if mask is None else np.asarray(mask)))
+    return out
+
+
+def _plain_kernel(layer: Any) -> np.ndarray | None:
+    for attr in ("kernel", "depthwise_kernel"):
+        v = getattr(layer, attr, None)
+        if isinstance(v, tf.Variable):
+            return v.numpy()
+    return None
+
+
+def kernel_zeros(model: Any) -> dict[str, KernelZeros]:
+    """Per layer with a kernel (Conv / Dense / DepthwiseConv), its exact zeros, keyed by the layer's own name.
+
+    Works on a plain model, a pruned (wrapped) one (the masks applied, as
+    `tfprune.strip` would) and a QAT model (the kernel variable inside each
+    quantization wrapper).
+    """
+    from tfprune.wrap import is_wrapped, strip
+
+    check_model(model)
+    if is_wrapped(model):
+        model = strip(model)
+    qcls = _qat_wrapper_cls()
+    out: dict[str, KernelZeros] = {}
+    for layer in model.layers:
+        if isinstance(layer, qcls):
+            for _name, k, _mask in _qat_kernels(layer)[:1]:
+                out[layer.layer.name] = KernelZeros(layer.layer.name, count_zeros(k), int(k.size))
+            continue
+        if isinstance(layer, keras.Model):
+            out.update(kernel_zeros(layer))
+            continue
+        k = _plain_kernel(layer)
+        if k is not None:
+            out[layer.name] = KernelZeros(layer.name, count_zeros(k), int(k.size))
+    return out
+
+
+def tflite_kernel_zeros(content: bytes, layer_sizes: dict[str, int]) -> dict[str, KernelZeros]:
+    """Per layer named in ``layer_sizes`` (name -> kernel size), the zeros of its int8 kernel in a .tflite file.
+
+    The kernel is the int8 constant tensor of that many elements whose name
+    holds ``quant_<layer>/`` (tfmot's prefix) or ``<layer>/``; sparse-stored
+    tensors count the values not stored (`tfprune.export.tflite_tensor_sparsity`).
+    Layers whose kernel is not found are left out.
+    """
+    from tfprune.export import tflite_tensor_sparsity
+
+    infos = [t for t in tflite_tensor_sparsity(content) if t.dtype == "int8"]
+    out: dict[str, KernelZeros] = {}
+    for name, n in layer_sizes.items():
+        pat = re.compile(r"(^|[/;])(quant_)?" + re.escape(name) + "/")
+        for t in infos:
+            if t.n_elements == int(n) and pat.search(t.name):
+                zeros = t.n_elements - t.n_stored_values if t.stored == "sparse" else int(round(t.zero_fraction * t.n_elements))
+                out[name] = KernelZeros(name, int(zeros), int(n))
+                break
+    return out
+
+
+# ------------------------------------------------------------------ PQAT
+def _quantize_pruned(plain: Any) -> Any:
+    """tfmot's annotate + apply with the prune-preserve scheme; tfmot's refusals as one clear error."""
+    tfmot = _tfmot()
+    try:
+        annotated = tfmot.quantization.keras.quantize_annotate_model(plain)
+        return tfmot.quantization.keras.quantize_apply(annotated, tfmot.experimental.combine.Default8BitPrunePreserveQuantizeScheme())
+    except (RuntimeError, ValueError, TypeError, KeyError) as err:
+        raise ValueError(
+            f"tfmot cannot quantize model {plain.name!r} for sparsity-preserving QAT: {' '.join(str(err).split())[:400]}. "
+            "tfmot's 8-bit scheme takes Sequential or functional models (no nested models, no subclassed ones) of the "
+            "layers it knows (Conv2D, DepthwiseConv2D, Dense, BatchNormalization after a conv, pooling, activations, "
+            "Flatten/Reshape, Add/Concatenate, ...); zeros are preserved in Conv2D and Dense kernels. Fix: replace or "
+            "remove the layer named above, or use post-training int8 instead: tfprune.export_tflite(model, path, "
+            "mode='int8', representative_data=x_train[:256])."
+        ) from err
+
+
+def _zeros_not_preserved(qat: Any, before: dict[str, KernelZeros]) -> list[str]:
+    """Layers whose kernel held zeros but whose quantizer keeps no sparsity mask (tfmot: DepthwiseConv2D)."""
+    qcls = _qat_wrapper_cls()
+    bad = []
+    for layer in qat.layers:
+        if not isinstance(layer, qcls):
+            continue
+        kz = before.get(layer.layer.name)
+        kernels = _qat_kernels(layer)
+        if kz is not None and kz.zeros and kernels and kernels[0][2] is None:
+            bad.append(f"{layer.layer.name} ({type(layer.layer).__name__}, {kz.zeros} zeros)")
+    return bad
+
+
+def _reapply_masks(qat: Any) -> None:
+    """Multiply each preserved kernel by its mask (a no-op unless the optimizer moved masked weights, e.g. weight decay).
+
+    The masked weights never reach the forward pass, so this does not change
+    what the model computes; it makes the kernel variables hold the zeros too.
+    """
+    qcls = _qat_wrapper_cls()
+    for layer in qat.layers:
+        if isinstance(layer, qcls):
+            for weight, _q, qvars in getattr(layer, "_weight_vars", []):
+                mask = qvars.get("sparsity_mask") if isinstance(qvars, dict) else None
+                if mask is not None:
+                    weight.assign(weight * tf.cast(mask, weight.dtype))
+
+
+def pqat(
+    model: Any,
+    data: Any,
+    y: Any = None,
+    *,
+    epochs: int = 1,
+    batch_size: int = 128,
+    learning_rate: float = 1e-4,
+    loss: Any = None,
+    optimizer: Any = None,
+    metrics: Any = None,
+    n_samples: int | None = None,
+    seed: int = 0,
+    verbose: int = 0,
+) -> Any:
+    """Sparsity-preserving quantization-aware fine-tuning of a pruned model; returns the compiled QAT model.
+
+    Args:
+      model: a pruned tf-keras model, plain or wrapped (wrapped: stripped
+        first, masks applied). Not modified.
+      data: ``(x, y[, w])``, a ``tf.data.Dataset`` or a generator of such
+        batches (any form `tfprune.data` reads), or ``x`` with the labels in
+        ``y``.
+      epochs: passes over the data (0: the QAT model untrained, for export
+        only; its ranges then come from the first forward passes only).
+      batch_size: rows per step for arrays and unbatched datasets.
+      learning_rate: for the default optimizer, ``Adam(learning_rate)``.
+      loss: default `tfprune.finetune.model_loss` (the model's compiled loss,
+        or a cross-entropy matched to its outputs).
+      optimizer: default ``Adam(learning_rate)``.
+      metrics: passed to ``compile`` (e.g. ``["accuracy"]``).
+      n_samples: read at most this many samples (default: all; a stream
+        without a known end must be cut with this).
+      seed: shuffling seed.
+      verbose: passed to ``fit``.
+
+    Returns:
+      The QAT model (tfmot ``QuantizeWrapperV2`` layers), compiled, with
+      every zero of every Conv2D / Dense kernel still exactly zero. Convert
+      it with `convert_qat` (or ``tfprune.export_tflite(..., mode="int8")``).
+
+    Raises:
+      ValueError: tfmot cannot quantize the model (the message names the
+        layer and the fix), or the data has no labels.
+    """
+    from tfprune.finetune import _lists_as_tuples, model_loss
+    from tfprune.wrap import clone, is_wrapped, strip
+
+    check_model(model)
+    if int(epochs) < 0:
+        raise ValueError(f"epochs must be >= 0, got {epochs!r}")
+    if is_qat_model(model):
+        raise ValueError(f"model {model.name!r} is already a QAT model. Fix: pass the pruned float model, or keep training this one with fit.")
+    spec = model_loss(model, loss)
+    plain = strip(model) if is_wrapped(model) else clone(model)
+    before = kernel_zeros(plain)
+    qat = _quantize_pruned(plain)
+    lost = _zeros_not_preserved(qat, before)
+    if lost:
+        warnings.warn(
+            "tfmot's prune-preserve scheme does not keep the zeros of these kernels (QAT may refill them): "
+            + ", ".join(lost) + ". Fix: freeze those layers (trainable=False) before pqat if their zeros matter.",
+            stacklevel=2,
+        )
+    qat.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=spec.loss, loss_weights=spec.loss_weights, metrics=metrics)
+    if int(epochs) == 0:
+        return qat
+    src = data if y is None else (data, y)
+    s = _data.take(src, n_samples, need_labels="pqat")
+    parts = tuple(_lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
+    ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(s.n, seed=seed).batch(int(batch_size))
+    qat.fit(ds, epochs=int(epochs), verbose=verbose)
+    _reapply_masks(qat)
+    return qat
+
+
+# ------------------------------------------------------------------ export
+def convert_qat(qat_model: Any, sparse_storage: bool = True, xnnpack_safe: bool = False) -> bytes:
+    """A QAT model as full-integer int8 .tflite bytes (float input and output), its zeros stored sparsely.
+
+    The quantization ranges are the QAT model's own (fake-quant nodes), so no
+    representative data is needed. ``sparse_storage`` adds
+    ``EXPERIMENTAL_SPARSITY`` (the pruned zeros are not stored).
+    ``xnnpack_safe=True`` stores dense the int8 kernels XNNPack refuses from
+    DENSIFY (FULLY_CONNECTED, `tfprune.export.densify_for_xnnpack`); by
+    default they stay sparse, and the builtin kernels run the file.
+    """
+    check_model(qat_model, "qat_model")
+    if not is_qat_model(qat_model):
+        raise ValueError(
+            f"model {qat_model.name!r} has no quantization wrappers: it is not a QAT model. Fix: tfprune.quantize.pqat(model, data) "
+            "first, or export a float model with tfprune.export_tflite(model, path, mode='int8', representative_data=...)."
+        )
+    converter = tf.lite.TFLiteConverter.from_keras_model(qat_model)
+    opts = [tf.lite.Optimize.DEFAULT]
+    if sparse_storage:
+        opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
+    converter.optimizations = opts
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+        content = converter.convert()
+    if xnnpack_safe and sparse_storage:
+        from tfprune.export import densify_for_xnnpack
+
+        content, _ = densify_for_xnnpack(content)
+    return content
+
+
+def run_tflite(content: bytes, x: np.ndarray, batch_size: int = 1) -> tuple[np.ndarray, str]:
+    """The first output of a float-input .tflite file for each row of ``x`` (float32), and the runtime that ran it."""
+    from tfprune.export import make_interpreter
+
+    interp, runtime = make_interpreter(content)
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    x = np.asarray(x, np.float32)
+    if list(inp["shape"][1:]) != list(x.shape[1:]):
+        raise ValueError(f"inputs have shape {x.shape[1:]}, the model expects {tuple(inp['shape'][1:])}")
+    rows = []
+    for i in range(0, len(x), int(batch_size)):
+        xb = x[i : i + int(batch_size)]
+        if len(xb) != inp["shape"][0]:
+            interp.resize_tensor_input(inp["index"], [len(xb), *inp["shape"][1:]])
+            interp.allocate_tensors()
+            inp = interp.get_input_details()[0]
+        interp.set_tensor(inp["index"], xb)
+        interp.invoke()
+        rows.append(np.array(interp.get_tensor(out["index"]), np.float32))
+    return np.concatenate(rows), runtime

@@ -11,7 +11,7 @@ import tfprune
 from tests.conftest import weights_snapshot
 from tfprune._keras import keras
 from tfprune.finetune import freeze_zeros
-from tfprune.quantize import convert_qat, is_qat_model, kernel_zeros, pqat, run_tflite, tflite_kernel_zeros
+from tfprune.quantize import convert_qat, is_qat_model, kernel_zeros, pqat, run_tflite, tflite_kernel_zeros, tflite_kernels
 
 SPARSITY = {"conv1": 0.25, "conv2": 0.6, "fc1": 0.9, "fc2": 0.5}
 
@@ -78,16 +78,17 @@ def test_zeros_survive_qat_exactly(pruned, qat):
 
 def test_zeros_survive_into_tflite(pruned, qat):
     before = kernel_zeros(pruned)
-    sizes = {k: v.n for k, v in before.items()}
     sparse = convert_qat(qat)
-    in_file = tflite_kernel_zeros(sparse, sizes)
+    in_file = tflite_kernel_zeros(sparse, before)
     assert set(in_file) == set(before)
     dense = convert_qat(qat, sparse_storage=False)
     assert len(sparse) < len(dense)
-    from tfprune.export import tflite_tensor_sparsity
-
-    kernels = [t for t in tflite_tensor_sparsity(sparse) if t.dtype == "int8" and t.n_elements in sizes.values()]
-    assert sum(t.bytes for t in kernels) < 0.5 * sum(sizes.values()), "the zeros are not stored sparsely"
+    stored = sum(v.stored for v in in_file.values())
+    assert stored < 0.6 * sum(v.n for v in before.values()), "the zeros are not stored sparsely"
+    assert all(v.stored == v.n for v in tflite_kernel_zeros(dense, before).values())
+    # decoding the sparse file gives the dense file's int8 values exactly
+    for a, b in zip(tflite_kernels(sparse), tflite_kernels(dense)):
+        np.testing.assert_array_equal(a["values"], b["values"])
     ints = int8_kernels(dense, list(before))
     for layer in pruned.layers:
         if layer.name in before:
@@ -165,3 +166,18 @@ def test_clear_errors(pruned, qat, digits_data):
         pqat(qat, (xt[:64], np.zeros(64, int)))
     with pytest.raises(ValueError, match="label"):
         pqat(pruned, xt[:64], epochs=1)
+
+
+def test_decode_sparse_csr_and_blocks():
+    from tfprune.quantize import decode_sparse
+
+    dense = np.array([[0, 3, 0, 0], [5, 0, 0, 7]], np.int8)
+    # rows dense, columns CSR: row 0 holds column 1, row 1 columns 0 and 3
+    got = decode_sparse(np.array([3, 5, 7], np.int8), (2, 4), [0, 1], [], [("dense", 2), ("csr", [0, 1, 3], [1, 0, 3])])
+    np.testing.assert_array_equal(got, dense)
+    # 1x2 blocks along the columns: block columns CSR, then the block's 2 values dense (zeros inside a block are stored)
+    got = decode_sparse(np.array([0, 3, 5, 0, 0, 7], np.int8), (2, 4), [0, 1, 2], [1],
+                        [("dense", 2), ("csr", [0, 1, 3], [0, 0, 1]), ("dense", 2)])
+    np.testing.assert_array_equal(got, dense)
+    with pytest.raises(ValueError, match="stored values"):
+        decode_sparse(np.array([3, 5, 7, 9], np.int8), (2, 4), [0, 1], [], [("dense", 2), ("csr", [0, 1, 3], [1, 0, 3])])

@@ -14,8 +14,9 @@ converted file.
 * `convert_qat`: QAT model -> int8 .tflite bytes (the ranges come from the
   fake-quant nodes, so no representative data), zeros stored sparsely.
 * `kernel_zeros` / `tflite_kernel_zeros`: per layer, the zeros of each
-  kernel in a Keras model (plain, wrapped or QAT) and in a .tflite file, to
-  check that none was lost.
+  kernel in a Keras model (plain, wrapped or QAT) and in a .tflite file
+  (sparse tensors decoded), to check that none was lost, and how many values
+  the flatbuffer stores.
 
 What tfmot's scheme does not preserve: DepthwiseConv2D kernels are quantized
 but their zeros are not kept (tfmot disables it for that layer); `pqat`
@@ -41,6 +42,8 @@ __all__ = [
     "is_qat_model",
     "kernel_zeros",
     "tflite_kernel_zeros",
+    "tflite_kernels",
+    "decode_sparse",
     "KernelZeros",
     "run_tflite",
 ]
@@ -48,15 +51,30 @@ __all__ = [
 
 @dataclass(frozen=True)
 class KernelZeros:
-    """The zeros of one layer's kernel: how many, of how many weights."""
+    """The zeros of one layer's kernel: how many, of how many weights.
+
+    ``shape`` is the Keras kernel's shape. For a kernel read from a .tflite
+    file, ``stored`` is how many values the flatbuffer stores (fewer than
+    ``n`` when the tensor is stored sparsely) and ``tensor`` its name; both
+    are None for Keras kernels.
+    """
 
     layer: str
     zeros: int
     n: int
+    shape: tuple = ()
+    stored: int | None = None
+    tensor: str | None = None
 
     @property
     def sparsity(self) -> float:
+        """Fraction of the kernel's weights that are exactly zero."""
         return self.zeros / max(self.n, 1)
+
+    @property
+    def stored_sparsity(self) -> float:
+        """Fraction of the weights the flatbuffer does not store (0 for dense storage; NaN for Keras kernels)."""
+        return float("nan") if self.stored is None else 1.0 - self.stored / max(self.n, 1)
 
 
 def _tfmot() -> Any:
@@ -117,36 +135,168 @@ def kernel_zeros(model: Any) -> dict[str, KernelZeros]:
     for layer in model.layers:
         if isinstance(layer, qcls):
             for _name, k, _mask in _qat_kernels(layer)[:1]:
-                out[layer.layer.name] = KernelZeros(layer.layer.name, count_zeros(k), int(k.size))
+                out[layer.layer.name] = KernelZeros(layer.layer.name, count_zeros(k), int(k.size), tuple(k.shape))
             continue
         if isinstance(layer, keras.Model):
             out.update(kernel_zeros(layer))
             continue
         k = _plain_kernel(layer)
         if k is not None:
-            out[layer.name] = KernelZeros(layer.name, count_zeros(k), int(k.size))
+            out[layer.name] = KernelZeros(layer.name, count_zeros(k), int(k.size), tuple(k.shape))
     return out
 
 
-def tflite_kernel_zeros(content: bytes, layer_sizes: dict[str, int]) -> dict[str, KernelZeros]:
-    """Per layer named in ``layer_sizes`` (name -> kernel size), the zeros of its int8 kernel in a .tflite file.
+_KERNEL_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
-    The kernel is the int8 constant tensor of that many elements whose name
-    holds ``quant_<layer>/`` (tfmot's prefix) or ``<layer>/``; sparse-stored
-    tensors count the values not stored (`tfprune.export.tflite_tensor_sparsity`).
-    Layers whose kernel is not found are left out.
+
+def tflite_layouts(shape: tuple) -> list[tuple]:
+    """The shapes TFLite may store a Keras kernel of ``shape`` in: Dense (in, out) -> (out, in); Conv2D
+    (h, w, in, out) -> (out, h, w, in); DepthwiseConv2D (h, w, c, m) -> (1, h, w, c * m)."""
+    if len(shape) == 2:
+        return [(shape[1], shape[0])]
+    if len(shape) == 4:
+        return [(shape[3], shape[0], shape[1], shape[2]), (1, shape[0], shape[1], shape[2] * shape[3])]
+    return [tuple(shape)]
+
+
+def _vector(union: Any) -> list[int]:
+    """The values of a TFLite sparse-index vector (Int32Vector / Uint16Vector / Uint8Vector), as ints."""
+    vals = getattr(union, "values", None)
+    return [] if vals is None else [int(v) for v in vals]
+
+
+def decode_sparse(values: np.ndarray, shape: tuple, traversal_order: list[int], block_map: list[int], levels: list[tuple]) -> np.ndarray:
+    """The dense array of a TFLite sparse tensor (the format of TFLite's ``SparsityParameters``).
+
+    ``values``: the stored values in traversal order; ``levels``: per
+    traversal dimension ``("dense", size)`` or ``("csr", segments, indices)``.
+    The first ``len(shape)`` traversal dimensions are the tensor's (in blocks
+    where blocked), the rest are block dimensions of ``block_map``'s dims.
     """
-    from tfprune.export import tflite_tensor_sparsity
+    rank = len(shape)
+    out = np.zeros(int(np.prod(shape)), values.dtype)
+    block_sizes = [lv[1] if lv[0] == "dense" else 0 for lv in levels[rank:]]
+    coords = [0] * len(levels)
+    src = 0
 
-    infos = [t for t in tflite_tensor_sparsity(content) if t.dtype == "int8"]
+    def place() -> None:
+        nonlocal src
+        orig = [0] * rank
+        for i in range(rank):
+            orig[traversal_order[i]] = coords[i]
+        for i in range(rank, len(levels)):
+            b = traversal_order[i] - rank
+            d = block_map[b]
+            orig[d] = orig[d] * block_sizes[b] + coords[i]
+        out[int(np.ravel_multi_index(orig, shape))] = values[src]
+        src += 1
+
+    def visit(level: int, prev: int) -> None:
+        if level == len(levels):
+            place()
+            return
+        lv = levels[level]
+        if lv[0] == "dense":
+            for i in range(lv[1]):
+                coords[level] = i
+                visit(level + 1, prev * lv[1] + i)
+        else:
+            segments, indices = lv[1], lv[2]
+            for i in range(segments[prev], segments[prev + 1]):
+                coords[level] = indices[i]
+                visit(level + 1, i)
+
+    visit(0, 0)
+    if src != len(values):
+        raise ValueError(f"sparse tensor decoding used {src} of {len(values)} stored values")
+    return out.reshape(shape)
+
+
+def _tensor_values(model: Any, tensor: Any) -> tuple[np.ndarray, int]:
+    """A constant tensor's values (sparse ones decoded) and how many values its buffer stores."""
+    from tfprune.export import _TFLITE_DTYPES
+
+    dtype = np.dtype(_TFLITE_DTYPES[tensor.type])
+    raw = model.buffers[tensor.buffer].data
+    stored = np.frombuffer(bytes(bytearray(raw if raw is not None else [])), dtype)
+    shape = tuple(int(d) for d in tensor.shape)
+    sp = tensor.sparsity
+    if sp is None:
+        return stored.reshape(shape), int(stored.size)
+    levels = []
+    for dm in sp.dimMetadata:
+        if dm.format == 0:
+            levels.append(("dense", int(dm.denseSize)))
+        else:
+            levels.append(("csr", _vector(dm.arraySegments), _vector(dm.arrayIndices)))
+    order = [int(v) for v in sp.traversalOrder]
+    bmap = [int(v) for v in sp.blockMap] if sp.blockMap is not None else []
+    return decode_sparse(stored, shape, order, bmap, levels), int(stored.size)
+
+
+def tflite_kernels(content: bytes) -> list[dict]:
+    """Every CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED weight tensor of a .tflite file, decoded.
+
+    One dict per op, in graph order: ``op``, ``name`` (the weight tensor's
+    name; ``source -> output`` when it comes out of a DENSIFY op),
+    ``values`` (numpy, TFLite layout; sparse tensors decoded with
+    `decode_sparse`, whether a DENSIFY op or the op itself reads them),
+    ``stored`` (values held in the flatbuffer), ``sparse``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    codes = {getattr(schema.BuiltinOperator, k): k for k in dir(schema.BuiltinOperator) if not k.startswith("_")}
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    opnames = {i: codes.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "?") for i, oc in enumerate(model.operatorCodes or [])}
+    sub = model.subgraphs[0]
+    ops = list(sub.operators or [])
+    densify = {int(op.outputs[0]): int(op.inputs[0]) for op in ops if opnames[op.opcodeIndex] == "DENSIFY"}
+
+    def name(t: int) -> str:
+        n = sub.tensors[t].name
+        return n.decode(errors="replace") if isinstance(n, bytes) else str(n)
+
+    out = []
+    for op in ops:
+        kind = opnames[op.opcodeIndex]
+        if kind not in _KERNEL_OPS or op.inputs is None or len(op.inputs) < 2:
+            continue
+        t = int(op.inputs[1])
+        src = densify.get(t, t)
+        values, stored = _tensor_values(model, sub.tensors[src])
+        out.append({
+            "op": kind,
+            "name": name(t) if src == t else f"{name(src)} -> {name(t)}",
+            "values": values,
+            "stored": stored,
+            "sparse": sub.tensors[src].sparsity is not None,
+        })
+    return out
+
+
+def tflite_kernel_zeros(content: bytes, kernels: dict[str, KernelZeros]) -> dict[str, KernelZeros]:
+    """Per Keras layer in ``kernels`` (from `kernel_zeros`), the zeros of its kernel in a .tflite file.
+
+    Zeros are counted in the decoded values (sparse tensors included), so a
+    pruned zero that became nonzero, or a weight rounded to zero, shows.
+    Layers are matched to the file's weight tensors by shape (TFLite layout),
+    then by name (``quant_<layer>/`` or ``<layer>/``), then by order; layers
+    whose kernel is not found are left out.
+    """
+    found = tflite_kernels(content)
+    used: set[int] = set()
     out: dict[str, KernelZeros] = {}
-    for name, n in layer_sizes.items():
-        pat = re.compile(r"(^|[/;])(quant_)?" + re.escape(name) + "/")
-        for t in infos:
-            if t.n_elements == int(n) and pat.search(t.name):
-                zeros = t.n_elements - t.n_stored_values if t.stored == "sparse" else int(round(t.zero_fraction * t.n_elements))
-                out[name] = KernelZeros(name, int(zeros), int(n))
-                break
+    for layer, kz in kernels.items():
+        want = tflite_layouts(tuple(kz.shape))
+        cands = [i for i, f in enumerate(found) if i not in used and tuple(f["values"].shape) in want]
+        if not cands:
+            continue
+        pat = re.compile(r"(^|[/;])(quant_)?" + re.escape(layer) + "/")
+        named = [i for i in cands if pat.search(found[i]["name"])]
+        i = (named or cands)[0]
+        used.add(i)
+        f = found[i]
+        out[layer] = KernelZeros(layer, count_zeros(f["values"]), int(f["values"].size), tuple(kz.shape), int(f["stored"]), f["name"])
     return out
 
 

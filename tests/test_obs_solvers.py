@@ -169,3 +169,22 @@ def test_prune_plugs_in_lobs_paper_and_the_joint_lobs(trained_tiny, digits_data)
     assert errs["lobs"] <= errs["lobs_paper"] and errs["exact"] <= errs["lobs"] + 0.01, errs
     with pytest.raises(ValueError, match="fixed ratios"):
         obs.prune(trained_tiny, xt[:100], tolerance=0.1, solver="lobs_paper", progress=False)
+
+
+@pytest.mark.parametrize("kw", [dict(strides=1, padding="valid"), dict(strides=2, padding="same"), dict(padding="same", dilation_rate=2),
+                                dict(strides=(2, 1)), dict(strides=3, padding="same", kernel_size=(4, 2))])
+def test_numpy_unfold_equals_tf_unfold(kw):
+    import tensorflow as tf
+
+    from tfprune._keras import keras
+    from tfprune.obs.hessian import unfold, unfold_rows
+
+    x = np.random.default_rng(0).random((2, 11, 13, 3)).astype("float32")
+    conv = keras.layers.Conv2D(4, kw.pop("kernel_size", (3, 2)), **kw)
+    conv(x)
+    np.testing.assert_array_equal(unfold_rows(conv, x), unfold(conv, tf.constant(x)).numpy().astype(np.float64))
+    c1 = keras.layers.Conv1D(3, 3, strides=2, padding="same")
+    c1(x[:, 0])
+    np.testing.assert_array_equal(unfold_rows(c1, x[:, 0]), unfold(c1, tf.constant(x[:, 0])).numpy().astype(np.float64))
+    dense = keras.layers.Dense(2)
+    np.testing.assert_array_equal(unfold_rows(dense, x[:, 0, 0]), x[:, 0, 0].astype(np.float64))

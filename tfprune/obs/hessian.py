@@ -20,7 +20,7 @@ from scipy.linalg import blas
 from tfprune import data as _data
 from tfprune._keras import keras
 
-__all__ = ["supported", "hessian_dim", "unfold", "layer_hessians", "estimate_bytes"]
+__all__ = ["supported", "hessian_dim", "unfold", "unfold_rows", "layer_hessians", "estimate_bytes"]
 
 
 def supported(layer: Any) -> bool:
@@ -51,28 +51,56 @@ def estimate_bytes(layer: Any, solver: str = "exact") -> int:
     return base
 
 
-def unfold(layer: Any, x: tf.Tensor) -> tf.Tensor:
-    """The layer's inputs as rows (n_rows, fan_in) matching ``kernel.reshape(fan_in, fan_out)``."""
+def _geometry(layer: Any) -> tuple | None:
+    """(kh, kw, sh, sw, dh, dw, padding, is_1d) of a convolution, None for Dense."""
     if isinstance(layer, keras.layers.Conv1D) and not isinstance(layer, keras.layers.Conv2D):
-        x = tf.expand_dims(x, 1)  # (b, 1, length, c)
-        kh, kw = 1, layer.kernel_size[0]
-        sh, sw = 1, layer.strides[0]
-        dh, dw = 1, layer.dilation_rate[0]
-        padding = layer.padding
+        g = (1, layer.kernel_size[0], 1, layer.strides[0], 1, layer.dilation_rate[0], layer.padding, True)
     elif isinstance(layer, keras.layers.Conv2D):
-        kh, kw = layer.kernel_size
-        sh, sw = layer.strides
-        dh, dw = layer.dilation_rate
-        padding = layer.padding
-    else:  # Dense
-        x = tf.convert_to_tensor(x)
-        return tf.reshape(x, (-1, x.shape[-1]))
+        g = (*layer.kernel_size, *layer.strides, *layer.dilation_rate, layer.padding, False)
+    else:
+        return None
     if getattr(layer, "data_format", "channels_last") != "channels_last":
         raise ValueError(f"layer {layer.name!r}: only channels_last convolutions are supported")
-    if padding == "causal":
+    if g[6] == "causal":
         raise ValueError(f"layer {layer.name!r}: causal padding is not supported")
+    return g
+
+
+def unfold(layer: Any, x: tf.Tensor) -> tf.Tensor:
+    """The layer's inputs as rows (n_rows, fan_in) matching ``kernel.reshape(fan_in, fan_out)``."""
+    g = _geometry(layer)
+    if g is None:  # Dense
+        x = tf.convert_to_tensor(x)
+        return tf.reshape(x, (-1, x.shape[-1]))
+    kh, kw, sh, sw, dh, dw, padding, is_1d = g
+    if is_1d:
+        x = tf.expand_dims(x, 1)  # (b, 1, length, c)
     patches = tf.image.extract_patches(x, sizes=[1, kh, kw, 1], strides=[1, sh, sw, 1], rates=[1, dh, dw, 1], padding=padding.upper())
     return tf.reshape(patches, (-1, patches.shape[-1]))
+
+
+def unfold_rows(layer: Any, x: np.ndarray) -> np.ndarray:
+    """`unfold` in numpy, as float64 rows (one strided copy; what `layer_hessians` multiplies)."""
+    x = np.asarray(x)
+    g = _geometry(layer)
+    if g is None:
+        return np.asarray(x.reshape(-1, x.shape[-1]), dtype=np.float64)
+    kh, kw, sh, sw, dh, dw, padding, is_1d = g
+    if is_1d:
+        x = x[:, None]
+    size = [x.shape[1], x.shape[2]]
+    ext = [(kh - 1) * dh + 1, (kw - 1) * dw + 1]
+    if padding == "same":  # TF's SAME: out = ceil(in / stride), the odd pixel of padding at the bottom / right
+        out = [-(-size[0] // sh), -(-size[1] // sw)]
+        pads = [max((o - 1) * s + e - n, 0) for o, s, e, n in zip(out, (sh, sw), ext, size)]
+        x = np.pad(x, ((0, 0), (pads[0] // 2, pads[0] - pads[0] // 2), (pads[1] // 2, pads[1] - pads[1] // 2), (0, 0)))
+    else:
+        out = [(n - e) // s + 1 for n, e, s in zip(size, ext, (sh, sw))]
+    win = np.lib.stride_tricks.sliding_window_view(x, ext, axis=(1, 2))  # (b, H', W', C, ext_h, ext_w)
+    win = win[:, ::sh, ::sw][:, : out[0], : out[1], :, ::dh, ::dw]
+    rows = np.empty((x.shape[0], out[0], out[1], kh, kw, x.shape[3]))
+    rows[...] = win.transpose(0, 1, 2, 4, 5, 3)
+    return rows.reshape(-1, kh * kw * x.shape[3])
 
 
 def layer_hessians(
@@ -127,7 +155,7 @@ def layer_hessians(
         if len(layers) == 1:
             outs = [outs]
         for layer, a in zip(layers, outs):
-            rows = np.asarray(unfold(layer, a).numpy(), dtype=np.float64)  # float32 products are exact in float64
+            rows = unfold_rows(layer, a.numpy())  # float64: products of float32 inputs are exact
             G[layer.name] = blas.dsyrk(1.0, rows.T, beta=1.0, c=G[layer.name], trans=0, lower=0, overwrite_c=1)
             col[layer.name] += rows.sum(axis=0)
             counts[layer.name] += int(rows.shape[0])

@@ -32,6 +32,7 @@ E = (1/2n) sum ||z_hat - z||^2 = 1/2 sum_j dW_j^T H dW_j (`layer_error`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import warnings
@@ -57,6 +58,17 @@ PAPER_DAMP = 1e-6  # the authors' H + 1e-6 I (their Woodbury recursion starts fr
 PAPER_EPS = 1e-5  # written ``10e-6`` in their code: added to [H^-1]_qq in the score and the update
 EXACT_BLOCK = 32
 EXACT_WORK_BYTES = 256 * 1024**2
+SMALL_LAPACK = 2048  # factorisations up to this size run on one BLAS thread
+
+
+def _one_blas_thread(n: int):
+    """Small factorisations on one BLAS thread: as fast, and immune to BLAS threads spinning while
+    another process holds the other core (a 785 x 785 Cholesky took 0.3-1.9 s instead of 0.01 s that way)."""
+    if n > SMALL_LAPACK:
+        return contextlib.nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(1, user_api="blas")
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -95,7 +107,8 @@ def damped_inverse(H: np.ndarray, damp: float = 1e-3, return_damped: bool = Fals
     H = _check_square(H)
     lam = float(damp) * max(float(np.mean(np.diag(H))), 1e-12)
     A = H + lam * np.eye(H.shape[0])
-    inv = _cholesky_inverse(A)
+    with _one_blas_thread(len(A)):
+        inv = _cholesky_inverse(A)
     if inv is None:
         warnings.warn(f"Cholesky of the damped Hessian failed (damp={damp}); using a clipped eigen-decomposition", stacklevel=2)
         vals, vecs = np.linalg.eigh(A)
@@ -108,10 +121,11 @@ def paper_inverse(H: np.ndarray, damp: float = PAPER_DAMP) -> np.ndarray:
     """The authors' inverse: ``inv(H + damp I)`` (absolute damping, LU), ``pinv`` when ``inv`` fails."""
     H = _check_square(H)
     A = H + float(damp) * np.eye(H.shape[0])
-    try:
-        return np.linalg.inv(A)
-    except np.linalg.LinAlgError:
-        return np.linalg.pinv(A)
+    with _one_blas_thread(len(A)):
+        try:
+            return np.linalg.inv(A)
+        except np.linalg.LinAlgError:
+            return np.linalg.pinv(A)
 
 
 def layer_error(W_old: np.ndarray, W_new: np.ndarray, H: np.ndarray) -> float:
@@ -150,13 +164,17 @@ def _sequential_corrections(W: np.ndarray, Hinv: np.ndarray, order: np.ndarray, 
     Columns do not interact and a correction reads only the weight being
     removed (never one removed before), so round k (the k-th removal of every
     column at once) gives bit for bit the result of the per-weight loop.
+    Works on W^T and Hinv^T (rows contiguous); the arithmetic per entry is the loop's.
     """
     diag = np.diag(Hinv)
+    cols_of = Hinv.T.copy()  # row q = column q of Hinv (Hinv from an LU inverse is not exactly symmetric)
+    Wt = W.T.copy()
     for k in range(int(counts.max()) if counts.size else 0):
         cols = np.nonzero(counts > k)[0]
         q = order[k, cols]
-        coef = -W[q, cols] / (diag[q] + eps)
-        W[:, cols] += Hinv[:, q] * coef[None, :]
+        coef = -Wt[cols, q] / (diag[q] + eps)
+        Wt[cols] += cols_of[q] * coef[:, None]
+    W[...] = Wt.T
 
 
 def lobs_paper(W: np.ndarray, Hinv: np.ndarray, n_prune: int, prunable_rows: int | None = None, eps: float = PAPER_EPS):
@@ -217,7 +235,8 @@ def joint_update(W: np.ndarray, mask: np.ndarray, Hinv: np.ndarray, H: np.ndarra
         raise ValueError(f"mask has shape {mask.shape}, W has {W.shape}")
     out = np.where(mask, W, 0.0)
     if H is None and (mask.sum(0) < (~mask).sum(0)).any():
-        H = _cholesky_inverse(Hinv)  # the damped Hessian back (float64 Cholesky): the kept-set solves are far smaller
+        with _one_blas_thread(len(Hinv)):
+            H = _cholesky_inverse(Hinv)  # the damped Hessian back (float64 Cholesky): the kept-set solves are far smaller
     HW = None if H is None else np.asarray(H, np.float64) @ W
     for j in range(W.shape[1]):
         Q = np.flatnonzero(~mask[:, j])
@@ -383,7 +402,7 @@ def exact(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_p
     Columns are sorted by count and eliminated ``chunk`` at a time (default:
     an even split over the workers, capped so that all workers' buffers fit
     in ``work_bytes``, see `exact_workspace_bytes`); ``threads`` workers (default:
-    one per core) run chunks in parallel, BLAS single-threaded inside them.
+    one per core) run chunks in parallel, BLAS on one thread inside each.
     ``dtype`` must be float64 (kept for compatibility). ``stats`` (a dict)
     receives the floating-point operations executed (``flops``).
     Returns ``(W_new, mask)``; the same result for any ``chunk``, ``threads``, ``block``.
@@ -427,14 +446,17 @@ def exact(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_p
         mask[:, cols] = m
         found.append(st)
 
-    if workers == 1 or len(chunks) <= 1:
-        for cols in chunks:
-            run(cols)
-    else:
-        from threadpoolctl import threadpool_limits
+    from threadpoolctl import threadpool_limits
 
-        with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(min(workers, len(chunks))) as pool:
-            list(pool.map(run, chunks))
+    # BLAS on one thread inside each worker: the workers are the parallelism (and BLAS threads that
+    # spin while another process holds a core made the rank-b updates 10x slower on a busy machine)
+    with threadpool_limits(1, user_api="blas"):
+        if workers == 1 or len(chunks) <= 1:
+            for cols in chunks:
+                run(cols)
+        else:
+            with ThreadPoolExecutor(min(workers, len(chunks))) as pool:
+                list(pool.map(run, chunks))
     if stats is not None:
         stats["flops"] = stats.get("flops", 0) + sum(st.get("flops", 0) for st in found)
     return W, mask

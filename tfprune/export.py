@@ -468,8 +468,9 @@ def densify_for_xnnpack(content: bytes) -> tuple[bytes, list[str]]:
         buffer = sub.tensors[src].buffer
         model.buffers[buffer].data = np.ascontiguousarray(values[dst]).view(np.uint8).reshape(-1)
         sub.tensors[dst].buffer = buffer
+        sub.tensors[dst].name = sub.tensors[src].name  # the weight's own name (the DENSIFY output has a generated one)
         sub.tensors[src].buffer = 0
-    made = [sub.tensors[dst].name.decode(errors="replace") if isinstance(sub.tensors[dst].name, bytes) else str(sub.tensors[dst].name) for _, _, dst in targets]
+    made = [n.decode(errors="replace") if isinstance(n, bytes) else str(n) for n in (sub.tensors[dst].name for _, _, dst in targets)]
     drop_ops = {k for k, _, _ in targets}
     sub.operators = [op for k, op in enumerate(ops) if k not in drop_ops]
     _remove_tensors(model, 0, {src for _, src, _ in targets})

@@ -1,0 +1,242 @@
+"""int8 export on mobile networks: wrap, prune while training, strip, export int8 with parity.
+
+    python benchmarks/int8_matrix.py                 # every model
+    python benchmarks/int8_matrix.py --models efficientnetb0 mobilenetv3small
+    python benchmarks/int8_matrix.py --quick         # fewer steps and samples (a smoke run)
+
+Models (random initial weights, ``weights=None``, 10 classes, logits out; no
+download): tf_keras.applications MobileNetV2 (alpha 0.35, 96x96),
+MobileNetV3Small (96x96), EfficientNetB0 (96x96), ResNet50 (64x64), and
+keras-cv ``ImageClassifier`` on a small ``EfficientNetV2Backbone`` built from
+explicit constructor arguments (96x96; presets download, so none is used).
+BatchNorm momentum 0.9, so a few hundred steps move the moving statistics.
+
+Data: real MNIST digits resized to SxSx3 (``tf.image.resize``): ``--train``
+train digits to fit on (with ``tfprune.ImportancePruning(0.8)``), calibration
+on the next ``--calib`` train digits, parity on ``--test`` test digits, so
+calibration and evaluation never share a sample. A net that has not been
+trained has near-constant logits: its int8 outputs tie at the maximum and
+top-1 agreement is undefined there; the report counts those ties.
+
+For each model: seconds per stage (build, fit, strip, export), the .tflite
+bytes and gzip bytes, the runtime that ran it (``xnnpack`` or the builtin
+kernels), the int8 kernels stored dense for XNNPack, relative output error
+``||tflite - keras|| / ||keras||``, max abs diff, top-1 agreement (and on how
+many samples it is defined), Keras and TFLite accuracy. Each model is also
+exported with ``xnnpack_safe=False`` (all kernels sparse) to show which
+runtime then runs it. Writes benchmarks/results/int8_matrix.json and .md
+(``--quick``: int8_matrix_quick.*). Needs the MNIST file (``--data`` or
+../shared/data/mnist/mnist.npz). Wall-clock times on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+import traceback
+from typing import Any, Callable
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import numpy as np  # noqa: E402
+from _common import write_markdown  # noqa: E402
+
+import tfprune  # noqa: E402
+from tfprune._keras import keras  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist", "mnist.npz")
+
+
+def _apps(name: str, size: int, **kw: Any) -> Callable[[], keras.Model]:
+    def build() -> keras.Model:
+        fn = getattr(keras.applications, name)
+        return fn(weights=None, input_shape=(size, size, 3), classes=10, classifier_activation=None, **kw)
+
+    return build
+
+
+def _keras_cv_effnetv2(size: int) -> Callable[[], keras.Model]:
+    def build() -> keras.Model:
+        from keras_cv.models import EfficientNetV2Backbone, ImageClassifier
+
+        backbone = EfficientNetV2Backbone(
+            include_rescaling=True,
+            width_coefficient=0.5,
+            depth_coefficient=0.5,
+            stackwise_kernel_sizes=[3, 3, 3, 3],
+            stackwise_num_repeats=[1, 2, 2, 2],
+            stackwise_input_filters=[32, 16, 32, 64],
+            stackwise_output_filters=[16, 32, 64, 96],
+            stackwise_expansion_ratios=[1, 4, 4, 4],
+            stackwise_squeeze_and_excite_ratios=[0.0, 0.0, 0.25, 0.25],
+            stackwise_strides=[1, 2, 2, 2],
+            stackwise_conv_types=["fused", "fused", "unfused", "unfused"],
+            input_shape=(size, size, 3),
+        )
+        return ImageClassifier(backbone=backbone, num_classes=10, activation=None)
+
+    return build
+
+
+# name -> (builder, image side, input scale: 255 for models that rescale pixels themselves)
+MODELS: dict[str, tuple[Callable[[], keras.Model], int, float]] = {
+    "mobilenetv2": (_apps("MobileNetV2", 96, alpha=0.35), 96, 1.0),
+    "mobilenetv3small": (_apps("MobileNetV3Small", 96), 96, 255.0),
+    "efficientnetb0": (_apps("EfficientNetB0", 96), 96, 255.0),
+    "resnet50": (_apps("ResNet50", 64), 64, 1.0),
+    "kerascv_efficientnetv2": (_keras_cv_effnetv2(96), 96, 255.0),
+}
+
+
+def digits(path: str, side: int, scale: float, n_train: int, n_calib: int, n_test: int) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+
+    d = np.load(path)
+
+    def resize(x: np.ndarray) -> np.ndarray:
+        out = []
+        for i in range(0, len(x), 512):
+            r = tf.image.resize(x[i : i + 512, ..., None].astype(np.float32) / 255.0, (side, side)).numpy()
+            out.append(np.repeat(r, 3, axis=-1) * scale)
+        return np.concatenate(out)
+
+    xt, yt = d["x_train"], d["y_train"].astype(np.int64)
+    return {
+        "x_train": resize(xt[:n_train]),
+        "y_train": yt[:n_train],
+        "x_calib": resize(xt[n_train : n_train + n_calib]),  # train digits not used for fitting nor parity
+        "x_test": resize(d["x_test"][:n_test]),
+        "y_test": d["y_test"][:n_test].astype(np.int64),
+    }
+
+
+def set_bn_momentum(model: keras.Model, momentum: float) -> None:
+    for layer in model.submodules if hasattr(model, "submodules") else model.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.momentum = momentum
+
+
+def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int, epochs: int, batch_size: int, out_dir: str) -> dict[str, Any]:
+    build, side, scale = MODELS[name]
+    row: dict[str, Any] = {"model": name, "input": f"{side}x{side}x3", "input_scale": scale}
+    seconds: dict[str, float] = {}
+    data = digits(data_path, side, scale, n_train, n_calib, n_test)
+    keras.utils.set_random_seed(0)
+    t = time.perf_counter()
+    model = build()
+    set_bn_momentum(model, 0.9)
+    seconds["build"] = time.perf_counter() - t
+    row["params"] = int(model.count_params())
+
+    t = time.perf_counter()
+    wrapped = tfprune.models.compile_classifier(tfprune.wrap(model), 1e-3)
+    wrapped.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+    seconds["wrap_fit"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    pruned = tfprune.strip(wrapped)
+    seconds["strip"] = time.perf_counter() - t
+    row["sparsity"] = float(tfprune.prunable_layers(pruned).total_sparsity())
+
+    sample = (data["x_test"], data["y_test"])
+    t = time.perf_counter()
+    r = tfprune.export_tflite(pruned, os.path.join(out_dir, f"{name}_int8.tflite"), mode="int8", sample_inputs=sample,
+                              representative_data=data["x_calib"], n_samples=n_test, n_calibration=n_calib)
+    seconds["export_int8"] = time.perf_counter() - t
+    out = r.outputs[0]
+    row.update(
+        bytes=r.bytes, gzip_bytes=r.gzip_bytes, runtime=r.runtime, dense_for_xnnpack=len(r.dense_for_xnnpack),
+        rel_error=r.rel_error, max_abs_diff=r.max_abs_diff, top1_agreement=r.top1_agreement,
+        top1_samples=out.top1_samples, top1_ties=out.top1_ties, keras_accuracy=r.keras_accuracy, tflite_accuracy=r.tflite_accuracy,
+        n_calibration=r.n_calibration, calibration_overlap=r.calibration_overlap, n_samples=r.n_samples,
+    )
+    t = time.perf_counter()
+    s = tfprune.export_tflite(pruned, os.path.join(out_dir, f"{name}_int8_allsparse.tflite"), mode="int8", sample_inputs=sample,
+                              representative_data=data["x_calib"], n_samples=min(n_test, 32), n_calibration=n_calib, xnnpack_safe=False)
+    seconds["export_int8_allsparse"] = time.perf_counter() - t
+    row["allsparse"] = {"bytes": s.bytes, "gzip_bytes": s.gzip_bytes, "runtime": s.runtime, "rel_error": s.rel_error}
+    row["seconds"] = seconds
+    return row
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, spec)
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "# int8 export matrix",
+        "",
+        f"`{result['command']}` on {result['machine']}; {result['setup']}",
+        "",
+        "| model | sparsity | int8 bytes | gzip | runtime | kernels dense for XNNPack | rel. error | max abs diff "
+        "| top-1 agreement (defined on) | Keras acc | TFLite acc | all-sparse file: bytes, runtime | s build / fit / export |",
+        "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for r in result["models"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | FAILED: {r['error']} |" + " |" * 11)
+            continue
+        s = r["seconds"]
+        rt = "xnnpack" if r["runtime"] == "xnnpack" else "builtin (XNNPack refused)"
+        art = "xnnpack" if r["allsparse"]["runtime"] == "xnnpack" else "builtin (XNNPack refused)"
+        lines.append(
+            f"| {r['model']} | {r['sparsity']:.3f} | {r['bytes']} | {r['gzip_bytes']} | {rt} | {r['dense_for_xnnpack']} | "
+            f"{_fmt(r['rel_error'], '.3g')} | {_fmt(r['max_abs_diff'], '.3g')} | {_fmt(r['top1_agreement'], '.4f')} ({r['top1_samples']}/{r['n_samples']}) | "
+            f"{_fmt(r['keras_accuracy'], '.4f')} | {_fmt(r['tflite_accuracy'], '.4f')} | {r['allsparse']['bytes']}, {art} | "
+            f"{s['build']:.0f} / {s['wrap_fit']:.0f} / {s['export_int8']:.0f} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    ap.add_argument("--data", default=os.environ.get("TFPRUNE_MNIST", DEFAULT_DATA))
+    ap.add_argument("--quick", action="store_true", help="256 train digits, 1 epoch, 64 calibration and 32 test digits")
+    ap.add_argument("--train", type=int, default=2048)
+    ap.add_argument("--calib", type=int, default=256)
+    ap.add_argument("--test", type=int, default=256)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--batch-size", type=int, default=64)
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.train, args.calib, args.test, args.epochs = 256, 64, 32, 1
+    if not os.path.isfile(args.data):
+        raise SystemExit(f"MNIST file not found: {args.data}. Fix: --data path/to/mnist.npz (keras layout)")
+    command = "python benchmarks/int8_matrix.py" + (" --quick" if args.quick else "")
+    command += f" --models {' '.join(args.models)}" if args.models != list(MODELS) else ""
+    result: dict[str, Any] = {
+        "command": command,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
+        "setup": (f"fit {args.epochs} epochs on {args.train} MNIST train digits (batch {args.batch_size}) with ImportancePruning(0.8), "
+                  f"calibration on the next {args.calib} train digits, parity on {args.test} test digits"),
+        "models": [],
+    }
+    name = "int8_matrix_quick" if args.quick else "int8_matrix"
+    path = os.path.join(HERE, "results", f"{name}.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory() as out_dir:
+        for m in args.models:
+            print(f"== {m}", flush=True)
+            try:
+                row = run_model(m, args.data, args.train, args.calib, args.test, args.epochs, args.batch_size, out_dir)
+            except Exception as err:  # a failure is a result of the matrix, with its reason
+                traceback.print_exc()
+                row = {"model": m, "error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"}
+            print(json.dumps(row, default=str), flush=True)
+            result["models"].append(row)
+            with open(path, "w") as f:
+                json.dump(tfprune.report.json_safe(result), f, indent=2)
+    write_markdown(path, markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,150 @@
+"""Issue 12, item 2: int8 export on mobile networks (SE blocks, Dense heads) runs on XNNPack, with meaningful parity.
+
+The fast tests use a small EfficientNet-like net (depthwise conv, squeeze-and-
+excitation with a Reshape, Dense head). The slow tests build the real
+tf_keras.applications / keras-cv networks; benchmarks/int8_matrix.py is the
+matrix with numbers.
+"""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfprune
+from tfprune._keras import keras
+from tfprune.export import _densified_values, _operators, densify_for_xnnpack
+
+
+def _digits(digits_data, n_train=2000, n_calib=200, n_test=200, side=16):
+    (xt, yt), (xs, ys) = digits_data
+
+    def resize(x):
+        return np.repeat(tf.image.resize(x[..., None] if x.ndim == 3 else x, (side, side)).numpy(), 3, axis=-1)
+
+    return (resize(xt[:n_train]), yt[:n_train]), resize(xt[n_train:n_train + n_calib]), (resize(xs[:n_test]), ys[:n_test])
+
+
+def se_net(side=16, c=32):
+    """Conv stem, an MBConv-like block with squeeze-and-excitation (Reshape as in EfficientNet), Dense head."""
+    inp = keras.Input((side, side, 3))
+    x = keras.layers.Conv2D(c, 3, padding="same", activation="relu", name="stem")(inp)
+    x = keras.layers.DepthwiseConv2D(3, strides=2, padding="same", activation="relu", name="dw")(x)
+    se = keras.layers.GlobalAveragePooling2D(name="se_squeeze")(x)
+    se = keras.layers.Reshape((1, 1, c), name="se_reshape")(se)
+    se = keras.layers.Conv2D(8, 1, activation="relu", name="se_reduce")(se)
+    se = keras.layers.Conv2D(c, 1, activation="sigmoid", name="se_expand")(se)
+    x = keras.layers.Multiply(name="se_excite")([x, se])
+    x = keras.layers.Conv2D(64, 3, strides=2, padding="same", activation="relu", name="project")(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    out = keras.layers.Dense(10, name="predictions")(x)
+    return keras.Model(inp, out, name="se_net")
+
+
+@pytest.fixture(scope="module")
+def pruned_se(digits_data):
+    keras.utils.set_random_seed(0)
+    (xt, yt), _, _ = _digits(digits_data)
+    w = tfprune.models.compile_classifier(tfprune.wrap(se_net()), 3e-3)
+    w.fit(xt, yt, epochs=4, batch_size=64, verbose=0, callbacks=[tfprune.ImportancePruning(0.7, include_outputs=True)])
+    model = tfprune.strip(w)
+    head = model.get_layer("predictions")  # the allocation leaves the small head dense-ish: prune it to 50% by magnitude
+    k = head.kernel.numpy()
+    head.kernel.assign(np.where(np.abs(k) < np.quantile(np.abs(k), 0.5), 0, k))
+    return model
+
+
+def test_se_net_int8_runs_on_xnnpack(pruned_se, digits_data, tmp_path):
+    _, xc, (xs, ys) = _digits(digits_data)
+    head = pruned_se.get_layer("predictions").kernel.numpy()
+    assert np.mean(head == 0) >= 0.5  # the Dense head is pruned: the converter stores it sparse
+    r = tfprune.export_tflite(pruned_se, tmp_path / "se.tflite", mode="int8", sample_inputs=(xs, ys), representative_data=xc, n_samples=200)
+    assert r.runtime == "xnnpack"
+    assert len(r.dense_for_xnnpack) == 1  # the head (named by the converter)
+    ops = _operators(open(r.path, "rb").read())
+    assert "FULLY_CONNECTED" in ops and "SHAPE" in ops  # the Reshape of the SE block is dynamic, as in EfficientNet
+    assert "DENSIFY" in ops  # conv kernels stay sparse (XNNPack densifies int8 conv weights itself)
+    head_t = [t for t in r.tensors if t.shape == (10, 64)]
+    assert head_t[0].stored == "dense" and head_t[0].zero_fraction >= 0.5  # dense storage, zeros kept
+    assert any(t.stored == "sparse" and t.shape == (64, 3, 3, 32) for t in r.tensors)
+    assert r.keras_accuracy > 0.3  # trained a little: well above chance (0.1), logits spread out
+    assert r.rel_error < 0.05 and r.outputs[0].top1_samples >= 180 and r.top1_agreement >= 0.95
+    assert abs(r.tflite_accuracy - r.keras_accuracy) <= 0.03 and r.calibration_overlap == 0
+
+
+def test_se_net_all_sparse_falls_back_at_first_invoke(pruned_se, digits_data, tmp_path):
+    """Without xnnpack_safe XNNPack accepts the file at allocate_tensors and refuses it at the first invoke (the EfficientNet failure)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    _, xc, (xs, ys) = _digits(digits_data)
+    r = tfprune.export_tflite(pruned_se, tmp_path / "se.tflite", mode="int8", sample_inputs=(xs, ys), representative_data=xc,
+                              n_samples=100, xnnpack_safe=False)
+    content = open(r.path, "rb").read()
+    it = Interpreter(model_content=content)
+    it.allocate_tensors()  # no error here ...
+    it.set_tensor(it.get_input_details()[0]["index"], xs[:1])
+    with pytest.raises(RuntimeError, match="failed to delegate FULLY_CONNECTED"):
+        it.invoke()  # ... but here
+    assert r.runtime.startswith("builtin (XNNPack refused: failed to delegate FULLY_CONNECTED")
+    assert r.dense_for_xnnpack == [] and [t.stored for t in r.tensors if t.shape == (10, 64)] == ["sparse"]
+    safe = tfprune.export_tflite(pruned_se, tmp_path / "safe.tflite", mode="int8", sample_inputs=(xs, ys), representative_data=xc, n_samples=100)
+    assert r.rel_error < 0.05 and abs(r.rel_error - safe.rel_error) < 0.01  # the same int8 model, on another runtime
+
+
+def test_densify_for_xnnpack_keeps_the_values(tmp_path):
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((64,)), keras.layers.Dense(16, activation="relu", name="a"), keras.layers.Dense(8, name="b")])
+    rng = np.random.default_rng(0)
+    for layer in m.layers:
+        k = layer.kernel.numpy()
+        k[rng.random(k.shape) < 0.8] = 0
+        layer.kernel.assign(k)
+    rep = rng.standard_normal((64, 64)).astype("float32")
+    conv = tf.lite.TFLiteConverter.from_keras_model(m)
+    conv.optimizations = [tf.lite.Optimize.EXPERIMENTAL_SPARSITY, tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    sparse = conv.convert()
+    assert _operators(sparse).count("DENSIFY") == 2
+    dense, names = densify_for_xnnpack(sparse)
+    assert len(names) == 2 and _operators(dense).count("DENSIFY") == 0
+    assert _operators(dense) == [op for op in _operators(sparse) if op != "DENSIFY"]
+    # the kernels in the new file are the DENSIFY outputs of the old one, value for value
+    from ai_edge_litert import schema_py_generated as schema
+
+    old, new = schema.Model.GetRootAs(sparse, 0).Subgraphs(0), schema.Model.GetRootAs(dense, 0).Subgraphs(0)
+    assert new.TensorsLength() == old.TensorsLength() - 2
+    model_old = schema.Model.GetRootAs(sparse, 0)
+    opcodes = [model_old.OperatorCodes(k).BuiltinCode() for k in range(model_old.OperatorCodesLength())]
+    densify = [old.Operators(k) for k in range(old.OperatorsLength()) if opcodes[old.Operators(k).OpcodeIndex()] == schema.BuiltinOperator.DENSIFY]
+    pairs = {int(op.Outputs(0)): old.Tensors(int(op.Inputs(0))).Name() for op in densify}  # DENSIFY output -> its sparse input's name
+    assert sorted(n.decode() for n in pairs.values()) == sorted(names)  # reported by the weights' own names
+    values = _densified_values(sparse, list(pairs))
+    model = schema.Model.GetRootAs(dense, 0)
+    for i, name in pairs.items():
+        (j,) = [j for j in range(new.TensorsLength()) if new.Tensors(j).Name() == name]
+        stored = np.frombuffer(model.Buffers(new.Tensors(j).Buffer()).DataAsNumpy().tobytes(), np.int8).reshape(values[i].shape)
+        np.testing.assert_array_equal(stored, values[i])
+        assert np.mean(stored == 0) >= 0.75  # the pruned zeros are there, stored dense
+    # every buffer 16-byte aligned, as the converter writes them
+    base = np.frombuffer(dense, np.uint8).ctypes.data
+    for b in range(model.BuffersLength()):
+        if model.Buffers(b).DataLength():
+            assert (model.Buffers(b).DataAsNumpy().ctypes.data - base) % 16 == 0
+    # both files compute the same outputs with the builtin kernels; only the dense one runs on XNNPack
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    from tfprune.export import make_interpreter
+
+    def builtin(content):
+        it = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
+        it.allocate_tensors()
+        outs = []
+        for i in range(16):
+            it.set_tensor(it.get_input_details()[0]["index"], rep[i:i + 1])
+            it.invoke()
+            outs.append(it.get_tensor(it.get_output_details()[0]["index"]))
+        return np.concatenate(outs)
+
+    np.testing.assert_array_equal(builtin(sparse), builtin(dense))
+    assert make_interpreter(sparse)[1].startswith("builtin (XNNPack refused") and make_interpreter(dense)[1] == "xnnpack"
+    assert densify_for_xnnpack(dense) == (dense, [])  # nothing left to do

@@ -3,6 +3,15 @@
     python benchmarks/int8_matrix.py                 # every model
     python benchmarks/int8_matrix.py --models efficientnetb0 mobilenetv3small
     python benchmarks/int8_matrix.py --quick         # fewer steps and samples (a smoke run)
+    python benchmarks/int8_matrix.py --micro         # LeNet-5 for TensorFlow Lite Micro instead
+
+``--micro``: Caffe LeNet-5 (``tfprune.models.lenet5``) trained 3 epochs on the
+MNIST train set, pruned to 0.9 with ``ImportancePruning`` (3 more epochs),
+exported ``mode="micro"`` (int8, dense encoding, int8 I/O) next to the dense
+model's micro file and the pruned ``int8`` (sparse) file; each micro file is
+run with TFLM's Python interpreter (tflite-micro) on 1,000 test digits:
+flash bytes, gzip bytes, smallest arena, agreement and accuracy. Writes
+benchmarks/results/micro_lenet5.json and .md.
 
 Models (random initial weights, ``weights=None``, 10 classes, logits out; no
 download): tf_keras.applications MobileNetV2 (alpha 0.35, 96x96),
@@ -48,6 +57,7 @@ from _common import write_markdown  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
+from tfprune.export import run_micro  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist", "mnist.npz")
@@ -195,6 +205,66 @@ def markdown(result: dict[str, Any]) -> list[str]:
     return lines
 
 
+def run_micro_lenet(data_path: str, out_dir: str) -> dict[str, Any]:
+    """LeNet-5 dense and pruned to 0.9, exported for TFLM (and sparse int8, which TFLM cannot run)."""
+    (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(data_path, fallback=False)
+    keras.utils.set_random_seed(0)
+    times: dict[str, float] = {}
+    t = time.perf_counter()
+    dense = tfprune.models.compile_classifier(tfprune.models.lenet5(x_train.shape[1:]))
+    dense.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0)
+    pruned = tfprune.models.compile_classifier(tfprune.wrap(dense), 5e-4)
+    pruned.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0, callbacks=[tfprune.ImportancePruning(0.9, ramp_fraction=0.6)])
+    pruned = tfprune.strip(pruned)
+    times["train_prune"] = time.perf_counter() - t
+    sample, rep = (x_test[:1000], y_test[:1000]), x_train[:500]
+    rows = []
+    cases = (("dense LeNet-5", dense, "micro", True), ("pruned 0.9", pruned, "micro", True), ("pruned 0.9", pruned, "int8", True),
+             ("pruned 0.9", pruned, "int8", False))
+    for label, model, mode, safe in cases:
+        t = time.perf_counter()
+        path = os.path.join(out_dir, f"{label.split()[0]}_{mode}_{safe}.tflite")
+        r = tfprune.export_tflite(model, path, mode=mode, sample_inputs=sample, representative_data=rep, n_samples=1000, xnnpack_safe=safe)
+        m = r.micro
+        tflm_error = None
+        if m is None:  # not a micro file: does TFLM run it? (measured, not assumed)
+            try:
+                run_micro(open(path, "rb").read(), x_test[:1])
+            except RuntimeError as err:
+                tflm_error = " ".join(str(err).split())[:200]
+        rows.append({
+            "model": label, "mode": mode + ("" if safe else ", xnnpack_safe=False"), "bytes": r.bytes, "gzip_bytes": r.gzip_bytes,
+            "sparsity": float(tfprune.prunable_layers(model).total_sparsity()), "keras_accuracy": r.keras_accuracy,
+            "tflite_accuracy": r.tflite_accuracy, "runtime": r.runtime, "rel_error": r.rel_error, "top1_agreement": r.top1_agreement,
+            "sparse_tensors": sum(t.stored == "sparse" for t in r.tensors),
+            "tflm": None if m is None else {"runtime": m.runtime, "flash_bytes": m.flash_bytes, "arena_bytes": m.arena_bytes, "rel_error": m.rel_error,
+                                            "top1_agreement": m.top1_agreement, "accuracy": m.accuracy, "n_samples": m.n_samples},
+            "tflm_error": tflm_error,
+            "seconds": time.perf_counter() - t,
+        })
+    return {"rows": rows, "seconds": times}
+
+
+def micro_markdown(result: dict[str, Any]) -> list[str]:
+    lines = [
+        "# LeNet-5 on TensorFlow Lite Micro",
+        "",
+        f"`{result['command']}` on {result['machine']}; {result['setup']}",
+        "",
+        "| model | mode | sparsity | sparse tensors | .tflite = flash bytes | gzip bytes | TFLM arena bytes | TFLM rel. error "
+        "| TFLM top-1 agreement | TFLM accuracy | Keras accuracy | TFLite runtime |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in result["rows"]:
+        m = r["tflm"]
+        tflm = [str(m["arena_bytes"]), _fmt(m["rel_error"], ".3g"), _fmt(m["top1_agreement"], ".4f"), _fmt(m["accuracy"], ".4f")] if m else [
+            f"TFLM refuses it: {r['tflm_error']}", "", "", ""]
+        rt = "xnnpack" if r["runtime"] == "xnnpack" else "builtin (XNNPack refused)"
+        lines.append(f"| {r['model']} | {r['mode']} | {r['sparsity']:.3f} | {r['sparse_tensors']} | {r['bytes']} | {r['gzip_bytes']} | " + " | ".join(tflm)
+                     + f" | {_fmt(r['keras_accuracy'], '.4f')} | {rt} |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
@@ -205,7 +275,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--micro", action="store_true", help="LeNet-5 for TensorFlow Lite Micro (see the module doc)")
     args = ap.parse_args(argv)
+    machine = f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
+    if args.micro:
+        if not os.path.isfile(args.data):
+            raise SystemExit(f"MNIST file not found: {args.data}. Fix: --data path/to/mnist.npz (keras layout)")
+        with tempfile.TemporaryDirectory() as out_dir:
+            res = run_micro_lenet(args.data, out_dir)
+        res.update(command="python benchmarks/int8_matrix.py --micro", machine=machine,
+                   setup="Caffe LeNet-5, 3 epochs dense + 3 epochs ImportancePruning(0.9) on the MNIST train set; calibration on 500 train digits, "
+                         "parity on 1,000 test digits; TFLM = tflite-micro's Python interpreter, smallest arena by bisection (16 bytes)")
+        path = os.path.join(HERE, "results", "micro_lenet5.json")
+        with open(path, "w") as f:
+            json.dump(tfprune.report.json_safe(res), f, indent=2)
+        write_markdown(path, micro_markdown(res))
+        return 0
     if args.quick:
         args.train, args.calib, args.test, args.epochs = 256, 64, 32, 1
     if not os.path.isfile(args.data):
@@ -214,7 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     command += f" --models {' '.join(args.models)}" if args.models != list(MODELS) else ""
     result: dict[str, Any] = {
         "command": command,
-        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}",
+        "machine": machine,
         "setup": (f"fit {args.epochs} epochs on {args.train} MNIST train digits (batch {args.batch_size}) with ImportancePruning(0.8), "
                   f"calibration on the next {args.calib} train digits, parity on {args.test} test digits"),
         "models": [],

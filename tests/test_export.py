@@ -129,6 +129,7 @@ def test_micro_mode_runs_on_tflm(pruned, trained_tiny, digits_data, tmp_path):
     m = r.micro
     assert m.runtime.startswith("tflite-micro ") and m.flash_bytes == r.bytes == len(content) and m.n_samples == 300
     assert m.top1_agreement >= 0.97 and m.rel_error < 0.05 and r.top1_agreement >= 0.97
+    assert m.accuracy == pytest.approx(r.tflite_accuracy, abs=0.01) and f", accuracy {m.accuracy:.4f}" in r.table()
     # the arena is the smallest that allocates (to 16 bytes), and the model runs in it
     assert micro_arena_bytes(content) == m.arena_bytes > 0
     with pytest.raises(RuntimeError, match="TFLM failed to allocate tensors"):

@@ -138,6 +138,7 @@ class MicroCheck:
     arena_bytes: int
     n_samples: int
     outputs: list[OutputParity] = field(default_factory=list)
+    accuracy: float | None = None
 
     @property
     def max_abs_diff(self) -> float:
@@ -203,7 +204,7 @@ class ExportReport(Report):
             lines.append(
                 f"TFLM ({m.runtime}): flash {m.flash_bytes} bytes ({self.gzip_bytes} gzipped), arena {m.arena_bytes} bytes; "
                 f"on {m.n_samples} inputs max |tflm - keras| = {m.max_abs_diff:.3g}, relative error = {m.rel_error:.3g}, "
-                f"top-1 agreement = {_fmt_top1(m.outputs)}"
+                f"top-1 agreement = {_fmt_top1(m.outputs)}" + ("" if m.accuracy is None else f", accuracy {m.accuracy:.4f}")
             )
         lines += [f"note: {n}" for n in self.notes]
         rows = [[t.name, str(t.shape), t.dtype, t.stored, f"{t.zero_fraction:.4f}", t.bytes] for t in self.tensors]
@@ -857,13 +858,15 @@ def export_tflite(
         report.tflite_accuracy = float(np.mean(got[positions[first]].reshape(len(x), -1).argmax(-1) == yy))
 
     if mode == "micro" or c_header is not None:
-        report.micro = _micro_check(content, x, refs, names, positions, classes, notes)
+        report.micro = _micro_check(content, x, None if first is None else y, refs, names, positions, classes, notes)
     if c_header is not None:
         report.c_header = write_c_header(content, c_header, c_var_name)
     return report
 
 
-def _micro_check(content: bytes, x: np.ndarray, refs: list, names: list[str], positions: list[int], classes: list[bool], notes: list[str]) -> MicroCheck | None:
+def _micro_check(
+    content: bytes, x: np.ndarray, y: Any, refs: list, names: list[str], positions: list[int], classes: list[bool], notes: list[str]
+) -> MicroCheck | None:
     """Run the file with TFLM (when installed): smallest arena, parity with Keras."""
     if _micro_runtime() is None:
         msg = "tflite-micro is not installed: the file was not run with TensorFlow Lite Micro. Fix: pip install 'tfprune[micro]'"
@@ -881,4 +884,9 @@ def _micro_check(content: bytes, x: np.ndarray, refs: list, names: list[str], po
     except RuntimeError as err:
         raise RuntimeError(f"TensorFlow Lite Micro cannot run this file ({err}). Fix: mode='micro' (int8, dense, builtin ops TFLM has)") from err
     outputs = [_output_parity(n, refs[i], got[positions[i]], classes[i]) for i, n in enumerate(names)]
-    return MicroCheck(_micro_version(), len(content), arena, len(x), outputs)
+    check = MicroCheck(_micro_version(), len(content), arena, len(x), outputs)
+    first = next((i for i, c in enumerate(classes) if c), None)
+    if y is not None and first is not None:
+        yy = np.asarray(y).reshape(-1)[: len(x)]
+        check.accuracy = float(np.mean(got[positions[first]].reshape(len(x), -1).argmax(-1) == yy))
+    return check

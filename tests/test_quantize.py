@@ -179,5 +179,40 @@ def test_decode_sparse_csr_and_blocks():
     got = decode_sparse(np.array([0, 3, 5, 0, 0, 7], np.int8), (2, 4), [0, 1, 2], [1],
                         [("dense", 2), ("csr", [0, 1, 3], [0, 0, 1]), ("dense", 2)])
     np.testing.assert_array_equal(got, dense)
+    # a dimension of 3 in 1x2 blocks: the last block is padded with a zero past the edge
+    got = decode_sparse(np.array([1, 2, 3, 0], np.int8), (1, 3), [0, 1, 2], [1], [("dense", 1), ("csr", [0, 2], [0, 1]), ("dense", 2)])
+    np.testing.assert_array_equal(got, [[1, 2, 3]])
+    with pytest.raises(ValueError, match="outside the shape"):
+        decode_sparse(np.array([1, 2, 3, 4], np.int8), (1, 3), [0, 1, 2], [1], [("dense", 1), ("csr", [0, 2], [0, 1]), ("dense", 2)])
     with pytest.raises(ValueError, match="stored values"):
         decode_sparse(np.array([3, 5, 7, 9], np.int8), (2, 4), [0, 1], [], [("dense", 2), ("csr", [0, 1, 3], [1, 0, 3])])
+
+
+def test_conv_batchnorm_kept_and_depthwise_warned():
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(8, 3, use_bias=False, name="c1")(inp)
+    x = keras.layers.BatchNormalization(name="bn")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.DepthwiseConv2D(3, name="dw")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    m = keras.Model(inp, keras.layers.Dense(10, name="d")(x))
+    for name in ("c1", "dw", "d"):
+        k = m.get_layer(name).weights[0]
+        v = k.numpy()
+        k.assign(np.where(np.abs(v) < np.quantile(np.abs(v), 0.5), 0.0, v))
+    rng = np.random.default_rng(0)
+    x = rng.random((256, 28, 28, 1)).astype(np.float32)
+    with pytest.warns(UserWarning, match=r"does not keep the zeros .*dw \(DepthwiseConv2D"):
+        q = pqat(m, (x, rng.integers(0, 10, 256)), epochs=1, learning_rate=1e-3)
+    before = kernel_zeros(m)
+    assert kernel_zeros(q)["c1"] == before["c1"] and kernel_zeros(q)["d"] == before["d"]
+    # the converter's 1x16 block encoding cannot hold the 8-input Dense kernel: convert_qat stores it dense, and says so
+    with pytest.warns(UserWarning, match=r"stored dense: .*quant_d/"):
+        sparse = convert_qat(q)
+    in_file = tflite_kernel_zeros(sparse, before)
+    for name in ("c1", "d"):  # the BatchNorm folded into c1 scales its kernel: zeros stay zeros
+        assert in_file[name].zeros >= before[name].zeros
+    got, _ = run_tflite(sparse, x[:32])
+    ref, _ = run_tflite(convert_qat(q, sparse_storage=False), x[:32])
+    np.testing.assert_allclose(got, ref, atol=1e-6)
+    np.testing.assert_allclose(got, q.predict(x[:32], verbose=0), atol=0.05 * float(np.abs(ref).max()))

@@ -171,7 +171,8 @@ def decode_sparse(values: np.ndarray, shape: tuple, traversal_order: list[int], 
     ``values``: the stored values in traversal order; ``levels``: per
     traversal dimension ``("dense", size)`` or ``("csr", segments, indices)``.
     The first ``len(shape)`` traversal dimensions are the tensor's (in blocks
-    where blocked), the rest are block dimensions of ``block_map``'s dims.
+    where blocked), the rest are block dimensions of ``block_map``'s dims;
+    blocks that reach past the tensor's edge hold zeros there (checked).
     """
     rank = len(shape)
     out = np.zeros(int(np.prod(shape)), values.dtype)
@@ -188,7 +189,10 @@ def decode_sparse(values: np.ndarray, shape: tuple, traversal_order: list[int], 
             b = traversal_order[i] - rank
             d = block_map[b]
             orig[d] = orig[d] * block_sizes[b] + coords[i]
-        out[int(np.ravel_multi_index(orig, shape))] = values[src]
+        if all(o < n for o, n in zip(orig, shape)):
+            out[int(np.ravel_multi_index(orig, shape))] = values[src]
+        elif values[src] != 0:  # blocks are padded past the tensor's edge with zeros
+            raise ValueError(f"sparse tensor decoding: a nonzero value at {orig}, outside the shape {shape}")
         src += 1
 
     def visit(level: int, prev: int) -> None:
@@ -240,8 +244,10 @@ def tflite_kernels(content: bytes) -> list[dict]:
     One dict per op, in graph order: ``op``, ``name`` (the weight tensor's
     name; ``source -> output`` when it comes out of a DENSIFY op),
     ``values`` (numpy, TFLite layout; sparse tensors decoded with
-    `decode_sparse`, whether a DENSIFY op or the op itself reads them),
-    ``stored`` (values held in the flatbuffer), ``sparse``.
+    `decode_sparse`, whether a DENSIFY op or the op itself reads them;
+    None when the encoding does not fit the shape, with the reason in
+    ``error``), ``stored`` (values held in the flatbuffer), ``sparse``,
+    ``tensor`` (the stored tensor's index).
     """
     from ai_edge_litert import schema_py_generated as schema
 
@@ -263,13 +269,18 @@ def tflite_kernels(content: bytes) -> list[dict]:
             continue
         t = int(op.inputs[1])
         src = densify.get(t, t)
-        values, stored = _tensor_values(model, sub.tensors[src])
+        try:
+            values, stored, error = *_tensor_values(model, sub.tensors[src]), None
+        except ValueError as err:  # an encoding that does not fit the tensor's shape
+            values, stored, error = None, 0, str(err)
         out.append({
             "op": kind,
             "name": name(t) if src == t else f"{name(src)} -> {name(t)}",
             "values": values,
             "stored": stored,
             "sparse": sub.tensors[src].sparsity is not None,
+            "tensor": src,
+            "error": error,
         })
     return out
 
@@ -296,6 +307,8 @@ def tflite_kernel_zeros(content: bytes, kernels: dict[str, KernelZeros]) -> dict
         i = (named or cands)[0]
         used.add(i)
         f = found[i]
+        if f["values"] is None:
+            raise ValueError(f"the .tflite kernel of {layer!r} ({f['name']}) cannot be decoded: {f['error']}")
         out[layer] = KernelZeros(layer, count_zeros(f["values"]), int(f["values"].size), tuple(kz.shape), int(f["stored"]), f["name"])
     return out
 
@@ -433,6 +446,12 @@ def convert_qat(qat_model: Any, sparse_storage: bool = True, xnnpack_safe: bool 
     ``xnnpack_safe=True`` stores dense the int8 kernels XNNPack refuses from
     DENSIFY (FULLY_CONNECTED, `tfprune.export.densify_for_xnnpack`); by
     default they stay sparse, and the builtin kernels run the file.
+
+    Every sparse kernel is decoded and compared with a dense conversion of the
+    same model; one that differs is stored dense (with a warning). Seen with
+    TensorFlow 2.21: a FULLY_CONNECTED int8 kernel with fewer inputs than
+    the converter's 1x16 blocks (e.g. 8) is written as one block of row 0,
+    and the file computes wrong outputs.
     """
     check_model(qat_model, "qat_model")
     if not is_qat_model(qat_model):
@@ -448,11 +467,40 @@ def convert_qat(qat_model: Any, sparse_storage: bool = True, xnnpack_safe: bool 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
         content = converter.convert()
+        if sparse_storage:
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            content = _check_sparse_kernels(content, converter.convert())
     if xnnpack_safe and sparse_storage:
         from tfprune.export import densify_for_xnnpack
 
         content, _ = densify_for_xnnpack(content)
     return content
+
+
+def _check_sparse_kernels(sparse: bytes, dense: bytes) -> bytes:
+    """``sparse`` with every sparse kernel that does not decode to ``dense``'s values replaced by those values, stored dense."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    from tfprune.export import _pack_aligned
+
+    got, want = tflite_kernels(sparse), tflite_kernels(dense)
+    if len(got) != len(want):
+        raise RuntimeError(f"the sparse and dense conversions differ in their kernel ops ({len(got)} vs {len(want)})")
+    bad = [(g, w) for g, w in zip(got, want) if g["sparse"] and (g["values"] is None or not np.array_equal(g["values"], w["values"]))]
+    if not bad:
+        return sparse
+    model = schema.ModelT.InitFromPackedBuf(bytearray(sparse), 0)
+    sub = model.subgraphs[0]
+    for g, w in bad:
+        t = sub.tensors[g["tensor"]]
+        t.sparsity = None
+        model.buffers[t.buffer].data = np.ascontiguousarray(w["values"]).view(np.uint8).reshape(-1)
+    warnings.warn(
+        "the converter's sparse encoding of these kernels does not hold their values, so they are stored dense: "
+        + ", ".join(f"{g['name']} {tuple(w['values'].shape)}" + (f" ({g['error']})" if g["error"] else "") for g, w in bad),
+        stacklevel=3,
+    )
+    return _pack_aligned(model)
 
 
 def run_tflite(content: bytes, x: np.ndarray, batch_size: int = 1) -> tuple[np.ndarray, str]:

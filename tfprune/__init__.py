@@ -22,7 +22,7 @@ from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable
 from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
-from tfprune.structured import ShrinkReport, channel_graph, channel_importance, shrink  # noqa: E402
+from tfprune.structured import ShrinkReport, channel_graph, channel_importance, plan_channels, prune_channels, shrink  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 from tfprune.wrapper import PruneLayer  # noqa: E402
 
@@ -77,6 +77,8 @@ __all__ = [
     "channel_graph",
     "channel_importance",
     "shrink",
+    "plan_channels",
+    "prune_channels",
     "structured",
     "strip",
     "wrap",

@@ -8,7 +8,7 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, data, datasets, finetune, importance, models, obs, report, shallow, structured  # noqa: E402
+from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
@@ -21,6 +21,7 @@ from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: 
 from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
 from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
+from tfprune.quantize import convert_qat, pqat  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.structured import ShrinkReport, channel_graph, channel_importance, plan_channels, prune_channels, shrink  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
@@ -77,6 +78,9 @@ __all__ = [
     "channel_graph",
     "channel_importance",
     "shrink",
+    "pqat",
+    "convert_qat",
+    "quantize",
     "plan_channels",
     "prune_channels",
     "structured",

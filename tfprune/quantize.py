@@ -12,7 +12,11 @@ converted file.
 * `pqat`: pruned model (plain or wrapped) + labelled data -> compiled QAT
   model, fine-tuned; the input model is not changed.
 * `convert_qat`: QAT model -> int8 .tflite bytes (the ranges come from the
-  fake-quant nodes, so no representative data), zeros stored sparsely.
+  fake-quant nodes, so no representative data), zeros stored sparsely; every
+  sparse kernel is decoded and checked against a dense conversion
+  (`fix_sparse_kernels`: the converter's 1x16 block encoding of an int8
+  FULLY_CONNECTED kernel with fewer than 16 inputs is wrong, such kernels are
+  stored dense).
 * `kernel_zeros` / `tflite_kernel_zeros`: per layer, the zeros of each
   kernel in a Keras model (plain, wrapped or QAT) and in a .tflite file
   (sparse tensors decoded), to check that none was lost, and how many values
@@ -44,6 +48,7 @@ __all__ = [
     "tflite_kernel_zeros",
     "tflite_kernels",
     "decode_sparse",
+    "fix_sparse_kernels",
     "KernelZeros",
     "run_tflite",
 ]
@@ -469,7 +474,7 @@ def convert_qat(qat_model: Any, sparse_storage: bool = True, xnnpack_safe: bool 
         content = converter.convert()
         if sparse_storage:
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
-            content = _check_sparse_kernels(content, converter.convert())
+            content = fix_sparse_kernels(content, converter.convert())
     if xnnpack_safe and sparse_storage:
         from tfprune.export import densify_for_xnnpack
 
@@ -477,8 +482,13 @@ def convert_qat(qat_model: Any, sparse_storage: bool = True, xnnpack_safe: bool 
     return content
 
 
-def _check_sparse_kernels(sparse: bytes, dense: bytes) -> bytes:
-    """``sparse`` with every sparse kernel that does not decode to ``dense``'s values replaced by those values, stored dense."""
+def fix_sparse_kernels(sparse: bytes, dense: bytes) -> bytes:
+    """``sparse`` with every sparse kernel that does not decode to ``dense``'s values replaced by those values, stored dense.
+
+    ``sparse`` and ``dense``: the same model converted with and without
+    ``EXPERIMENTAL_SPARSITY`` (same other options). Warns naming the kernels
+    it stored dense; returns ``sparse`` unchanged when all decode right.
+    """
     from ai_edge_litert import schema_py_generated as schema
 
     from tfprune.export import _pack_aligned

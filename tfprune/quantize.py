@@ -388,8 +388,9 @@ def pqat(
       data: ``(x, y[, w])``, a ``tf.data.Dataset`` or a generator of such
         batches (any form `tfprune.data` reads), or ``x`` with the labels in
         ``y``.
-      epochs: passes over the data (0: the QAT model untrained, for export
-        only; its ranges then come from the first forward passes only).
+      epochs: passes over the data (0: the QAT model untrained; its
+        quantization ranges are then tfmot's initial ones, not calibrated:
+        for inspection, not for export).
       batch_size: rows per step for arrays and unbatched datasets.
       learning_rate: for the default optimizer, ``Adam(learning_rate)``.
       loss: default `tfprune.finetune.model_loss` (the model's compiled loss,

@@ -148,3 +148,53 @@ def test_densify_for_xnnpack_keeps_the_values(tmp_path):
     np.testing.assert_array_equal(builtin(sparse), builtin(dense))
     assert make_interpreter(sparse)[1].startswith("builtin (XNNPack refused") and make_interpreter(dense)[1] == "xnnpack"
     assert densify_for_xnnpack(dense) == (dense, [])  # nothing left to do
+
+
+def _effnetv2_classifier():
+    from keras_cv.models import EfficientNetV2Backbone, ImageClassifier
+
+    backbone = EfficientNetV2Backbone(
+        include_rescaling=True, width_coefficient=0.5, depth_coefficient=0.5, stackwise_kernel_sizes=[3, 3, 3, 3],
+        stackwise_num_repeats=[1, 2, 2, 2], stackwise_input_filters=[32, 16, 32, 64], stackwise_output_filters=[16, 32, 64, 96],
+        stackwise_expansion_ratios=[1, 4, 4, 4], stackwise_squeeze_and_excite_ratios=[0.0, 0.0, 0.25, 0.25],
+        stackwise_strides=[1, 2, 2, 2], stackwise_conv_types=["fused", "fused", "unfused", "unfused"], input_shape=(96, 96, 3),
+    )
+    return ImageClassifier(backbone=backbone, num_classes=10, activation=None)
+
+
+def _app(name, side, **kw):
+    return lambda: getattr(keras.applications, name)(weights=None, input_shape=(side, side, 3), classes=10, classifier_activation=None, **kw)
+
+
+# name -> (builder, side, pixel scale, has a Dense head)
+REAL_NETS = {
+    "MobileNetV2": (_app("MobileNetV2", 96, alpha=0.35), 96, 1.0, True),
+    "MobileNetV3Small": (_app("MobileNetV3Small", 96), 96, 255.0, False),
+    "EfficientNetB0": (_app("EfficientNetB0", 96), 96, 255.0, True),
+    "ResNet50": (_app("ResNet50", 64), 64, 1.0, True),
+    "keras-cv EfficientNetV2": (_effnetv2_classifier, 96, 255.0, True),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REAL_NETS))
+def test_real_networks_int8_on_xnnpack(name, digits_data, tmp_path):
+    """wrap -> fit (1 epoch, 512 digits, ImportancePruning(0.8)) -> strip -> int8 on XNNPack (benchmarks/int8_matrix.py has the numbers)."""
+    if name.startswith("keras-cv"):
+        pytest.importorskip("keras_cv")
+    build, side, scale, dense_head = REAL_NETS[name]
+    (xt, yt), xc, (xs, ys) = _digits(digits_data, n_train=512, n_calib=64, n_test=32, side=side)
+    keras.utils.set_random_seed(0)
+    w = tfprune.models.compile_classifier(tfprune.wrap(build()), 1e-3)
+    w.fit(xt * scale, yt, epochs=1, batch_size=64, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+    pruned = tfprune.strip(w)
+    r = tfprune.export_tflite(pruned, tmp_path / "m.tflite", mode="int8", sample_inputs=(xs * scale, ys), representative_data=xc * scale, n_samples=32)
+    assert r.runtime == "xnnpack" and r.calibration_overlap == 0 and r.n_calibration == 64
+    assert densify_for_xnnpack(open(r.path, "rb").read())[1] == []  # no int8 FC kernel left behind a DENSIFY
+    if not dense_head:
+        assert r.dense_for_xnnpack == []  # MobileNetV3's head is a 1x1 convolution
+    assert r.rel_error < 0.05  # int8 against float, relative to the output's norm
+    out = r.outputs[0]
+    assert out.shape == (10,) and out.top1_samples + out.top1_ties == 32
+    if out.top1_samples:
+        assert r.top1_agreement >= 0.9

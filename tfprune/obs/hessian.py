@@ -5,17 +5,21 @@ inputs; Conv2D unfolded patches in ``tf.image.extract_patches`` order
 (kh, kw, c_in) with the layer's own stride, padding and dilation, averaged
 over batch and output positions; Conv1D as a Conv2D of height 1. With a
 bias the last row/column is the constant 1. Accumulated in float64,
-streamed over batches: per batch one float64 BLAS ``syrk`` (X^T X, one
-triangle, half a matmul's work) plus the column sums for the bias row.
+streamed over batches: per batch float64 BLAS ``syrk`` (X^T X, one
+triangle, half a matmul's work) on one worker thread per core, plus the
+column sums for the bias row.
 """
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
 import tensorflow as tf
 from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 from tfprune import data as _data
 from tfprune._keras import keras
@@ -139,9 +143,11 @@ def layer_hessians(
             raise ValueError(f"layer {name!r} is shared or nested; OBS needs a single call site in a flat model") from err
         layers.append(layer)
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
+    workers = max(1, os.cpu_count() or 1)
     fan = {layer.name: int(np.prod(layer.kernel.shape[:-1])) for layer in layers}
-    G = {name: np.zeros((f, f), order="F") for name, f in fan.items()}  # sum x x^T, upper triangle (Fortran order for syrk)
-    col = {name: np.zeros(f) for name, f in fan.items()}  # sum x: the bias row
+    # sum x x^T per worker (upper triangle, Fortran order for syrk) and sum x (the bias row)
+    G = {name: [np.zeros((f, f), order="F") for _ in range(workers)] for name, f in fan.items()}
+    col = {name: np.zeros(f) for name, f in fan.items()}
     counts = {layer.name: 0 for layer in layers}
     it = _data.batches(data, batch_size, n_samples)
     if progress:
@@ -150,21 +156,35 @@ def layer_hessians(
         n_rows = _data.size(data)
         total = None if n_rows is None else int(np.ceil(min(n_rows, n_samples or 1 << 62) / batch_size))
         it = tqdm(it, total=total, desc="Hessians", leave=False)
-    for xb, _, _ in it:
-        outs = probe(xb, training=False)
-        if len(layers) == 1:
-            outs = [outs]
-        for layer, a in zip(layers, outs):
-            rows = unfold_rows(layer, a.numpy())  # float64: products of float32 inputs are exact
-            G[layer.name] = blas.dsyrk(1.0, rows.T, beta=1.0, c=G[layer.name], trans=0, lower=0, overwrite_c=1)
-            col[layer.name] += rows.sum(axis=0)
-            counts[layer.name] += int(rows.shape[0])
+
+    def syrk(name: str, w: int, rows: np.ndarray) -> None:
+        G[name][w] = blas.dsyrk(1.0, rows.T, beta=1.0, c=G[name][w], trans=0, lower=0, overwrite_c=1)
+
+    # one worker per core, each on its share of a batch's rows with BLAS on one thread (threads that
+    # spin while another process holds a core made multi-threaded BLAS several times slower here);
+    # the next batch's forward pass and unfolding overlap the products of the last one
+    pending: list = []
+    with threadpool_limits(1, user_api="blas"), ThreadPoolExecutor(workers) as pool:
+        for xb, _, _ in it:
+            outs = probe(xb, training=False)
+            if len(layers) == 1:
+                outs = [outs]
+            work = [(layer.name, unfold_rows(layer, a.numpy())) for layer, a in zip(layers, outs)]  # float64: float32 products are exact
+            for f in pending:
+                f.result()
+            pending = []
+            for name, rows in work:
+                pending += [pool.submit(syrk, name, w, part) for w, part in enumerate(np.array_split(rows, workers)) if len(part)]
+                col[name] += rows.sum(axis=0)
+                counts[name] += int(rows.shape[0])
+        for f in pending:
+            f.result()
     H = {}
     for layer in layers:
         name, n = layer.name, counts[layer.name]
         if n == 0:
             raise ValueError("no calibration data was seen")
-        g = G.pop(name)
+        g = sum(G.pop(name))
         g = np.triu(g) + np.triu(g, 1).T
         if layer.use_bias:
             g = np.block([[g, col[name][:, None]], [col[name][None, :], np.full((1, 1), float(n))]])

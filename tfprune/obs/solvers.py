@@ -283,14 +283,17 @@ def lobs(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_pr
 
 
 def exact_workspace_bytes(d: int, chunk: int, block: int = EXACT_BLOCK) -> int:
-    """Bytes `exact` holds per chunk of ``chunk`` columns: the float64 Schur complements (chunk, d, d),
-    the block factors (chunk, block, d) and ten (chunk, d) vectors (weights, diagonal, scores, masks, pivot columns)."""
-    return 8 * chunk * (d * d + block * d + 10 * d)
+    """Bytes one `exact` worker holds for a chunk of ``chunk`` columns: the float64 Schur complements
+    (chunk, d, d), the block factors (chunk, block, d), ten (chunk, d) vectors (weights, diagonal,
+    scores, masks, row maps, pivot columns, results) and two (d, d) temporaries of a compaction."""
+    return 8 * (chunk * (d * d + block * d + 10 * d) + 2 * d * d)
 
 
 def _auto_chunk(d: int, n_out: int, block: int, work_bytes: int, workers: int) -> int:
-    per = exact_workspace_bytes(d, 1, block)
-    return int(max(1, min(n_out, work_bytes // max(per * workers, 1))))
+    per_worker = work_bytes // max(workers, 1)
+    fixed = exact_workspace_bytes(d, 0, block)
+    per_col = exact_workspace_bytes(d, 1, block) - fixed
+    return int(max(1, min(n_out, (per_worker - fixed) // per_col)))
 
 
 def _compact(S: np.ndarray | None, Hinv: np.ndarray, keep: np.ndarray, buf: np.ndarray) -> np.ndarray:

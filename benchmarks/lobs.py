@@ -2,6 +2,7 @@
 
     python benchmarks/lobs.py                          # LeNet-300-100 and Caffe LeNet-5
     python benchmarks/lobs.py --quick --out /tmp/l.json   # LeNet-300-100 only
+    python benchmarks/lobs.py --models lenet5 --methods exact --seeds 1 --out /tmp/t.json   # a timing repeat
 
 Solvers at the same per-layer ratios: ``lobs_paper`` (the authors' procedure,
 calibrated on the whole training set as they do), ``lobs`` (the same
@@ -136,6 +137,7 @@ def ablation(dense, keep: dict, xt, xs, ys, n_calib: int) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="LeNet-300-100 only")
+    ap.add_argument("--models", default=None, help=f"comma list of {list(SETUPS)} (default: all, or lenet300 with --quick)")
     ap.add_argument("--data", default=os.environ.get("TFPRUNE_MNIST") or os.path.join(HERE, "..", "..", "shared", "data", "mnist", "mnist.npz"))
     ap.add_argument("--out", default=os.path.join(HERE, "results", "lobs.json"))
     ap.add_argument("--methods", default=METHODS)
@@ -144,7 +146,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     (xt, yt), (xs, ys) = tp.datasets.mnist(args.data)
     methods = args.methods.split(",")
-    models = ["lenet300"] if args.quick else list(SETUPS)
+    models = args.models.split(",") if args.models else ["lenet300"] if args.quick else list(SETUPS)
+    unknown = [m for m in models if m not in SETUPS]
+    if unknown:
+        ap.error(f"--models: unknown {unknown}; choose from {list(SETUPS)}")
     results: dict = {"blas_matmul_gflops": blas_gflops(), "cores": os.cpu_count()}
     t0 = time.time()
 

@@ -5,9 +5,9 @@ inputs; Conv2D unfolded patches in ``tf.image.extract_patches`` order
 (kh, kw, c_in) with the layer's own stride, padding and dilation, averaged
 over batch and output positions; Conv1D as a Conv2D of height 1. With a
 bias the last row/column is the constant 1. Accumulated in float64,
-streamed over batches: per batch float64 BLAS ``syrk`` (X^T X, one
-triangle, half a matmul's work) on one worker thread per core, plus the
-column sums for the bias row.
+streamed over batches: per batch X^T X in float64 (BLAS ``syrk`` through
+numpy: one triangle, half a matmul's work) on one worker thread per core,
+plus the column sums for the bias row.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from typing import Any
 
 import numpy as np
 import tensorflow as tf
-from scipy.linalg import blas
 from threadpoolctl import threadpool_limits
 
 from tfprune import data as _data
@@ -145,8 +144,8 @@ def layer_hessians(
     probe = keras.Model(model.inputs, [layer.input for layer in layers])
     workers = max(1, os.cpu_count() or 1)
     fan = {layer.name: int(np.prod(layer.kernel.shape[:-1])) for layer in layers}
-    # sum x x^T per worker (upper triangle, Fortran order for syrk) and sum x (the bias row)
-    G = {name: [np.zeros((f, f), order="F") for _ in range(workers)] for name, f in fan.items()}
+    # sum x x^T per worker and sum x (the bias row)
+    G = {name: [np.zeros((f, f)) for _ in range(workers)] for name, f in fan.items()}
     col = {name: np.zeros(f) for name, f in fan.items()}
     counts = {layer.name: 0 for layer in layers}
     it = _data.batches(data, batch_size, n_samples)
@@ -158,7 +157,7 @@ def layer_hessians(
         it = tqdm(it, total=total, desc="Hessians", leave=False)
 
     def syrk(name: str, w: int, rows: np.ndarray) -> None:
-        G[name][w] = blas.dsyrk(1.0, rows.T, beta=1.0, c=G[name][w], trans=0, lower=0, overwrite_c=1)
+        G[name][w] += rows.T @ rows  # numpy calls BLAS syrk for a^T a and releases the GIL (scipy's wrappers hold it)
 
     # one worker per core, each on its share of a batch's rows with BLAS on one thread (threads that
     # spin while another process holds a core made multi-threaded BLAS several times slower here);
@@ -185,7 +184,6 @@ def layer_hessians(
         if n == 0:
             raise ValueError("no calibration data was seen")
         g = sum(G.pop(name))
-        g = np.triu(g) + np.triu(g, 1).T
         if layer.use_bias:
             g = np.block([[g, col[name][:, None]], [col[name][None, :], np.full((1, 1), float(n))]])
         H[name] = np.ascontiguousarray(g / n)

@@ -39,7 +39,7 @@ import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-from scipy.linalg import blas, cho_factor, cho_solve, lapack
+from scipy.linalg import cho_factor, cho_solve, lapack
 
 __all__ = [
     "NotPositiveDefiniteError",
@@ -56,8 +56,9 @@ __all__ = [
 
 PAPER_DAMP = 1e-6  # the authors' H + 1e-6 I (their Woodbury recursion starts from H^-1 = 1e6 I)
 PAPER_EPS = 1e-5  # written ``10e-6`` in their code: added to [H^-1]_qq in the score and the update
-EXACT_BLOCK = 32
+EXACT_BLOCK = 64
 EXACT_WORK_BYTES = 256 * 1024**2
+COMPACT = 4  # drop removed rows once they are 1/COMPACT of the stored matrix
 SMALL_LAPACK = 2048  # factorisations up to this size run on one BLAS thread
 
 
@@ -131,7 +132,7 @@ def paper_inverse(H: np.ndarray, damp: float = PAPER_DAMP) -> np.ndarray:
 def layer_error(W_old: np.ndarray, W_new: np.ndarray, H: np.ndarray) -> float:
     """delta E = 1/2 sum_j dW_j^T H dW_j (the layer's reconstruction error, exact for E's quadratic form)."""
     D = np.asarray(W_new, np.float64) - np.asarray(W_old, np.float64)
-    return 0.5 * float(np.einsum("ij,ik,kj->", D, np.asarray(H, np.float64), D))
+    return 0.5 * float(np.sum(D * (np.asarray(H, np.float64) @ D)))
 
 
 def _saliency(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int) -> np.ndarray:
@@ -285,8 +286,9 @@ def lobs(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_pr
 def exact_workspace_bytes(d: int, chunk: int, block: int = EXACT_BLOCK) -> int:
     """Bytes one `exact` worker holds for a chunk of ``chunk`` columns: the float64 Schur complements
     (chunk, d, d), the block factors (chunk, block, d), ten (chunk, d) vectors (weights, diagonal,
-    scores, masks, row maps, pivot columns, results) and two (d, d) temporaries of a compaction."""
-    return 8 * (chunk * (d * d + block * d + 10 * d) + 2 * d * d)
+    scores, masks, row maps, pivot columns, results), the (d, d) product of a rank-b update and two
+    (d, d) temporaries of a compaction."""
+    return 8 * (chunk * (d * d + block * d + 10 * d) + 3 * d * d)
 
 
 def _auto_chunk(d: int, n_out: int, block: int, work_bytes: int, workers: int) -> int:
@@ -310,14 +312,15 @@ def _compact(S: np.ndarray | None, Hinv: np.ndarray, keep: np.ndarray, buf: np.n
 
 
 def _exact_chunk(W: np.ndarray, Hinv: np.ndarray, counts: np.ndarray, p: int, block: int, cols: np.ndarray,
-                 stats: dict | None, buf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                 stats: dict | None, buf: np.ndarray, tmp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Greedy OBS on columns ``cols`` (all counts >= 1). Returns their new weights (d, C) and masks (d, C).
 
     Per column c, ``S[c]`` is the current inverse on the rows still stored
     (``idx[c]``: their original rows); ``gone`` marks stored rows already
     removed (eliminated, dropped at the next compaction). Within a block of b
     removals the pivot column is S[c][q] minus the block's own rank-1 terms
-    U[c, :s]^T U[c, :s, q]; at the end of the block S[c] -= U[c]^T U[c] (dgemm).
+    U[c, :s]^T U[c, :s, q]; at the end of the block S[c] -= U[c]^T U[c] (BLAS, via numpy,
+    which releases the GIL, so workers run in parallel; scipy's BLAS wrappers hold it).
     Every column removes one row per step (a column past its count keeps
     going, unrecorded), so the chunk's arrays keep one shape.
     """
@@ -380,16 +383,18 @@ def _exact_chunk(W: np.ndarray, Hinv: np.ndarray, counts: np.ndarray, p: int, bl
         if t >= kmax:
             break
         n_gone = int(blocked[0].sum()) - n_fixed
-        if S is None or n_gone * 4 >= r:  # drop the removed rows (always at the first block: S is built here)
+        if S is None or n_gone * COMPACT >= r:  # drop the removed rows (always at the first block: S is built here)
             keep = ~blocked | (idx >= p)
             keep_idx = np.nonzero(keep)[1].reshape(C, r - n_gone)
             S = _compact(S, Hinv, keep, buf)
             U = np.take_along_axis(U, keep_idx[:, None, :], axis=2)
             theta, dg, idx, blocked = (np.take_along_axis(x, keep_idx, axis=1) for x in (theta, dg, idx, blocked))
         r = S.shape[1]
-        for c in np.flatnonzero(cnt > t):  # S_c -= U_c^T U_c: rank-b BLAS3 update in place (S_c symmetric: S_c.T is S_c)
-            blas.dgemm(-1.0, U[c].T, U[c].T, beta=1.0, c=S[c].T, trans_b=1, overwrite_c=1)
-            flops += 2 * r * r * b
+        T = tmp[: r * r].reshape(r, r)
+        for c in np.flatnonzero(cnt > t):  # S_c -= U_c^T U_c, the rank-b BLAS3 update (numpy: syrk for a^T a, GIL released)
+            np.matmul(U[c].T, U[c], out=T)
+            np.subtract(S[c], T, out=S[c])
+            flops += r * (r + 1) * b
     if stats is not None:
         stats["flops"] = stats.get("flops", 0) + flops
     return out_w, out_m
@@ -434,17 +439,17 @@ def exact(W: np.ndarray, Hinv: np.ndarray, prunable_rows: int | None = None, n_p
         C = min(C, -(-len(order) // workers))
     chunks = [order[i : i + C] for i in range(0, len(order), C)]
     found: list[dict] = []
-    bufs: queue.SimpleQueue = queue.SimpleQueue()  # one Schur-complement buffer per worker, reused over its chunks
+    bufs: queue.SimpleQueue = queue.SimpleQueue()  # per worker: Schur complements and an update temporary, reused over its chunks
     for _ in range(min(workers, len(chunks))):
-        bufs.put(np.empty(C * d * d))
+        bufs.put((np.empty(C * d * d), np.empty(d * d)))
 
     def run(cols: np.ndarray) -> None:
         st: dict = {}
-        buf = bufs.get()
+        buf, tmp = bufs.get()
         try:
-            w, m = _exact_chunk(W, Hinv, counts, p, int(block), cols, st, buf)
+            w, m = _exact_chunk(W, Hinv, counts, p, int(block), cols, st, buf, tmp)
         finally:
-            bufs.put(buf)
+            bufs.put((buf, tmp))
         W[:, cols] = w
         mask[:, cols] = m
         found.append(st)

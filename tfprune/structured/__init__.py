@@ -8,9 +8,12 @@ group's channels by the magnitude of all the weights they take with them
 (`tfprune.structured.importance`); `plan_channels(model, macs=0.5)` decides
 how many channels each group loses under one MACs/params target
 (`tfprune.structured.plan`); `prune_channels` is the one-shot path: plan,
-shrink, fine-tune, report (`tfprune.structured.prune`).
+shrink, fine-tune, report (`tfprune.structured.prune`); `ChannelPruning` is
+the gradual path: a ``fit`` callback that masks whole groups along a ramp,
+then ``callback.shrink()`` removes them (`tfprune.structured.gradual`).
 """
 
+from tfprune.structured.gradual import ChannelPruning, GradualStatus
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
 from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
 from tfprune.structured.plan import ChannelPlan, GroupPlan, plan_channels
@@ -21,7 +24,9 @@ __all__ = [
     "ChannelGraph",
     "ChannelGroup",
     "ChannelPlan",
+    "ChannelPruning",
     "ChannelScores",
+    "GradualStatus",
     "GroupChange",
     "GroupPlan",
     "PruneChannelsReport",

@@ -604,7 +604,7 @@ def test_group_importance_sums_every_coupled_weight():
             + np.abs(k2[:, :, 2, :]).sum())
     np.testing.assert_allclose(l1[2], exp1, rtol=1e-6)
     with pytest.raises(ValueError, match="unknown channel importance"):
-        channel_importance(model, "taylor")
+        channel_importance(model, "no_such_scorer")
     assert "c2" in scores.table()
 
 

@@ -1,19 +1,58 @@
-"""Channel importance per group: the magnitude of every weight a channel takes with it.
+"""Channel importance per group: one score per channel of every prunable group (higher = keep).
 
 Removing channel ``j`` of a group removes, in every layer of the group, the
 weights coupled to it: the producers' output filters and biases, the
 consumers' input rows (for a Flatten -> Dense, one row per position), the
-depthwise filters and biases, the BatchNorm gamma and beta. The group score of
-channel ``j`` aggregates all of them:
+depthwise filters and biases, the BatchNorm gamma and beta. Scorers, by name
+(`list_channel_importance`; ``needs data`` = `channel_importance_needs_data`):
 
-* ``"l2"``: ``sqrt(sum of w^2)`` over the coupled weights;
-* ``"l1"``: ``sum of |w|`` over the coupled weights.
+=============  ==========  =============================================================
+name           needs data  score of channel ``j`` of a group (aggregation over the group)
+=============  ==========  =============================================================
+``"l2"``       no          ``sqrt(sum of w^2)`` over **all** coupled weights
+``"l1"``       no          ``sum of |w|`` over all coupled weights
+``"bn_scale"`` no          ``sum of |gamma_j|`` over the group's BatchNormalizations
+                           (network slimming, Liu et al. 2017). A group with no
+                           BatchNormalization (or only ``scale=False`` ones) is
+                           scored by ``bn_fallback`` (default ``"l2"``; noted in
+                           `ChannelScores.notes`), or ValueError with
+                           ``bn_fallback=None``
+``"taylor"``   yes         first-order Taylor (Molchanov et al. 2019): per batch,
+               (labels)    ``t_b = sum over the batch, positions and every consumer
+                           of a * dL/da`` with ``a`` the channel as the group's
+                           **consumers read it** (what removal sets to zero; one
+                           gate shared by all coupled tensors, so the signed terms
+                           are summed before squaring); score =
+                           ``sqrt(mean_b t_b^2)``: the RMS over batches of the
+                           first-order change of the batch-mean loss, in loss units.
+                           ``L`` is `tfprune.finetune.model_loss` (the compiled
+                           loss, else cross-entropy); the model runs in inference
+                           mode (BatchNorm moving statistics)
+``"obs"``      yes         second order, the channel analogue of OBS: for each
+               (inputs)    consumer (Dense, Conv1D, Conv2D) with input Hessian
+                           ``H = X^T X / N`` (`tfprune.obs.hessian`, bias row
+                           included), the increase of its reconstruction error when
+                           the kernel rows ``Q`` of channel ``j`` go and the other
+                           rows (and bias) are re-solved: ``dE = tr(W_Q^T
+                           ((H^-1)_QQ)^-1 W_Q)`` (`channel_removal_error`), times the
+                           consumer's output positions (squared error per sample);
+                           **summed over the consumers**. ``correction=False``:
+                           no re-solve, ``tr(W_Q^T H_QQ W_Q)`` (the channel's output
+                           energy). Consumers of other types or with more than
+                           ``max_dim`` Hessian rows are skipped (noted); a group
+                           with no scored consumer falls back to ``"l2"`` (noted)
+=============  ==========  =============================================================
 
-Higher = more important = keep. Scores are comparable within a group (every
-channel of a group couples the same kind and number of weights); across
-groups they are not normalized (an allocator decides how many channels each
-group loses). `lowest_channels` turns scores into a ``remove=`` mapping for
-`tfprune.structured.shrink` with the same fraction in every prunable group.
+Scores are comparable within a group; across groups they are not normalized
+(the plan's allocations normalise each group by its maximum, so a fallback
+scorer in one group does not bias another). `lowest_channels` turns scores
+into a ``remove=`` mapping for `tfprune.structured.shrink` with the same
+fraction in every prunable group.
+
+A new scorer: ``register_channel_importance(name, scorer=fn, needs_data=...)``
+with ``fn(ctx: ChannelContext) -> {group name: scores (channels,)}`` for every
+group of ``ctx.graph.prunable``; or, for a magnitude score,
+``register_channel_importance(name, per_weight, finish)``.
 """
 
 from __future__ import annotations
@@ -28,43 +67,198 @@ from tfprune.granularity import channels_to_remove
 from tfprune.report import Report, Table
 from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, channel_graph
 
-__all__ = ["ChannelScores", "channel_importance", "lowest_channels", "register_channel_importance", "list_channel_importance"]
+__all__ = [
+    "ChannelContext",
+    "ChannelScores",
+    "channel_importance",
+    "channel_importance_needs_data",
+    "channel_removal_error",
+    "list_channel_importance",
+    "lowest_channels",
+    "register_channel_importance",
+]
 
 L = keras.layers
-_REDUCERS: dict[str, tuple[Callable[[np.ndarray], np.ndarray], Callable[[np.ndarray], np.ndarray]]] = {}
 
 
-def register_channel_importance(name: str, per_weight: Callable[[np.ndarray], np.ndarray], finish: Callable[[np.ndarray], np.ndarray]) -> None:
-    """Add a magnitude score: ``per_weight(w)`` is summed over a channel's coupled weights, then ``finish`` is applied."""
-    _REDUCERS[name] = (per_weight, finish)
+@dataclass
+class ChannelContext:
+    """What a channel scorer sees: the model (only read), its channel graph, the data and options; ``notes`` it may add to."""
+
+    model: Any
+    graph: ChannelGraph
+    data: Any = None
+    options: dict = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
 
-register_channel_importance("l2", np.square, np.sqrt)
-register_channel_importance("l1", np.abs, lambda s: s)
+ChannelScorer = Callable[[ChannelContext], "dict[str, np.ndarray]"]
+
+
+@dataclass(frozen=True)
+class _Entry:
+    fn: ChannelScorer
+    needs_data: bool
+    doc: str
+
+
+_SCORERS: dict[str, _Entry] = {}
+
+
+def register_channel_importance(
+    name: str,
+    per_weight: Callable[[np.ndarray], np.ndarray] | None = None,
+    finish: Callable[[np.ndarray], np.ndarray] | None = None,
+    *,
+    scorer: ChannelScorer | None = None,
+    needs_data: bool = False,
+    doc: str = "",
+) -> None:
+    """Add a channel scorer under ``name``.
+
+    Either a magnitude score: ``per_weight(w)`` summed over a channel's coupled
+    weights, then ``finish`` applied (``per_weight`` and ``finish``); or any
+    score: ``scorer(ctx: ChannelContext) -> {group name: (channels,) scores}``
+    for every prunable group, ``needs_data=True`` when it reads ``ctx.data``.
+    """
+    if (scorer is None) == (per_weight is None):
+        raise ValueError("give either per_weight (and finish) for a magnitude score, or scorer= for any other score")
+    if scorer is None:
+        finish = finish if finish is not None else (lambda s: s)
+        scorer = _magnitude_scorer(per_weight, finish)
+    _SCORERS[name] = _Entry(scorer, bool(needs_data), doc or (getattr(scorer, "__doc__", "") or "").strip().split("\n")[0])
 
 
 def list_channel_importance() -> list[str]:
-    return sorted(_REDUCERS)
+    """Names of the registered channel scorers."""
+    return sorted(_SCORERS)
+
+
+def _entry(name: str) -> _Entry:
+    if name not in _SCORERS:
+        raise ValueError(f"unknown channel importance {name!r}; available: {list_channel_importance()}")
+    return _SCORERS[name]
+
+
+def channel_importance_needs_data(name: str) -> bool:
+    """True when the scorer ``name`` needs calibration data (``"taylor"``, ``"obs"``)."""
+    return _entry(name).needs_data
 
 
 @dataclass
 class ChannelScores(Report):
-    """Per prunable group, one score per channel (higher = keep)."""
+    """Per prunable group, one score per channel (higher = keep); ``notes``: fallbacks and skipped layers."""
 
     method: str
     scores: dict[str, np.ndarray] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def _blocks(self) -> list[str | Table]:
         rows = [[g, s.size, float(s.min()), float(np.median(s)), float(s.max())] for g, s in self.scores.items() if s.size]
-        return [f"channel importance ({self.method}) of {len(self.scores)} groups", Table(["group", "channels", "min", "median", "max"], rows, "lrrrr")]
+        return [f"channel importance ({self.method}) of {len(self.scores)} groups", Table(["group", "channels", "min", "median", "max"], rows, "lrrrr"),
+                *self.notes]
 
 
+# ------------------------------------------------------------------ numpy math
 def _rows(kernel: np.ndarray, axis: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """``fn`` summed over every axis but ``axis``: one number per index of ``axis``."""
     moved = np.moveaxis(np.asarray(kernel, dtype=np.float64), axis, 0)
     return fn(moved.reshape(moved.shape[0], -1)).sum(axis=1)
 
 
+def channel_removal_error(W: np.ndarray, H: np.ndarray, rows: list[np.ndarray], damp: float = 1e-3, correction: bool = True) -> np.ndarray:
+    """Increase of a layer's reconstruction error when the kernel rows ``rows[i]`` are removed, one number per set.
+
+    The layer computes ``X @ W`` (``W``: (d, outputs), ``X``: (N, d) rows of
+    its unfolded input, a constant-1 column for the bias), ``H = X^T X / N``
+    (d, d), the error of ``W'`` is ``tr((W - W')^T H (W - W'))`` (mean over the
+    N rows of the squared output change). For a removed row set ``Q``:
+
+    * ``correction=True`` (OBS): the other rows re-solved optimally,
+      ``dE = tr(W_Q^T ((H^-1)_QQ)^-1 W_Q)``, ``H^-1`` of ``H + damp *
+      mean(diag H) I`` (`tfprune.obs.solvers.damped_inverse`; ``damp=0``: exact);
+    * ``correction=False``: the rows only dropped, ``dE = tr(W_Q^T H_QQ W_Q)``.
+    """
+    W = np.asarray(W, dtype=np.float64)
+    H = np.asarray(H, dtype=np.float64)
+    if W.ndim != 2 or H.shape != (W.shape[0], W.shape[0]):
+        raise ValueError(f"W must be (d, outputs) and H (d, d); got W {W.shape}, H {H.shape}")
+    out = np.zeros(len(rows))
+    if correction:
+        from tfprune.obs.solvers import damped_inverse
+
+        M = damped_inverse(H, damp) if damp > 0 else np.linalg.inv(H)
+    else:
+        M = H
+    by_size: dict[int, list[int]] = {}
+    for i, q in enumerate(rows):
+        by_size.setdefault(int(np.asarray(q).size), []).append(i)
+    for size, idx in by_size.items():
+        if size == 0:
+            continue
+        Q = np.stack([np.asarray(rows[i], dtype=np.int64) for i in idx])  # (n, q)
+        WQ = W[Q]  # (n, q, outputs)
+        block = M[Q[:, :, None], Q[:, None, :]]  # (n, q, q)
+        inner = np.linalg.solve(block, WQ) if correction else block @ WQ
+        out[idx] = np.einsum("nqo,nqo->n", WQ, inner)
+    return np.maximum(out, 0.0)
+
+
+# ------------------------------------------------------------------ helpers
+def _all_labels(cg: ChannelGraph) -> np.ndarray:
+    return np.unique(np.concatenate([v for v in cg.labels.values()] or [np.zeros(0, np.int64)]))
+
+
+def _sum_by_label(cg: ChannelGraph, parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """(per-label sums of ``parts`` = [(labels, values)], per-label count of contributions), over `_all_labels`."""
+    all_labels = _all_labels(cg)
+    total, count = np.zeros(all_labels.size), np.zeros(all_labels.size)
+    for lab, vals in parts:
+        pos = np.searchsorted(all_labels, np.asarray(lab, dtype=np.int64))
+        np.add.at(total, pos, vals)
+        np.add.at(count, pos, 1.0)
+    return total, count
+
+
+def _per_group(cg: ChannelGraph, per_label: np.ndarray) -> dict[str, np.ndarray]:
+    all_labels = _all_labels(cg)
+    return {g.name: per_label[np.searchsorted(all_labels, g.labels)] for g in cg.prunable}
+
+
+def _fallback(ctx: ChannelContext, scores: dict[str, np.ndarray], missing: list[str], method: str, why: str, fallback: str | None) -> None:
+    """Score the groups ``missing`` with ``fallback`` (noted), or raise when ``fallback`` is None."""
+    if not missing:
+        return
+    if fallback is None:
+        raise ValueError(f"channel importance {method!r} cannot score {len(missing)} groups ({', '.join(missing[:5])}"
+                         f"{' ...' if len(missing) > 5 else ''}): {why}. Fix: allow a fallback scorer for them (e.g. 'l2'), or use importance='l2'")
+    if fallback == method or _entry(fallback).needs_data:
+        raise ValueError(f"the fallback of {method!r} must be a data-free scorer other than itself, got {fallback!r}")
+    other = _entry(fallback).fn(ChannelContext(ctx.model, ctx.graph, None, {}, ctx.notes))
+    for g in missing:
+        scores[g] = other[g]
+    ctx.notes.append(f"{len(missing)} groups scored by {fallback!r} instead of {method!r} ({why}): {', '.join(missing[:8])}"
+                     f"{' ...' if len(missing) > 8 else ''}")
+
+
+def _input_rows(layer: Any) -> tuple[Any, int] | None:
+    """(the kernel variable whose rows are the layer's input channels, that axis); None for Embedding."""
+    if isinstance(layer, L.Embedding):
+        return None
+    if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
+        return layer.depthwise_kernel, layer.depthwise_kernel.shape.rank - 2
+    transpose = isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose))
+    return layer.kernel, layer.kernel.shape.rank - (1 if transpose else 2)
+
+
+def _consumers(cg: ChannelGraph) -> list[str]:
+    """Producer layers (not Embedding) that read a tensor of a prunable group."""
+    tensors = {k for g in cg.prunable for k in g.tensors}
+    return [n for n, node in cg.nodes.items()
+            if node.kind == PRODUCER and node.inputs and node.inputs[0] in tensors and not isinstance(cg.flat.get_layer(n), L.Embedding)]
+
+
+# ------------------------------------------------------------------ magnitude
 def _coupled(cg: ChannelGraph, fn: Callable[[np.ndarray], np.ndarray]) -> list[tuple[np.ndarray, np.ndarray]]:
     """(labels, per-entry sums) for every weight tensor slice coupled to a channel entry."""
     out: list[tuple[np.ndarray, np.ndarray]] = []
@@ -104,21 +298,161 @@ def _coupled(cg: ChannelGraph, fn: Callable[[np.ndarray], np.ndarray]) -> list[t
     return out
 
 
-def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | None = None) -> ChannelScores:
-    """Group-level channel scores of every prunable group (``"l2"`` or ``"l1"`` over all coupled weights).
+def _magnitude_scorer(per_weight: Callable[[np.ndarray], np.ndarray], finish: Callable[[np.ndarray], np.ndarray]) -> ChannelScorer:
+    def scorer(ctx: ChannelContext) -> dict[str, np.ndarray]:
+        total, _ = _sum_by_label(ctx.graph, _coupled(ctx.graph, per_weight))
+        return {g: finish(s) for g, s in _per_group(ctx.graph, total).items()}
 
-    ``graph``: an earlier ``channel_graph(model)`` to reuse. ``model`` is not changed.
+    return scorer
+
+
+register_channel_importance("l2", np.square, np.sqrt, doc="sqrt(sum of w^2) over every coupled weight")
+register_channel_importance("l1", np.abs, lambda s: s, doc="sum of |w| over every coupled weight")
+
+
+# ------------------------------------------------------------------ BatchNorm scale
+def _bn_scale(ctx: ChannelContext) -> dict[str, np.ndarray]:
+    """sum of |gamma| over the group's BatchNormalizations (network slimming)"""
+    cg = ctx.graph
+    parts = []
+    for name, node in cg.nodes.items():
+        layer = cg.flat.get_layer(name)
+        if node.kind == VALUE and isinstance(layer, L.BatchNormalization) and layer.gamma is not None:
+            parts.append((cg.labels[node.outputs[0]], np.abs(layer.gamma.numpy().astype(np.float64))))
+    total, count = _sum_by_label(cg, parts)
+    scores, counts = _per_group(cg, total), _per_group(cg, count)
+    missing = [g for g, c in counts.items() if not np.all(c > 0)]
+    _fallback(ctx, scores, missing, "bn_scale", "no BatchNormalization with a scale (gamma) in the group",
+              ctx.options.get("bn_fallback", "l2"))
+    return scores
+
+
+register_channel_importance("bn_scale", scorer=_bn_scale)
+
+
+# ------------------------------------------------------------------ first-order Taylor
+def _taylor(ctx: ChannelContext) -> dict[str, np.ndarray]:
+    """first-order Taylor: RMS over batches of sum(a * dL/da) on the consumers' inputs (Molchanov et al. 2019)"""
+    import tensorflow as tf
+
+    from tfprune import data as _data
+    from tfprune.finetune import model_loss
+
+    cg = ctx.graph
+    flat = cg.flat
+    names = _consumers(cg)
+    rows = [(n, *_input_rows(flat.get_layer(n))) for n in names]
+    variables = [v for _, v, _ in rows]
+    spec = model_loss(ctx.model, ctx.options.get("loss"))
+    all_labels = _all_labels(cg)
+    positions = [np.searchsorted(all_labels, cg.labels[cg.nodes[n].inputs[0]]) for n in names]
+    sumsq = np.zeros(all_labels.size)
+    n_batches = 0
+
+    def grads(x: Any, y: Any, w: Any) -> list:
+        with tf.GradientTape() as tape:
+            loss = spec(y, flat(x, training=False), w)
+        return tape.gradient(loss, variables)
+
+    batch_size, n_samples = int(ctx.options.get("batch_size", 128)), ctx.options.get("n_samples", 1024)
+    for x, y, w in _data.batches(ctx.data, batch_size, n_samples, need_labels="channel importance 'taylor' (the loss gradient)"):
+        t = np.zeros(all_labels.size)
+        for (_, var, axis), g, pos in zip(rows, grads(x, y, w), positions):
+            if g is None:
+                continue
+            per_row = _rows(var.numpy().astype(np.float64) * np.asarray(g, dtype=np.float64), axis, lambda a: a)
+            if per_row.size == pos.size:
+                np.add.at(t, pos, per_row)
+        sumsq += t * t
+        n_batches += 1
+    if n_batches == 0:
+        raise ValueError("channel importance 'taylor': the data is empty")
+    ctx.notes.append(f"taylor: {n_batches} batches of at most {batch_size} samples, {len(names)} consumers")
+    return _per_group(cg, np.sqrt(sumsq / n_batches))
+
+
+register_channel_importance("taylor", scorer=_taylor, needs_data=True)
+
+
+# ------------------------------------------------------------------ second order (channel OBS)
+def _obs(ctx: ChannelContext) -> dict[str, np.ndarray]:
+    """channel OBS: increase of each consumer's reconstruction error when the channel's input rows go, summed"""
+    from tfprune.obs.hessian import hessian_dim, layer_hessians, supported
+
+    cg = ctx.graph
+    flat = cg.flat
+    max_dim = int(ctx.options.get("max_dim", 4096))
+    names, skipped = [], []
+    for n in _consumers(cg):
+        layer = flat.get_layer(n)
+        if not supported(layer):
+            skipped.append(f"{n} ({type(layer).__name__})")
+        elif hessian_dim(layer) > max_dim:
+            skipped.append(f"{n} ({hessian_dim(layer)} Hessian rows > max_dim={max_dim})")
+        else:
+            names.append(n)
+    H = layer_hessians(flat, names, ctx.data, batch_size=int(ctx.options.get("batch_size", 128)),
+                       n_samples=ctx.options.get("n_samples", 1024), max_bytes=1 << 62, progress=False, solver="none") if names else {}
+    parts = []
+    for n in names:
+        layer = flat.get_layer(n)
+        W = layer.kernel.numpy().astype(np.float64)
+        W = W.reshape(-1, W.shape[-1])
+        if layer.use_bias:
+            W = np.vstack([W, layer.bias.numpy().astype(np.float64)[None]])
+        lab_in = cg.labels[cg.nodes[n].inputs[0]]
+        fan_in = int(np.prod(layer.kernel.shape[:-1]))
+        row_labels = np.tile(lab_in, fan_in // lab_in.size)  # unfold order (kh, kw, c_in): channel fastest
+        uniq = np.unique(row_labels)
+        sets = [np.flatnonzero(row_labels == c) for c in uniq]
+        dE = channel_removal_error(W, H.pop(n), sets, float(ctx.options.get("damp", 1e-3)), bool(ctx.options.get("correction", True)))
+        out_shape = cg.shapes[cg.nodes[n].outputs[0]]
+        per_sample = float(np.prod([d for d in out_shape[1:-1] if d is not None])) if len(out_shape) > 2 else 1.0
+        parts.append((uniq, dE * per_sample))
+    total, count = _sum_by_label(cg, parts)
+    scores, counts = _per_group(cg, total), _per_group(cg, count)
+    if skipped:
+        ctx.notes.append(f"obs: consumers not scored: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}")
+    missing = [g for g, c in counts.items() if not np.all(c > 0)]
+    _fallback(ctx, scores, missing, "obs", "none of its consumers is a Dense/Conv1D/Conv2D within max_dim", ctx.options.get("fallback", "l2"))
+    return scores
+
+
+register_channel_importance("obs", scorer=_obs, needs_data=True)
+
+
+# ------------------------------------------------------------------ entry points
+def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | None = None, data: Any = None, **options: Any) -> ChannelScores:
+    """Group-level channel scores of every prunable group (see the module docstring for the scorers).
+
+    Args:
+      model: a tf-keras model (not changed).
+      method: a registered scorer (`list_channel_importance`): ``"l2"``, ``"l1"``,
+        ``"bn_scale"``, ``"taylor"`` (data with labels), ``"obs"`` (data, inputs only).
+      graph: an earlier ``channel_graph(model)`` to reuse.
+      data: calibration data for ``"taylor"`` / ``"obs"``, anything `tfprune.data` reads.
+      **options: for the scorer: ``n_samples`` (default 1024), ``batch_size`` (128),
+        ``loss`` (taylor), ``damp`` (1e-3), ``correction`` (True), ``max_dim`` (4096),
+        ``fallback`` (obs, ``"l2"``), ``bn_fallback`` (bn_scale, ``"l2"``; None: error).
+
+    Returns `ChannelScores`: ``scores[group name]`` is a (channels,) array, higher = keep.
     """
-    if method not in _REDUCERS:
-        raise ValueError(f"unknown channel importance {method!r}; available: {list_channel_importance()}")
-    per_weight, finish = _REDUCERS[method]
+    entry = _entry(method)
+    if entry.needs_data and data is None:
+        raise ValueError(f"channel importance {method!r} needs calibration data"
+                         f"{' with labels (it uses the gradient of the loss)' if method == 'taylor' else ''}: pass data=(x, y) "
+                         "(channel_importance / plan_channels / prune_channels; --data on the command line), or use a data-free "
+                         f"scorer: {[n for n in list_channel_importance() if not _SCORERS[n].needs_data]}")
     cg = graph if graph is not None else channel_graph(model)
-    all_labels = np.unique(np.concatenate([v for v in cg.labels.values()] or [np.zeros(0, np.int64)]))
-    total = np.zeros(all_labels.size)
-    for lab, vals in _coupled(cg, per_weight):
-        np.add.at(total, np.searchsorted(all_labels, lab), vals)
-    scores = {g.name: finish(total[np.searchsorted(all_labels, g.labels)]) for g in cg.prunable}
-    return ChannelScores(method, scores)
+    ctx = ChannelContext(model, cg, data, dict(options))
+    scores = entry.fn(ctx)
+    out = {}
+    for g in cg.prunable:
+        s = np.asarray(scores.get(g.name, np.zeros(0)), dtype=np.float64)
+        if s.shape != (g.channels,) or not np.isfinite(s).all() or (s < 0).any():
+            raise RuntimeError(f"channel scorer {method!r} returned invalid scores for group {g.name!r} ({g.channels} channels): {s.tolist()[:8]}")
+        out[g.name] = s
+    return ChannelScores(method, out, ctx.notes)
 
 
 def lowest_channels(scores: ChannelScores, sparsity: float) -> dict[str, list[int]]:

@@ -1,7 +1,8 @@
 """`plan_channels`: how many channels each group loses, under one total MACs (or params) target.
 
-Flow. Every prunable group's channels are scored (`channel_importance`,
-``"l2"`` or ``"l1"`` over all coupled weights). An **allocation** turns the
+Flow. Every prunable group's channels are scored (`channel_importance`:
+``"l2"``/``"l1"`` over all coupled weights, ``"bn_scale"``, or with ``data``
+``"taylor"`` / ``"obs"``). An **allocation** turns the
 scores into one *removal key* per channel (lower = removed first), the same
 scale in every group:
 
@@ -264,6 +265,7 @@ class ChannelPlan(Report):
       remove: ``{group name: channel indices}`` for `shrink(model, remove=...)`.
       frozen: group name -> why it cannot be pruned.
       iterations: shrinks it took to reach the target; seconds: time taken.
+      notes: the channel scorer's notes (fallbacks, layers it skipped).
     """
 
     model_name: str
@@ -283,6 +285,7 @@ class ChannelPlan(Report):
     tolerance: float = 0.0
     iterations: int = 0
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     @property
     def macs_removed(self) -> float:
@@ -311,6 +314,7 @@ class ChannelPlan(Report):
         if self.frozen:
             out.append(f"{len(self.frozen)} frozen groups (never pruned): " + "; ".join(f"{k}: {v}" for k, v in list(self.frozen.items())[:8])
                        + (" ..." if len(self.frozen) > 8 else ""))
+        out += self.notes
         if miss:
             out.append(f"the target was missed by more than {self.tolerance:.3f}: the prunable groups cannot reach it (frozen groups, "
                        "min_channels) or one channel step is larger than the tolerance. Fix: lower the target or min_channels")
@@ -345,6 +349,8 @@ def plan_and_shrink(
     tolerance: float = 0.01,
     max_iter: int = 4,
     x: Any = None,
+    data: Any = None,
+    importance_options: Mapping[str, Any] | None = None,
 ) -> tuple[ChannelPlan, Any, Any]:
     """`plan_channels`, also returning the shrunk model and its `ShrinkReport`: ``(plan, small_model, shrink_report)``."""
     from tfprune.structured.shrink import shrink
@@ -353,7 +359,7 @@ def plan_and_shrink(
     target, frac = _check_args(macs, params, allocation, min_channels)
     cg = channel_graph(model, include_outputs)
     groups = cg.prunable
-    scores = channel_importance(model, importance, graph=cg)
+    scores = channel_importance(model, importance, graph=cg, data=data, **dict(importance_options or {}))
     per_group = [scores.scores[g.name] for g in groups]
     if allocation == "importance":
         from tfprune.importance import score_layers
@@ -401,7 +407,7 @@ def plan_and_shrink(
         model.name, target, frac, float(achieved), allocation, importance, layer_importance if allocation == "importance" else "",
         rep.macs_before, rep.macs_after, rep.params_before, rep.params_after,
         [GroupPlan(g.name, g.channels, n_removed.get(g.name, 0), float(i)) for g, i in zip(groups, imps)],
-        remove, cg.frozen, float(tolerance), iters, time.perf_counter() - t0,
+        remove, cg.frozen, float(tolerance), iters, time.perf_counter() - t0, list(scores.notes),
     )
     return plan, small, rep
 
@@ -425,6 +431,8 @@ def plan_channels(
     include_outputs: bool = False,
     tolerance: float = 0.01,
     max_iter: int = 4,
+    data: Any = None,
+    importance_options: Mapping[str, Any] | None = None,
 ) -> ChannelPlan:
     """Per-group channel counts (and which channels) removing the fraction ``macs`` of MACs (or ``params`` of parameters).
 
@@ -432,7 +440,8 @@ def plan_channels(
       model: a tf-keras model (not modified).
       macs: fraction of the model's MACs to remove, e.g. ``0.5``; or
       params: fraction of its parameters to remove (give exactly one).
-      importance: channel scorer within a group (``"l2"``, ``"l1"``; see `channel_importance`).
+      importance: channel scorer within a group (``"l2"``, ``"l1"``, ``"bn_scale"``;
+        with ``data``: ``"taylor"``, ``"obs"``; see `channel_importance`).
       allocation: ``"importance"`` (How Compact?-style, default), ``"uniform"`` or ``"global"``.
       layer_importance: the layer scorer from `tfprune.importance` giving each
         group its importance (mean over its producing layers); data-free scorers only.
@@ -441,10 +450,12 @@ def plan_channels(
       include_outputs: also prune the groups of the model's outputs.
       tolerance: acceptable |achieved - requested| (fraction of the total).
       max_iter: shrinks at most (each corrects the estimate by the measured miss).
+      data: calibration data for a data scorer (``"taylor"``: ``(x, y)``; ``"obs"``: ``x``).
+      importance_options: options of the channel scorer (`channel_importance`'s ``**options``).
 
     Returns a `ChannelPlan`; ``plan.remove`` goes to `shrink(model, remove=...)`
     and ``plan.achieved`` is measured on the shrunk model.
     """
     return plan_and_shrink(model, macs, params, importance=importance, allocation=allocation, layer_importance=layer_importance,
                            gamma=gamma, min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance,
-                           max_iter=max_iter)[0]
+                           max_iter=max_iter, data=data, importance_options=importance_options)[0]

@@ -96,6 +96,7 @@ def prune_channels(
     learning_rate: float = 1e-3,
     loss: Any = None,
     importance: str = "l2",
+    importance_options: dict[str, Any] | None = None,
     allocation: str = "importance",
     layer_importance: str = "capacity",
     min_channels: int = 1,
@@ -118,7 +119,9 @@ def prune_channels(
       batch_size, learning_rate: fine-tuning (Adam, cosine decay to 0).
       loss: default: the model's compiled loss, else `tfprune.finetune.model_loss`'s.
       importance, allocation, layer_importance, min_channels, include_outputs,
-      tolerance: see `plan_channels`.
+      tolerance, importance_options: see `plan_channels`. A data scorer
+        (``"taylor"``, ``"obs"``) reads ``data`` (its first
+        ``importance_options["n_samples"]`` samples, default 1024).
       seed: fine-tuning shuffle seed.
 
     Returns ``(small_model, PruneChannelsReport)``; the small model is compiled
@@ -149,9 +152,11 @@ def prune_channels(
     x_check = None
     if train is not None and not isinstance(train.x, (dict, list, tuple)):
         x_check = np.asarray(train.x[:8])
+    score_data = None if train is None else (train.x, train.y) if train.w is None else (train.x, train.y, train.w)
     plan, small, rep = plan_and_shrink(model, macs, params, importance=importance, allocation=allocation,
                                        layer_importance=layer_importance, min_channels=min_channels,
-                                       include_outputs=include_outputs, tolerance=tolerance, x=x_check)
+                                       include_outputs=include_outputs, tolerance=tolerance, x=x_check,
+                                       data=score_data, importance_options=importance_options)
     acc_shrunk = acc(small)
     steps = max(1, finetune_epochs * -(-train.n // batch_size)) if train is not None else 1
     small.compile(optimizer=adam(learning_rate, decay_steps=steps), loss=spec.loss, loss_weights=spec.loss_weights)

@@ -145,7 +145,7 @@ def test_gradual_masks_groups_then_shrink_removes_all_of_them(make, allocation):
     rec = Recorder(cb, "stem")
     model.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[cb, rec])  # 16 optimizer steps
     plan = cb.plan_
-    assert plan is not None and abs(plan.achieved - 0.4) <= plan.tolerance
+    assert plan is not None and abs(plan.achieved - 0.4) <= 0.05  # one channel of a tiny model is a few % of its MACs
     planned = {g.group: g.removed for g in plan.groups if g.removed}
     assert cb.counts_ == planned
     assert {k: len(v) for k, v in cb.masked_.items()} == planned  # every group reached its count
@@ -193,11 +193,11 @@ def test_ramp_is_polynomial_in_whole_channels_and_resumes():
     cb = ChannelPruning(macs=0.5, allocation="uniform", begin_step=2, end_step=18, frequency=4, verbose=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[cb])  # 12 steps: stops mid-ramp
+        model.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])  # 8 steps: stops mid-ramp
     assert any("ramp ends at step 18" in str(w.message) for w in caught)
     final = np.array(list(cb.counts_.values()))
     steps = [h["step"] for h in cb.history_]
-    assert steps == [2, 6, 10]
+    assert steps == [2, 6]
     for h in cb.history_:
         assert h["channels_masked"] == channels_at(final, polynomial_sparsity(h["step"], 0.0, 1.0, 2, 18, 3.0)).sum()
     assert 0 < cb.history_[-1]["channels_masked"] < final.sum()
@@ -207,13 +207,13 @@ def test_ramp_is_polynomial_in_whole_channels_and_resumes():
     path = pytest.importorskip("tempfile").mkdtemp() + "/mid.keras"
     model.save(path)
     loaded = keras.models.load_model(path)
-    assert int(loaded.optimizer.iterations.numpy()) == 12
+    assert int(loaded.optimizer.iterations.numpy()) == 8
     cb2 = ChannelPruning(plan=cb.counts_, begin_step=2, end_step=18, frequency=4)
     cb2.set_model(loaded)
     cb2.on_train_begin()
     assert cb2.masked_ == cb.masked_
-    loaded.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb2])
-    assert [h["step"] for h in cb2.history_] == [12, 14, 18]  # first batch, then the ramp's own steps and its end
+    loaded.fit(x, y, epochs=3, batch_size=16, verbose=0, callbacks=[cb2])
+    assert [h["step"] for h in cb2.history_] == [8, 10, 14, 18]  # first batch, then the ramp's own steps and its end
     assert {k: len(v) for k, v in cb2.masked_.items()} == cb.counts_
     assert all(set(cb.masked_[k]) <= set(cb2.masked_[k]) for k in cb.masked_)  # masked channels stayed masked
     small, rep = cb2.shrink(x=x[:8])

@@ -9,7 +9,8 @@ import pytest
 import tensorflow as tf
 
 import tfprune
-from tfprune.export import _micro_interpreter, _operators, micro_arena_bytes, run_micro, tflite_tensor_sparsity
+from tfprune._keras import keras
+from tfprune.export import _micro_interpreter, _operators, _run_tflite, micro_arena_bytes, run_micro, tflite_tensor_sparsity
 
 needs_tflm = pytest.mark.skipif(
     importlib.util.find_spec("tflite_micro") is None,
@@ -46,7 +47,8 @@ def test_modes_parity_and_report(pruned, digits_data, tmp_path, mode):
     assert abs(r.tflite_accuracy - r.keras_accuracy) <= (0.0 if mode in ("float", "sparse") else 0.03)
     keras_pred = pruned.predict(xs[:300], verbose=0)
     assert r.keras_accuracy == pytest.approx(np.mean(keras_pred.argmax(-1) == ys[:300]), abs=1e-12)
-    assert out.rel_error == pytest.approx(np.linalg.norm(keras_pred - _tflite_outputs(content, xs[:300])) / np.linalg.norm(keras_pred), rel=1e-4)
+    # float32 noise: Keras predicts in batches of 32 here and of 256 in export_tflite (about 1e-9 apart per output)
+    assert out.rel_error == pytest.approx(np.linalg.norm(keras_pred - _tflite_outputs(content, xs[:300])) / np.linalg.norm(keras_pred), rel=1e-4, abs=1e-8)
     assert 0.5 < r.tflite_accuracy <= 1  # trained and fine-tuned: far above chance (0.1)
     # the flatbuffer's weight tensors carry the sparsity that training produced
     fc1 = [t for t in r.tensors if t.shape == (32, 16 * 6 * 6) or t.shape == (32, 576)]
@@ -238,3 +240,38 @@ def test_outputs_matched_by_name_top1_only_on_class_outputs(tmp_path):
     assert by_name["probs"].top1_agreement == 1.0 and by_name["probs"].top1_samples == 20
     assert np.isnan(by_name["spatial"].top1_agreement) and np.isnan(by_name["features"].top1_agreement)  # not classes
     assert r.top1_agreement == 1.0 and "| probs | (5,) |" in r.to_markdown()
+
+
+def _three_heads(as_dict: bool):
+    """Three outputs whose Keras order (zbox, acls, mid) differs from the converter's (alphabetical), two 3-D, one classification-like."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    a = keras.layers.Conv2D(8, 3, padding="same", name="a")(inp)
+    f = keras.layers.Reshape((-1, 8), name="flat")(a)
+    box = keras.layers.Dense(4, name="zbox")(f)
+    cls = keras.layers.Dense(3, name="acls")(f)
+    mid = keras.layers.Dense(5, name="mid")(keras.layers.GlobalAveragePooling2D(name="gap")(a))
+    return keras.Model(inp, {"boxes": box, "classes": cls, "k": mid} if as_dict else [box, cls, mid])
+
+
+@pytest.mark.parametrize("as_dict", [True, False])
+def test_multi_output_parity_per_output(tmp_path, as_dict):
+    m = _three_heads(as_dict)
+    rng = np.random.default_rng(0)
+    x, xc = rng.random((32, 16, 16, 3), dtype=np.float32), rng.random((64, 16, 16, 3), dtype=np.float32)
+    ref = m.predict(x, verbose=0)
+    ref = [ref[k] for k in ("boxes", "classes", "k")] if as_dict else ref
+    names = ["boxes", "classes", "k"] if as_dict else ["zbox", "acls", "mid"]
+    for mode in ("float", "int8"):
+        r = tfprune.export_tflite(m, tmp_path / f"{mode}.tflite", mode=mode, sample_inputs=x, representative_data=xc, n_samples=32)
+        assert [o.name for o in r.outputs] == names and [o.shape for o in r.outputs] == [(256, 4), (256, 3), (5,)]
+        # each output against the right Keras output (the file's outputs are in another order: acls, mid, zbox)
+        got, _ = _run_tflite(open(r.path, "rb").read(), x)
+        by_shape = {g.shape[1:]: g for g in got}
+        for o, want in zip(r.outputs, ref):
+            assert o.rel_error == pytest.approx(np.linalg.norm(by_shape[want.shape[1:]] - want) / np.linalg.norm(want), rel=1e-4, abs=1e-8)
+            assert o.rel_error < (1e-5 if mode == "float" else 0.05)
+        assert r.rel_error == max(o.rel_error for o in r.outputs)
+        assert [o.top1_samples > 0 for o in r.outputs] == [False, False, True]  # top-1 only on the (batch, classes) output
+        table = r.table()
+        assert all(f"{n} " in table for n in names)  # one row per output

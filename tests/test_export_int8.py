@@ -198,3 +198,43 @@ def test_real_networks_int8_on_xnnpack(name, digits_data, tmp_path):
     assert out.shape == (10,) and out.top1_samples + out.top1_ties == 32
     if out.top1_samples:
         assert r.top1_agreement >= 0.9
+
+
+def _small_dense_head(inputs=8):
+    """conv -> global pool -> Dense(10) with ``inputs`` (< 16) inputs to the Dense; kernels 60% zeros."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((12, 12, 1))
+    x = keras.layers.Conv2D(inputs, 3, activation="relu", name="conv")(inp)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    m = keras.Model(inp, keras.layers.Dense(10, name="head")(x))
+    for name in ("conv", "head"):
+        k = m.get_layer(name).kernel
+        v = k.numpy()
+        k.assign(np.where(np.abs(v) < np.quantile(np.abs(v), 0.6), 0.0, v))
+    return m
+
+
+@pytest.mark.parametrize("xnnpack_safe", [True, False])
+def test_int8_dense_head_with_few_inputs_is_stored_right(tmp_path, xnnpack_safe):
+    """TF 2.21 encodes the int8 kernel of a Dense with < 16 inputs as 1x16 blocks: the file computes wrong outputs unless it is stored dense."""
+    from tfprune.quantize import tflite_kernels
+
+    m = _small_dense_head()
+    rng = np.random.default_rng(0)
+    xc, xs = rng.random((64, 12, 12, 1), dtype=np.float32), rng.random((64, 12, 12, 1), dtype=np.float32)
+    kw = dict(mode="int8", sample_inputs=xs, representative_data=xc, n_samples=64, xnnpack_safe=xnnpack_safe)
+    bad = tfprune.export_tflite(m, tmp_path / "bad.tflite", check_encoding=False, **kw)
+    head = [k for k in tflite_kernels(open(bad.path, "rb").read()) if k["op"] == "FULLY_CONNECTED"][0]
+    assert head["sparse"] and head["error"] is not None and "outside the shape (10, 8)" in head["error"]  # the converter's encoding
+    assert bad.rel_error > 0.5 and bad.dense_wrong_encoding == []  # what export_tflite wrote before the check
+    with pytest.warns(UserWarning, match=r"1 kernel\(s\) stored dense because the converter's sparse encoding"):
+        r = tfprune.export_tflite(m, tmp_path / "good.tflite", **kw)
+    assert len(r.dense_wrong_encoding) == 1 and "(10, 8)" in r.dense_wrong_encoding[0]
+    assert any("sparse encoding does not hold" in n for n in r.notes)
+    assert r.rel_error < 0.05 and r.runtime == "xnnpack"
+    kernels = {t.shape: t for t in r.tensors if len(t.shape) in (2, 4)}
+    assert kernels[(10, 8)].stored == "dense" and kernels[(10, 8)].zero_fraction >= 0.5  # zeros kept, stored dense
+    assert kernels[(8, 3, 3, 1)].stored == "sparse"  # the conv kernel's encoding is right: it stays sparse
+    for mode in ("sparse", "dynamic"):  # float / hybrid kernels of the same shape encode right: nothing changed
+        ok = tfprune.export_tflite(m, tmp_path / f"{mode}.tflite", mode=mode, sample_inputs=xs, n_samples=16)
+        assert ok.dense_wrong_encoding == [] and ok.rel_error < 1e-4

@@ -14,6 +14,11 @@ Modes (``mode=``):
   layers shrinks it for real. Verified with TFLM's own Python interpreter
   (``pip install tfprune[micro]``), which also gives the smallest tensor arena.
 
+Sparse encoding: every sparse kernel is decoded and checked against a dense
+conversion (``check_encoding``); TensorFlow 2.21 writes an int8
+FULLY_CONNECTED kernel with fewer than 16 inputs as 1x16 blocks that compute
+wrong outputs, and such kernels are stored dense.
+
 Runtimes: the parity check runs the file with ai-edge-litert and its default
 CPU delegate, XNNPack. XNNPack refuses a FULLY_CONNECTED node whose int8
 weights come out of a DENSIFY op (a sparse-stored int8 kernel, at any sparsity;
@@ -161,6 +166,9 @@ class ExportReport(Report):
     ``top1_agreement`` is the first classification-like output's (NaN where
     no output has a defined top-1, see `OutputParity`). ``micro`` is the TFLM
     run (``mode="micro"`` or a C header, when tflite-micro is installed).
+    ``dense_for_xnnpack``: int8 kernels stored dense for XNNPack
+    (`densify_for_xnnpack`); ``dense_wrong_encoding``: kernels stored dense
+    because the converter's sparse encoding of them was wrong (``check_encoding``).
     """
 
     path: str
@@ -181,6 +189,7 @@ class ExportReport(Report):
     n_calibration: int = 0
     calibration_overlap: int = 0
     dense_for_xnnpack: list[str] = field(default_factory=list)
+    dense_wrong_encoding: list[str] = field(default_factory=list)
     micro: MicroCheck | None = None
     notes: list[str] = field(default_factory=list)
 
@@ -343,17 +352,45 @@ def _operators(content: bytes) -> list[str]:
     return [names[op.opcodeIndex] for op in model.subgraphs[0].operators or []]
 
 
-def _output_positions(content: bytes, names: list[str]) -> list[int]:
-    """For each Keras output name, its position among the main subgraph's outputs (by the signature)."""
+def _output_positions(content: bytes, names: list[str], shapes: list[tuple[int, ...]] | None = None) -> list[int]:
+    """For each Keras output, its position among the main subgraph's outputs.
+
+    By the signature's output names (the Keras ``output_names``); where they
+    do not all match, by the per-sample shape when each is unique; else in
+    order, which holds only for single-output files (ValueError otherwise).
+    """
     model = _schema().Model.GetRootAs(content, 0)
-    outputs = list(model.Subgraphs(0).OutputsAsNumpy())
-    if model.SignatureDefsLength() == 0:
-        return list(range(len(names)))
-    sd = model.SignatureDefs(0)
-    by_name = {sd.Outputs(i).Name().decode(): int(sd.Outputs(i).TensorIndex()) for i in range(sd.OutputsLength())}
-    if not all(n in by_name for n in names):
-        return list(range(len(names)))
-    return [outputs.index(by_name[n]) for n in names]
+    sub = model.Subgraphs(0)
+    outputs = list(sub.OutputsAsNumpy())
+    if model.SignatureDefsLength():
+        sd = model.SignatureDefs(0)
+        by_name = {sd.Outputs(i).Name().decode(): int(sd.Outputs(i).TensorIndex()) for i in range(sd.OutputsLength())}
+        if all(n in by_name for n in names) and len({by_name[n] for n in names}) == len(names):
+            return [outputs.index(by_name[n]) for n in names]
+    if len(names) == 1:
+        return [0]
+    if shapes is not None:
+        file_shapes = [tuple(int(d) for d in sub.Tensors(int(t)).ShapeAsNumpy()[1:]) for t in outputs]
+        if all(file_shapes.count(tuple(s)) == 1 for s in shapes) and len(set(map(tuple, shapes))) == len(shapes):
+            return [file_shapes.index(tuple(s)) for s in shapes]
+    raise ValueError(
+        f"cannot tell which of the .tflite file's {len(outputs)} outputs is which of the model's outputs {names} "
+        "(no signature names and no unique shapes). Fix: give the outputs distinct names (the layers' names)."
+    )
+
+
+def _keras_outputs(plain: Any, x: np.ndarray) -> tuple[list[str], list[str], list[np.ndarray]]:
+    """The model's outputs on ``x``, flattened in ``plain.outputs`` order: (report names, Keras output names, arrays).
+
+    A dict output reports its keys (``boxes``), a list its layers' names.
+    """
+    refs = plain.predict(x, verbose=0, batch_size=256)
+    layer_names = list(plain.output_names)
+    if isinstance(refs, dict):
+        keys = sorted(refs)  # tf.nest's order: the order of plain.outputs and output_names
+        return [str(k) for k in keys], layer_names, [np.asarray(refs[k]) for k in keys]
+    refs = list(refs) if isinstance(refs, (list, tuple)) else [refs]
+    return list(layer_names), layer_names, [np.asarray(r) for r in refs]
 
 
 # ---------------------------------------------------------------- flatbuffer rewriting
@@ -688,9 +725,10 @@ def run_micro(content: bytes, x: np.ndarray, arena_size: int | None = None) -> l
 
 
 def _convert(plain: Any, mode: str, rep: np.ndarray | None, sparse_storage: bool, int8_io: bool) -> bytes:
+    """``mode``'s conversion; ``sparse_storage=False`` drops ``EXPERIMENTAL_SPARSITY`` (for ``sparse`` too: then float)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(plain)
     opts = []
-    if mode == "sparse" or (mode in ("dynamic", "int8") and sparse_storage):
+    if sparse_storage and _stores_sparse(mode, sparse_storage):
         opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     if mode in ("dynamic",) + INTEGER_MODES:
         opts.append(tf.lite.Optimize.DEFAULT)
@@ -727,6 +765,7 @@ def export_tflite(
     n_calibration: int = 256,
     xnnpack_safe: bool = True,
     top1: bool | None = None,
+    check_encoding: bool = True,
 ) -> ExportReport:
     """Convert ``model`` to a .tflite file at ``path``, run it, and report.
 
@@ -761,6 +800,12 @@ def export_tflite(
         XNNPack runs the file (see the module doc); False keeps them sparse.
       top1: report top-1 agreement on every output (True), none (False), or
         on classification-like outputs only (None; see `OutputParity`).
+      check_encoding: for sparse-stored files, convert once more without
+        sparsity and compare every sparse kernel, decoded, with its dense
+        values; one that differs is stored dense (`ExportReport.dense_wrong_encoding`,
+        a note, a warning). TensorFlow 2.21 encodes an int8 FULLY_CONNECTED
+        kernel with fewer than 16 inputs as 1x16 blocks that compute wrong
+        outputs. Costs a second conversion (for ``int8``, a second calibration).
 
     Returns:
       An `ExportReport`: bytes, gzip bytes, per-tensor storage and sparsity,
@@ -812,6 +857,18 @@ def export_tflite(
             notes.append(msg)
 
     content = _convert(plain, mode, rep, sparse_storage, bool(int8_io))
+    wrong: list[str] = []
+    if check_encoding and _stores_sparse(mode, sparse_storage):
+        from tfprune.quantize import repair_sparse_kernels
+
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+            content, wrong = repair_sparse_kernels(content, _convert(plain, mode, rep, False, bool(int8_io)))
+        if wrong:
+            msg = (f"{len(wrong)} kernel(s) stored dense because the converter's sparse encoding does not hold their values "
+                   "(the file would compute wrong outputs): " + "; ".join(wrong))
+            warnings.warn(msg, stacklevel=2)
+            notes.append(msg)
     dense_fc: list[str] = []
     if xnnpack_safe and _stores_sparse(mode, sparse_storage) and mode != "sparse":
         content, dense_fc = densify_for_xnnpack(content)
@@ -823,11 +880,9 @@ def export_tflite(
     with open(path, "wb") as f:
         f.write(content)
 
-    names = list(plain.output_names)
-    refs = plain.predict(x, verbose=0, batch_size=256)
-    refs = refs if isinstance(refs, (list, tuple)) else [refs]
+    names, keras_names, refs = _keras_outputs(plain, x)
     got, runtime = _run_tflite(content, x)
-    positions = _output_positions(content, names)
+    positions = _output_positions(content, keras_names, [r.shape[1:] for r in refs])
     classes = [(_is_classification(plain, i) if top1 is None else bool(top1)) and np.ndim(refs[i]) == 2 and np.shape(refs[i])[-1] > 1
                for i in range(len(names))]
     outputs = [_output_parity(n, refs[i], got[positions[i]], classes[i]) for i, n in enumerate(names)]
@@ -849,6 +904,7 @@ def export_tflite(
         n_calibration=0 if rep is None else len(rep),
         calibration_overlap=overlap,
         dense_for_xnnpack=dense_fc,
+        dense_wrong_encoding=wrong,
         notes=notes,
     )
     first = next((i for i, c in enumerate(classes) if c), None)

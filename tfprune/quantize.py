@@ -49,6 +49,7 @@ __all__ = [
     "tflite_kernels",
     "decode_sparse",
     "fix_sparse_kernels",
+    "repair_sparse_kernels",
     "KernelZeros",
     "run_tflite",
 ]
@@ -489,6 +490,24 @@ def fix_sparse_kernels(sparse: bytes, dense: bytes) -> bytes:
     ``sparse`` and ``dense``: the same model converted with and without
     ``EXPERIMENTAL_SPARSITY`` (same other options). Warns naming the kernels
     it stored dense; returns ``sparse`` unchanged when all decode right.
+    `repair_sparse_kernels` does the same silently and returns the names.
+    """
+    content, fixed = repair_sparse_kernels(sparse, dense)
+    if fixed:
+        warnings.warn(
+            "the converter's sparse encoding of these kernels does not hold their values, so they are stored dense: " + ", ".join(fixed),
+            stacklevel=3,
+        )
+    return content
+
+
+def repair_sparse_kernels(sparse: bytes, dense: bytes) -> tuple[bytes, list[str]]:
+    """`fix_sparse_kernels` without the warning: the repaired file and one line per kernel stored dense.
+
+    Each line is ``"<tensor name> <TFLite shape>"`` plus the decoding error
+    when the encoding does not even fit the shape. Seen with TensorFlow 2.21:
+    an int8 FULLY_CONNECTED kernel with fewer than 16 inputs is encoded as
+    one 1x16 block per row and computes wrong outputs.
     """
     from ai_edge_litert import schema_py_generated as schema
 
@@ -499,19 +518,32 @@ def fix_sparse_kernels(sparse: bytes, dense: bytes) -> bytes:
         raise RuntimeError(f"the sparse and dense conversions differ in their kernel ops ({len(got)} vs {len(want)})")
     bad = [(g, w) for g, w in zip(got, want) if g["sparse"] and (g["values"] is None or not np.array_equal(g["values"], w["values"]))]
     if not bad:
-        return sparse
+        return sparse, []
     model = schema.ModelT.InitFromPackedBuf(bytearray(sparse), 0)
     sub = model.subgraphs[0]
+    densify_code = {i for i, oc in enumerate(model.operatorCodes or [])
+                    if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.DENSIFY}
+    drop_ops: set[int] = set()
+    drop_tensors: set[int] = set()
     for g, w in bad:
-        t = sub.tensors[g["tensor"]]
+        src = g["tensor"]
+        t = sub.tensors[src]
         t.sparsity = None
         model.buffers[t.buffer].data = np.ascontiguousarray(w["values"]).view(np.uint8).reshape(-1)
-    warnings.warn(
-        "the converter's sparse encoding of these kernels does not hold their values, so they are stored dense: "
-        + ", ".join(f"{g['name']} {tuple(w['values'].shape)}" + (f" ({g['error']})" if g["error"] else "") for g, w in bad),
-        stacklevel=3,
-    )
-    return _pack_aligned(model)
+        for k, op in enumerate(sub.operators or []):  # behind a DENSIFY: the op's output takes the dense values, the op goes
+            if op.opcodeIndex in densify_code and int(op.inputs[0]) == src:
+                dst = int(op.outputs[0])
+                sub.tensors[dst].buffer, t.buffer = t.buffer, 0
+                sub.tensors[dst].name = t.name
+                drop_ops.add(k)
+                drop_tensors.add(src)
+    if drop_ops:
+        from tfprune.export import _remove_tensors
+
+        sub.operators = [op for k, op in enumerate(sub.operators) if k not in drop_ops]
+        _remove_tensors(model, 0, drop_tensors)
+    names = [f"{g['name']} {tuple(w['values'].shape)}" + (f" ({g['error']})" if g["error"] else "") for g, w in bad]
+    return _pack_aligned(model), names
 
 
 def run_tflite(content: bytes, x: np.ndarray, batch_size: int = 1) -> tuple[np.ndarray, str]:

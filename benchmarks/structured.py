@@ -186,7 +186,7 @@ def markdown(res: dict) -> list[str]:
         lines.append("")
     if res["accuracy"]:
         lines += [f"## MNIST test accuracy (10,000 images) after {cfg['finetune_epochs']} fine-tuning epoch(s); dense trained "
-                  f"{cfg['train_epochs']} epochs", "",
+                  f"{cfg['train_epochs']} epochs; training images: {cfg.get('train_images') or 'all'}", "",
                   "| model | method | MACs removed (requested / achieved) | params | one-shot acc | fine-tuned acc (mean ± std) | seeds |",
                   "|---|---|---|---:|---:|---:|---:|"]
         for name, r in res["accuracy"].items():
@@ -260,6 +260,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=os.path.join(HERE, "results", "structured.json"))
     ap.add_argument("--train-epochs", type=int, default=None, help="dense training epochs (default: 1 quick, 6 full)")
     ap.add_argument("--finetune-epochs", type=int, default=None, help="fine-tuning epochs after pruning (default: 1 quick, 3 full)")
+    ap.add_argument("--train-images", type=int, default=None,
+                    help="training images for dense training and fine-tuning (default: 8000 quick, all full); the test set is always all")
+    ap.add_argument("--models", default=None, help="accuracy models, comma-separated (default: resnet20 quick; resnet20,resnet56,vgg_small full)")
+    ap.add_argument("--fractions", default=None, help="accuracy: fractions of MACs removed (default: 0.5 quick; 0.3,0.5,0.7 full)")
+    ap.add_argument("--methods", default=None, help="accuracy: allocations (default: importance,uniform quick; + global full)")
+    ap.add_argument("--latency-models", default=None, help="latency models (default: mobilenetv2 quick; all three full)")
     ap.add_argument("--rounds", type=int, default=None, help="latency: interleaved rounds (default 10 quick, 20 full)")
     ap.add_argument("--block", type=int, default=10, help="latency: invocations per variant per round")
     ap.add_argument("--min-channels", type=int, default=4, help="channels every group keeps")
@@ -273,14 +279,16 @@ def main(argv=None) -> int:
     ft_epochs = args.finetune_epochs if args.finetune_epochs is not None else (1 if q else 3)
     rounds = args.rounds or (10 if q else 20)
     t0 = time.perf_counter()
-    lat_models = [] if args.skip_latency else (["mobilenetv2"] if q else list(LATENCY_MODELS))
+    lat_models = [] if args.skip_latency else (args.latency_models.split(",") if args.latency_models else (["mobilenetv2"] if q else list(LATENCY_MODELS)))
     lat_fracs = [0.5] if q else [0.3, 0.5]
     lat_allocs = ["uniform", "importance"]
-    acc_models = [] if args.skip_accuracy else (["resnet20"] if q else list(ACC_MODELS))
-    acc_fracs = [0.5] if q else [0.3, 0.5, 0.7]
-    methods = ["importance", "uniform"] if q else ["importance", "uniform", "global"]
+    acc_models = [] if args.skip_accuracy else (args.models.split(",") if args.models else (["resnet20"] if q else list(ACC_MODELS)))
+    acc_fracs = [float(f) for f in args.fractions.split(",")] if args.fractions else ([0.5] if q else [0.3, 0.5, 0.7])
+    methods = args.methods.split(",") if args.methods else (["importance", "uniform"] if q else ["importance", "uniform", "global"])
+    train_images = args.train_images or (8000 if q else None)
     res = {"config": {"command": "python benchmarks/structured.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                      "quick": q, "seeds": seeds, "train_epochs": train_epochs, "finetune_epochs": ft_epochs, "latency_rounds": rounds,
+                      "quick": q, "seeds": seeds, "train_epochs": train_epochs, "finetune_epochs": ft_epochs, "train_images": train_images,
+                      "latency_rounds": rounds,
                       "latency_block": args.block, "min_channels": args.min_channels,
                       "tf_enable_onednn_opts": os.environ.get("TF_ENABLE_ONEDNN_OPTS"),
                       "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPU cores visible",
@@ -292,6 +300,9 @@ def main(argv=None) -> int:
             json.dump(latency_section(lat_models, lat_fracs, lat_allocs, rounds, args.block, args.min_channels), f)
         return 0
     data = tp.datasets.mnist(args.data) if acc_models else None
+    if data is not None and train_images:
+        (xt, yt), test = data
+        data = (xt[:train_images], yt[:train_images]), test
     res["accuracy"] = accuracy_section(acc_models, acc_fracs, methods, seeds, data, train_epochs, ft_epochs, args.min_channels) if acc_models else {}
     res["latency"] = latency_in_child(argv if argv is not None else sys.argv[1:], args.out) if lat_models else {}
     res["seconds"] = time.perf_counter() - t0

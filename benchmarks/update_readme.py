@@ -18,6 +18,7 @@ README = os.path.join(HERE, "..", "README.md")
 SECTIONS = {
     "ALLOCATION": (["allocation.md", "granularity.md"], "python benchmarks/allocation.py; python benchmarks/granularity.py --quick",
                    ["allocation.png"]),
+    "EXTREME": (["extreme_sparsity.md"], "python benchmarks/extreme_sparsity.py", []),
     "LOBS": (["lobs.md"], "python benchmarks/lobs.py", []),
     "SHALLOW": (["shallow.md"], "python benchmarks/shallow.py", ["shallow_plain_cnn_probes.png", "shallow_resnet20_probes.png"]),
     "BN": (["bn_reestimate.md"], "python benchmarks/bn_reestimate.py", []),

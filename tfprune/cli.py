@@ -129,15 +129,24 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     model = tfprune.load_model(args.model)
     data = eval_data = None
     if args.data:
-        (x_train, y_train), (x_test, y_test) = tfprune.datasets.mnist(args.data)
-        data, eval_data = (x_train, y_train), (x_test, y_test)
-    elif args.finetune_epochs:
-        raise ValueError(f"--finetune-epochs {args.finetune_epochs} needs --data mnist.npz (labelled training data)")
+        data, eval_data = _data(args, model)
+    elif args.finetune_epochs or args.gradual_epochs:
+        flag = "--gradual-epochs" if args.gradual_epochs else "--finetune-epochs"
+        raise ValueError(f"{flag} {args.gradual_epochs or args.finetune_epochs} needs --data (labelled training data)")
     macs = 0.5 if args.macs is None and args.params is None else args.macs
-    small, report = prune_channels(model, macs, args.params, data=data, eval_data=eval_data, finetune_epochs=args.finetune_epochs,
-                                   batch_size=args.batch_size, learning_rate=args.lr, importance=args.importance,
-                                   allocation=args.allocation, layer_importance=args.layer_importance, min_channels=args.min_channels,
-                                   include_outputs=args.include_outputs, verbose=2 if args.finetune_epochs else 0)
+    kw = dict(eval_data=eval_data, finetune_epochs=args.finetune_epochs, batch_size=args.batch_size, learning_rate=args.lr,
+              importance=args.importance, allocation=args.allocation, layer_importance=args.layer_importance,
+              min_channels=args.min_channels, include_outputs=args.include_outputs,
+              verbose=2 if args.finetune_epochs or args.gradual_epochs else 0)
+    import contextlib
+
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():  # --json: stdout holds the JSON only
+        if args.gradual_epochs:
+            from tfprune.structured.gradual import prune_channels_gradually
+
+            small, report = prune_channels_gradually(model, macs, args.params, data=data, epochs=args.gradual_epochs, **kw)
+        else:
+            small, report = prune_channels(model, macs, args.params, data=data, **kw)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.table())
     if args.out:
         small.save(args.out)
@@ -239,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
     sh.add_argument("--plot", default=None)
     sh.add_argument("--out", required=True)
     ch = _model_command(sub, "channels", "remove whole channels for real (structured) to a MACs/params target, fine-tune, print the per-group table",
-                        _cmd_channels, "mnist.npz (keras layout): train split fine-tunes, test split evaluates")
+                        _cmd_channels, "labelled data: train split fine-tunes, test split evaluates")
     ch.add_argument("--macs", type=float, default=None, help="fraction of MACs removed (default 0.5 unless --params)")
     ch.add_argument("--params", type=float, default=None, help="instead of --macs: fraction of parameters removed")
     ch.add_argument("--allocation", default="importance", choices=["importance", "uniform", "global"])
@@ -248,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least")
     ch.add_argument("--include-outputs", action="store_true", help="also remove channels of the model's outputs")
     ch.add_argument("--finetune-epochs", type=int, default=0)
+    ch.add_argument("--gradual-epochs", type=int, default=0, help="instead of one-shot: mask channel groups gradually during this many "
+                    "epochs of training on --data (tfprune.ChannelPruning), then shrink (then --finetune-epochs on the small model)")
     ch.add_argument("--batch-size", type=int, default=128)
     ch.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam, cosine decay to 0)")
     ch.add_argument("--out", default=None, help="save the small model here (.keras)")

@@ -72,7 +72,7 @@ from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, c
 from tfprune.structured.importance import channel_importance, list_channel_importance
 from tfprune.structured.plan import ALLOCATIONS, ChannelPlan, plan_channels
 
-__all__ = ["ChannelPruning", "GradualStatus", "channels_at", "choose_channels"]
+__all__ = ["ChannelPruning", "GradualStatus", "channels_at", "choose_channels", "prune_channels_gradually"]
 
 L = keras.layers
 
@@ -610,3 +610,96 @@ class ChannelPruning(keras.callbacks.Callback):
         if model is None:
             raise ValueError("no model: pass the trained model, or call this after fit")
         return shrink(model, remove=self.remove, include_outputs=self.include_outputs, x=x, atol=atol)
+
+
+# ------------------------------------------------------------ the gradual path
+def prune_channels_gradually(
+    model: Any,
+    macs: float | None = 0.5,
+    params: float | None = None,
+    *,
+    data: Any,
+    epochs: int,
+    eval_data: Any = None,
+    finetune_epochs: int = 0,
+    batch_size: int = 128,
+    learning_rate: float = 1e-3,
+    loss: Any = None,
+    importance: str = "l2",
+    allocation: str = "importance",
+    layer_importance: str = "capacity",
+    min_channels: int = 1,
+    include_outputs: bool = False,
+    tolerance: float = 0.01,
+    ramp_fraction: float = 0.7,
+    seed: int = 0,
+    verbose: int = 0,
+) -> tuple[Any, Any]:
+    """The gradual structured path: train a copy of ``model`` with `ChannelPruning`, shrink it, optionally fine-tune the small model.
+
+    Args:
+      model: a trained tf-keras model (not modified: a copy is trained).
+      macs, params: the target, fraction of MACs (default 0.5) or of
+        parameters removed (pass ``macs=None, params=f``).
+      data: labelled training data (anything `tfprune.data` reads).
+      epochs: epochs of ``fit`` with the callback; the ramp takes
+        ``ramp_fraction`` of them, the rest trains with the final masks.
+      eval_data: labelled data for the accuracies (default ``data``).
+      finetune_epochs: further epochs on the shrunk model (0: none).
+      batch_size, learning_rate: both trainings (Adam, cosine decay to 0).
+      loss: default: the model's compiled loss, else `tfprune.finetune.model_loss`'s.
+      importance, allocation, layer_importance, min_channels, include_outputs,
+      tolerance: see `plan_channels`.
+
+    Returns ``(small_model, PruneChannelsReport)``: ``acc_shrunk`` is the
+    accuracy after the gradual training (the shrunk model computes what the
+    masked model computes), ``acc_after`` after fine-tuning.
+    """
+    from tfprune import data as _data
+    from tfprune._keras import check_model
+    from tfprune.finetune import model_loss
+    from tfprune.models import adam
+    from tfprune.structured.prune import PruneChannelsReport, top1_accuracy
+    from tfprune.wrap import clone
+
+    t0 = time.perf_counter()
+    check_model(model)
+    if macs is not None and params is not None:
+        raise ValueError("give one target: macs= or params= (pass macs=None with params=)")
+    epochs = _check_int(epochs, "epochs", 1)
+    train = _data.take(data, None, need_labels="gradual channel pruning")
+    evals = eval_data if eval_data is not None else data
+    ev = _data.take(evals, None, need_labels=False)
+    source = ("eval_data" if eval_data is not None else "data") if ev.y is not None else ""
+    spec = model_loss(model, loss)
+
+    def acc(m: Any) -> float | None:
+        return top1_accuracy(ev.y, np.asarray(m.predict(ev.x, batch_size=batch_size, verbose=0))) if source else None
+
+    acc_before = acc(model)
+    tf.keras.utils.set_random_seed(int(seed))
+    work = clone(model)
+    per_epoch = -(-train.n // int(batch_size))
+    work.compile(optimizer=adam(learning_rate, decay_steps=epochs * per_epoch), loss=spec.loss, loss_weights=spec.loss_weights)
+    cb = ChannelPruning(macs, params, importance=importance, allocation=allocation, layer_importance=layer_importance,
+                        min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, ramp_fraction=ramp_fraction)
+    work.fit(train.x, train.y, epochs=epochs, batch_size=int(batch_size), shuffle=True, verbose=verbose, callbacks=[cb])
+    x_check = None if isinstance(train.x, (dict, list, tuple)) else np.asarray(train.x[:8])
+    small, rep = cb.shrink(work, x=x_check)
+    acc_shrunk = acc(small)
+    small.compile(optimizer=adam(learning_rate, decay_steps=max(1, finetune_epochs * per_epoch)), loss=spec.loss,
+                  loss_weights=spec.loss_weights)
+    ft_seconds, acc_after = 0.0, None
+    if finetune_epochs:
+        t1 = time.perf_counter()
+        small.fit(train.x, train.y, epochs=int(finetune_epochs), batch_size=int(batch_size), shuffle=True, verbose=verbose)
+        ft_seconds = time.perf_counter() - t1
+        acc_after = acc(small)
+    notes = [f"gradual: {epochs} epochs with ChannelPruning (ramp over optimizer steps {cb.begin_step_} -> {cb.end_step_}, "
+             f"masks updated every {cb.frequency_}), then shrink"]
+    if (rep.macs_after, rep.params_after) != (cb.plan_.macs_after, cb.plan_.params_after):
+        notes.append(f"the shrunk model has {rep.macs_after} MACs / {rep.params_after} params, the plan {cb.plan_.macs_after} / "
+                     f"{cb.plan_.params_after} (channels already zero in the input model stayed masked)")
+    report = PruneChannelsReport(cb.plan_, rep.max_abs_diff, int(finetune_epochs), ft_seconds, acc_before, acc_shrunk, acc_after,
+                                 source, spec.source, time.perf_counter() - t0, notes)
+    return small, report

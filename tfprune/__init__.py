@@ -23,7 +23,7 @@ from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.quantize import convert_qat, pqat  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
-from tfprune.structured import ShrinkReport, channel_graph, channel_importance, plan_channels, prune_channels, shrink  # noqa: E402
+from tfprune.structured import ChannelPruning, ShrinkReport, channel_graph, channel_importance, plan_channels, prune_channels, shrink  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 from tfprune.wrapper import PruneLayer  # noqa: E402
 
@@ -41,6 +41,7 @@ __all__ = [
     "analyze",
     "ExportReport",
     "ImportancePruning",
+    "ChannelPruning",
     "ImportanceScores",
     "LayerInventory",
     "LayerwisePruning",

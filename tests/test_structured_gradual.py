@@ -295,3 +295,24 @@ def test_errors_name_the_problem():
         model.fit(x, y, epochs=1, verbose=0, callbacks=[ChannelPruning(plan={"b1": 6}, end_step=1)])
     with pytest.raises(ValueError, match="cannot be pruned"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[ChannelPruning(plan={"logits": 1}, end_step=1)])
+
+
+def test_channels_shrink_could_not_remove_are_never_masked():
+    """sigmoid(0) = 0.5 into a padded 3x3 conv cannot be folded: those channels stay (listed); the ReLU branch's go."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 2))
+    a = L.Conv2D(4, 1, activation="relu", name="relu_branch")(inp)
+    b = L.Conv2D(4, 1, activation="sigmoid", name="sigmoid_branch")(inp)
+    x = L.Conv2D(5, 3, padding="same", activation="relu", name="mix")(L.Concatenate(name="cat")([a, b]))
+    model = compiled(keras.Model(inp, L.Dense(3, name="logits")(L.GlobalAveragePooling2D()(x)), name="sig"))
+    x_, y_ = random_data(model, n=16)
+    cb = ChannelPruning(plan={"relu_branch": 2}, end_step=2, frequency=1)
+    model.fit(x_, y_, epochs=2, batch_size=8, verbose=0, callbacks=[cb])
+    assert sorted(cb.unremovable_) == [f"sigmoid_branch[{j}]" for j in range(4)]
+    assert "padding='same'" in cb.unremovable_["sigmoid_branch[0]"]
+    assert {k: len(v) for k, v in cb.masked_.items()} == {"relu_branch": 2}
+    small, rep = cb.shrink(x=x_[:4])
+    assert small.get_layer("relu_branch").filters == 2 and small.get_layer("sigmoid_branch").filters == 4
+    np.testing.assert_allclose(small.predict(x_, verbose=0), model.predict(x_, verbose=0), atol=ATOL)
+    with pytest.raises(ValueError, match="cannot be removed exactly"):
+        model.fit(x_, y_, epochs=1, verbose=0, callbacks=[ChannelPruning(plan={"sigmoid_branch": 1}, end_step=1)])

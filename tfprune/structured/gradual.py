@@ -224,15 +224,26 @@ def _refresh(cg: ChannelGraph) -> None:
             cg.flat.get_layer(name).set_weights(src.get_weights())
 
 
-def _unremovable(cg: ChannelGraph, labels: np.ndarray) -> dict[int, str]:
-    """label -> why `shrink` could not remove it even when masked in its whole group (uses and restores ``cg.flat``)."""
+def _unremovable(cg: ChannelGraph, groups: list[Any]) -> dict[int, str]:
+    """label -> why `shrink` could not remove it even when masked in its whole group (uses and restores ``cg.flat``).
+
+    Each channel's value is followed on its own label, so all channels are
+    tested at once, except that a group must keep one channel (masking all of
+    a consumer's filters would zero its input rows and hide the problem):
+    one pass keeps every group's last channel, a second its first.
+    """
     from tfprune.structured.shrink import _check_consumers, _propagate, _zero_labels
 
-    _zero_labels(cg, labels.tolist())
-    try:
-        bad, _ = _check_consumers(cg, _propagate(cg), set(labels.tolist()))
-    finally:
-        _refresh(cg)
+    bad: dict[int, str] = {}
+    for keep in (-1, 0):
+        labels = [int(lb) for g in groups for lb in np.delete(g.labels, keep)]
+        _zero_labels(cg, labels)
+        try:
+            found, _ = _check_consumers(cg, _propagate(cg), set(labels))
+        finally:
+            _refresh(cg)
+        for lb, why in found.items():
+            bad.setdefault(int(lb), why)
     return bad
 
 
@@ -378,7 +389,7 @@ class ChannelPruning(keras.callbacks.Callback):
                 var.assign(tf.where(mask > 0, var, tf.zeros_like(var)))
 
         self._apply_fn = apply
-        bad = _unremovable(cg, labels) if labels.size else {}
+        bad = _unremovable(cg, self._groups) if labels.size else {}
         self._allowed = [np.ones(g.channels, bool) for g in self._groups]
         self.unremovable_ = {}
         for lb, why in bad.items():

@@ -262,7 +262,8 @@ class ChannelPruning(keras.callbacks.Callback):
         (e.g. ``0.5``); or
       params: fraction of its parameters to remove; or
       plan: the per-group counts: a `ChannelPlan` (from `plan_channels`) or
-        ``{group name: channels removed}`` (e.g. an earlier run's ``counts_``).
+        ``{group name: channels removed}`` (e.g. an earlier run's ``counts_``);
+        only the counts are used (which channels is decided during training).
         Give exactly one of ``macs``, ``params``, ``plan``.
       importance: channel scorer within a group (`list_channel_importance`),
         used by the plan and at every pruning step.

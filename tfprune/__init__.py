@@ -8,7 +8,7 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured  # noqa: E402
+from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured, tasks  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
 from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
@@ -24,6 +24,7 @@ from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.quantize import convert_qat, pqat  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.structured import ChannelPruning, ShrinkReport, channel_graph, channel_importance, plan_channels, prune_channels, shrink  # noqa: E402
+from tfprune.tasks import TaskModel  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 from tfprune.wrapper import PruneLayer  # noqa: E402
 
@@ -36,6 +37,7 @@ __all__ = [
     "Profile",
     "Plan",
     "PruneLayer",
+    "TaskModel",
     "GRANULARITIES",
     "plan",
     "analyze",
@@ -85,6 +87,7 @@ __all__ = [
     "plan_channels",
     "prune_channels",
     "structured",
+    "tasks",
     "strip",
     "wrap",
 ]

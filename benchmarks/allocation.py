@@ -2,6 +2,13 @@
 
     python benchmarks/allocation.py                      # full: LeNet-5 + LeNet-300-100, 6 sparsities, 3 seeds
     python benchmarks/allocation.py --quick --out /tmp/a.json   # 1 seed, 0.9/0.95/0.988, LeNet-5 (< 6 min)
+    python benchmarks/allocation.py --merge --sparsities 0.95,0.988 --methods lamp,output_error   # add/replace rows
+
+Removal modes (the method's 4th field): ``ramp`` (default: the allocation from the
+dense weights, reached by the polynomial ramp), ``oneshot`` (the same allocation
+applied at step 0, then the same epochs at the targets) and ``gradual`` (one
+global ranking redone on the current weights at every mask update of the ramp,
+at the ramp's current total sparsity: `Rerank`).
 
 For each seed: train the dense model once; then for every (method, sparsity):
 copy it, wrap, and fit ``ramp_epochs`` (polynomial ramp to the targets) +
@@ -26,7 +33,9 @@ import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.importance.base import resolve as resolve_importance  # noqa: E402
 
-# method label -> (allocator, importance scorer or None, allocator options)
+# Placeholder option value: replaced by the layers' input Hessians on the calibration images.
+CALIB_HESSIANS = "<calibration hessians>"
+# method label -> (allocator, importance scorer or None, allocator options[, mode])
 METHODS = {
     "uniform": ("uniform", None, {}),
     "global": ("global", None, {}),
@@ -36,7 +45,20 @@ METHODS = {
     "capacity_spectral": ("importance", "capacity_spectral", {}),
     "capacity_energy": ("importance", "capacity_energy", {}),
     "sensitivity": ("importance", "sensitivity", {}),
+    # global removal ratio study (benchmarks/global_ratio.py): normalisations and removal modes
+    "global_ratio_rms": ("global_ratio", None, {"normalization": "rms"}),
+    "global_ratio_std": ("global_ratio", None, {"normalization": "std"}),
+    "global_ratio_energy": ("global_ratio", None, {"normalization": "energy"}),
+    "global_oneshot": ("global", None, {}, "oneshot"),
+    "lamp_oneshot": ("lamp", None, {}, "oneshot"),
+    "global_gradual": ("global", None, {}, "gradual"),
+    "global_ratio_std_gradual": ("global_ratio", None, {"normalization": "std"}, "gradual"),
+    "lamp_gradual": ("lamp", None, {}, "gradual"),
+    # candidates to beat LAMP (issue 13 item 5)
+    "output_error": ("output_error", None, {"hessians": CALIB_HESSIANS}),
+    "output_error_sum": ("output_error", None, {"hessians": CALIB_HESSIANS, "objective": "sum"}),
 }
+MODES = ("ramp", "oneshot", "gradual")
 MODELS = {"lenet5": tp.models.lenet5, "lenet300": tp.models.lenet_300_100}
 DEFAULT_DATA = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist", "mnist.npz")
 
@@ -52,9 +74,57 @@ class EpochTimer(keras.callbacks.Callback):
         self.times.append(time.perf_counter() - self._t)
 
 
+def method_mode(method: str) -> str:
+    spec = METHODS[method]
+    return spec[3] if len(spec) > 3 else "ramp"
+
+
+def resolve_options(model, options: dict, calib) -> dict:
+    """Replace `CALIB_HESSIANS` by the layers' input Hessians on the calibration images."""
+    if CALIB_HESSIANS not in options.values():
+        return dict(options)
+    from tfprune.obs.hessian import layer_hessians
+
+    names = tp.prunable_layers(model).names
+    H = layer_hessians(model, names, calib[0], progress=False)
+    return {k: (H if v == CALIB_HESSIANS else v) for k, v in options.items()}
+
+
+class Rerank(keras.callbacks.Callback):
+    """Gradual removal with one global ranking (benchmark helper).
+
+    At every ``frequency``-th pruning step up to ``end_step`` (and at
+    ``end_step``), the allocator splits the ramp's current total sparsity
+    (polynomial, power 3, from 0) over the *current* masked weights, and every
+    layer is pruned to its share at that step (its schedule is set to a jump at
+    this step). Weights removed earlier stay at zero, so they rank lowest; a
+    layer whose share falls gets zero-valued weights back, which training may
+    regrow. Put it after `LayerwisePruning` in the callbacks.
+    """
+
+    def __init__(self, sparsity: float, allocation: str, options: dict, end_step: int, frequency: int, power: float = 3.0):
+        super().__init__()
+        self.sparsity, self.allocation, self.options = float(sparsity), allocation, dict(options)
+        self.end_step, self.frequency, self.power = int(end_step), max(1, int(frequency)), float(power)
+
+    def on_train_batch_begin(self, batch, logs=None):
+        from tfprune.schedule import polynomial_sparsity
+
+        layers = tp.prunable_layers(self.model)
+        step = int(layers[0].layer.pruning_step.numpy())
+        if step > self.end_step or (step % self.frequency and step != self.end_step):
+            return
+        s = polynomial_sparsity(step, 0.0, self.sparsity, 0, self.end_step, self.power)
+        alloc = tp.allocate_sparsity(layers, s, allocation=self.allocation, **self.options)
+        for p in layers:
+            t = alloc.targets[p.name]
+            p.schedule.set(target_sparsity=t, initial_sparsity=t, begin_step=step, end_step=step + 1, frequency=1)
+
+
 def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.Allocation, float]:
-    allocator, scorer, options = METHODS[method]
+    allocator, scorer, options = METHODS[method][:3]
     t0 = time.perf_counter()
+    options = resolve_options(model, options, calib)
     scores = None
     if scorer is not None:
         kw = {"sparsity": sparsity, "progress": False} if scorer == "sensitivity" else {}
@@ -107,7 +177,12 @@ def write_outputs(results: dict, out: str) -> None:
     lines.append(
         f"Budget: {results['budget']}. Accuracy: test %, mean ± std over seeds. importance s: scoring + allocation, "
         "from the dense weights, against the median training epoch of the same run. Default method: the capacity "
-        "variant with the best mean accuracy at 0.95 and 0.988 (ties within 0.1 point go to the faster)."
+        "variant with the best mean accuracy at 0.95 and 0.988 (ties within 0.1 point go to the faster). "
+        "`global_ratio_rms`: the earlier `global_ratio` default (|w| / rms); `global_ratio_std`, `global_ratio_energy`: other "
+        "normalisations (benchmarks/global_ratio.md); `*_oneshot`: the allocation applied at step 1, then the same epochs; "
+        "`*_gradual`: one global ranking redone on the current weights at every mask update of the ramp; `output_error`: "
+        "per-layer output-error curves from the layers' input Hessians on the 1,000 calibration images, the budget split "
+        "to maximise the product of kept output-energy fractions (`_sum`: minimise the summed relative errors)."
     )
     with open(base + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
@@ -187,7 +262,7 @@ def main(argv=None) -> int:
         dense_accs, epoch_secs = [], []
         entry = {"dense_acc": None, "epoch_seconds": None, "default_method": resolve_importance("capacity"), "results": []}
         results["models"][model_name] = entry
-        kept = [r for r in previous.get(model_name, {}).get("results", []) if r["method"] not in methods]
+        kept = [r for r in previous.get(model_name, {}).get("results", []) if r["method"] not in methods or r["sparsity"] not in sparsities]
         for seed in range(args.seeds):
             keras.utils.set_random_seed(seed)
             dense = tp.models.compile_classifier(MODELS[model_name]())
@@ -200,11 +275,18 @@ def main(argv=None) -> int:
                     alloc, imp_s = allocate(dense, meth, sparsity, calib)
                     keras.utils.set_random_seed(1000 + seed)
                     w = tp.models.compile_classifier(tp.wrap(dense), learning_rate=5e-4)
-                    cb = tp.LayerwisePruning(alloc, begin_step=0, end_step=args.ramp_epochs * steps, verbose=0)
-                    w.fit(xt, yt, epochs=args.ramp_epochs + args.finetune_epochs, batch_size=args.batch_size, verbose=0, callbacks=[cb])
+                    mode = method_mode(meth)
+                    end = 1 if mode == "oneshot" else args.ramp_epochs * steps  # the wrapper sees step 1 first
+                    cbs = [tp.LayerwisePruning(alloc, begin_step=0, end_step=end, verbose=0)]
+                    if mode == "gradual":
+                        options = resolve_options(dense, METHODS[meth][2], calib)
+                        cbs.append(Rerank(sparsity, METHODS[meth][0], options, end, max(1, end // 20)))
+                    w.fit(xt, yt, epochs=args.ramp_epochs + args.finetune_epochs, batch_size=args.batch_size, verbose=0, callbacks=cbs)
                     acc = float(w.evaluate(xs, ys, verbose=0)[1])
-                    achieved = tp.prunable_layers(w).total_sparsity()
-                    raw.setdefault((meth, sparsity), []).append((acc, achieved, imp_s, alloc.targets))
+                    inv = tp.prunable_layers(w)
+                    achieved = inv.total_sparsity()
+                    layer_sp = {p.name: float(p.sparsity()) for p in inv} if mode == "gradual" else alloc.targets
+                    raw.setdefault((meth, sparsity), []).append((acc, achieved, imp_s, layer_sp))
                     stamp = f"[{time.time() - t_start:6.0f}s] {model_name} seed {seed} {meth:<18} s={sparsity:<6}"
                     print(f"{stamp} acc={acc:.4f} achieved={achieved:.4f} importance={imp_s:.3f}s", flush=True)
                     entry["dense_acc"] = float(np.mean(dense_accs))
@@ -219,6 +301,7 @@ def main(argv=None) -> int:
                             "achieved_sparsity": float(np.mean([v[1] for v in vals])),
                             "importance_seconds": float(np.mean([v[2] for v in vals])),
                             "layer_sparsity": vals[-1][3],
+                            "mode": method_mode(m_),
                         }
                         for (m_, s_), vals in raw.items()
                     ] + kept

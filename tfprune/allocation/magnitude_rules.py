@@ -2,13 +2,8 @@
 
 * ``global``: raw |w| (one magnitude threshold; can collapse small layers
   without the ``min_keep`` floor, which it respects).
-* ``global_ratio``: one removal ratio for the whole model on per-layer
-  normalised magnitudes (Global removal ratio paper, 2023; the paper's exact
-  normalisation is not available, so it is ours): by default |w| / rms(W_l),
-  every layer's scores on one scale whatever its initialisation (measured:
-  close to uniform, and it collapses small layers at very high sparsity, see
-  benchmarks/results/allocation.md); ``normalization="l2"`` uses
-  |w| / ||W_l||_2, the opposite extreme (a large layer can keep a single weight).
+* ``global_ratio`` lives in `tfprune.allocation.global_ratio` (one threshold on
+  per-layer normalised scores).
 * ``lamp``: LAMP (Lee et al., ICLR 2021): score(u) = w_u^2 / sum_{|w_v| >= |w_u|} w_v^2
   within a layer; never removes a layer's largest weight.
 
@@ -67,21 +62,6 @@ def global_top_k(per_layer_scores: list[np.ndarray], problem: AllocationProblem)
 def global_magnitude(problem: AllocationProblem) -> np.ndarray:
     """One |w| threshold across all layers."""
     return global_top_k([np.abs(k) for k in problem.require_kernels("global")], problem)
-
-
-@register_allocator("global_ratio")
-def global_ratio(problem: AllocationProblem) -> np.ndarray:
-    """One removal ratio on per-layer normalised magnitudes |w| / rms(W_l) (or / ||W_l||_2)."""
-    norm = problem.options.get("normalization", "rms")
-    if norm not in ("l2", "rms"):
-        raise ValueError(f"normalization must be 'l2' or 'rms', got {norm!r}")
-    out = []
-    for k in problem.require_kernels("global_ratio"):
-        scale = float(np.sqrt(np.sum(np.square(k, dtype=np.float64))))
-        if norm == "rms":
-            scale /= np.sqrt(k.size)
-        out.append(np.abs(k) / (scale if scale > 0 else 1.0))
-    return global_top_k(out, problem)
 
 
 @register_allocator("lamp")

@@ -1,6 +1,6 @@
 """Channel scorers side by side: one-shot channel removal on ResNet-20 / MNIST with each scorer.
 
-    nice -n 5 python benchmarks/channel_scorers.py      # budget ~15 min on 2 shared, busy cores
+    nice -n 5 python benchmarks/channel_scorers.py      # budget ~15-20 min on 2 shared, busy cores
     python benchmarks/channel_scorers.py --out /tmp/cs.json --scorers l2,taylor --train-samples 2000 --eval-samples 500   # smoke run
 
 ResNet-20 (`tfprune.models.resnet_cifar(20, (28, 28, 1))`) is trained dense on
@@ -148,7 +148,7 @@ def main(argv=None) -> int:
     ap.add_argument("--score-samples", type=int, default=512, help="training images the data scorers read")
     ap.add_argument("--bn-samples", type=int, default=2048)
     ap.add_argument("--ft-epochs", type=int, default=1)
-    ap.add_argument("--ft-samples", type=int, default=2000)
+    ap.add_argument("--ft-samples", type=int, default=3000)
     args = ap.parse_args(argv)
     res = run(args)
     os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)

@@ -183,10 +183,10 @@ def test_obs_dense_consumer_matches_numpy():
     out = model.get_layer("out")
     W = np.vstack([out.kernel.numpy(), out.bias.numpy()[None]]).astype(np.float64)
     expected = channel_removal_error(W, X.T @ X / len(X), [np.array([c]) for c in range(4)], damp=1e-3)
-    np.testing.assert_allclose(s, expected, rtol=1e-6)
-    plain = channel_importance(model, "obs", data=x, correction=False).scores["c4"]
-    np.testing.assert_allclose(plain, np.mean((feats * out.kernel.numpy().astype(np.float64)[:, 0]) ** 2, axis=0)
-                               + sum(np.mean((feats * out.kernel.numpy()[:, o]) ** 2, axis=0) for o in (1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(s, np.sqrt(expected), rtol=1e-6)
+    plain = channel_importance(model, "obs", data=x, correction=False).scores["c4"]  # the channel's output energy, no re-solve
+    k = out.kernel.numpy().astype(np.float64)
+    np.testing.assert_allclose(plain ** 2, sum(np.mean((feats * k[:, o]) ** 2, axis=0) for o in range(3)), rtol=1e-6)
 
 
 def test_obs_skips_large_consumers_with_note():

@@ -36,7 +36,10 @@ name           needs data  score of channel ``j`` of a group (aggregation over t
                            rows (and bias) are re-solved: ``dE = tr(W_Q^T
                            ((H^-1)_QQ)^-1 W_Q)`` (`channel_removal_error`), times the
                            consumer's output positions (squared error per sample);
-                           **summed over the consumers**. ``correction=False``:
+                           **summed over the consumers**, score = ``sqrt`` of the
+                           sum (the RMS output change per sample: degree one in the
+                           weights, like ``"l2"``, so the plan's per-group
+                           normalisation treats it alike). ``correction=False``:
                            no re-solve, ``tr(W_Q^T H_QQ W_Q)`` (the channel's output
                            energy). Consumers of other types or with more than
                            ``max_dim`` Hessian rows are skipped (noted); a group
@@ -376,7 +379,7 @@ register_channel_importance("taylor", scorer=_taylor, needs_data=True)
 
 # ------------------------------------------------------------------ second order (channel OBS)
 def _obs(ctx: ChannelContext) -> dict[str, np.ndarray]:
-    """channel OBS: increase of each consumer's reconstruction error when the channel's input rows go, summed"""
+    """channel OBS: sqrt of the increase of the consumers' reconstruction errors when the channel's input rows go"""
     from tfprune.obs.hessian import hessian_dim, layer_hessians, supported
 
     cg = ctx.graph
@@ -413,6 +416,7 @@ def _obs(ctx: ChannelContext) -> dict[str, np.ndarray]:
     scores, counts = _per_group(cg, total), _per_group(cg, count)
     if skipped:
         ctx.notes.append(f"obs: consumers not scored: {', '.join(skipped[:8])}{' ...' if len(skipped) > 8 else ''}")
+    scores = {g: np.sqrt(v) for g, v in scores.items()}
     missing = [g for g, c in counts.items() if not np.all(c > 0)]
     _fallback(ctx, scores, missing, "obs", "none of its consumers is a Dense/Conv1D/Conv2D within max_dim", ctx.options.get("fallback", "l2"))
     return scores

@@ -15,10 +15,19 @@ benchmarks/results/micro_lenet5.json and .md.
 
 Models (random initial weights, ``weights=None``, 10 classes, logits out; no
 download): tf_keras.applications MobileNetV2 (alpha 0.35, 96x96),
-MobileNetV3Small (96x96), EfficientNetB0 (96x96), ResNet50 (64x64), and
-keras-cv ``ImageClassifier`` on a small ``EfficientNetV2Backbone`` built from
-explicit constructor arguments (96x96; presets download, so none is used).
-BatchNorm momentum 0.9, so a few hundred steps move the moving statistics.
+MobileNetV3Small and MobileNetV3Large (96x96), EfficientNetB0 (96x96),
+ResNet50 (64x64), keras-cv ``ImageClassifier`` on a small
+``EfficientNetV2Backbone`` built from explicit constructor arguments (96x96;
+presets download, so none is used), and keras-cv ``YOLOV8Detector``
+(``YOLOV8Backbone`` channels 16/32/64/128, depth 1, ``fpn_depth=1``, 3
+classes, 64x64). BatchNorm momentum 0.9, so a few hundred steps move the
+moving statistics.
+
+The detector trains with its own losses (CIoU + BCE through keras-cv's label
+encoder, `tfprune.TaskModel`) on ``--det-train`` synthetic box images
+(`tfprune.tasks.synthetic_boxes`), calibration and parity on other synthetic
+images; its .tflite holds the raw heads (``boxes`` distance bins, ``classes``
+scores), parity per head; box decoding and NMS stay outside.
 
 Data: real MNIST digits resized to SxSx3 (``tf.image.resize``): ``--train``
 train digits to fit on (with ``tfprune.ImportancePruning(0.8)``), calibration
@@ -27,7 +36,10 @@ calibration and evaluation never share a sample. A net that has not been
 trained has near-constant logits: its int8 outputs tie at the maximum and
 top-1 agreement is undefined there; the report counts those ties.
 
-For each model: seconds per stage (build, fit, strip, export), the .tflite
+For each model: seconds per stage (build, wrap + fit, strip, export float /
+sparse / int8 / int8 all-sparse), every mode's bytes and relative error (per
+output), kernels stored dense because the converter's sparse encoding was
+wrong (``dense_wrong_encoding``); for int8 the .tflite
 bytes and gzip bytes, the runtime that ran it (``xnnpack`` or the builtin
 kernels), the int8 kernels stored dense for XNNPack, relative output error
 ``||tflite - keras|| / ||keras||``, max abs diff, top-1 agreement (and on how
@@ -94,14 +106,30 @@ def _keras_cv_effnetv2(size: int) -> Callable[[], keras.Model]:
     return build
 
 
+def _keras_cv_yolov8(size: int) -> Callable[[], keras.Model]:
+    def build() -> keras.Model:
+        from keras_cv.models import YOLOV8Backbone, YOLOV8Detector
+
+        backbone = YOLOV8Backbone(stackwise_channels=[16, 32, 64, 128], stackwise_depth=[1, 1, 1, 1], include_rescaling=False,
+                                  input_shape=(size, size, 3))
+        det = YOLOV8Detector(num_classes=3, bounding_box_format="xywh", backbone=backbone, fpn_depth=1)
+        det.compile(box_loss="ciou", classification_loss="binary_crossentropy", optimizer="adam")  # its own losses, used by TaskModel
+        return det
+
+    return build
+
+
 # name -> (builder, image side, input scale: 255 for models that rescale pixels themselves)
 MODELS: dict[str, tuple[Callable[[], keras.Model], int, float]] = {
     "mobilenetv2": (_apps("MobileNetV2", 96, alpha=0.35), 96, 1.0),
     "mobilenetv3small": (_apps("MobileNetV3Small", 96), 96, 255.0),
     "efficientnetb0": (_apps("EfficientNetB0", 96), 96, 255.0),
     "resnet50": (_apps("ResNet50", 64), 64, 1.0),
+    "mobilenetv3large": (_apps("MobileNetV3Large", 96), 96, 255.0),
     "kerascv_efficientnetv2": (_keras_cv_effnetv2(96), 96, 255.0),
+    "kerascv_yolov8": (_keras_cv_yolov8(64), 64, 1.0),
 }
+DETECTORS = ("kerascv_yolov8",)
 
 
 def digits(path: str, side: int, scale: float, n_train: int, n_calib: int, n_test: int) -> dict[str, np.ndarray]:
@@ -132,11 +160,47 @@ def set_bn_momentum(model: keras.Model, momentum: float) -> None:
             layer.momentum = momentum
 
 
-def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int, epochs: int, batch_size: int, out_dir: str) -> dict[str, Any]:
+def _export(pruned: keras.Model, path: str, mode: str, sample: Any, calib: np.ndarray, n_test: int, n_calib: int, **kw: Any) -> dict[str, Any]:
+    t = time.perf_counter()
+    r = tfprune.export_tflite(pruned, path, mode=mode, sample_inputs=sample, representative_data=calib if mode == "int8" else None,
+                              n_samples=n_test, n_calibration=n_calib, **kw)
+    out = {
+        "bytes": r.bytes, "gzip_bytes": r.gzip_bytes, "runtime": r.runtime, "rel_error": r.rel_error, "max_abs_diff": r.max_abs_diff,
+        "outputs": {o.name: {"shape": list(o.shape), "rel_error": o.rel_error, "max_abs_diff": o.max_abs_diff} for o in r.outputs},
+        "dense_for_xnnpack": len(r.dense_for_xnnpack), "dense_wrong_encoding": r.dense_wrong_encoding,
+        "sparse_tensors": sum(t.stored == "sparse" for t in r.tensors), "n_samples": r.n_samples,
+        "n_calibration": r.n_calibration, "calibration_overlap": r.calibration_overlap,
+    }
+    o = r.outputs[0]
+    out.update(top1_agreement=r.top1_agreement, top1_samples=o.top1_samples, top1_ties=o.top1_ties,
+               keras_accuracy=r.keras_accuracy, tflite_accuracy=r.tflite_accuracy, seconds=time.perf_counter() - t)
+    return out
+
+
+def _fit_detector(model: keras.Model, n_train: int, epochs: int, batch_size: int, side: int) -> tuple[keras.Model, dict[str, Any]]:
+    """keras-cv YOLOV8 trained with its own losses (tfprune.TaskModel) on synthetic boxes; returns the pruned network."""
+    from tfprune.tasks import TaskModel, synthetic_boxes
+
+    x, y = synthetic_boxes(n_train, side=side, num_classes=model.num_classes, seed=0)
+    net = tfprune.wrap(model)
+    trainer = TaskModel(net, model)
+    trainer.compile(keras.optimizers.Adam(1e-3))
+    hist = trainer.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+    return net, {"task_loss_per_epoch": [float(v) for v in hist.history["loss"]]}
+
+
+def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int, epochs: int, batch_size: int, out_dir: str,
+              det_train: int = 64) -> dict[str, Any]:
     build, side, scale = MODELS[name]
+    detector = name in DETECTORS
     row: dict[str, Any] = {"model": name, "input": f"{side}x{side}x3", "input_scale": scale}
     seconds: dict[str, float] = {}
-    data = digits(data_path, side, scale, n_train, n_calib, n_test)
+    if detector:
+        from tfprune.tasks import synthetic_boxes
+
+        data = {"x_calib": synthetic_boxes(n_calib, side=side, seed=1)[0], "x_test": synthetic_boxes(n_test, side=side, seed=2)[0]}
+    else:
+        data = digits(data_path, side, scale, n_train, n_calib, n_test)
     keras.utils.set_random_seed(0)
     t = time.perf_counter()
     model = build()
@@ -145,8 +209,12 @@ def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int
     row["params"] = int(model.count_params())
 
     t = time.perf_counter()
-    wrapped = tfprune.models.compile_classifier(tfprune.wrap(model), 1e-3)
-    wrapped.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+    if detector:
+        wrapped, info = _fit_detector(model, det_train, epochs, 8, side)
+        row.update(info, task="YOLOV8 CIoU + BCE losses (tfprune.TaskModel) on synthetic boxes", n_train=det_train)
+    else:
+        wrapped = tfprune.models.compile_classifier(tfprune.wrap(model), 1e-3)
+        wrapped.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
     seconds["wrap_fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -154,23 +222,19 @@ def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int
     seconds["strip"] = time.perf_counter() - t
     row["sparsity"] = float(tfprune.prunable_layers(pruned).total_sparsity())
 
-    sample = (data["x_test"], data["y_test"])
-    t = time.perf_counter()
-    r = tfprune.export_tflite(pruned, os.path.join(out_dir, f"{name}_int8.tflite"), mode="int8", sample_inputs=sample,
-                              representative_data=data["x_calib"], n_samples=n_test, n_calibration=n_calib)
-    seconds["export_int8"] = time.perf_counter() - t
-    out = r.outputs[0]
-    row.update(
-        bytes=r.bytes, gzip_bytes=r.gzip_bytes, runtime=r.runtime, dense_for_xnnpack=len(r.dense_for_xnnpack),
-        rel_error=r.rel_error, max_abs_diff=r.max_abs_diff, top1_agreement=r.top1_agreement,
-        top1_samples=out.top1_samples, top1_ties=out.top1_ties, keras_accuracy=r.keras_accuracy, tflite_accuracy=r.tflite_accuracy,
-        n_calibration=r.n_calibration, calibration_overlap=r.calibration_overlap, n_samples=r.n_samples,
-    )
-    t = time.perf_counter()
-    s = tfprune.export_tflite(pruned, os.path.join(out_dir, f"{name}_int8_allsparse.tflite"), mode="int8", sample_inputs=sample,
-                              representative_data=data["x_calib"], n_samples=min(n_test, 32), n_calibration=n_calib, xnnpack_safe=False)
-    seconds["export_int8_allsparse"] = time.perf_counter() - t
-    row["allsparse"] = {"bytes": s.bytes, "gzip_bytes": s.gzip_bytes, "runtime": s.runtime, "rel_error": s.rel_error}
+    sample = data["x_test"] if detector else (data["x_test"], data["y_test"])
+    exports = {}
+    for mode in ("float", "sparse", "int8"):
+        exports[mode] = _export(pruned, os.path.join(out_dir, f"{name}_{mode}.tflite"), mode, sample, data["x_calib"], n_test, n_calib)
+        seconds[f"export_{mode}"] = exports[mode]["seconds"]
+    r = exports["int8"]
+    row.update({k: r[k] for k in ("bytes", "gzip_bytes", "runtime", "dense_for_xnnpack", "rel_error", "max_abs_diff", "top1_agreement", "top1_samples",
+                                  "top1_ties", "keras_accuracy", "tflite_accuracy", "n_calibration", "calibration_overlap", "n_samples")})
+    row["exports"] = exports
+    s = _export(pruned, os.path.join(out_dir, f"{name}_int8_allsparse.tflite"), "int8", sample, data["x_calib"], min(n_test, 32), n_calib,
+                xnnpack_safe=False)
+    seconds["export_int8_allsparse"] = s["seconds"]
+    row["allsparse"] = {"bytes": s["bytes"], "gzip_bytes": s["gzip_bytes"], "runtime": s["runtime"], "rel_error": s["rel_error"]}
     row["seconds"] = seconds
     return row
 
@@ -189,6 +253,7 @@ def markdown(result: dict[str, Any]) -> list[str]:
         "| top-1 agreement (defined on) | Keras acc | TFLite acc | all-sparse file: bytes, runtime | s build / fit / export |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|",
     ]
+    ok = [r for r in result["models"] if "error" not in r]
     for r in result["models"]:
         if "error" in r:
             lines.append(f"| {r['model']} | FAILED: {r['error']} |" + " |" * 11)
@@ -202,6 +267,29 @@ def markdown(result: dict[str, Any]) -> list[str]:
             f"{_fmt(r['keras_accuracy'], '.4f')} | {_fmt(r['tflite_accuracy'], '.4f')} | {r['allsparse']['bytes']}, {art} | "
             f"{s['build']:.0f} / {s['wrap_fit']:.0f} / {s['export_int8']:.0f} |"
         )
+    lines += [
+        "",
+        "Every mode, relative error ||tflite - keras|| / ||keras|| per output (the worst output for several; the detector's per head below); "
+        "kernels the converter encoded wrongly (stored dense, `dense_wrong_encoding`):",
+        "",
+        "| model | float bytes, rel. error | sparse bytes, rel. error | int8 bytes, rel. error | wrongly encoded kernels (sparse / int8) "
+        "| s build / wrap+fit / strip / float / sparse / int8 / int8 all-sparse |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in ok:
+        e, s = r["exports"], r["seconds"]
+        cells = [f"{e[m]['bytes']}, {_fmt(e[m]['rel_error'], '.3g')}" for m in ("float", "sparse", "int8")]
+        wrong = f"{len(e['sparse']['dense_wrong_encoding'])} / {len(e['int8']['dense_wrong_encoding'])}"
+        secs = " / ".join(f"{s[k]:.0f}" for k in ("build", "wrap_fit", "strip", "export_float", "export_sparse", "export_int8", "export_int8_allsparse"))
+        lines.append(f"| {r['model']} | " + " | ".join(cells) + f" | {wrong} | {secs} |")
+    for r in ok:
+        if "task_loss_per_epoch" in r:
+            losses = ", ".join(f"{v:.1f}" for v in r["task_loss_per_epoch"])
+            lines += ["", f"{r['model']}: {r['task']}, {r['n_train']} images {r['input']}, task loss per epoch {losses}; "
+                      "the .tflite holds the raw heads (box decoding and NMS outside). Relative error per head:", "",
+                      "| mode | " + " | ".join(r["exports"]["float"]["outputs"]) + " |", "|---|" + "---:|" * len(r["exports"]["float"]["outputs"])]
+            for m in ("float", "sparse", "int8"):
+                lines.append(f"| {m} | " + " | ".join(_fmt(o["rel_error"], ".3g") for o in r["exports"][m]["outputs"].values()) + " |")
     return lines
 
 
@@ -275,7 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=256)
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--det-train", type=int, default=64, help="synthetic images the detector trains on (batch 8)")
     ap.add_argument("--micro", action="store_true", help="LeNet-5 for TensorFlow Lite Micro (see the module doc)")
+    ap.add_argument("--out", default=None, help="results name under benchmarks/results (default int8_matrix, --quick: int8_matrix_quick)")
     args = ap.parse_args(argv)
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs (shared), Python {platform.python_version()}"
     if args.micro:
@@ -296,22 +386,28 @@ def main(argv: list[str] | None = None) -> int:
     if not os.path.isfile(args.data):
         raise SystemExit(f"MNIST file not found: {args.data}. Fix: --data path/to/mnist.npz (keras layout)")
     command = "python benchmarks/int8_matrix.py" + (" --quick" if args.quick else "")
+    for flag, default in (("train", 2048), ("calib", 256), ("test", 256), ("epochs", 3), ("batch_size", 64), ("det_train", 64)):
+        if not args.quick and getattr(args, flag) != default:
+            command += f" --{flag.replace('_', '-')} {getattr(args, flag)}"
+    command += f" --out {args.out}" if args.out else ""
     command += f" --models {' '.join(args.models)}" if args.models != list(MODELS) else ""
     result: dict[str, Any] = {
         "command": command,
         "machine": machine,
         "setup": (f"fit {args.epochs} epochs on {args.train} MNIST train digits (batch {args.batch_size}) with ImportancePruning(0.8), "
-                  f"calibration on the next {args.calib} train digits, parity on {args.test} test digits"),
+                  f"calibration on the next {args.calib} train digits, parity on {args.test} test digits; the detector: "
+                  f"{args.epochs} epochs on {args.det_train} synthetic box images (batch 8) with its own losses, calibration and "
+                  f"parity on {args.calib} / {args.test} other synthetic images"),
         "models": [],
     }
-    name = "int8_matrix_quick" if args.quick else "int8_matrix"
+    name = args.out or ("int8_matrix_quick" if args.quick else "int8_matrix")
     path = os.path.join(HERE, "results", f"{name}.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tempfile.TemporaryDirectory() as out_dir:
         for m in args.models:
             print(f"== {m}", flush=True)
             try:
-                row = run_model(m, args.data, args.train, args.calib, args.test, args.epochs, args.batch_size, out_dir)
+                row = run_model(m, args.data, args.train, args.calib, args.test, args.epochs, args.batch_size, out_dir, args.det_train)
             except Exception as err:  # a failure is a result of the matrix, with its reason
                 traceback.print_exc()
                 row = {"model": m, "error": f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"}

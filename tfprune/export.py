@@ -724,11 +724,11 @@ def run_micro(content: bytes, x: np.ndarray, arena_size: int | None = None) -> l
 # ---------------------------------------------------------------- export
 
 
-def _convert(plain: Any, mode: str, rep: np.ndarray | None, sparse_storage: bool, int8_io: bool) -> bytes:
-    """``mode``'s conversion; ``sparse_storage=False`` drops ``EXPERIMENTAL_SPARSITY`` (for ``sparse`` too: then float)."""
+def _convert(plain: Any, mode: str, rep: np.ndarray | None, sparse: bool, int8_io: bool) -> bytes:
+    """``mode``'s conversion, with ``EXPERIMENTAL_SPARSITY`` when ``sparse`` (``sparse=False`` for mode ``sparse``: a float file)."""
     converter = tf.lite.TFLiteConverter.from_keras_model(plain)
     opts = []
-    if sparse_storage and _stores_sparse(mode, sparse_storage):
+    if sparse:
         opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
     if mode in ("dynamic",) + INTEGER_MODES:
         opts.append(tf.lite.Optimize.DEFAULT)
@@ -856,7 +856,7 @@ def export_tflite(
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
 
-    content = _convert(plain, mode, rep, sparse_storage, bool(int8_io))
+    content = _convert(plain, mode, rep, _stores_sparse(mode, sparse_storage), bool(int8_io))
     wrong: list[str] = []
     if check_encoding and _stores_sparse(mode, sparse_storage):
         from tfprune.quantize import repair_sparse_kernels

@@ -316,3 +316,18 @@ def test_channels_shrink_could_not_remove_are_never_masked():
     np.testing.assert_allclose(small.predict(x_, verbose=0), model.predict(x_, verbose=0), atol=ATOL)
     with pytest.raises(ValueError, match="cannot be removed exactly"):
         model.fit(x_, y_, epochs=1, verbose=0, callbacks=[ChannelPruning(plan={"sigmoid_branch": 1}, end_step=1)])
+
+
+@pytest.mark.parametrize("importance", ["bn_scale", "taylor"])
+def test_other_channel_scorers_drive_the_masks(importance):
+    model = compiled(mixed_model())
+    x, y = random_data(model, n=32)
+    data = (x[:16], y[:16]) if importance == "taylor" else None
+    cb = ChannelPruning(macs=0.3, importance=importance, data=data, allocation="uniform", end_step=4, frequency=2)
+    model.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[cb])
+    assert cb.plan_.importance == importance and cb.status().done
+    small, rep = cb.shrink(x=x[:4])
+    assert profile(small).macs == cb.plan_.macs_after
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=ATOL)
+    with pytest.raises(ValueError, match="needs calibration data"):
+        ChannelPruning(macs=0.3, importance="taylor")

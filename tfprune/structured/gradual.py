@@ -69,7 +69,7 @@ from tfprune._keras import keras
 from tfprune.report import Report, Table
 from tfprune.schedule import _check_int, polynomial_sparsity
 from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, channel_graph
-from tfprune.structured.importance import channel_importance, list_channel_importance
+from tfprune.structured.importance import channel_importance, channel_importance_needs_data, list_channel_importance
 from tfprune.structured.plan import ALLOCATIONS, ChannelPlan, plan_channels
 
 __all__ = ["ChannelPruning", "GradualStatus", "channels_at", "choose_channels", "prune_channels_gradually"]
@@ -267,6 +267,8 @@ class ChannelPruning(keras.callbacks.Callback):
         Give exactly one of ``macs``, ``params``, ``plan``.
       importance: channel scorer within a group (`list_channel_importance`),
         used by the plan and at every pruning step.
+      data: calibration data for a data scorer (``"taylor"``: ``(x, y)``;
+        ``"obs"``: ``x``), read again at every mask update.
       allocation, layer_importance, gamma, min_channels, include_outputs,
       tolerance: the plan's (see `plan_channels`); ``min_channels``: channels
         every group keeps at least.
@@ -282,7 +284,7 @@ class ChannelPruning(keras.callbacks.Callback):
       revive: False (default): a masked channel stays masked; True: each
         update masks the lowest-scoring channels afresh (a channel may come
         back, from zero weights).
-      importance_kwargs: extra arguments for `channel_importance`.
+      importance_kwargs: options of the channel scorer (`channel_importance`'s ``**options``; the plan's ``importance_options``).
       verbose: 1 prints the plan and each mask update.
 
     Attributes (after the first pruning step):
@@ -302,6 +304,7 @@ class ChannelPruning(keras.callbacks.Callback):
         *,
         plan: ChannelPlan | Mapping[str, int] | None = None,
         importance: str = "l2",
+        data: Any = None,
         allocation: str = "importance",
         layer_importance: str = "capacity",
         gamma: float = 1.0,
@@ -328,12 +331,15 @@ class ChannelPruning(keras.callbacks.Callback):
             raise TypeError(f"plan must be a ChannelPlan (tfprune.plan_channels) or {{group: channels removed}}, got {type(plan).__name__}")
         if importance not in list_channel_importance():
             raise ValueError(f"unknown channel importance {importance!r}; available: {list_channel_importance()}")
+        if data is None and channel_importance_needs_data(importance):
+            raise ValueError(f"importance={importance!r} needs calibration data. Fix: pass data=(x, y) (a few hundred examples)")
         if allocation not in ALLOCATIONS:
             raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
         self.macs = None if macs is None else float(macs)
         self.params_target = None if params is None else float(params)
         self.plan = plan
         self.importance = importance
+        self.data = data
         self.allocation = allocation
         self.layer_importance = layer_importance
         self.gamma = float(gamma)
@@ -452,7 +458,8 @@ class ChannelPruning(keras.callbacks.Callback):
         if plan is None:
             plan = plan_channels(self.model, self.macs, self.params_target, importance=self.importance, allocation=self.allocation,
                                  layer_importance=self.layer_importance, gamma=self.gamma, min_channels=self.min_channels,
-                                 include_outputs=self.include_outputs, tolerance=self.tolerance)
+                                 include_outputs=self.include_outputs, tolerance=self.tolerance, data=self.data,
+                                 importance_options=self.importance_kwargs)
         if isinstance(plan, ChannelPlan):
             self.plan_ = plan
             counts = {g.group: int(g.removed) for g in plan.groups}
@@ -508,7 +515,7 @@ class ChannelPruning(keras.callbacks.Callback):
         need = [gi for gi, (m, n) in enumerate(zip(self._masked, target)) if (self.revive and n) or int(m.sum()) < n]
         if need:
             _refresh(self._cg)
-            scores = channel_importance(self._cg.flat, self.importance, graph=self._cg, **self.importance_kwargs).scores
+            scores = channel_importance(self._cg.flat, self.importance, graph=self._cg, data=self.data, **self.importance_kwargs).scores
             for gi in need:
                 g = self._groups[gi]
                 chosen = choose_channels(scores[g.name], int(target[gi]), self._masked[gi], self._allowed[gi], self.revive)
@@ -693,7 +700,12 @@ def prune_channels_gradually(
     work = clone(model)
     per_epoch = -(-train.n // int(batch_size))
     work.compile(optimizer=adam(learning_rate, decay_steps=epochs * per_epoch), loss=spec.loss, loss_weights=spec.loss_weights)
-    cb = ChannelPruning(macs, params, importance=importance, allocation=allocation, layer_importance=layer_importance,
+    calib = None
+    if channel_importance_needs_data(importance):
+        n = min(train.n, 512)
+        calib = (train.x[:n], train.y[:n]) if not isinstance(train.x, (dict, list, tuple)) else (tf.nest.map_structure(lambda a: a[:n], train.x),
+                                                                                                 train.y[:n])
+    cb = ChannelPruning(macs, params, importance=importance, data=calib, allocation=allocation, layer_importance=layer_importance,
                         min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, ramp_fraction=ramp_fraction)
     work.fit(train.x, train.y, epochs=epochs, batch_size=int(batch_size), shuffle=True, verbose=verbose, callbacks=[cb])
     x_check = None if isinstance(train.x, (dict, list, tuple)) else np.asarray(train.x[:8])

@@ -128,6 +128,16 @@ def write(results: dict, out: str) -> None:
         "current weights at every mask update of the ramp, at the ramp's current total (`Rerank`). Same budget for all: "
         f"{results.get('budget', '')}. Empty cells were not run (CPU time)."
     )
+    lines.append("")
+    lines.append("#### Per-layer removal pattern after training, by mode (share of each layer removed at 0.988; last seed)")
+    for model_name, m in results["accuracy"].items():
+        shown = [(f"{label}, {mode}", by_s["0.988"]["layer_sparsity"]) for label, cells in m["rows"].items()
+                 for mode, by_s in cells.items() if "0.988" in by_s and label.startswith(("raw", "lamp"))]
+        if not shown:
+            continue
+        names = list(shown[0][1])
+        lines += ["", f"{model_name}: | normalisation, mode | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+        lines += [f"| {label} | " + " | ".join(f"{ls[n]:.4f}" for n in names) + " |" for label, ls in shown]
     if results.get("patterns"):
         lines.append("")
         lines.append("#### Per-layer removal pattern (share of each layer removed, from the dense weights)")

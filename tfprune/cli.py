@@ -216,7 +216,8 @@ def build_parser() -> argparse.ArgumentParser:
     e = _model_command(sub, "export", "export a saved model to a verified .tflite", _cmd_export,
                        "mnist.npz for parity/calibration (else random inputs; int8 needs data)")
     e.add_argument("--out", required=True)
-    e.add_argument("--mode", default="sparse", choices=["float", "sparse", "dynamic", "int8", "micro"], help="micro: int8, dense encoding, runs on TFLite Micro (needs --data for calibration)")
+    e.add_argument("--mode", default="sparse", choices=["float", "sparse", "dynamic", "int8", "micro"],
+                   help="micro: int8, dense encoding, runs on TFLite Micro (needs --data for calibration)")
     e.add_argument("--c-header", default=None)
     e.add_argument("--json", action="store_true")
     a = _model_command(sub, "analyze", "per-layer importance, allocation, one-shot damage, most compact layer", _cmd_analyze,

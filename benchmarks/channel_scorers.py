@@ -115,16 +115,20 @@ def run(args) -> dict:
 def markdown(res: dict) -> list[str]:
     c, d = res["config"], res["dense"]
     f = lambda a: "-" if a is None else f"{a:.4f}"  # noqa: E731
+    tuned = any(r["acc_fine_tuned"] is not None for r in res["results"])
     lines = ["# Channel scorers (tfprune.structured.importance): one-shot on ResNet-20 / MNIST", "",
              f"Command: `{c['command']}`; {c['machine']}; total {res['seconds']:.0f} s.", "",
              f"Dense ResNet-20 trained {c['train_epochs']} epoch(s) on the first {c['train_samples']} training images (BatchNorm "
              f"statistics then re-estimated on {c['bn_samples']} images): test accuracy "
              f"{d['acc']:.4f}, {d['macs']:,} MACs, {d['params']:,} params. Each row: `prune_channels(dense, macs={c['macs']}, "
              f"min_channels=4)` from that same model; the data scorers read {c['score_samples']} training images; BN = BatchNorm "
-             f"statistics re-estimated on {c['bn_samples']} training images; fine-tuned = then {c['ft_epochs']} epoch(s) on "
-             f"{c['ft_samples']} training images (Adam 1e-3, cosine decay, batch 128). Accuracy on the first {c['eval_samples']} test "
-             "images. One seed and a very short fine-tune: between fine-tuned rows, differences of several points can be noise (compare "
-             "l1 and l2, which remove nearly the same channels); the BN column depends only on the plan (and the 2048 images).", "",
+             f"statistics re-estimated on {c['bn_samples']} training images; "
+             + (f"fine-tuned = then {c['ft_epochs']} epoch(s) on {c['ft_samples']} training images (Adam 1e-3, cosine decay, batch 128). "
+                if tuned else "no fine-tuning in this run. ")
+             + f"Accuracy on the first {c['eval_samples']} test images. One seed"
+             + (" and a very short fine-tune: between fine-tuned rows, differences of several points can be noise (compare l1 and l2, which "
+                "remove nearly the same channels)" if tuned else "")
+             + f"; the BN column depends only on the plan (and the {c['bn_samples']} images).", "",
              "| allocation | scorer | MACs removed | params | one-shot acc | after BN re-estimation | fine-tuned |",
              "|---|---|---:|---:|---:|---:|---:|"]
     for r in res["results"]:

@@ -144,6 +144,9 @@ def write(results: dict, out: str) -> None:
         for model_name, p in results["patterns"].items():
             lines.append("")
             lines.append(f"{model_name} (dense {100 * p['acc']:.2f}%, trained {p['train']}); layers in depth order")
+            if len(p["layers"]) > 8:  # a deep net's rows are too wide for a table: the plot and the JSON have them
+                lines.append(f"({len(p['layers'])} layers: see global_ratio.png and `patterns` in global_ratio.json)")
+                continue
             for s, rows in p["by_sparsity"].items():
                 lines.append("")
                 lines.append(f"total {s}: | normalisation | " + " | ".join(p["layers"]) + " |")

@@ -16,8 +16,9 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 README = os.path.join(HERE, "..", "README.md")
 SECTIONS = {
-    "ALLOCATION": (["allocation.md", "granularity.md"], "python benchmarks/allocation.py; python benchmarks/granularity.py --quick",
-                   ["allocation.png"]),
+    "ALLOCATION": (["allocation.md", "global_ratio.md", "granularity.md"],
+                   "python benchmarks/allocation.py; python benchmarks/global_ratio.py; python benchmarks/granularity.py --quick",
+                   ["allocation.png", "global_ratio.png"]),
     "EXTREME": (["extreme_sparsity.md"], "python benchmarks/extreme_sparsity.py", []),
     "LOBS": (["lobs.md"], "python benchmarks/lobs.py", []),
     "SHALLOW": (["shallow.md"], "python benchmarks/shallow.py", ["shallow_plain_cnn_probes.png", "shallow_resnet20_probes.png"]),

@@ -10,7 +10,7 @@ decay, batch 128; then its BatchNorm statistics re-estimated on
 ``--bn-samples`` images: a short run leaves the moving averages far from the
 data's). Then, from that same dense model, for every scorer
 (``l2``, ``l1``, ``bn_scale``, ``taylor``, ``obs`` and a ``random`` control
-registered here) and every allocation in ``--allocations``:
+registered here; ``obs_plain``, obs with ``correction=False``, on request) and every allocation in ``--allocations``:
 `tfprune.structured.prune_channels` at ``--macs`` of MACs removed
 (``min_channels`` 4; the data scorers read the first ``--score-samples``
 training images), then three accuracies on the first ``--eval-samples``
@@ -63,6 +63,17 @@ def _random(ctx):
 
 
 register_channel_importance("random", scorer=_random)
+
+
+def _obs_plain(ctx):
+    """variant: channel OBS without the re-solve (correction=False): the channel's output energy in its consumers"""
+    from tfprune.structured.importance import _SCORERS
+
+    ctx.options = {**ctx.options, "correction": False}
+    return _SCORERS["obs"].fn(ctx)
+
+
+register_channel_importance("obs_plain", scorer=_obs_plain, needs_data=True)
 
 
 def acc(model, xs, ys) -> float:

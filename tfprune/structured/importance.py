@@ -41,7 +41,10 @@ name           needs data  score of channel ``j`` of a group (aggregation over t
                            weights, like ``"l2"``, so the plan's per-group
                            normalisation treats it alike). ``correction=False``:
                            no re-solve, ``tr(W_Q^T H_QQ W_Q)`` (the channel's output
-                           energy). Consumers of other types or with more than
+                           energy; `prune_channels` does not apply the re-solve, and
+                           on ResNet-20/MNIST one-shot this form ranked better:
+                           benchmarks/results/channel_scorers_obs_variants.md).
+                           Consumers of other types or with more than
                            ``max_dim`` Hessian rows are skipped (noted); a group
                            with no scored consumer falls back to ``"l2"`` (noted)
 =============  ==========  =============================================================

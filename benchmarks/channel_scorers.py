@@ -137,8 +137,8 @@ def markdown(res: dict) -> list[str]:
              + (f"fine-tuned = then {c['ft_epochs']} epoch(s) on {c['ft_samples']} training images (Adam 1e-3, cosine decay, batch 128). "
                 if tuned else "no fine-tuning in this run. ")
              + f"Accuracy on the first {c['eval_samples']} test images. One seed"
-             + (" and a very short fine-tune: between fine-tuned rows, differences of several points can be noise (compare l1 and l2, which "
-                "remove nearly the same channels)" if tuned else "")
+             + (" and a very short fine-tune: between fine-tuned rows, differences of several points can be noise (compare l1 and l2, two "
+                "closely related magnitude scores)" if tuned else "")
              + f"; the BN column depends only on the plan (and the {c['bn_samples']} images).", "",
              "| allocation | scorer | MACs removed | params | one-shot acc | after BN re-estimation | fine-tuned |",
              "|---|---|---:|---:|---:|---:|---:|"]

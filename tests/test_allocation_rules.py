@@ -181,7 +181,7 @@ def test_output_error_uses_hessians():
 
 
 @settings(max_examples=30, deadline=None)
-@given(seed=st.integers(0, 10_000), total=st.floats(0.0, 0.99), objective=st.sampled_from(["log", "sum"]), grid=st.sampled_from([2, 9, 48]))
+@given(seed=st.integers(0, 10_000), total=st.floats(0.0, 0.94), objective=st.sampled_from(["log", "sum"]), grid=st.sampled_from([2, 9, 48]))
 def test_property_output_error_exact_budget(seed, total, objective, grid):
     layers, kernels = random_layers(seed)
     a = allocate_sparsity(layers, total, "output_error", objective=objective, grid=grid, max_sparsity={"l2": 0.5})

@@ -245,6 +245,7 @@ def test_finish_end_step_from_fit_and_revive():
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=ATOL)
 
 
+@pytest.mark.slow  # 15 s quiet, 34 s loaded; the smaller residual + BN models above cover the same path
 def test_resnet20_gradual_matches_plan():
     model = compiled(tfprune.models.resnet20((16, 16, 3), 10), lr=1e-3)
     x, y = random_data(model, n=32)

@@ -332,3 +332,18 @@ def test_other_channel_scorers_drive_the_masks(importance):
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=ATOL)
     with pytest.raises(ValueError, match="needs calibration data"):
         ChannelPruning(macs=0.3, importance="taylor")
+
+
+@pytest.mark.slow  # about 25 s: a model we did not write, as a user would bring it
+def test_gradual_on_keras_applications_mobilenetv2():
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy())
+    rng = np.random.default_rng(0)
+    x, y = rng.random((128, 96, 96, 3), dtype=np.float32), rng.integers(0, 10, 128)
+    cb = tfprune.ChannelPruning(macs=0.3, end_step=6, frequency=2)
+    model.fit(x, y, epochs=2, batch_size=32, verbose=0, callbacks=[cb])
+    small, report = cb.shrink()
+    removed = 1 - tfprune.profile(small).macs / tfprune.profile(model).macs
+    assert abs(removed - 0.3) < 0.01
+    assert small.output_shape == (None, 10)
+    np.testing.assert_allclose(small.predict(x[:8], verbose=0), model.predict(x[:8], verbose=0), atol=1e-4)

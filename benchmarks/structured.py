@@ -32,6 +32,7 @@ import json
 import os
 import platform
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -47,6 +48,7 @@ import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.export import make_interpreter  # noqa: E402
 from tfprune.profile import profile  # noqa: E402
+from tfprune.structured.batchnorm import recalibrate_batchnorm  # noqa: E402
 from tfprune.structured.plan import plan_and_shrink  # noqa: E402
 from tfprune.structured.prune import prune_channels, top1_accuracy  # noqa: E402
 
@@ -124,46 +126,82 @@ def latency_section(names: list[str], fractions: list[float], allocations: list[
 
 
 # ------------------------------------------------------------------ accuracy
-def train_dense(name: str, data, epochs: int, seed: int):
+def train_dense(name: str, data, epochs: int, seed: int, cache_dir: str | None, train_images: int | None):
+    """The dense model of ``seed``, trained (then its BN statistics re-estimated on the training images), or read back
+    from ``cache_dir`` when this (model, seed, epochs, images) was trained before (resuming a stopped run)."""
     (xt, yt), _ = data
+    path = os.path.join(cache_dir, f"{name}_seed{seed}_e{epochs}_n{train_images or 'all'}.keras") if cache_dir else None
+    if path and os.path.exists(path):
+        model = keras.models.load_model(path, compile=False)
+        tp.models.compile_classifier(model, 1e-3)
+        return model, True
     keras.utils.set_random_seed(seed)
     model = ACC_MODELS[name]()
     tp.models.compile_classifier(model, 1e-3, decay_steps=epochs * -(-len(xt) // BATCH))
     model.fit(xt, yt, epochs=epochs, batch_size=BATCH, verbose=0)
-    return model
+    recalibrate_batchnorm(model, xt, BATCH, 2048)
+    if path:
+        os.makedirs(cache_dir, exist_ok=True)
+        model.save(path)
+    return model, False
+
+
+def summarise_accuracy(name: str, entry: dict) -> None:
+    """Recompute ``entry``'s summary (dense_acc, results: mean/std over seeds) from its raw per-seed ``runs``."""
+    dense = [r["acc"] for r in entry["dense_runs"]]
+    groups: dict[tuple[str, float], list[dict]] = {}
+    for r in entry["runs"]:
+        groups.setdefault((r["method"], r["macs_removed"]), []).append(r)
+    results = []
+    for (method, frac), rs in sorted(groups.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+        a = np.array([r["acc"] for r in rs])
+        results.append({"method": method, "macs_removed": frac, "acc_mean": float(a.mean()), "acc_std": float(a.std()), "n_seeds": len(rs),
+                        "acc_one_shot_mean": float(np.mean([r["acc_one_shot"] for r in rs])),
+                        "achieved_macs_removed": float(np.mean([r["achieved"] for r in rs])), "macs": rs[0]["macs"], "params": rs[0]["params"],
+                        "seeds": sorted(r["seed"] for r in rs)})
+    entry.update({"dense_acc": float(np.mean(dense)) if dense else float("nan"), "dense_acc_std": float(np.std(dense)) if dense else float("nan"),
+                  "dense_n_seeds": len(dense), "results": results})
 
 
 def accuracy_section(names: list[str], fractions: list[float], methods: list[str], seeds: int, data, train_epochs: int,
-                     finetune_epochs: int, min_channels: int) -> dict:
+                     finetune_epochs: int, min_channels: int, out: dict, save, cache_dir: str | None = None,
+                     train_images: int | None = None) -> dict:
+    """Fill ``out[name]`` configuration by configuration, calling ``save()`` after each one (a stopped run keeps its rows;
+    ``--resume`` skips the rows already there)."""
     (xt, yt), (xs, ys) = data
-    out = {}
     for name in names:
-        t0 = time.perf_counter()
-        dense_accs = []
-        accs: dict[tuple[str, float], list[dict]] = {}
-        for seed in range(seeds):
-            dense = train_dense(name, data, train_epochs, seed)
-            dense_accs.append(top1_accuracy(ys, dense.predict(xs, batch_size=512, verbose=0)))
-            print(f"{name} seed {seed}: dense {dense_accs[-1]:.4f} ({time.perf_counter() - t0:.0f}s)", flush=True)
-            for frac in fractions:
-                for method in methods:
-                    _, rep = prune_channels(dense, macs=frac, data=(xt, yt), eval_data=(xs, ys), finetune_epochs=finetune_epochs,
-                                            batch_size=BATCH, allocation=method, min_channels=min_channels, seed=seed)
-                    accs.setdefault((method, frac), []).append({"acc": rep.acc_after if finetune_epochs else rep.acc_shrunk,
-                                                               "acc_one_shot": rep.acc_shrunk, "achieved": rep.plan.achieved,
-                                                               "macs": rep.plan.macs_after, "params": rep.plan.params_after})
-                    print(f"  {method}@{frac}: achieved {rep.plan.achieved:.4f}, one-shot {rep.acc_shrunk:.4f}, "
-                          f"fine-tuned {rep.acc_after if rep.acc_after is not None else float('nan'):.4f} ({time.perf_counter() - t0:.0f}s)",
-                          flush=True)
-        results = []
-        for (method, frac), rs in accs.items():
-            a = np.array([r["acc"] for r in rs])
-            results.append({"method": method, "macs_removed": frac, "acc_mean": float(a.mean()), "acc_std": float(a.std()), "n_seeds": len(rs),
-                            "acc_one_shot_mean": float(np.mean([r["acc_one_shot"] for r in rs])),
-                            "achieved_macs_removed": float(np.mean([r["achieved"] for r in rs])), "macs": rs[0]["macs"], "params": rs[0]["params"]})
         prof = profile(ACC_MODELS[name]())
-        out[name] = {"dense_acc": float(np.mean(dense_accs)), "dense_acc_std": float(np.std(dense_accs)), "dense_macs": prof.macs,
-                     "dense_params": prof.params, "results": results, "seconds": time.perf_counter() - t0}
+        entry = out.setdefault(name, {"dense_runs": [], "runs": []})
+        entry.update({"dense_macs": prof.macs, "dense_params": prof.params})
+        t0 = time.perf_counter()
+        for seed in range(seeds):
+            todo = [(f, m) for f in fractions for m in methods
+                    if not any(r["seed"] == seed and r["method"] == m and r["macs_removed"] == f for r in entry["runs"])]
+            if not todo and any(r["seed"] == seed for r in entry["dense_runs"]):
+                continue
+            dense, cached = train_dense(name, data, train_epochs, seed, cache_dir, train_images)
+            if not any(r["seed"] == seed for r in entry["dense_runs"]):
+                entry["dense_runs"].append({"seed": seed, "acc": top1_accuracy(ys, dense.predict(xs, batch_size=512, verbose=0))})
+                summarise_accuracy(name, entry)
+                save()
+            acc = next(r["acc"] for r in entry["dense_runs"] if r["seed"] == seed)
+            print(f"{name} seed {seed}: dense {acc:.4f} ({'cached' if cached else 'trained'}, {time.perf_counter() - t0:.0f}s)", flush=True)
+            for frac, method in todo:
+                t1 = time.perf_counter()
+                _, rep = prune_channels(dense, macs=frac, data=(xt, yt), eval_data=(xs, ys), finetune_epochs=finetune_epochs,
+                                        batch_size=BATCH, allocation=method, min_channels=min_channels, seed=seed)
+                entry["runs"].append({"seed": seed, "method": method, "macs_removed": frac,
+                                      "acc": rep.acc_after if finetune_epochs else rep.acc_shrunk, "acc_one_shot": rep.acc_shrunk,
+                                      "achieved": rep.plan.achieved, "macs": rep.plan.macs_after, "params": rep.plan.params_after,
+                                      "bn_recalibrated": rep.bn_recalibrated, "seconds": time.perf_counter() - t1})
+                summarise_accuracy(name, entry)
+                save()
+                print(f"  {method}@{frac}: achieved {rep.plan.achieved:.4f}, one-shot {rep.acc_shrunk:.4f}, "
+                      f"fine-tuned {rep.acc_after if rep.acc_after is not None else float('nan'):.4f} ({time.perf_counter() - t0:.0f}s)",
+                      flush=True)
+        entry["seconds"] = entry.get("seconds", 0.0) + time.perf_counter() - t0
+        summarise_accuracy(name, entry)
+        save()
     return out
 
 
@@ -269,6 +307,10 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=None, help="latency: interleaved rounds (default 10 quick, 20 full)")
     ap.add_argument("--block", type=int, default=10, help="latency: invocations per variant per round")
     ap.add_argument("--min-channels", type=int, default=4, help="channels every group keeps")
+    ap.add_argument("--resume", action="store_true",
+                    help="keep the rows already in --out (written after every configuration) and run only the missing ones")
+    ap.add_argument("--cache-dir", default=os.path.join(tempfile.gettempdir(), "tfprune_structured_dense"),
+                    help="trained dense models are saved here and reused by --resume ('' to turn off)")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
     ap.add_argument("--latency-only", default=None, help=argparse.SUPPRESS)  # internal: the latency section, in a child process
@@ -299,19 +341,39 @@ def main(argv=None) -> int:
         with open(args.latency_only, "w") as f:
             json.dump(latency_section(lat_models, lat_fracs, lat_allocs, rounds, args.block, args.min_channels), f)
         return 0
+    out = os.path.abspath(args.out)
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    res["accuracy"], res["latency"] = {}, {}
+    if args.resume and os.path.exists(out):
+        with open(out) as f:
+            old = json.load(f)
+        keys = ("train_epochs", "finetune_epochs", "train_images", "min_channels")
+        diff = {k: (old["config"].get(k), res["config"][k]) for k in keys if old["config"].get(k) != res["config"][k]}
+        if diff:
+            raise SystemExit(f"--resume: {out} was written with other settings {diff} (old, new): use another --out or the same settings")
+        res["accuracy"], res["latency"] = old.get("accuracy", {}), old.get("latency", {})
+        res["config"]["command"] = old["config"]["command"] + " ; then " + res["config"]["command"]
+        print(f"resuming {out}: " + ", ".join(f"{n}: {len(e.get('runs', []))} rows" for n, e in res["accuracy"].items()), flush=True)
+
+    def save() -> None:
+        res["seconds"] = res.get("seconds_before", 0.0) + time.perf_counter() - t0
+        with open(out, "w") as f:
+            json.dump(res, f, indent=2)
+        write_markdown(out, markdown(res))
+
+    res["seconds_before"] = (old.get("seconds", 0.0) if args.resume and os.path.exists(out) else 0.0)
     data = tp.datasets.mnist(args.data) if acc_models else None
     if data is not None and train_images:
         (xt, yt), test = data
         data = (xt[:train_images], yt[:train_images]), test
-    res["accuracy"] = accuracy_section(acc_models, acc_fracs, methods, seeds, data, train_epochs, ft_epochs, args.min_channels) if acc_models else {}
-    res["latency"] = latency_in_child(argv if argv is not None else sys.argv[1:], args.out) if lat_models else {}
-    res["seconds"] = time.perf_counter() - t0
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=2)
-    write_markdown(args.out, markdown(res))
-    png = plot(res, os.path.splitext(args.out)[0] + ".png")
-    print(f"wrote {args.out}" + (f", {png}" if png else "") + f" in {res['seconds']:.0f}s")
+    if acc_models:
+        accuracy_section(acc_models, acc_fracs, methods, seeds, data, train_epochs, ft_epochs, args.min_channels, res["accuracy"], save,
+                         args.cache_dir, train_images)
+    if lat_models:
+        res["latency"] = latency_in_child(argv if argv is not None else sys.argv[1:], args.out)
+    save()
+    png = plot(res, os.path.splitext(out)[0] + ".png")
+    print(f"wrote {out}" + (f", {png}" if png else "") + f" in {res['seconds']:.0f}s")
     return 0
 
 

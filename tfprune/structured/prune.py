@@ -7,8 +7,9 @@ every planned channel is physically removable), shrinks the model
 fine-tunes the small model with the model's compiled loss (or
 `tfprune.finetune.model_loss`'s default) and reports the per-group table,
 MACs/params before and after, and the accuracy before, right after the
-shrink and after fine-tuning when labelled data is given. The input model
-is never modified.
+shrink and after fine-tuning when labelled data is given. With ``data`` the
+shrunk model's BatchNorm statistics are re-estimated (`recalibrate_batchnorm`)
+before those accuracies are measured. The input model is never modified.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 from tfprune import data as _data
 from tfprune._keras import check_model
 from tfprune.report import Report, Table
+from tfprune.structured.batchnorm import recalibrate_batchnorm
 from tfprune.structured.plan import ChannelPlan, plan_and_shrink
 
 __all__ = ["PruneChannelsReport", "prune_channels", "top1_accuracy"]
@@ -50,6 +52,8 @@ class PruneChannelsReport(Report):
         (None without labelled data or for a non-classifier).
       eval_source: what the accuracies were measured on.
       seconds: total time.
+      bn_recalibrated: BatchNorm layers whose moving statistics were
+        re-estimated (``recalibrate_bn``); 0 for none.
     """
 
     plan: ChannelPlan
@@ -63,6 +67,7 @@ class PruneChannelsReport(Report):
     loss_source: str = ""
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    bn_recalibrated: int = 0
 
     def _extra_dict(self) -> dict[str, Any]:
         return {"macs_removed": self.plan.macs_removed, "params_removed": self.plan.params_removed}
@@ -102,6 +107,7 @@ def prune_channels(
     min_channels: int = 1,
     include_outputs: bool = False,
     tolerance: float = 0.01,
+    recalibrate_bn: int = 2048,
     seed: int = 0,
     verbose: int = 0,
 ) -> tuple[Any, PruneChannelsReport]:
@@ -157,6 +163,16 @@ def prune_channels(
                                        layer_importance=layer_importance, min_channels=min_channels,
                                        include_outputs=include_outputs, tolerance=tolerance, x=x_check,
                                        data=score_data, importance_options=importance_options)
+    bn_layers = 0
+    if recalibrate_bn:
+        if train is not None and not isinstance(train.x, (dict, list, tuple)):
+            bn_layers = recalibrate_batchnorm(small, train.x, batch_size, recalibrate_bn)
+            if bn_layers:
+                notes.append(f"BatchNorm moving statistics of {bn_layers} layers re-estimated on {min(train.n, recalibrate_bn)} "
+                             "training samples after the shrink" + (" and after fine-tuning" if finetune_epochs else ""))
+        elif train is None:
+            notes.append("BatchNorm statistics not re-estimated (no data=): a shrunk model with BatchNorm can lose much "
+                         "accuracy until fine-tuned")
     acc_shrunk = acc(small)
     steps = max(1, finetune_epochs * -(-train.n // batch_size)) if train is not None else 1
     small.compile(optimizer=adam(learning_rate, decay_steps=steps), loss=spec.loss, loss_weights=spec.loss_weights)
@@ -168,10 +184,12 @@ def prune_channels(
         tf.keras.utils.set_random_seed(int(seed))
         t1 = time.perf_counter()
         small.fit(train.x, train.y, epochs=int(finetune_epochs), batch_size=int(batch_size), shuffle=True, verbose=verbose)
+        if bn_layers:
+            recalibrate_batchnorm(small, train.x, batch_size, recalibrate_bn)
         ft_seconds = time.perf_counter() - t1
         acc_after = acc(small)
     if acc_before is not None and not finetune_epochs:
         notes.append("no fine-tuning (finetune_epochs=0): the shrunk model's accuracy is the one-shot accuracy")
     report = PruneChannelsReport(plan, rep.max_abs_diff, int(finetune_epochs), ft_seconds, acc_before, acc_shrunk, acc_after,
-                                 source, spec.source, time.perf_counter() - t0, notes)
+                                 source, spec.source, time.perf_counter() - t0, notes, bn_layers)
     return small, report

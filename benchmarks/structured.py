@@ -47,8 +47,8 @@ from _common import write_markdown  # noqa: E402
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.export import make_interpreter  # noqa: E402
+from tfprune.finetune import reestimate_batchnorm  # noqa: E402
 from tfprune.profile import profile  # noqa: E402
-from tfprune.structured.batchnorm import recalibrate_batchnorm  # noqa: E402
 from tfprune.structured.plan import plan_and_shrink  # noqa: E402
 from tfprune.structured.prune import prune_channels, top1_accuracy  # noqa: E402
 
@@ -139,7 +139,7 @@ def train_dense(name: str, data, epochs: int, seed: int, cache_dir: str | None, 
     model = ACC_MODELS[name]()
     tp.models.compile_classifier(model, 1e-3, decay_steps=epochs * -(-len(xt) // BATCH))
     model.fit(xt, yt, epochs=epochs, batch_size=BATCH, verbose=0)
-    recalibrate_batchnorm(model, xt, BATCH, 2048)
+    reestimate_batchnorm(model, xt, n_samples=2048)
     if path:
         os.makedirs(cache_dir, exist_ok=True)
         model.save(path)

@@ -227,3 +227,26 @@ def test_prune_channels_without_data_and_errors():
     assert profile(small).macs < profile(model).macs
     with pytest.raises(ValueError, match="needs labelled training data"):
         prune_channels(model, macs=0.3, finetune_epochs=1)
+
+
+def test_prune_channels_reestimates_batchnorm():
+    """A trained ResNet-8 shrunk by 50% of its MACs: with its BatchNorm statistics re-estimated on the training inputs
+    the one-shot accuracy beats the one with the stale dense statistics; the input model is untouched."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(768, 12, 12, 1)).astype("float32")
+    y = (x[:, :6].mean(axis=(1, 2, 3)) > x[:, 6:].mean(axis=(1, 2, 3))).astype("int64")
+    model = tfprune.models.resnet_cifar(8, (12, 12, 1), num_classes=2)
+    tfprune.models.compile_classifier(model, 1e-3)
+    model.fit(x[:512], y[:512], epochs=4, batch_size=64, verbose=0)
+    snap = snapshot(model)
+    data, ev = (x[:512], y[:512]), (x[512:], y[512:])
+    _, stale = prune_channels(model, macs=0.5, data=data, eval_data=ev, recalibrate_bn=0)
+    small, fresh = prune_channels(model, macs=0.5, data=data, eval_data=ev, recalibrate_bn=300)
+    assert_unchanged(model, snap)
+    n_bn = sum(isinstance(layer, L.BatchNormalization) for layer in small.layers)
+    assert stale.bn_recalibrated == 0 and fresh.bn_recalibrated == n_bn > 0
+    assert any("re-estimated on 300 training samples" in n for n in fresh.notes)
+    assert fresh.acc_shrunk > stale.acc_shrunk
+    _, nodata = prune_channels(model, macs=0.5)
+    assert nodata.bn_recalibrated == 0 and any("not re-estimated" in n for n in nodata.notes)

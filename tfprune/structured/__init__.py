@@ -13,7 +13,6 @@ the gradual path: a ``fit`` callback that masks whole groups along a ramp,
 then ``callback.shrink()`` removes them (`tfprune.structured.gradual`).
 """
 
-from tfprune.structured.batchnorm import recalibrate_batchnorm
 from tfprune.structured.gradual import ChannelPruning, GradualStatus
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
 from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
@@ -39,7 +38,6 @@ __all__ = [
     "mask_channels",
     "plan_channels",
     "prune_channels",
-    "recalibrate_batchnorm",
     "removable_channels",
     "shrink",
 ]

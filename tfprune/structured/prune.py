@@ -8,7 +8,9 @@ fine-tunes the small model with the model's compiled loss (or
 `tfprune.finetune.model_loss`'s default) and reports the per-group table,
 MACs/params before and after, and the accuracy before, right after the
 shrink and after fine-tuning when labelled data is given. With ``data`` the
-shrunk model's BatchNorm statistics are re-estimated (`recalibrate_batchnorm`)
+shrunk model's BatchNorm statistics are re-estimated
+(`tfprune.finetune.reestimate_batchnorm`; the dense ones no longer match the
+smaller layers' inputs, and a shrunk ResNet can drop to chance without it)
 before those accuracies are measured. The input model is never modified.
 """
 
@@ -23,7 +25,6 @@ import numpy as np
 from tfprune import data as _data
 from tfprune._keras import check_model
 from tfprune.report import Report, Table
-from tfprune.structured.batchnorm import recalibrate_batchnorm
 from tfprune.structured.plan import ChannelPlan, plan_and_shrink
 
 __all__ = ["PruneChannelsReport", "prune_channels", "top1_accuracy"]
@@ -83,6 +84,19 @@ class PruneChannelsReport(Report):
                              [[self.eval_source, fmt(self.acc_before), fmt(self.acc_shrunk), fmt(self.acc_after)]], "lrrr"))
         out += self.notes
         return out
+
+
+def _recalibrate(model: Any, train: Any, n_samples: int) -> int:
+    """`tfprune.finetune.reestimate_batchnorm` on the first ``n_samples`` training inputs, in one exact pass when the
+    inputs are small (at most 4M input values), else streamed in batches of 256; returns the BN layers updated."""
+    from tfprune._keras import keras
+    from tfprune.finetune import reestimate_batchnorm
+
+    n = min(int(n_samples), train.n)
+    per_sample = sum(int(np.prod(np.shape(a)[1:])) for a in (train.x.values() if isinstance(train.x, dict) else
+                                                           train.x if isinstance(train.x, (list, tuple)) else [train.x]))
+    reestimate_batchnorm(model, train.x, batch_size=None if n * per_sample <= 4_000_000 else 256, n_samples=n)
+    return sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.submodules)
 
 
 def _predict(model: Any, x: Any, batch_size: int) -> np.ndarray:
@@ -165,8 +179,8 @@ def prune_channels(
                                        data=score_data, importance_options=importance_options)
     bn_layers = 0
     if recalibrate_bn:
-        if train is not None and not isinstance(train.x, (dict, list, tuple)):
-            bn_layers = recalibrate_batchnorm(small, train.x, batch_size, recalibrate_bn)
+        if train is not None:
+            bn_layers = _recalibrate(small, train, recalibrate_bn)
             if bn_layers:
                 notes.append(f"BatchNorm moving statistics of {bn_layers} layers re-estimated on {min(train.n, recalibrate_bn)} "
                              "training samples after the shrink" + (" and after fine-tuning" if finetune_epochs else ""))
@@ -185,7 +199,7 @@ def prune_channels(
         t1 = time.perf_counter()
         small.fit(train.x, train.y, epochs=int(finetune_epochs), batch_size=int(batch_size), shuffle=True, verbose=verbose)
         if bn_layers:
-            recalibrate_batchnorm(small, train.x, batch_size, recalibrate_bn)
+            _recalibrate(small, train, recalibrate_bn)
         ft_seconds = time.perf_counter() - t1
         acc_after = acc(small)
     if acc_before is not None and not finetune_epochs:

@@ -359,6 +359,13 @@ def plan_and_shrink(
     target, frac = _check_args(macs, params, allocation, min_channels)
     cg = channel_graph(model, include_outputs)
     groups = cg.prunable
+    if not groups:
+        reasons = sorted({r for reason in cg.frozen.values() for r in reason.split("; ")})
+        shown = "; ".join(reasons[:4]) + (f"; ... ({len(reasons) - 4} more)" if len(reasons) > 4 else "")
+        raise ValueError(f"model {model.name!r} has no channel group tfprune can remove: all {len(cg.groups)} are frozen ({shown}). "
+                         "See tfprune.channel_graph(model).table() for every group and its reason. Fix: build the frozen blocks "
+                         "from Keras built-in layers in a functional model, or pass include_outputs=True if only the outputs "
+                         "are left")
     scores = channel_importance(model, importance, graph=cg, data=data, **dict(importance_options or {}))
     per_group = [scores.scores[g.name] for g in groups]
     if allocation == "importance":

@@ -290,6 +290,30 @@ def latency_in_child(argv: list[str], out: str) -> dict:
     return lat
 
 
+def merge(paths: list[str], out: str) -> dict:
+    """One result file from several (e.g. one per model, run side by side): accuracy and latency sections joined by
+    model (a model in two files is refused), the commands and settings of each file kept."""
+    res: dict = {"accuracy": {}, "latency": {}, "parts": []}
+    for path in paths:
+        with open(path) as f:
+            part = json.load(f)
+        for section in ("accuracy", "latency"):
+            for name, entry in part.get(section, {}).items():
+                if name in res[section]:
+                    raise SystemExit(f"--merge: {section} of {name!r} is in two files (the second: {path}); merge files with different models")
+                res[section][name] = entry
+        res["parts"].append({"file": os.path.relpath(path, os.path.dirname(os.path.abspath(out))), "config": part["config"],
+                             "seconds": part.get("seconds")})
+    first = res["parts"][0]["config"]
+    res["config"] = dict(first, command=" ; ".join(p["config"]["command"] for p in res["parts"]),
+                         note=first["note"] + " Merged from " + ", ".join(p["file"] for p in res["parts"]) + " (see 'parts').")
+    res["seconds"] = sum(p["seconds"] or 0.0 for p in res["parts"])
+    for key in ("train_epochs", "finetune_epochs", "train_images", "min_channels"):
+        if len({json.dumps(p["config"].get(key)) for p in res["parts"] if p["config"].get("command") and "--skip-latency" in p["config"]["command"]}) > 1:
+            res["config"]["note"] += f" Parts differ in {key}: see 'parts'."
+    return res
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="MobileNetV2 latency at 0.5, ResNet-20 accuracy at 0.5 (importance, uniform), 1 seed")
@@ -313,8 +337,18 @@ def main(argv=None) -> int:
                     help="trained dense models are saved here and reused by --resume ('' to turn off)")
     ap.add_argument("--skip-latency", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
+    ap.add_argument("--merge", nargs="+", default=None, metavar="JSON",
+                    help="only join these result files (e.g. one per model, run side by side) into --out, with markdown and plot")
     ap.add_argument("--latency-only", default=None, help=argparse.SUPPRESS)  # internal: the latency section, in a child process
     args = ap.parse_args(argv)
+    if args.merge:
+        res = merge(args.merge, args.out)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=2)
+        write_markdown(args.out, markdown(res))
+        png = plot(res, os.path.splitext(args.out)[0] + ".png")
+        print(f"wrote {args.out}" + (f", {png}" if png else ""))
+        return 0
     q = args.quick
     seeds = args.seeds or (1 if q else 2)
     train_epochs = args.train_epochs or (1 if q else 6)

@@ -24,6 +24,13 @@ SECTIONS = {
     "SHALLOW": (["shallow.md"], "python benchmarks/shallow.py", ["shallow_plain_cnn_probes.png", "shallow_resnet20_probes.png"]),
     "BN": (["bn_reestimate.md"], "python benchmarks/bn_reestimate.py", []),
     "ANALYZE": (["analyze_speed.md"], "python benchmarks/analyze_speed.py", []),
+    "STRUCTURED": (["structured.md"],
+                   "python benchmarks/structured.py --skip-latency --models M --seeds 2 --train-epochs 4 --finetune-epochs 2 "
+                   "--train-images 8000 --out benchmarks/results/structured_accuracy_M.json --resume (one per model, side by side); "
+                   "python benchmarks/structured.py --skip-accuracy --out benchmarks/results/structured_latency.json; "
+                   "python benchmarks/structured.py --merge benchmarks/results/structured_accuracy*.json "
+                   "benchmarks/results/structured_latency.json --out benchmarks/results/structured.json",
+                   ["structured.png"]),
 }
 
 

@@ -116,7 +116,7 @@ def prune_channels(
     loss: Any = None,
     importance: str = "l2",
     importance_options: dict[str, Any] | None = None,
-    allocation: str = "importance",
+    allocation: str = "uniform",
     layer_importance: str = "capacity",
     min_channels: int = 1,
     include_outputs: bool = False,

@@ -244,19 +244,19 @@ def plot(res: dict, path: str) -> str | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5))
     ax = axes[0]
     labels, vals1, vals2 = [], [], []
     for name, r in res["latency"].items():
         for e in r["results"]:
-            labels.append(f"{name}\n{e['allocation']}@{e['macs_removed']}")
+            labels.append(f"{name} {e['allocation']}@{e['macs_removed']}")
             vals1.append(e["ratio_vs_dense"])
             vals2.append(e["ratio_vs_dense_2threads"])
     x = np.arange(len(labels))
     ax.bar(x - 0.2, vals1, 0.4, label="1 thread")
     ax.bar(x + 0.2, vals2, 0.4, label="2 threads")
     ax.axhline(0.6, color="k", ls="--", lw=0.8, label="target 0.6x")
-    ax.set_xticks(x, labels, fontsize=7)
+    ax.set_xticks(x, labels, fontsize=6, rotation=60, ha="right")
     ax.set_ylabel("TFLite latency / dense")
     ax.set_title("latency of shrunk models")
     ax.legend(fontsize=7)

@@ -456,8 +456,7 @@ def plan_channels(
         vs 96.8%) and the VGG-style CNN; capacity importances of channel
         groups differ by a few percent, and multiplied into max-normalised
         channel scores (which sit in a narrow band) that spread decides which
-        groups lose nearly everything (the last stage of ResNet-20 down to
-        4-10 of 64 channels).
+        groups lose nearly everything.
       layer_importance: the layer scorer from `tfprune.importance` giving each
         group its importance (mean over its producing layers); data-free scorers only.
       gamma: exponent on the normalised group importance.

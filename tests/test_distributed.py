@@ -11,13 +11,26 @@ import pytest
 SCRIPT = Path(__file__).parent / "scripts" / "mirrored_pruning.py"
 
 
-@pytest.mark.parametrize("granularity", ["unstructured", "block", "channel", "2:4"])
-def test_mirrored_strategy_matches_one_device(granularity):
+GRANULARITIES = ["unstructured", "block", "channel", "2:4"]
+
+
+@pytest.fixture(scope="module")
+def results():
+    """All granularities in one fresh process (logical devices are fixed at TensorFlow start; one start, not four)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, str(SCRIPT), granularity], capture_output=True, text=True, timeout=600, env=env)
+    proc = subprocess.run([sys.executable, str(SCRIPT), ",".join(GRANULARITIES)], capture_output=True, text=True, timeout=900, env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    res = json.loads(line[len("RESULT "):])
+    out = {}
+    for ln in proc.stdout.splitlines():
+        if ln.startswith("RESULT "):
+            granularity, payload = ln[len("RESULT "):].split(" ", 1)
+            out[granularity] = json.loads(payload)
+    return out
+
+
+@pytest.mark.parametrize("granularity", GRANULARITIES)
+def test_mirrored_strategy_matches_one_device(results, granularity):
+    res = results[granularity]
     one, mirrored = res["one"], res["mirrored"]
     assert mirrored["replicas"] == 2 and one["replicas"] == 1
     assert one["steps"] == mirrored["steps"] == [16] * 4  # 2 epochs x 8 global batches: one step per optimizer step

@@ -78,11 +78,12 @@ def test_allocation_keys_importance_weights_groups():
     g = allocation_keys(scores, "global")
     np.testing.assert_allclose(g[0], [0.5, 1.0])
     np.testing.assert_allclose(g[1], [0.5, 1.0])
+    uni = allocation_keys(scores, "uniform")
     same = allocation_keys(scores, "importance", np.array([2.0, 2.0]))
-    for a, b in zip(same, g):  # equal importances: global
+    for a, b in zip(same, uni):  # equal importances: uniform
         np.testing.assert_allclose(a, b)
     imp = allocation_keys(scores, "importance", np.array([1.0, 4.0]))
-    np.testing.assert_allclose(imp[0], [0.125, 0.25])  # the less important group's channels come first
+    np.testing.assert_allclose(imp[0], [0.125, 0.25])  # uniform keys [0.5, 1] times (1/4): the less important group goes first
     np.testing.assert_allclose(imp[1], [0.5, 1.0])
     sq = allocation_keys(scores, "importance", np.array([1.0, 4.0]), gamma=2.0)
     np.testing.assert_allclose(sq[0], [0.5 / 16, 1.0 / 16])
@@ -90,6 +91,21 @@ def test_allocation_keys_importance_weights_groups():
         allocation_keys(scores, "lamp")
     with pytest.raises(ValueError, match="one importance per group"):
         allocation_keys(scores, "importance")
+
+
+def test_importance_removes_fractions_inverse_to_importance_and_never_collapses():
+    rng = np.random.default_rng(0)
+    scores = [rng.random(40), rng.random(40), rng.random(40)]
+    imps = np.array([1.0, 0.5, 0.25])
+    keys = allocation_keys(scores, "importance", imps)
+    for t in (0.1, 0.2):
+        removed = [float(np.mean(k <= t)) for k in keys]
+        np.testing.assert_allclose(removed, [t, 2 * t, 4 * t], atol=1 / 40)  # fraction removed = t / w_g
+    # near-equal importances (as capacities of channel groups often are) stay near uniform: no group is emptied
+    close = allocation_keys(scores, "importance", np.array([0.53, 0.52, 0.54]))
+    g, c = removal_order(close, min_channels=1)
+    per_group = np.bincount(g[: 60], minlength=3)  # half of all channels
+    assert per_group.min() >= 18 and per_group.max() <= 22
 
 
 def test_removal_order_keeps_min_channels_and_sorts():
@@ -168,6 +184,22 @@ def test_plan_importance_moves_channels_to_less_important_groups():
         if producers:
             assert g.importance == pytest.approx(np.mean([scores[n] for n in producers]))
     assert {g.group for g in uni.groups} == {g.group for g in imp.groups}
+
+
+def test_plan_importance_from_activation_capacity_needs_data():
+    model = mixed_model()
+    snap = snapshot(model)
+    with pytest.raises(ValueError, match="pass data"):
+        plan_channels(model, macs=0.4, allocation="importance", layer_importance="capacity_activation")
+    x = np.random.default_rng(1).random((48, 12, 12, 3), dtype=np.float32)
+    plan = plan_channels(model, macs=0.4, allocation="importance", layer_importance="capacity_activation", data=x)
+    assert plan.layer_importance == "capacity_activation" and abs(plan.achieved - 0.4) <= 0.05
+    caps = tfprune.score_layers(model, "capacity_activation", data=x).scores
+    for g in plan.groups:
+        producers = [n for n in channel_graph(model).group(g.group).producers if n in caps]
+        if producers:
+            assert g.importance == pytest.approx(np.mean([caps[n] for n in producers]), rel=1e-6)
+    assert_unchanged(model, snap)
 
 
 def test_plan_errors_name_the_fix():

@@ -2,11 +2,12 @@
 
 Data-free: ``capacity`` (alias of the best capacity variant, see
 ``capacity.py``), ``capacity_spectral``, ``capacity_energy``, ``magnitude``.
-Data-driven: ``sensitivity`` and ``obs`` (second order: relative L-OBS layer
-error at a given sparsity).
+Data-driven: ``sensitivity``, ``obs`` (second order: relative L-OBS layer
+error at a given sparsity) and ``capacity_activation`` (capacity of the
+layer's representation: effective rank of its output-channel correlation).
 """
 
-from tfprune.importance import capacity, magnitude, obs, sensitivity  # noqa: F401  (register scorers)
+from tfprune.importance import activation, capacity, magnitude, obs, sensitivity  # noqa: F401  (register scorers)
 from tfprune.importance.base import (
     ImportanceContext,
     ImportanceScores,

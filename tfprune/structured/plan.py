@@ -10,11 +10,18 @@ scale in every group:
   (ascending score, from 0) in a group of ``n`` gets the key ``(i + 1) / n``;
 * ``"global"``: one threshold on normalised scores: ``s / max(s_group)``;
 * ``"importance"`` (How Compact?, Jung, Kim & Choe 2019, **our formula** at
-  channel level): the normalised score times ``(I_g / max I) ** gamma``,
+  channel level): the uniform key times ``w_g = (I_g / max I) ** gamma``,
   ``I_g`` the group's importance: the mean layer importance (default
-  ``"capacity"`` from `tfprune.importance`) of the layers that produce the
-  group's channels. A group whose layers use little of their capacity loses
-  more channels. With equal importances this is ``"global"``.
+  ``"capacity"`` from `tfprune.importance`; ``"capacity_activation"`` reads
+  the representation and needs ``data``) of the layers that produce the
+  group's channels. One threshold ``t`` on these keys removes the fraction
+  ``min(t / w_g, 1)`` of group ``g`` (its ``min_channels`` always stay): the
+  sparsity of a group is inversely proportional to its importance, and the
+  total is met by the choice of ``t``. With equal importances this is
+  ``"uniform"``. (The first formula, max-normalised score times ``w_g``,
+  let importances that differ by a few percent decide which groups lost
+  nearly all their channels, since max-normalised L2 scores sit in a
+  narrow band: 88.6% vs 96.8% for uniform on ResNet-20 at 70% of MACs.)
 
 Each group's ``min_channels`` best channels never go. The other channels,
 sorted by key, are removed as a prefix: the plan finds the shortest prefix
@@ -89,7 +96,8 @@ def allocation_keys(scores: list[np.ndarray], allocation: str, importances: np.n
         if not np.isfinite(imp).all() or (imp < 0).any():
             raise ValueError(f"group importances must be finite and >= 0, got {imp.tolist()}")
         weight = (imp / imp.max()) ** float(gamma) if imp.max() > 0 else np.ones_like(imp)
-        return [normalised_scores(s) * w for s, w in zip(scores, weight)]
+        weight = np.maximum(weight, 1e-12)  # a zero importance: removed first, but its min_channels stay
+        return [uniform_keys(s) * w for s, w in zip(scores, weight)]
     raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
 
 
@@ -369,9 +377,15 @@ def plan_and_shrink(
     scores = channel_importance(model, importance, graph=cg, data=data, **dict(importance_options or {}))
     per_group = [scores.scores[g.name] for g in groups]
     if allocation == "importance":
-        from tfprune.importance import score_layers
+        from tfprune.importance import needs_data, score_layers
 
-        layer_scores = score_layers(model, layer_importance).scores
+        if needs_data(layer_importance):
+            if data is None:
+                raise ValueError(f"layer_importance={layer_importance!r} reads activations: pass data (x or (x, y)), or choose a "
+                                 "data-free layer_importance such as 'capacity'")
+            layer_scores = score_layers(cg.flat, layer_importance, data=data, _plain=True).scores
+        else:
+            layer_scores = score_layers(model, layer_importance).scores
         imps = group_importance([g.producers for g in groups], layer_scores)
     else:
         imps = np.ones(len(groups))
@@ -449,22 +463,20 @@ def plan_channels(
       params: fraction of its parameters to remove (give exactly one).
       importance: channel scorer within a group (``"l2"``, ``"l1"``, ``"bn_scale"``;
         with ``data``: ``"taylor"``, ``"obs"``; see `channel_importance`).
-      allocation: ``"uniform"`` (default), ``"importance"`` (How Compact?-style)
-        or ``"global"``. Uniform is the default because it measured best:
-        after fine-tuning on MNIST (benchmarks/structured.py, 2 seeds)
-        ``"importance"`` lost to it on ResNet-20 (70% of MACs removed: 88.6%
-        vs 96.8%) and the VGG-style CNN; capacity importances of channel
-        groups differ by a few percent, and multiplied into max-normalised
-        channel scores (which sit in a narrow band) that spread decides which
-        groups lose nearly everything.
+      allocation: ``"uniform"`` (default), ``"importance"`` (How Compact?-style:
+        a group's fraction removed inversely proportional to its importance)
+        or ``"global"`` (see the module docstring for each formula and
+        benchmarks/structured.py for how they compare after fine-tuning).
       layer_importance: the layer scorer from `tfprune.importance` giving each
-        group its importance (mean over its producing layers); data-free scorers only.
+        group its importance (mean over its producing layers). A data scorer
+        (``"capacity_activation"``, ``"sensitivity"``, ...) reads ``data``.
       gamma: exponent on the normalised group importance.
       min_channels: channels every group keeps at least.
       include_outputs: also prune the groups of the model's outputs.
       tolerance: acceptable |achieved - requested| (fraction of the total).
       max_iter: shrinks at most (each corrects the estimate by the measured miss).
-      data: calibration data for a data scorer (``"taylor"``: ``(x, y)``; ``"obs"``: ``x``).
+      data: calibration data for a data scorer (``"taylor"``: ``(x, y)``; ``"obs"``: ``x``) and for a data
+        ``layer_importance``.
       importance_options: options of the channel scorer (`channel_importance`'s ``**options``).
 
     Returns a `ChannelPlan`; ``plan.remove`` goes to `shrink(model, remove=...)`

@@ -255,7 +255,8 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--allocation", default="uniform", choices=["uniform", "importance", "global"],
                     help="channels per group: uniform (default: best measured, see README), importance (How Compact?), global")
     ch.add_argument("--importance", default="l2", help="channel score within a group: l2, l1, bn_scale, or with --data taylor, obs")
-    ch.add_argument("--layer-importance", default="capacity", help="layer scorer giving each group its importance (allocation importance)")
+    ch.add_argument("--layer-importance", default="capacity",
+                    help="layer scorer giving each group its importance (allocation importance); capacity_activation reads --data")
     ch.add_argument("--min-channels", type=int, default=1, help="channels every group keeps at least")
     ch.add_argument("--include-outputs", action="store_true", help="also remove channels of the model's outputs")
     ch.add_argument("--finetune-epochs", type=int, default=0)

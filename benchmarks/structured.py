@@ -65,6 +65,9 @@ ACC_MODELS = {
     "vgg_small": lambda: tp.models.vgg_small((28, 28, 1)),
 }
 
+# accuracy methods other than a bare allocation name: the prune_channels arguments they stand for
+METHODS = {"importance_activation": {"allocation": "importance", "layer_importance": "capacity_activation"}}
+
 
 # ------------------------------------------------------------------ latency
 def to_tflite(model) -> bytes:
@@ -189,7 +192,7 @@ def accuracy_section(names: list[str], fractions: list[float], methods: list[str
             for frac, method in todo:
                 t1 = time.perf_counter()
                 _, rep = prune_channels(dense, macs=frac, data=(xt, yt), eval_data=(xs, ys), finetune_epochs=finetune_epochs,
-                                        batch_size=BATCH, allocation=method, min_channels=min_channels, seed=seed)
+                                        batch_size=BATCH, min_channels=min_channels, seed=seed, **METHODS.get(method, {"allocation": method}))
                 entry["runs"].append({"seed": seed, "method": method, "macs_removed": frac,
                                       "acc": rep.acc_after if finetune_epochs else rep.acc_shrunk, "acc_one_shot": rep.acc_shrunk,
                                       "achieved": rep.plan.achieved, "macs": rep.plan.macs_after, "params": rep.plan.params_after,
@@ -326,7 +329,8 @@ def main(argv=None) -> int:
                     help="training images for dense training and fine-tuning (default: 8000 quick, all full); the test set is always all")
     ap.add_argument("--models", default=None, help="accuracy models, comma-separated (default: resnet20 quick; resnet20,resnet56,vgg_small full)")
     ap.add_argument("--fractions", default=None, help="accuracy: fractions of MACs removed (default: 0.5 quick; 0.3,0.5,0.7 full)")
-    ap.add_argument("--methods", default=None, help="accuracy: allocations (default: importance,uniform quick; + global full)")
+    ap.add_argument("--methods", default=None, help="accuracy: allocations (default: importance,uniform quick; + global full); "
+                    "importance_activation = importance with layer_importance='capacity_activation'")
     ap.add_argument("--latency-models", default=None, help="latency models (default: mobilenetv2 quick; all three full)")
     ap.add_argument("--rounds", type=int, default=None, help="latency: interleaved rounds (default 10 quick, 20 full)")
     ap.add_argument("--block", type=int, default=10, help="latency: invocations per variant per round")

@@ -175,10 +175,15 @@ class _Stop(keras.callbacks.Callback):
 
 
 SAVE_PATHS = ["keras", "h5", "save_weights", "checkpoint_weights_only", "backup_and_restore"]
+# Every save path with unstructured masks; the other granularities through a .keras file and BackupAndRestore in the
+# default run, every other pair marked slow (`make test-all`): the save paths do not depend on the mask kind.
+RESUME_CASES = [
+    pytest.param(how, g, marks=() if g == "unstructured" or how in ("keras", "backup_and_restore") else pytest.mark.slow)
+    for g in ("unstructured", "block", "channel", "2:4") for how in SAVE_PATHS
+]
 
 
-@pytest.mark.parametrize("granularity", ["unstructured", "block", "channel", "2:4"])
-@pytest.mark.parametrize("how", SAVE_PATHS)
+@pytest.mark.parametrize("how, granularity", RESUME_CASES)
 def test_interrupted_and_uninterrupted_runs_give_identical_masks(tiny, resume_reference, tmp_path, how, granularity, monkeypatch):
     x, y, reference = resume_reference
     ref_masks, ref_weights = reference[granularity]

@@ -332,6 +332,7 @@ def main(argv=None) -> int:
     ap.add_argument("--methods", default=None, help="accuracy: allocations (default: importance,uniform quick; + global full); "
                     "importance_activation = importance with layer_importance='capacity_activation'")
     ap.add_argument("--latency-models", default=None, help="latency models (default: mobilenetv2 quick; all three full)")
+    ap.add_argument("--latency-allocations", default=None, help="latency: allocations (default: uniform,importance quick; + global full)")
     ap.add_argument("--rounds", type=int, default=None, help="latency: interleaved rounds (default 10 quick, 20 full)")
     ap.add_argument("--block", type=int, default=10, help="latency: invocations per variant per round")
     ap.add_argument("--min-channels", type=int, default=4, help="channels every group keeps")
@@ -361,7 +362,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     lat_models = [] if args.skip_latency else (args.latency_models.split(",") if args.latency_models else (["mobilenetv2"] if q else list(LATENCY_MODELS)))
     lat_fracs = [0.5] if q else [0.3, 0.5]
-    lat_allocs = ["uniform", "importance"]
+    lat_allocs = args.latency_allocations.split(",") if args.latency_allocations else (["uniform", "importance"] if q else ["uniform", "importance", "global"])
     acc_models = [] if args.skip_accuracy else (args.models.split(",") if args.models else (["resnet20"] if q else list(ACC_MODELS)))
     acc_fracs = [float(f) for f in args.fractions.split(",")] if args.fractions else ([0.5] if q else [0.3, 0.5, 0.7])
     methods = args.methods.split(",") if args.methods else (["importance", "uniform"] if q else ["importance", "uniform", "global"])

@@ -18,6 +18,14 @@ def test_accumulator_matches_numpy_corrcoef_and_drops_constant_channels():
     corr, live = acc.correlation()
     assert live.tolist() == [True] * 5 + [False]
     np.testing.assert_allclose(corr, np.corrcoef(a[:, :5], rowvar=False), atol=1e-9)
+    # the absolute scale and a large common offset change nothing
+    for scale, offset in ((1e-7, 0.0), (1.0, 1e6)):
+        acc2 = CorrelationAccumulator(6)
+        for part in np.array_split(a * scale + offset, 7):
+            acc2.add(part)
+        corr2, live2 = acc2.correlation()
+        assert live2.tolist() == live.tolist()
+        np.testing.assert_allclose(corr2, corr, atol=1e-6)
 
 
 def test_correlation_capacity_counts_independent_directions():

@@ -23,17 +23,22 @@ import numpy as np
 
 from tfprune.importance.base import ImportanceContext, register_alias, register_importance
 
-__all__ = ["effective_rank", "spectral_capacity", "energy_capacity"]
+__all__ = ["effective_rank", "entropy_rank", "spectral_capacity", "energy_capacity"]
 
 
-def effective_rank(matrix: np.ndarray) -> float:
-    """Roy & Vetterli's effective rank exp(entropy of normalised singular values); 0 for a zero matrix."""
-    s = np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False)
+def entropy_rank(values: np.ndarray) -> float:
+    """``exp(H(p))`` with ``p`` the non-negative ``values`` over their sum; 0 when they sum to 0."""
+    s = np.asarray(values, dtype=np.float64)
     total = s.sum()
     if total <= 0:
         return 0.0
     p = s[s > 0] / total
     return float(np.exp(-(p * np.log(p)).sum()))
+
+
+def effective_rank(matrix: np.ndarray) -> float:
+    """Roy & Vetterli's effective rank: `entropy_rank` of the singular values; 0 for a zero matrix."""
+    return entropy_rank(np.linalg.svd(np.asarray(matrix, dtype=np.float64), compute_uv=False))
 
 
 def spectral_capacity(matrix: np.ndarray) -> float:

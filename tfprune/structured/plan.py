@@ -383,7 +383,7 @@ def plan_and_shrink(
             if data is None:
                 raise ValueError(f"layer_importance={layer_importance!r} reads activations: pass data (x or (x, y)), or choose a "
                                  "data-free layer_importance such as 'capacity'")
-            layer_scores = score_layers(cg.flat, layer_importance, data=data, _plain=True).scores
+            layer_scores = score_layers(cg.flat, layer_importance, data=data).scores
         else:
             layer_scores = score_layers(model, layer_importance).scores
         imps = group_importance([g.producers for g in groups], layer_scores)
@@ -469,7 +469,7 @@ def plan_channels(
         benchmarks/structured.py for how they compare after fine-tuning).
       layer_importance: the layer scorer from `tfprune.importance` giving each
         group its importance (mean over its producing layers). A data scorer
-        (``"capacity_activation"``, ``"sensitivity"``, ...) reads ``data``.
+        (``"capacity_activation"``) reads ``data``.
       gamma: exponent on the normalised group importance.
       min_channels: channels every group keeps at least.
       include_outputs: also prune the groups of the model's outputs.

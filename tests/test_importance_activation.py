@@ -56,3 +56,15 @@ def test_capacity_activation_sees_duplicated_channels_and_needs_data():
     assert s.scores["a"] <= 0.5 + 1e-6 < s.scores["b"]
     assert all(0 < v <= 1 for v in s.scores.values())
     assert all(np.array_equal(u, v) for u, v in zip(before, model.get_weights()))  # the model is only read
+
+
+def test_capacity_activation_on_a_random_weight_mobilenetv2_sees_every_layer():
+    # deep in a randomly initialised MobileNetV2 the activations are ~1e-6: still measured, not taken as constant
+    keras.utils.set_random_seed(0)
+    model = keras.applications.MobileNetV2(alpha=0.35, input_shape=(96, 96, 3), weights=None, classes=10)
+    x = np.random.default_rng(0).random((8, 96, 96, 3), dtype=np.float32)
+    s = score_layers(model, "capacity_activation", data=x, n_samples=8)
+    assert s.details["not_probed"] == []
+    # 'predictions' (softmax of ~0 logits) is really constant here: no direction, the floor
+    inner = {k: v for k, v in s.scores.items() if k != "predictions"}
+    assert min(inner.values()) > 1e-3, sorted(inner.items(), key=lambda kv: kv[1])[:3]

@@ -11,7 +11,7 @@ _ensure()
 from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured, tasks  # noqa: E402
 from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
 from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
-from tfprune.callbacks import ImportancePruning, LayerwisePruning, apply_masks  # noqa: E402
+from tfprune.callbacks import Pruning, apply_masks  # noqa: E402
 from tfprune.distill import Distiller  # noqa: E402
 from tfprune.export import ExportReport, export_tflite  # noqa: E402
 from tfprune.finetune import CrossEntropy, freeze_zeros, model_loss, reestimate_batchnorm, retrain  # noqa: E402
@@ -23,7 +23,7 @@ from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.profile import Profile, profile  # noqa: E402
 from tfprune.quantize import convert_qat, pqat  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
-from tfprune.structured import ChannelPruning, ShrinkReport, channel_graph, channel_importance, plan_channels, prune_channels, shrink  # noqa: E402
+from tfprune.structured import ShrinkReport, channel_graph, channel_importance, prune_channels, shrink  # noqa: E402
 from tfprune.tasks import TaskModel  # noqa: E402
 from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 from tfprune.wrapper import PruneLayer  # noqa: E402
@@ -36,17 +36,15 @@ __all__ = [
     "Distiller",
     "Profile",
     "Plan",
+    "Pruning",
     "PruneLayer",
     "TaskModel",
     "GRANULARITIES",
     "plan",
     "analyze",
     "ExportReport",
-    "ImportancePruning",
-    "ChannelPruning",
     "ImportanceScores",
     "LayerInventory",
-    "LayerwisePruning",
     "LayerwiseSchedule",
     "PrunableLayer",
     "SkippedLayer",
@@ -84,7 +82,6 @@ __all__ = [
     "pqat",
     "convert_qat",
     "quantize",
-    "plan_channels",
     "prune_channels",
     "structured",
     "tasks",

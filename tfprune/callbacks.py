@@ -1,7 +1,9 @@
-"""`ImportancePruning`: the one callback that prunes a wrapped model during ``fit``.
+"""`Pruning`: the one callback that prunes a wrapped model during ``fit``, for every granularity.
 
-Flow: ``tfprune.wrap(model)`` -> compile -> ``fit(..., callbacks=[tfprune.ImportancePruning(0.9)])``
--> ``tfprune.strip`` / ``tfprune.export_tflite``.
+Flow: ``tfprune.wrap(model)`` -> compile -> ``fit(..., callbacks=[cb := tfprune.Pruning(0.9)])``
+-> ``cb.finalize()`` -> ``tfprune.export_tflite``. Channels:
+``tfprune.wrap(model, granularity="channel")`` and ``tfprune.Pruning(macs=0.5)``;
+``finalize()`` then returns the physically smaller model.
 
 At the first training batch the callback makes a `tfprune.plan` (importance
 -> allocation -> per-layer targets in whole units of the granularity) and
@@ -19,11 +21,19 @@ never re-scored): the callback continues the saved ramp. A ``fit`` after the
 ramp has ended either keeps the masks (same request) or re-plans to the new
 request with a new ramp that starts from the current sparsity.
 
+Channel groups follow the same path: the plan (`tfprune.plan` with
+``granularity="channel"``) gives each coupled group its channels in removal
+order; the callback writes each channel's rank and its group's count, with
+the ramp, into the `tfprune.channel_mask.ChannelMask` wrappers, which mask
+the channels inside the train step (same step counter, same ramp). Resume,
+``steps_per_execution`` and distribution behave as for weights.
+
 Logs (History, CSVLogger, TensorBoard): ``sparsity`` (total over the wrapped
-kernels) and ``sparsity/<layer>`` at every epoch end. Put this callback
+kernels) and ``sparsity/<layer>`` at every epoch end (channels:
+``channels_masked`` and ``macs_masked``, fractions of the prunable channels
+and of the model's MACs). Put this callback
 **before** CSVLogger and TensorBoard in the list (Keras calls them in order).
 
-`LayerwisePruning` is the same class (an earlier name).
 """
 
 from __future__ import annotations
@@ -42,10 +52,10 @@ from tfprune.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import format_table
 from tfprune.schedule import LayerwiseSchedule, _check_int, _check_sparsity
-from tfprune.wrap import wrappers
+from tfprune.wrap import channel_masks, wrappers
 from tfprune.wrapper import PruneLayer
 
-__all__ = ["ImportancePruning", "LayerwisePruning", "apply_masks"]
+__all__ = ["Pruning", "apply_masks"]
 
 Request = float | Mapping[str, float] | Plan | Allocation | Callable[[list[PrunableLayer]], Any]
 
@@ -61,7 +71,7 @@ def _strip_prefix(name: str) -> str:
     return name[len(WRAPPER_PREFIX):] if name.startswith(WRAPPER_PREFIX) else name
 
 
-class ImportancePruning(keras.callbacks.Callback):
+class Pruning(keras.callbacks.Callback):
     """Prune each wrapped layer to its own target during ``model.fit``.
 
     Args:
@@ -115,10 +125,12 @@ class ImportancePruning(keras.callbacks.Callback):
 
     def __init__(
         self,
-        sparsity: Request,
+        sparsity: Request | None = None,
         *,
-        importance: str | ImportanceScores = DEFAULT_IMPORTANCE,
-        allocation: str = DEFAULT_ALLOCATION,
+        macs: float | None = None,
+        params: float | None = None,
+        importance: str | ImportanceScores | None = None,
+        allocation: str | None = None,
         granularity: str | Granularity | None = None,
         data: Any = None,
         begin_step: int = 0,
@@ -137,17 +149,56 @@ class ImportancePruning(keras.callbacks.Callback):
         replan: bool = False,
         log_layers: bool = True,
         verbose: int = 0,
+        min_channels: int = 1,
+        layer_importance: str = "capacity",
+        gamma: float = 1.0,
+        tolerance: float = 0.01,
     ) -> None:
         super().__init__()
-        self._validate_request(sparsity)
+        given = [k for k, v in (("sparsity", sparsity), ("macs", macs), ("params", params)) if v is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one target: sparsity= (fraction of prunable weights removed), macs= or params= (fractions of "
+                             f"the model's MACs / parameters removed, channel removal); got {given or 'none'}")
+        channel_plan = isinstance(sparsity, Plan) and sparsity.is_channel
+        if granularity is not None and parse_granularity(granularity).kind == "channel" or macs is not None or channel_plan:
+            self.channel = True
+            if granularity is not None and parse_granularity(granularity).kind != "channel":
+                raise ValueError(f"macs= budgets remove channels: use granularity='channel' (got {granularity!r}), or sparsity= for weights")
+            if sparsity is not None and not channel_plan:
+                raise ValueError("granularity='channel' removes whole channels: give macs= or params= (fractions removed), or a channel "
+                                 "Plan from tfprune.plan(model, macs=..., granularity='channel')")
+            for name, v in (("macs", macs), ("params", params)):
+                if v is not None:
+                    _check_sparsity(v, name)
+            if replan_every is not None:
+                raise ValueError("replan_every re-allocates weight sparsity; a channel plan is fixed for its ramp. Fix: drop replan_every")
+            importance = "l2" if importance is None else importance
+            allocation = "uniform" if allocation is None else allocation
+            from tfprune.allocation import group_keys
+
+            group_keys(allocation)
+        else:
+            self.channel = False
+            importance = DEFAULT_IMPORTANCE if importance is None else importance
+            allocation = DEFAULT_ALLOCATION if allocation is None else allocation
+            if params is not None:
+                _check_sparsity(params, "params")
+            else:
+                self._validate_request(sparsity)
         self.sparsity = sparsity
-        if isinstance(importance, str):
+        self.macs, self.params_target = macs, params
+        self.channel_kwargs = dict(min_channels=_check_int(min_channels, "min_channels", 1), layer_importance=layer_importance,
+                                   gamma=float(gamma), tolerance=float(tolerance))
+        if isinstance(importance, str) and self.channel:
+            pass
+        elif isinstance(importance, str):
             _, wants_data = get_importance(importance)
             if wants_data and data is None and allocator_needs_scores(allocation):
                 raise ValueError(f"importance={importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
         elif not isinstance(importance, (ImportanceScores, Mapping)):
             raise TypeError(f"importance must be a scorer name or an ImportanceScores, got {type(importance).__name__}")
-        get_allocator(allocation)
+        if not self.channel:
+            get_allocator(allocation)
         self.importance = importance
         self.allocation = allocation
         self.granularity = None if granularity is None else parse_granularity(granularity)
@@ -328,6 +379,10 @@ class ImportancePruning(keras.callbacks.Callback):
     # ------------------------------------------------------------ the setup
     def _setup(self) -> None:
         layers = self._layers()
+        if self.sparsity is None:  # params=: the same count of weights, as a fraction of the prunable ones
+            from tfprune.planning import params_to_sparsity
+
+            self.sparsity = params_to_sparsity(self.model, self.params_target)
         step = self._current_step(layers)
         g = self._granularity(layers)
         stored = self._stored_total(layers)
@@ -415,7 +470,10 @@ class ImportancePruning(keras.callbacks.Callback):
     # ----------------------------------------------------------- callbacks
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._ready = False
-        self._layers()  # fail early on an unwrapped model
+        if self.channel:
+            self._channel_masks()
+        else:
+            self._layers()  # fail early on an unwrapped model
         self._initial_epoch = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
@@ -425,10 +483,17 @@ class ImportancePruning(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         # Set up at the first batch, after every callback's on_train_begin (BackupAndRestore restores there).
         if not self._ready:
-            self._setup()
+            if self.channel:
+                self._setup_channels()
+            else:
+                self._setup()
             self._ready = True
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self.channel:
+            if self._ready:
+                self._log_channels(logs)
+            return
         if self.replan_every and self._ready and (epoch + 1 - self._initial_epoch) % self.replan_every == 0:
             layers = self._layers()
             step = int(layers[0].layer.pruning_step.numpy())
@@ -446,7 +511,148 @@ class ImportancePruning(keras.callbacks.Callback):
             logs["importance_seconds"] = float(self.importance_seconds_)
 
     def on_train_end(self, logs: dict | None = None) -> None:
-        apply_masks(self.model)
+        if not self.channel:
+            apply_masks(self.model)
 
+    # ------------------------------------------------------------ channels
+    def _channel_masks(self) -> list[Any]:
+        masks = channel_masks(self.model)
+        if not masks:
+            hint = " It holds weight-pruning wrappers: pass sparsity= for those, or wrap the plain model again with " \
+                   "tfprune.wrap(tfprune.strip(model), granularity='channel')." if wrappers(self.model) else ""
+            raise ValueError(f"{type(self).__name__}(macs/params, granularity='channel'): model {self.model.name!r} has no channel "
+                             f"wrappers.{hint} Fix: model = tfprune.wrap(model, granularity='channel'), then compile and fit.")
+        return masks
 
-LayerwisePruning = ImportancePruning
+    def _channel_request(self) -> float:
+        if isinstance(self.sparsity, Plan):
+            return float(self.sparsity.requested)
+        return float(self.macs if self.macs is not None else self.params_target)
+
+    def _setup_channels(self) -> None:
+        from tfprune.structured.graph import channel_graph
+        from tfprune.wrap import strip
+
+        masks = self._channel_masks()
+        steps = [int(m.pruning_step.numpy()) for m in masks]
+        step = max(max(steps), 0)
+        for m in masks:
+            m.pruning_step.assign(step)
+        stored = max(float(m.plan_total.numpy()) for m in masks)
+        first = masks[0].pruning_schedule
+        plain = strip(self.model)
+        self._cg = channel_graph(plain, self.plan_kwargs["include_outputs"])
+        if stored < 0 or self.replan and step >= first.end_step:
+            if isinstance(self.sparsity, Plan):
+                p = self.sparsity
+            else:
+                p = plan(plain, macs=self.macs, params=self.params_target, granularity="channel", importance=self.importance,
+                         allocation=self.allocation, data=self.data, include_outputs=self.plan_kwargs["include_outputs"],
+                         importance_kwargs=self.plan_kwargs["importance_kwargs"], **self.channel_kwargs)
+            self.plan_ = p
+            self.importance_seconds_ += p.seconds
+            begin, end, freq = self._ramp(step, fresh=stored < 0)
+            self._write_channels(masks, p, (begin, end, freq))
+            self.action_ = "planned" if stored < 0 else "replanned"
+        else:
+            request = self._channel_request()
+            if not math.isclose(request, stored, abs_tol=1e-9) and not self.replan:
+                raise ValueError(f"this model was planned for {masks[0].budget} removed {stored:.4f}, but the callback asks for "
+                                 f"{request:.4f}. Fix: resume with the same target; to prune further, call finalize() and wrap the "
+                                 "smaller model again")
+            self.action_ = "resumed" if step < first.end_step else "unchanged"
+            self.begin_step_, self.end_step_, self.frequency_ = first.begin_step, first.end_step, first.frequency
+        self.targets_ = {m.layer.name: m.pruning_schedule.target_sparsity for m in masks}
+        fit_steps = self._fit_steps()
+        if fit_steps is not None and step + fit_steps < self.end_step_:
+            warnings.warn(f"this fit() ends at pruning step {step + fit_steps}, before end_step={self.end_step_}: groups will not reach "
+                          "their planned channels in this run (pruning goes on if you fit again).", stacklevel=3)
+        if self.verbose and self.plan_ is not None:
+            print(self.plan_.table())
+
+    def _write_channels(self, masks: list[Any], p: Plan, ramp: tuple[int, int, int]) -> None:
+        """Each wrapper's ranks and counts (per output channel, from its group's removal order), the ramp and the plan's total."""
+        from tfprune.channel_mask import NEVER
+
+        cg = self._cg
+        where: dict[int, tuple[int, str]] = {}
+        for g in cg.prunable:
+            order = {c: r for r, c in enumerate(p.channels.get(g.name, []))}
+            for j, lab in enumerate(g.labels):
+                where[int(lab)] = (order.get(j, NEVER), g.name)
+        begin, end, freq = ramp
+        for m in masks:
+            node = cg.nodes.get(m.layer.name)
+            labels = cg.labels.get(node.outputs[0]) if node is not None and node.outputs else None
+            if labels is None or labels.size != m.channels:
+                raise ValueError(f"layer {m.layer.name!r} is wrapped for channel pruning but is not in the channel graph of "
+                                 f"{self.model.name!r}. Fix: wrap the plain model again, tfprune.wrap(model, granularity='channel')")
+            rank = np.array([where.get(int(lab), (NEVER, ""))[0] for lab in labels], dtype=np.int64)
+            count = np.array([len(p.channels.get(where.get(int(lab), (0, ""))[1], [])) for lab in labels], dtype=np.int64)
+            m.rank.assign(rank)
+            m.count.assign(count)
+            m.plan_total.assign(float(p.requested))
+            m.budget = p.budget
+            m.pruning_schedule.set(target_sparsity=min(float((rank < NEVER).sum()) / m.channels, 0.999999), begin_step=begin,
+                                   end_step=end, frequency=freq, initial_sparsity=0.0, power=self.power)
+        self.begin_step_, self.end_step_, self.frequency_ = begin, end, freq
+
+    def _masked_labels(self, model: Any = None) -> np.ndarray:
+        out = []
+        for m in channel_masks(self.model if model is None else model):
+            node = self._cg.nodes.get(m.layer.name)
+            out.append(self._cg.labels[node.outputs[0]][m.keep.numpy() == 0])
+        return np.unique(np.concatenate(out)) if out else np.zeros(0, np.int64)
+
+    def channels_masked(self, model: Any = None) -> dict[str, list[int]]:
+        """``{group: masked channel indices}`` now (what ``finalize()`` removes); default the trained model."""
+        masked = set(self._masked_labels(model).tolist())
+        out = {}
+        for g in self._cg.prunable:
+            idx = [j for j, lab in enumerate(g.labels) if int(lab) in masked]
+            if idx:
+                out[g.name] = idx
+        return out
+
+    def _log_channels(self, logs: dict | None) -> None:
+        from tfprune.structured.plan import CostModel
+
+        if not hasattr(self, "_cost"):
+            self._cost = CostModel(self._cg)
+        labels = self._masked_labels()
+        removed = self._cost.removed_mask(labels) if labels.size else np.zeros(self._cost.all_labels.size, bool)
+        macs, _ = self._cost.estimate(removed)
+        total = sum(g.channels for g in self._cg.prunable)
+        result = {"channels_masked": float(labels.size) / max(total, 1), "macs_masked": 1.0 - macs / self._cost.dense[0] if self._cost.dense[0] else 0.0}
+        if logs is not None:
+            logs.update(result)
+
+    # ------------------------------------------------------------ results
+    def finalize(self, model: Any = None, *, x: Any = None, atol: float = 1e-4) -> Any:
+        """The pruned model without wrappers: stripped (weight granularities) or physically smaller (channels).
+
+        Args:
+          model: default the model trained with this callback (never modified).
+          x: inputs for the exactness check of the shrunk model (channels; default random).
+          atol: tolerance of that check, relative to the output scale.
+
+        Channels: the masked channels of every group are removed by
+        `tfprune.shrink`, which checks that the smaller model computes what the
+        masked one computes; its `ShrinkReport` is kept in ``shrink_report_``.
+        """
+        from tfprune.wrap import strip
+
+        model = self.model if model is None else model
+        if model is None:
+            raise ValueError("finalize() needs the trained model: call it after fit, or pass model=")
+        plain = strip(model)
+        if not self.channel:
+            return plain
+        from tfprune.structured.graph import channel_graph
+        from tfprune.structured.shrink import shrink
+
+        if getattr(self, "_cg", None) is None or model is not self.model:
+            self._cg = channel_graph(plain, self.plan_kwargs["include_outputs"])
+        remove = self.channels_masked(model)
+        small, self.shrink_report_ = shrink(plain, remove=remove, include_outputs=self.plan_kwargs["include_outputs"], x=x, atol=atol)
+        return small

@@ -19,7 +19,6 @@ of weights; for ``channel`` the fraction of output channels).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -27,74 +26,36 @@ import numpy as np
 from tfprune.allocation import Allocation, allocate_sparsity, allocator_needs_scores, get_allocator
 from tfprune.granularity import Granularity, layer_units, parse_granularity
 from tfprune.importance import ImportanceScores, get_importance, score_layers
-from tfprune.report import Report, Table
+from tfprune.layers import prunable_layers
+from tfprune.plans import Plan
 from tfprune.schedule import _check_sparsity
 
-__all__ = ["Plan", "plan", "output_layer_names", "DEFAULT_IMPORTANCE", "DEFAULT_ALLOCATION"]
+__all__ = ["Plan", "plan", "output_layer_names", "DEFAULT_IMPORTANCE", "DEFAULT_ALLOCATION", "DEFAULT_CHANNEL_IMPORTANCE", "DEFAULT_CHANNEL_ALLOCATION"]
 
 DEFAULT_IMPORTANCE = "capacity"
 DEFAULT_ALLOCATION = "importance"
+DEFAULT_CHANNEL_IMPORTANCE = "l2"
+DEFAULT_CHANNEL_ALLOCATION = "uniform"
+
+
+def _plain_model(model: Any) -> Any:
+    from tfprune.wrap import is_wrapped, strip
+
+    return strip(model) if is_wrapped(model) else model
+
+
+def params_to_sparsity(model: Any, params: float) -> float:
+    """The weight sparsity that removes the fraction ``params`` of the model's parameters (wrapper variables not counted)."""
+    value = _check_sparsity(params, "params")
+    inv = model if isinstance(model, list) else prunable_layers(model)
+    prunable_total = sum(p.n_params for p in inv)
+    total = prunable_total if isinstance(model, list) else int(_plain_model(model).count_params())
+    sparsity = value * total / max(prunable_total, 1)
+    if sparsity >= 1.0:
+        raise ValueError(f"params={value} asks to remove {int(value * total)} parameters, but only {prunable_total} of the model's "
+                         f"{total} are prunable kernel weights. Fix: params < {prunable_total / total:.4f}")
+    return sparsity
 OUTPUT_REASON = "produces a model output: channel pruning would delete output units (classes). Fix: include_outputs=True to allow it"
-
-
-@dataclass
-class Plan(Report):
-    """Per-layer targets for one total sparsity, and how they were reached.
-
-    Attributes:
-      sparsity: the requested total (fraction of all prunable weights removed).
-      granularity: the mask rule the targets are in units of.
-      targets: per layer, fraction of its units removed (feed to the schedules).
-      n_params: per layer, kernel weights.
-      removed: per layer, kernel weights the masks will remove (exact).
-      n_units, unit_weights: per layer, units and weights per unit.
-      excluded: layers kept dense by the plan, with the reason.
-      importance: the `ImportanceScores` used (None for score-free allocators).
-      allocation: the `Allocation` in weights before rounding to units.
-      seconds: time to score and allocate.
-    """
-
-    sparsity: float
-    granularity: str
-    targets: dict[str, float]
-    n_params: dict[str, int]
-    removed: dict[str, int]
-    n_units: dict[str, int] = field(default_factory=dict)
-    unit_weights: dict[str, int] = field(default_factory=dict)
-    excluded: dict[str, str] = field(default_factory=dict)
-    importance: ImportanceScores | None = None
-    allocation: Allocation | None = None
-    seconds: float = 0.0
-
-    @property
-    def achieved(self) -> float:
-        """Removed weights / all prunable weights, as the masks will realize it."""
-        return sum(self.removed.values()) / float(max(sum(self.n_params.values()), 1))
-
-    @property
-    def allocator(self) -> str | None:
-        return None if self.allocation is None else self.allocation.method
-
-    def weight_sparsity(self) -> dict[str, float]:
-        """Per layer, fraction of its weights removed."""
-        return {k: self.removed[k] / self.n_params[k] for k in self.n_params}
-
-    def __getitem__(self, name: str) -> float:
-        return self.targets[name]
-
-    def _blocks(self) -> list:
-        head = (
-            f"plan: sparsity {self.sparsity:.4f} requested, {self.achieved:.4f} planned, granularity {self.granularity}, "
-            f"importance {self.importance.method if self.importance else '-'}, allocation {self.allocator or '-'}"
-        )
-        rows = []
-        for k, n in self.n_params.items():
-            imp = self.importance.scores.get(k) if self.importance else None
-            rows.append([k, n, imp, self.n_units.get(k), self.targets[k], self.removed[k] / n, self.excluded.get(k, "")])
-        return [head, Table(["layer", "weights", "importance", "units", "target (units)", "sparsity (weights)", "note"], rows)]
-
-    def _extra_dict(self) -> dict[str, Any]:
-        return {"achieved": self.achieved}
 
 
 # ----------------------------------------------------------------- outputs
@@ -222,10 +183,12 @@ def _resolve_scores(importance: Any, inv: Any, model: Any, data: Any, importance
 
 def plan(
     model: Any,
-    sparsity: float,
+    sparsity: float | None = None,
     *,
-    importance: str | ImportanceScores | Mapping[str, float] = DEFAULT_IMPORTANCE,
-    allocation: str = DEFAULT_ALLOCATION,
+    macs: float | None = None,
+    params: float | None = None,
+    importance: str | ImportanceScores | Mapping[str, float] | None = None,
+    allocation: str | None = None,
     granularity: str | Granularity = "unstructured",
     data: Any = None,
     min_density: float = 0.0,
@@ -235,12 +198,25 @@ def plan(
     importance_kwargs: Mapping[str, Any] | None = None,
     allocation_kwargs: Mapping[str, Any] | None = None,
     layers: Any = None,
+    min_channels: int = 1,
+    gamma: float = 1.0,
+    layer_importance: str = "capacity",
+    tolerance: float = 0.01,
+    max_iter: int = 4,
 ) -> Plan:
-    """Turn one total sparsity into per-layer targets (nothing in ``model`` changes).
+    """Turn one total into per-owner targets: layers for weight granularities, channel groups for ``channel``.
+
+    Nothing in ``model`` changes. Give exactly one budget:
+
+    * ``sparsity``: fraction of all prunable kernel weights removed (weight granularities);
+    * ``params``: fraction of the model's parameters removed (any granularity);
+    * ``macs``: fraction of the model's multiply-accumulates removed (``channel``:
+      only physical removal lowers MACs).
 
     Args:
       model: a tf-keras model (wrapped or not), or ``tfprune.prunable_layers(model)``.
       sparsity: fraction of all prunable weights to remove, in [0, 1).
+      macs, params: see above, in [0, 1).
       importance: a scorer name (``tfprune.importance.list_importance()``), an
         `ImportanceScores` (e.g. from `tfprune.score_layers`), or a dict of
         per-layer scores. Score-free allocators (uniform, global, lamp, erk,
@@ -256,15 +232,50 @@ def plan(
       importance_kwargs, allocation_kwargs: passed to the scorer / allocator.
       layers: restrict the plan to these prunable layers (a `LayerInventory`
         or list of `PrunableLayer`; default: all of the model's).
+      min_channels, gamma, layer_importance, tolerance, max_iter: channel plans:
+        channels every group keeps; exponent on group importance; the layer
+        scorer giving each group its importance (``allocation="importance"``);
+        accepted |achieved - requested|; shrinks at most to measure the total.
+
+    Under ``channel``: ``importance`` is a channel scorer
+    (``tfprune.importance.list_importance("channel")``, default ``"l2"``),
+    ``allocation`` the channel-group form of an allocator (default
+    ``"uniform"``; `tfprune.allocation.list_group_allocators`), and the
+    achieved total is measured with `tfprune.profile` on the shrunk model.
+    Elsewhere the defaults are ``importance="capacity"``, ``allocation="importance"``.
 
     Returns:
       A `Plan`. Under ``unstructured`` the planned total equals
       ``round(sparsity * N) / N`` exactly; under coarser rules it is the
       closest total whole units allow (``Plan.achieved``).
     """
-    from tfprune.layers import LayerInventory, prunable_layers
-
     t0 = time.perf_counter()
+    g = parse_granularity(granularity)
+    given = {k: v for k, v in (("sparsity", sparsity), ("macs", macs), ("params", params)) if v is not None}
+    if len(given) != 1:
+        raise ValueError(f"give exactly one budget: sparsity= (fraction of prunable weights removed), macs= or params= (fractions of the "
+                         f"model's MACs / parameters removed); got {sorted(given) or 'none'}")
+    (budget, value), = given.items()
+    if g.kind == "channel":
+        if budget == "sparsity":
+            raise ValueError("granularity='channel' removes whole channels: its budget is counted in MACs or parameters. "
+                             "Fix: tfprune.plan(model, macs=0.5, granularity='channel') (or params=0.5)")
+        from tfprune.structured.plan import plan_and_shrink
+
+        if isinstance(model, (list,)) or not hasattr(model, "get_config"):
+            raise TypeError("a channel plan needs the Keras model itself (its graph), not its prunable_layers()")
+        _check_sparsity(value, budget)
+        return plan_and_shrink(_plain_model(model), macs, params, importance=importance or DEFAULT_CHANNEL_IMPORTANCE,
+                               allocation=allocation or DEFAULT_CHANNEL_ALLOCATION, layer_importance=layer_importance, gamma=gamma,
+                               min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, max_iter=max_iter,
+                               data=data, importance_options=importance_kwargs)[0]
+    importance = DEFAULT_IMPORTANCE if importance is None else importance
+    allocation = DEFAULT_ALLOCATION if allocation is None else allocation
+    if budget == "macs":
+        raise ValueError(f"granularity={g.name!r} zeroes weights but keeps every multiply of the dense kernels: a MACs budget needs "
+                         "physical removal. Fix: granularity='channel' with macs=, or sparsity= / params= for weight sparsity")
+    if budget == "params":
+        sparsity = params_to_sparsity(model, value)
     sparsity = _check_sparsity(sparsity, "sparsity")
     get_allocator(allocation)  # validates the name
     if isinstance(importance, str):
@@ -272,6 +283,7 @@ def plan(
     g = parse_granularity(granularity)
     if g.kind == "frozen":
         raise ValueError("granularity 'frozen' keeps existing masks; it takes no plan. Use 'unstructured', 'block', 'channel' or 'N:M'.")
+    from tfprune.layers import LayerInventory
     if isinstance(model, (LayerInventory, list)):
         inv, keras_model = list(model), None
     else:
@@ -296,17 +308,10 @@ def plan(
         units[p.name], unit_w[p.name] = n_u, w_u
         if reason and g.kind == "n:m":
             excluded.setdefault(p.name, reason)
-    if g.kind == "channel" and not include_outputs and keras_model is not None:
-        for name in output_layer_names(keras_model):
-            if name in units:
-                excluded.setdefault(name, OUTPUT_REASON)
     if len(excluded) == len(names):
         raise ValueError(f"every prunable layer is excluded under granularity {g.name!r}: {excluded}")
-    # Bounds in weights: channel rules keep one channel; the caller's caps on top.
+    # Bounds in weights: the caller's caps.
     caps: dict[str, float] = {}
-    for p in inv:
-        if g.kind == "channel":
-            caps[p.name] = (units[p.name] - 1) / units[p.name]
     if max_sparsity is not None:
         if isinstance(max_sparsity, Mapping):
             unknown = sorted(set(max_sparsity) - set(names))
@@ -346,7 +351,7 @@ def plan(
             targets[k] = u / units[k]
             removed[k] = u * int(uw[i])
     return Plan(
-        sparsity=sparsity, granularity=g.name, targets=targets, n_params=dict(zip(names, n.tolist())), removed=removed,
+        requested=sparsity, granularity=g.name, targets=targets, n_params=dict(zip(names, n.tolist())), removed=removed,
         n_units=units, unit_weights=unit_w, excluded=excluded, importance=scores, allocation=alloc,
         seconds=time.perf_counter() - t0,
     )

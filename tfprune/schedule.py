@@ -20,7 +20,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 
 from tfprune._keras import keras
 
-__all__ = ["LayerwiseSchedule", "polynomial_sparsity"]
+__all__ = ["LayerwiseSchedule", "polynomial_sparsity", "ramp_tf", "update_due_tf"]
 
 
 def polynomial_sparsity(step: float, initial: float, target: float, begin: int, end: int, power: float) -> float:
@@ -68,6 +68,29 @@ def _check_int(value: Any, name: str, minimum: int) -> int:
     if v < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
+
+
+def update_due_tf(step: Any, begin: Any, end: Any, frequency: Any) -> Any:
+    """In-graph: True at steps ``begin, begin + frequency, ...`` up to ``end``, and at ``end`` itself (int64 scalars)."""
+    step = tf.cast(step, tf.int64)
+    in_range = tf.logical_and(step >= begin, step <= end)
+    on_turn = tf.logical_or(tf.equal(tf.math.floormod(step - begin, frequency), 0), tf.equal(step, end))
+    return tf.logical_and(in_range, on_turn)
+
+
+def ramp_tf(step: Any, begin: Any, end: Any, power: Any) -> Any:
+    """In-graph ramp value in [0, 1] (float64): ``1 - (1 - p) ** power``, ``p = (step - begin) / (end - begin)`` clipped; 1 from ``end`` on.
+
+    The one ramp of tfprune: a layer's sparsity is ``initial + (target - initial) * ramp``
+    (`LayerwiseSchedule`) and a channel group has ``round(planned * ramp)`` channels masked
+    (`tfprune.channel_mask.ChannelMask`); its numpy twin is
+    ``polynomial_sparsity(step, 0.0, 1.0, begin, end, power)``.
+    """
+    step = tf.cast(step, tf.int64)
+    span = tf.cast(tf.maximum(end - begin, 1), tf.float64)
+    p = tf.clip_by_value(tf.cast(step - begin, tf.float64) / span, 0.0, 1.0)
+    r = 1.0 - tf.pow(1.0 - p, tf.cast(power, tf.float64))
+    return tf.where(step >= end, tf.constant(1.0, tf.float64), r)
 
 
 class LayerwiseSchedule(_tfmot_sched.PruningSchedule):
@@ -197,11 +220,8 @@ class LayerwiseSchedule(_tfmot_sched.PruningSchedule):
     def __call__(self, step):
         """Return ``(should_prune, sparsity)`` tensors for tfmot's wrapper."""
         step = tf.cast(step, tf.int64)
-        begin, end, freq = self._begin, self._end, self._frequency
-        in_range = tf.logical_and(step >= begin, step <= end)
-        on_turn = tf.logical_or(tf.equal(tf.math.floormod(step - begin, freq), 0), tf.equal(step, end))
-        should_prune = tf.logical_and(in_range, on_turn)
-
+        begin, end = self._begin, self._end
+        should_prune = update_due_tf(step, begin, end, self._frequency)
         span = tf.cast(tf.maximum(end - begin, 1), tf.float32)
         p = tf.clip_by_value(tf.cast(step - begin, tf.float32) / span, 0.0, 1.0)
         p = tf.where(step >= end, tf.constant(1.0), p)

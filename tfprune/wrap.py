@@ -12,16 +12,18 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping, Union
 
+import numpy as np
 import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 from tfprune._keras import check_model, keras
+from tfprune.channel_mask import ChannelMask, foldable
 from tfprune.granularity import _check_block_size, parse_granularity
 from tfprune.layers import WRAPPER_PREFIX, _weight_kind, prunable_layers
 from tfprune.schedule import LayerwiseSchedule, _check_sparsity
 from tfprune.wrapper import PruneLayer
 
-__all__ = ["wrap", "strip", "is_wrapped", "wrappers"]
+__all__ = ["wrap", "strip", "is_wrapped", "wrappers", "channel_masks"]
 
 Selector = Union[str, type, "re.Pattern[str]"]
 
@@ -132,9 +134,25 @@ def wrappers(model: Any) -> list[Any]:
     return out
 
 
+def channel_masks(model: Any) -> list[Any]:
+    """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order."""
+    out: list[Any] = []
+
+    def visit(m: Any) -> None:
+        for layer in m.layers:
+            if isinstance(layer, ChannelMask):
+                if all(layer is not o for o in out):
+                    out.append(layer)
+            elif isinstance(layer, keras.Model):
+                visit(layer)
+
+    visit(model)
+    return out
+
+
 def is_wrapped(model: Any) -> bool:
-    """True when ``model`` holds at least one tfmot pruning wrapper."""
-    return bool(wrappers(model))
+    """True when ``model`` holds at least one pruning wrapper (tfmot's, or a `ChannelMask`)."""
+    return bool(wrappers(model)) or bool(channel_masks(model))
 
 
 def _copy_weights(src: Any, dst: Any) -> None:
@@ -142,17 +160,26 @@ def _copy_weights(src: Any, dst: Any) -> None:
     by_name = {}
     for layer in dst.layers:
         by_name[layer.name] = layer
-        if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+        if isinstance(layer, (pruning_wrapper.PruneLowMagnitude, ChannelMask)):
             by_name[layer.layer.name] = layer
     for s in src.layers:
         if not s.weights:
             continue
-        key = s.layer.name if isinstance(s, pruning_wrapper.PruneLowMagnitude) else s.name
+        key = s.layer.name if isinstance(s, (pruning_wrapper.PruneLowMagnitude, ChannelMask)) else s.name
         d = by_name.get(key)
         if d is None:
             raise RuntimeError(f"internal error: cloned model has no layer {key!r}")
         if isinstance(s, keras.Model) and not isinstance(s, pruning_wrapper.PruneLowMagnitude):
             _copy_weights(s, d)
+            continue
+        if isinstance(s, ChannelMask):
+            if isinstance(d, ChannelMask):  # wrapped -> wrapped: every value (keep, ranks, ramp, step)
+                d.set_weights(s.get_weights())
+            else:  # stripped: the keep-vector folded into the weights
+                d.set_weights(s.folded_weights())
+            continue
+        if isinstance(d, ChannelMask):
+            d.layer.set_weights(s.get_weights())
             continue
         if isinstance(s, pruning_wrapper.PruneLowMagnitude):
             masks = {id(w): m for w, m, _ in s.pruning_vars}
@@ -183,6 +210,7 @@ def wrap(
     frequency: int = 10,
     initial_sparsity: float = 0.0,
     power: float = 3.0,
+    include_outputs: bool = False,
 ) -> Any:
     """Return a copy of ``model`` whose prunable layers carry tfmot pruning wrappers.
 
@@ -237,6 +265,11 @@ def wrap(
         if granularity == "unstructured" and block_size != (1, 1):
             granularity = "block"
     g = parse_granularity(granularity, block_size)
+    if g.kind == "channel":
+        if targets is not None:
+            raise ValueError("targets= sets per-layer weight sparsities; under granularity='channel' the Pruning callback plans the "
+                             "channel groups. Fix: drop targets= and pass macs=/params= to tfprune.Pruning (or tfprune.plan).")
+        return _wrap_channels(model, inc, exc, include_outputs)
     # Targets: resolve to {name: sparsity} over the prunable names.
     names = set(inventory.names)
     if targets is None:
@@ -285,6 +318,37 @@ def wrap(
     return new_model
 
 
+def _wrap_channels(model: Any, inc: list[Any] | None, exc: list[Any] | None, include_outputs: bool) -> Any:
+    """`wrap` under ``channel``: a `ChannelMask` on each weighted layer whose output holds a prunable group's channels."""
+    from tfprune.structured.graph import channel_graph
+
+    cg = channel_graph(model, include_outputs)
+    prunable = np.concatenate([g.labels for g in cg.prunable] or [np.zeros(0, np.int64)])
+    if not prunable.size:
+        reasons = sorted({r for reason in cg.frozen.values() for r in reason.split("; ")})[:4]
+        raise ValueError(f"model {model.name!r} has no channel group tfprune can remove: all {len(cg.groups)} are frozen ({'; '.join(reasons)}). "
+                         "See tfprune.channel_graph(model).table(). Fix: build the frozen blocks from Keras built-in layers, or pass "
+                         "include_outputs=True if only the outputs are left")
+    chosen: set[int] = set()
+    for name, node in cg.nodes.items():
+        src = cg.graph.sources.get(name)
+        if src is None or not src.weights or not node.outputs or node.outputs[0] not in cg.labels:
+            continue
+        if not np.isin(cg.labels[node.outputs[0]], prunable).any() or not foldable(src):
+            continue
+        if (inc is not None and not _matches(src, inc)) or (exc is not None and _matches(src, exc)):
+            continue
+        chosen.add(id(src))
+
+    def wrap_layer(layer: Any) -> Any:
+        new = _clone_layer(layer)
+        return ChannelMask(new) if id(layer) in chosen else new
+
+    if not chosen:
+        raise ValueError("include/exclude selected no layer of a prunable channel group. See tfprune.channel_graph(model).table().")
+    return _rebuild(model, wrap_layer)
+
+
 def _strip_prefix(name: str) -> str:
     return name[len(WRAPPER_PREFIX):] if name.startswith(WRAPPER_PREFIX) else name
 
@@ -299,7 +363,7 @@ def strip(model: Any) -> Any:
     check_model(model)
 
     def unwrap_layer(layer: Any) -> Any:
-        if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+        if isinstance(layer, (pruning_wrapper.PruneLowMagnitude, ChannelMask)):
             inner = _clone_layer(layer.layer)
             if not hasattr(inner, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
                 inner._batch_input_shape = layer._batch_input_shape

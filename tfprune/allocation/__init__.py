@@ -2,7 +2,9 @@
 
 ``uniform``, ``global``, ``global_ratio``, ``lamp``, ``erk``, ``importance``,
 ``importance_fansum``, ``output_error``.
-A new allocator is one module that decorates ``fn(problem) -> removals`` with
+Allocators that also plan channel groups register their group form with
+``@register_group_keys("name")`` (``uniform``, ``global``, ``global_ratio``,
+``lamp``, ``importance``). A new allocator is one module that decorates ``fn(problem) -> removals`` with
 ``@register_allocator("name")`` and is imported here.
 """
 
@@ -14,9 +16,12 @@ from tfprune.allocation.base import (
     allocator_needs_scores,
     fill_to_budget,
     get_allocator,
+    group_keys,
     integerize,
     list_allocators,
+    list_group_allocators,
     register_allocator,
+    register_group_keys,
 )
 
 __all__ = [
@@ -26,7 +31,10 @@ __all__ = [
     "allocator_needs_scores",
     "fill_to_budget",
     "get_allocator",
+    "group_keys",
     "integerize",
     "list_allocators",
+    "list_group_allocators",
     "register_allocator",
+    "register_group_keys",
 ]

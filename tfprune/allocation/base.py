@@ -27,6 +27,9 @@ __all__ = [
     "register_allocator",
     "get_allocator",
     "list_allocators",
+    "list_group_allocators",
+    "group_keys",
+    "register_group_keys",
     "fill_to_budget",
     "integerize",
 ]
@@ -151,6 +154,44 @@ def register_allocator(name: str, needs_scores: bool = False) -> Callable[[Alloc
         return fn
 
     return deco
+
+
+GroupKeysFn = Callable[[list[np.ndarray], np.ndarray, float], list[np.ndarray]]
+_GROUP_KEYS: dict[str, GroupKeysFn] = {}
+
+
+def register_group_keys(name: str) -> Callable[[GroupKeysFn], GroupKeysFn]:
+    """Decorator: the channel-group form of the registered allocator ``name``.
+
+    ``fn(scores, importances, gamma) -> keys``: ``scores`` one array (C_g,) of
+    channel importances per group (higher = keep), ``importances`` (G,) the
+    groups' importances (ones when the allocator ignores them); returns one
+    removal key per channel (lower = removed first), on one scale across
+    groups: the planner removes the channels with the lowest keys until the
+    MACs/params budget is met. The same name means the same rule at both
+    granularities: the layer form allocates weights, this form channels.
+    """
+
+    def deco(fn: GroupKeysFn) -> GroupKeysFn:
+        if name not in _ALLOCATORS:
+            raise ValueError(f"register the allocator {name!r} (its layer form) before its channel-group form")
+        _GROUP_KEYS[name] = fn
+        return fn
+
+    return deco
+
+
+def group_keys(name: str) -> GroupKeysFn:
+    """The channel-group form of allocator ``name`` (see `register_group_keys`)."""
+    get_allocator(name)
+    if name not in _GROUP_KEYS:
+        raise ValueError(f"allocation {name!r} allocates weights only; for channel groups choose one of {list_group_allocators()}")
+    return _GROUP_KEYS[name]
+
+
+def list_group_allocators() -> list[str]:
+    """Allocators that also plan channel groups."""
+    return sorted(_GROUP_KEYS)
 
 
 def get_allocator(name: str) -> AllocatorFn:

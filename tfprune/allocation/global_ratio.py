@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfprune.allocation.base import AllocationProblem, register_allocator
+from tfprune.allocation.base import AllocationProblem, register_allocator, register_group_keys
 from tfprune.allocation.magnitude_rules import global_top_k, lamp_scores
 
 __all__ = ["NORMALIZATIONS", "normalized_scores", "energy_removed_scores"]
@@ -94,3 +94,16 @@ def global_ratio(problem: AllocationProblem) -> np.ndarray:
     if norm not in NORMALIZATIONS:
         raise ValueError(f"normalization must be one of {list(NORMALIZATIONS)}, got {norm!r}")
     return global_top_k([normalized_scores(k, norm) for k in problem.require_kernels("global_ratio")], problem)
+
+
+def max_normalised(scores: np.ndarray) -> np.ndarray:
+    """``s / max(s)`` (all ones for an all-zero group: nothing to tell its channels apart)."""
+    s = np.asarray(scores, dtype=np.float64)
+    top = float(s.max()) if s.size else 0.0
+    return s / top if top > 0 else np.ones_like(s)
+
+
+@register_group_keys("global_ratio")
+def global_ratio_groups(scores: list[np.ndarray], importances: np.ndarray, gamma: float = 1.0) -> list[np.ndarray]:
+    """One threshold on channel scores normalised by their group's largest (``s / max(s_g)``)."""
+    return [max_normalised(s) for s in scores]

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from tfprune.allocation.base import AllocationProblem, register_allocator
+from tfprune.allocation.base import AllocationProblem, register_allocator, register_group_keys
 
 
 def lamp_scores(weights: np.ndarray) -> np.ndarray:
@@ -78,3 +78,37 @@ def importance(problem: AllocationProblem) -> np.ndarray:
     weight = np.power(np.maximum(scores, 1e-12) / max(float(scores.max()), 1e-12), gamma)
     kernels = problem.require_kernels("importance")
     return global_top_k([lamp_scores(k) * w for k, w in zip(kernels, weight)], problem)
+
+
+@register_group_keys("global")
+def global_groups(scores: list[np.ndarray], importances: np.ndarray, gamma: float = 1.0) -> list[np.ndarray]:
+    """One threshold on the raw channel scores across groups."""
+    return [np.asarray(s, dtype=np.float64) for s in scores]
+
+
+@register_group_keys("lamp")
+def lamp_groups(scores: list[np.ndarray], importances: np.ndarray, gamma: float = 1.0) -> list[np.ndarray]:
+    """LAMP scores of the channels within each group (on the channel scores), one threshold."""
+    return [lamp_scores(np.asarray(s, dtype=np.float64)) for s in scores]
+
+
+@register_group_keys("importance")
+def importance_groups(scores: list[np.ndarray], importances: np.ndarray, gamma: float = 1.0) -> list[np.ndarray]:
+    """Rank keys ``(i + 1) / n`` times ``w_g = (I_g / max I) ** gamma``, one threshold ``t``.
+
+    Group ``g`` loses the fraction ``min(t / w_g, 1)`` of its channels: sparsity
+    inversely proportional to importance; equal importances give ``uniform``.
+    The weight form uses LAMP keys; on channel groups LAMP keys times ``w_g``
+    emptied whole stages (max-normalised channel scores sit in a narrow band),
+    so the group form weights the rank keys instead.
+    """
+    from tfprune.allocation.uniform import rank_keys
+
+    imp = np.asarray(importances, dtype=np.float64)
+    if imp.shape != (len(scores),):
+        raise ValueError(f"allocation='importance' needs one importance per group: got {imp.shape[0] if imp.ndim else 0} for {len(scores)} groups")
+    if not np.isfinite(imp).all() or (imp < 0).any():
+        raise ValueError(f"group importances must be finite and >= 0, got {imp.tolist()}")
+    weight = (imp / imp.max()) ** float(gamma) if imp.max() > 0 else np.ones_like(imp)
+    weight = np.maximum(weight, 1e-12)  # a zero importance: removed first, but its min_channels stay
+    return [rank_keys(s) * w for s, w in zip(scores, weight)]

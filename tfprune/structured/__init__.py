@@ -5,30 +5,26 @@ together (`tfprune.structured.graph`); `shrink(model)` removes the masked
 channels for real and checks the smaller model computes the same
 (`tfprune.structured.shrink`); `channel_importance(model)` scores each
 group's channels by the magnitude of all the weights they take with them
-(`tfprune.structured.importance`); `plan_channels(model, macs=0.5)` decides
+(`tfprune.structured.importance`); `tfprune.plan(model, macs=0.5, granularity="channel")` decides
 how many channels each group loses under one MACs/params target
-(`tfprune.structured.plan`); `prune_channels` is the one-shot path: plan,
-shrink, fine-tune, report (`tfprune.structured.prune`); `ChannelPruning` is
-the gradual path: a ``fit`` callback that masks whole groups along a ramp,
-then ``callback.shrink()`` removes them (`tfprune.structured.gradual`).
+(search and cost model in `tfprune.structured.plan`); `prune_channels` is the
+one-shot path: plan, shrink, fine-tune, report (`tfprune.structured.prune`);
+the gradual path is the one `tfprune.Pruning` callback on a model wrapped
+with ``granularity="channel"``, then ``finalize()``
+(`prune_channels_gradually` runs it end to end).
 """
 
-from tfprune.structured.gradual import ChannelPruning, GradualStatus
+from tfprune.structured.gradual import prune_channels_gradually
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
 from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
-from tfprune.structured.plan import ChannelPlan, GroupPlan, plan_channels
 from tfprune.structured.prune import PruneChannelsReport, prune_channels
 from tfprune.structured.shrink import GroupChange, ShrinkReport, mask_channels, removable_channels, shrink
 
 __all__ = [
     "ChannelGraph",
     "ChannelGroup",
-    "ChannelPlan",
-    "ChannelPruning",
     "ChannelScores",
-    "GradualStatus",
     "GroupChange",
-    "GroupPlan",
     "PruneChannelsReport",
     "ShrinkReport",
     "channel_graph",
@@ -36,8 +32,8 @@ __all__ = [
     "list_channel_importance",
     "lowest_channels",
     "mask_channels",
-    "plan_channels",
     "prune_channels",
+    "prune_channels_gradually",
     "removable_channels",
     "shrink",
 ]

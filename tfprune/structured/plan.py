@@ -1,14 +1,21 @@
-"""`plan_channels`: how many channels each group loses, under one total MACs (or params) target.
+"""Channel plans: how many channels each group loses, under one total MACs (or params) target.
+
+The entry is ``tfprune.plan(model, macs=0.5, granularity="channel")``; this module
+holds the search and the cost model it uses.
 
 Flow. Every prunable group's channels are scored (`channel_importance`:
 ``"l2"``/``"l1"`` over all coupled weights, ``"bn_scale"``, or with ``data``
-``"taylor"`` / ``"obs"``). An **allocation** turns the
+``"taylor"`` / ``"obs"``). An **allocation** (the channel-group form of a `tfprune.allocation`
+allocator, `register_group_keys`) turns the
 scores into one *removal key* per channel (lower = removed first), the same
 scale in every group:
 
 * ``"uniform"``: the same fraction of every group: the channel ranked ``i``
   (ascending score, from 0) in a group of ``n`` gets the key ``(i + 1) / n``;
-* ``"global"``: one threshold on normalised scores: ``s / max(s_group)``;
+* ``"global"``: one threshold on the raw channel scores;
+* ``"global_ratio"``: one threshold on normalised scores: ``s / max(s_group)``
+  (the channel ``"global"`` of earlier versions);
+* ``"lamp"``: one threshold on LAMP scores of the channel scores;
 * ``"importance"`` (How Compact?, Jung, Kim & Choe 2019, **our formula** at
   channel level): the uniform key times ``w_g = (I_g / max I) ** gamma``,
   ``I_g`` the group's importance: the mean layer importance (default
@@ -41,66 +48,24 @@ reports requested vs achieved. The model is only read.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
 import numpy as np
 
 from tfprune._keras import keras
+from tfprune.allocation import group_keys
+from tfprune.plans import Plan
 from tfprune.profile import profile
-from tfprune.report import Report, Table
 from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
 from tfprune.structured.importance import channel_importance
 
-__all__ = [
-    "ALLOCATIONS",
-    "ChannelPlan",
-    "GroupPlan",
-    "allocation_keys",
-    "group_importance",
-    "plan_channels",
-    "removal_order",
-    "smallest_prefix",
-]
+__all__ = ["group_importance", "plan_and_shrink", "removal_order", "smallest_prefix", "CostModel"]
 
 L = keras.layers
-ALLOCATIONS = ("importance", "uniform", "global")
 
 
 # ------------------------------------------------------------ numpy math
-def uniform_keys(scores: np.ndarray) -> np.ndarray:
-    """Key of each channel under ``uniform``: ``(rank + 1) / n``, rank 0 = lowest score (stable for ties)."""
-    s = np.asarray(scores, dtype=np.float64)
-    keys = np.empty(s.size)
-    keys[np.argsort(s, kind="stable")] = (np.arange(s.size) + 1.0) / max(s.size, 1)
-    return keys
-
-
-def normalised_scores(scores: np.ndarray) -> np.ndarray:
-    """``s / max(s)`` (all ones for an all-zero group: nothing to tell its channels apart)."""
-    s = np.asarray(scores, dtype=np.float64)
-    top = float(s.max()) if s.size else 0.0
-    return s / top if top > 0 else np.ones_like(s)
-
-
-def allocation_keys(scores: list[np.ndarray], allocation: str, importances: np.ndarray | None = None, gamma: float = 1.0) -> list[np.ndarray]:
-    """Per group, the removal key of each channel (lower = removed first; see the module docstring)."""
-    if allocation == "uniform":
-        return [uniform_keys(s) for s in scores]
-    if allocation == "global":
-        return [normalised_scores(s) for s in scores]
-    if allocation == "importance":
-        if importances is None or len(importances) != len(scores):
-            raise ValueError("allocation='importance' needs one importance per group")
-        imp = np.asarray(importances, dtype=np.float64)
-        if not np.isfinite(imp).all() or (imp < 0).any():
-            raise ValueError(f"group importances must be finite and >= 0, got {imp.tolist()}")
-        weight = (imp / imp.max()) ** float(gamma) if imp.max() > 0 else np.ones_like(imp)
-        weight = np.maximum(weight, 1e-12)  # a zero importance: removed first, but its min_channels stay
-        return [uniform_keys(s) * w for s, w in zip(scores, weight)]
-    raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
-
-
 def removal_order(keys: list[np.ndarray], min_channels: int) -> tuple[np.ndarray, np.ndarray]:
     """``(group, channel)`` arrays of every removable channel, lowest key first.
 
@@ -154,7 +119,7 @@ def group_importance(producers: list[list[str]], layer_scores: Mapping[str, floa
 
 # ------------------------------------------------------------ cost model
 @dataclass
-class _LayerCost:
+class LayerCost:
     name: str
     kind: str  # "bilinear" (in x out), "separable", "out" (scales with the output channels), "in"
     macs: float
@@ -168,7 +133,7 @@ class _LayerCost:
     key_out: TensorKey | None = None
 
 
-class _CostModel:
+class CostModel:
     """MACs and params of the shrunk model for any set of removed channels, without building it."""
 
     def __init__(self, cg: ChannelGraph) -> None:
@@ -177,7 +142,7 @@ class _CostModel:
         all_labels = np.unique(np.concatenate([v for v in cg.labels.values()] or [np.zeros(0, np.int64)]))
         self.all_labels = all_labels
         self.index = {k: np.searchsorted(all_labels, v) for k, v in cg.labels.items()}
-        self.layers: list[_LayerCost] = []
+        self.layers: list[LayerCost] = []
         self.fixed_params = 0.0
         for name, node in cg.nodes.items():
             layer = cg.flat.get_layer(name)
@@ -193,20 +158,20 @@ class _CostModel:
                 if isinstance(layer, (L.SeparableConv1D, L.SeparableConv2D)):
                     dw = float(np.prod(layer.depthwise_kernel.shape))
                     pw = float(np.prod(layer.pointwise_kernel.shape))
-                    self.layers.append(_LayerCost(name, "separable", macs, pw, bias, 0.0, float(np.prod(layer.kernel_size)), n_in, n_out, kin, kout))
-                    self.layers.append(_LayerCost(name, "in", 0.0, dw, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
+                    self.layers.append(LayerCost(name, "separable", macs, pw, bias, 0.0, float(np.prod(layer.kernel_size)), n_in, n_out, kin, kout))
+                    self.layers.append(LayerCost(name, "in", 0.0, dw, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
                 else:
-                    self.layers.append(_LayerCost(name, "bilinear", macs, n_params - bias, bias, 0.0, 0.0, n_in, n_out, kin, kout))
+                    self.layers.append(LayerCost(name, "bilinear", macs, n_params - bias, bias, 0.0, 0.0, n_in, n_out, kin, kout))
             elif node.kind == PRODUCER:  # Embedding: rows are indices, columns the output channels
-                self.layers.append(_LayerCost(name, "out", macs, n_params, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
+                self.layers.append(LayerCost(name, "out", macs, n_params, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
             elif node.kind in (DEPTHWISE, VALUE) and kout is not None:
                 per_channel = n_params if node.kind == DEPTHWISE else sum(
                     float(np.prod(w.shape)) for w in layer.weights if w.shape.rank and int(w.shape[-1]) == n_out)
-                self.layers.append(_LayerCost(name, "out", macs, per_channel, 0.0, n_params - per_channel, 0.0, n_in, n_out, kin, kout))
+                self.layers.append(LayerCost(name, "out", macs, per_channel, 0.0, n_params - per_channel, 0.0, n_in, n_out, kin, kout))
             else:
                 self.fixed_params += n_params
                 if macs:
-                    self.layers.append(_LayerCost(name, "out", macs, 0.0, 0.0, 0.0, 0.0, n_in, n_out, None, None))
+                    self.layers.append(LayerCost(name, "out", macs, 0.0, 0.0, 0.0, 0.0, n_in, n_out, None, None))
         self.dense = self.estimate(np.zeros(all_labels.size, bool))
 
     def removed_mask(self, labels: np.ndarray) -> np.ndarray:
@@ -242,93 +207,6 @@ class _CostModel:
         return macs, params + self.fixed_params
 
 
-# ------------------------------------------------------------ the report
-@dataclass
-class GroupPlan:
-    """One prunable group in a `ChannelPlan`."""
-
-    group: str
-    channels: int
-    removed: int
-    importance: float
-
-    @property
-    def kept(self) -> int:
-        return self.channels - self.removed
-
-
-@dataclass
-class ChannelPlan(Report):
-    """Per-group channel counts for one total target, with the target requested and achieved.
-
-    Attributes:
-      model_name: the input model's name.
-      target: ``"macs"`` or ``"params"``: what the fraction removed is a fraction of.
-      requested, achieved: fraction of that total removed, asked and measured
-        (`tfprune.profile` of the shrunk model).
-      allocation, importance, layer_importance: how the channels were chosen.
-      macs_before, macs_after, params_before, params_after: `tfprune.profile` totals
-        (before: the model; after: the shrunk model).
-      groups: one `GroupPlan` per prunable group.
-      remove: ``{group name: channel indices}`` for `shrink(model, remove=...)`.
-      frozen: group name -> why it cannot be pruned.
-      iterations: shrinks it took to reach the target; seconds: time taken.
-      notes: the channel scorer's notes (fallbacks, layers it skipped).
-    """
-
-    model_name: str
-    target: str
-    requested: float
-    achieved: float
-    allocation: str
-    importance: str
-    layer_importance: str
-    macs_before: int
-    macs_after: int
-    params_before: int
-    params_after: int
-    groups: list[GroupPlan] = field(default_factory=list)
-    remove: dict[str, list[int]] = field(default_factory=dict)
-    frozen: dict[str, str] = field(default_factory=dict)
-    tolerance: float = 0.0
-    iterations: int = 0
-    seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
-
-    @property
-    def macs_removed(self) -> float:
-        return 1.0 - self.macs_after / self.macs_before if self.macs_before else 0.0
-
-    @property
-    def params_removed(self) -> float:
-        return 1.0 - self.params_after / self.params_before if self.params_before else 0.0
-
-    def _extra_dict(self) -> dict[str, Any]:
-        return {"macs_removed": self.macs_removed, "params_removed": self.params_removed}
-
-    def _blocks(self) -> list[str | Table]:
-        miss = abs(self.achieved - self.requested) > self.tolerance
-        out: list[str | Table] = [
-            f"channel plan for {self.model_name!r}: {self.target} removed {self.achieved:.3f} (requested {self.requested:.3f}"
-            f"{', MISSED: see below' if miss else ''}); allocation {self.allocation!r}, channel scores {self.importance!r}"
-            + (f", group importance {self.layer_importance!r}" if self.allocation == "importance" else ""),
-            Table(["", "before", "after", "removed"], [
-                ["MACs", self.macs_before, self.macs_after, f"{self.macs_removed:.1%}"],
-                ["params", self.params_before, self.params_after, f"{self.params_removed:.1%}"],
-            ], "lrrr"),
-            Table(["group", "channels", "removed", "kept", "importance"],
-                  [[g.group, g.channels, g.removed, g.kept, g.importance] for g in self.groups], "lrrrr"),
-        ]
-        if self.frozen:
-            out.append(f"{len(self.frozen)} frozen groups (never pruned): " + "; ".join(f"{k}: {v}" for k, v in list(self.frozen.items())[:8])
-                       + (" ..." if len(self.frozen) > 8 else ""))
-        out += self.notes
-        if miss:
-            out.append(f"the target was missed by more than {self.tolerance:.3f}: the prunable groups cannot reach it (frozen groups, "
-                       "min_channels) or one channel step is larger than the tolerance. Fix: lower the target or min_channels")
-        return out
-
-
 # ------------------------------------------------------------ planning
 def _check_args(macs: float | None, params: float | None, allocation: str, min_channels: int) -> tuple[str, float]:
     if (macs is None) == (params is None):
@@ -336,8 +214,7 @@ def _check_args(macs: float | None, params: float | None, allocation: str, min_c
     target, frac = ("macs", macs) if macs is not None else ("params", params)
     if not 0.0 <= float(frac) < 1.0:
         raise ValueError(f"{target}= is the fraction removed, in [0, 1); got {frac}")
-    if allocation not in ALLOCATIONS:
-        raise ValueError(f"unknown allocation {allocation!r}; choose one of {ALLOCATIONS}")
+    group_keys(allocation)  # validates the name: an allocator with a channel-group form
     if int(min_channels) < 1:
         raise ValueError(f"min_channels must be >= 1 (a layer needs a channel), got {min_channels}")
     return target, float(frac)
@@ -359,8 +236,13 @@ def plan_and_shrink(
     x: Any = None,
     data: Any = None,
     importance_options: Mapping[str, Any] | None = None,
-) -> tuple[ChannelPlan, Any, Any]:
-    """`plan_channels`, also returning the shrunk model and its `ShrinkReport`: ``(plan, small_model, shrink_report)``."""
+) -> tuple[Plan, Any, Any]:
+    """Plan channel groups under one MACs/params target; ``(plan, small_model, shrink_report)``.
+
+    The public entry is ``tfprune.plan(model, macs=..., granularity="channel")``;
+    see the module docstring for the algorithm and `tfprune.plan` for the arguments.
+    The achieved total is measured on the shrunk model (returned with its `ShrinkReport`).
+    """
     from tfprune.structured.shrink import shrink
 
     t0 = time.perf_counter()
@@ -389,10 +271,10 @@ def plan_and_shrink(
         imps = group_importance([g.producers for g in groups], layer_scores)
     else:
         imps = np.ones(len(groups))
-    keys = allocation_keys(per_group, allocation, imps, gamma)
+    keys = group_keys(allocation)(per_group, imps, gamma)
     order_g, order_c = removal_order(keys, min_channels)
     labels = np.asarray([int(groups[g].labels[c]) for g, c in zip(order_g, order_c)], dtype=np.int64)
-    cost = _CostModel(cg)
+    cost = CostModel(cg)
     pos = cost.removed_mask(labels) if labels.size else np.zeros(cost.all_labels.size, bool)
     label_index = np.searchsorted(cost.all_labels, labels)
     which = 0 if target == "macs" else 1
@@ -410,25 +292,28 @@ def plan_and_shrink(
         k = smallest_prefix(estimate, labels.size, est_goal)
         if k > 0 and abs(estimate(k - 1) - est_goal) < abs(estimate(k) - est_goal):
             k -= 1  # one channel short of the goal is closer than one past it
-        remove: dict[str, list[int]] = {}
+        order: dict[str, list[int]] = {}
         for g, c in zip(order_g[:k], order_c[:k]):
-            remove.setdefault(groups[g].name, []).append(int(c))
-        remove = {n: sorted(v) for n, v in remove.items()}
+            order.setdefault(groups[g].name, []).append(int(c))
+        remove = {n: sorted(v) for n, v in order.items()}
         small, rep = shrink(model, remove, include_outputs=include_outputs, x=x) if remove else _unchanged(model, include_outputs, x)
         total_before = rep.macs_before if target == "macs" else rep.params_before
         total_after = rep.macs_after if target == "macs" else rep.params_after
         achieved = 1.0 - total_after / total_before if total_before else 0.0
-        best = (remove, small, rep, achieved, it)
+        best = (order, small, rep, achieved, it)
         if abs(achieved - frac) <= tolerance or k >= labels.size or abs(estimate(k) - total_after) <= 0.5:
             break  # on target, nothing left to remove, or the estimate was exact (another search finds the same k)
         est_goal += goal - total_after  # correct the estimate's target by the measured miss
-    remove, small, rep, achieved, iters = best
-    n_removed = {n: len(v) for n, v in remove.items()}
-    plan = ChannelPlan(
-        model.name, target, frac, float(achieved), allocation, importance, layer_importance if allocation == "importance" else "",
-        rep.macs_before, rep.macs_after, rep.params_before, rep.params_after,
-        [GroupPlan(g.name, g.channels, n_removed.get(g.name, 0), float(i)) for g, i in zip(groups, imps)],
-        remove, cg.frozen, float(tolerance), iters, time.perf_counter() - t0, list(scores.notes),
+    order, small, rep, achieved, iters = best
+    names = [g.name for g in groups]
+    plan = Plan(
+        requested=frac, granularity="channel", targets={g.name: len(order.get(g.name, [])) / g.channels for g in groups},
+        n_units={**{g.name: g.channels for g in groups}, **{g.name: g.channels for g in cg.groups if not g.prunable}},
+        unit_weights={}, excluded=dict(cg.frozen), seconds=time.perf_counter() - t0, budget=target, allocator_name=allocation,
+        channels={n: order.get(n, []) for n in names}, group_importance={n: float(i) for n, i in zip(names, imps)},
+        measured=float(achieved), macs_before=rep.macs_before, macs_after=rep.macs_after, params_before=rep.params_before,
+        params_after=rep.params_after, importance_name=importance, layer_importance=layer_importance if allocation == "importance" else "",
+        tolerance=float(tolerance), iterations=iters, notes=list(scores.notes), model_name=model.name,
     )
     return plan, small, rep
 
@@ -437,51 +322,3 @@ def _unchanged(model: Any, include_outputs: bool, x: Any) -> tuple[Any, Any]:
     from tfprune.structured.shrink import shrink
 
     return shrink(model, {}, include_outputs=include_outputs, x=x)
-
-
-def plan_channels(
-    model: Any,
-    macs: float | None = None,
-    params: float | None = None,
-    *,
-    importance: str = "l2",
-    allocation: str = "uniform",
-    layer_importance: str = "capacity",
-    gamma: float = 1.0,
-    min_channels: int = 1,
-    include_outputs: bool = False,
-    tolerance: float = 0.01,
-    max_iter: int = 4,
-    data: Any = None,
-    importance_options: Mapping[str, Any] | None = None,
-) -> ChannelPlan:
-    """Per-group channel counts (and which channels) removing the fraction ``macs`` of MACs (or ``params`` of parameters).
-
-    Args:
-      model: a tf-keras model (not modified).
-      macs: fraction of the model's MACs to remove, e.g. ``0.5``; or
-      params: fraction of its parameters to remove (give exactly one).
-      importance: channel scorer within a group (``"l2"``, ``"l1"``, ``"bn_scale"``;
-        with ``data``: ``"taylor"``, ``"obs"``; see `channel_importance`).
-      allocation: ``"uniform"`` (default), ``"importance"`` (How Compact?-style:
-        a group's fraction removed inversely proportional to its importance)
-        or ``"global"`` (see the module docstring for each formula and
-        benchmarks/structured.py for how they compare after fine-tuning).
-      layer_importance: the layer scorer from `tfprune.importance` giving each
-        group its importance (mean over its producing layers). A data scorer
-        (``"capacity_activation"``) reads ``data``.
-      gamma: exponent on the normalised group importance.
-      min_channels: channels every group keeps at least.
-      include_outputs: also prune the groups of the model's outputs.
-      tolerance: acceptable |achieved - requested| (fraction of the total).
-      max_iter: shrinks at most (each corrects the estimate by the measured miss).
-      data: calibration data for a data scorer (``"taylor"``: ``(x, y)``; ``"obs"``: ``x``) and for a data
-        ``layer_importance``.
-      importance_options: options of the channel scorer (`channel_importance`'s ``**options``).
-
-    Returns a `ChannelPlan`; ``plan.remove`` goes to `shrink(model, remove=...)`
-    and ``plan.achieved`` is measured on the shrunk model.
-    """
-    return plan_and_shrink(model, macs, params, importance=importance, allocation=allocation, layer_importance=layer_importance,
-                           gamma=gamma, min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance,
-                           max_iter=max_iter, data=data, importance_options=importance_options)[0]

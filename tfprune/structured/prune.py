@@ -24,8 +24,9 @@ import numpy as np
 
 from tfprune import data as _data
 from tfprune._keras import check_model
+from tfprune.plans import Plan
 from tfprune.report import Report, Table
-from tfprune.structured.plan import ChannelPlan, plan_and_shrink
+from tfprune.structured.plan import plan_and_shrink
 
 __all__ = ["PruneChannelsReport", "prune_channels", "top1_accuracy"]
 
@@ -45,7 +46,7 @@ class PruneChannelsReport(Report):
     """What `prune_channels` did: the plan (per-group table), the shrink check, fine-tuning, accuracies.
 
     Attributes:
-      plan: the `ChannelPlan` (requested vs achieved, per-group counts, MACs/params).
+      plan: the channel `Plan` (requested vs achieved, per-group counts, MACs/params).
       max_abs_diff: the shrink check (shrunk vs masked model outputs).
       finetune_epochs, finetune_seconds: the fine-tuning done (0 for none).
       acc_before, acc_shrunk, acc_after: top-1 accuracy of the input model,
@@ -57,7 +58,7 @@ class PruneChannelsReport(Report):
         re-estimated (``recalibrate_bn``); 0 for none.
     """
 
-    plan: ChannelPlan
+    plan: Plan
     max_abs_diff: float
     finetune_epochs: int = 0
     finetune_seconds: float = 0.0

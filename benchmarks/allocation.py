@@ -12,7 +12,7 @@ at the ramp's current total sparsity: `Rerank`).
 
 For each seed: train the dense model once; then for every (method, sparsity):
 copy it, wrap, and fit ``ramp_epochs`` (polynomial ramp to the targets) +
-``finetune_epochs`` at the targets with `LayerwisePruning`, the allocation
+``finetune_epochs`` at the targets with `Pruning`, the allocation
 computed up front from the dense weights. Writes JSON (after every run), a
 markdown table and a plot next to it.
 """
@@ -99,7 +99,7 @@ class Rerank(keras.callbacks.Callback):
     layer is pruned to its share at that step (its schedule is set to a jump at
     this step). Weights removed earlier stay at zero, so they rank lowest; a
     layer whose share falls gets zero-valued weights back, which training may
-    regrow. Put it after `LayerwisePruning` in the callbacks.
+    regrow. Put it after `Pruning` in the callbacks.
     """
 
     def __init__(self, sparsity: float, allocation: str, options: dict, end_step: int, frequency: int, power: float = 3.0):
@@ -315,7 +315,7 @@ def main(argv=None) -> int:
                     w = tp.models.compile_classifier(tp.wrap(dense), learning_rate=5e-4)
                     mode = method_mode(meth)
                     end = 1 if mode == "oneshot" else args.ramp_epochs * steps  # the wrapper sees step 1 first
-                    cbs = [tp.LayerwisePruning(alloc, begin_step=0, end_step=end, verbose=0)]
+                    cbs = [tp.Pruning(alloc, begin_step=0, end_step=end, verbose=0)]
                     if mode == "gradual":
                         options = resolve_options(dense, METHODS[meth][2], calib)
                         cbs.append(Rerank(sparsity, METHODS[meth][0], options, end, max(1, end // 20)))

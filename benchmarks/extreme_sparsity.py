@@ -7,7 +7,7 @@ The recipe (every number is a command-line option; the defaults are the document
 
 1. dense: Caffe LeNet-5 (`tfprune.models.lenet5`, 430,500 kernel weights), ``--dense-epochs``
    epochs of Adam 1e-3 with cosine decay, batch 128;
-2. gradual pruning: `tfprune.ImportancePruning(0.988)` with the library's default importance
+2. gradual pruning: `tfprune.Pruning(0.988)` with the library's default importance
    and ``--allocation``, over *all* kernels (the logits layer too, as in the paper), a
    polynomial ramp (power 3) over ``--ramp-epochs`` epochs, masks updated ``--updates``
    times along the ramp; Adam ``--prune-lr`` constant during the ramp;
@@ -93,7 +93,7 @@ def run_seed(seed: int, data, args) -> dict:
     wrapped = tp.wrap(dense)
     ramp, total = args.ramp_epochs * steps, (args.ramp_epochs + args.finetune_epochs) * steps
     compile_logits(wrapped, cosine_adam(args.prune_lr, total, constant_steps=ramp))
-    cb = tp.ImportancePruning(
+    cb = tp.Pruning(
         args.sparsity,
         allocation=args.allocation,
         begin_step=0,
@@ -180,7 +180,7 @@ def main(argv=None) -> int:
     data = tp.datasets.mnist(args.data if os.path.isfile(args.data) else None)
     n_weights = tp.prunable_layers(tp.models.lenet5()).n_params
     budget = (
-        f"dense {args.dense_epochs} epochs (Adam 1e-3, cosine decay); pruning with ImportancePruning({args.sparsity}, "
+        f"dense {args.dense_epochs} epochs (Adam 1e-3, cosine decay); pruning with Pruning({args.sparsity}, "
         f"allocation={args.allocation!r}) over all {n_weights:,} kernel weights: {args.ramp_epochs}-epoch polynomial ramp "
         f"(power 3, {args.updates} mask updates) at Adam {args.prune_lr:g}, then {args.finetune_epochs} epochs at the target "
         f"with cosine decay to 0; batch {args.batch_size}; {len(data[0][0])} training images, {len(data[1][0])} test images; "

@@ -54,7 +54,7 @@ def main(argv=None) -> int:
                 keras.utils.set_random_seed(100 + seed)
                 w = tp.models.compile_classifier(tp.wrap(dense, block_size=block, granularity="2:4" if gran == "2:4" else "unstructured"),
                                                  learning_rate=5e-4)
-                cb = tp.ImportancePruning(sparsity, importance="capacity", allocation=alloc, granularity=gran, end_step=steps, verbose=0)
+                cb = tp.Pruning(sparsity, importance="capacity", allocation=alloc, granularity=gran, end_step=steps, verbose=0)
                 w.fit(xt, yt, epochs=3, batch_size=128, verbose=0, callbacks=[cb])
                 acc = float(w.evaluate(xs, ys, verbose=0)[1])
                 achieved = tp.prunable_layers(w).total_sparsity()

@@ -6,7 +6,7 @@
     python benchmarks/int8_matrix.py --micro         # LeNet-5 for TensorFlow Lite Micro instead
 
 ``--micro``: Caffe LeNet-5 (``tfprune.models.lenet5``) trained 3 epochs on the
-MNIST train set, pruned to 0.9 with ``ImportancePruning`` (3 more epochs),
+MNIST train set, pruned to 0.9 with ``Pruning`` (3 more epochs),
 exported ``mode="micro"`` (int8, dense encoding, int8 I/O) next to the dense
 model's micro file and the pruned ``int8`` (sparse) file; each micro file is
 run with TFLM's Python interpreter (tflite-micro) on 1,000 test digits:
@@ -30,7 +30,7 @@ images; its .tflite holds the raw heads (``boxes`` distance bins, ``classes``
 scores), parity per head; box decoding and NMS stay outside.
 
 Data: real MNIST digits resized to SxSx3 (``tf.image.resize``): ``--train``
-train digits to fit on (with ``tfprune.ImportancePruning(0.8)``), calibration
+train digits to fit on (with ``tfprune.Pruning(0.8)``), calibration
 on the next ``--calib`` train digits, parity on ``--test`` test digits, so
 calibration and evaluation never share a sample. A net that has not been
 trained has near-constant logits: its int8 outputs tie at the maximum and
@@ -185,7 +185,7 @@ def _fit_detector(model: keras.Model, n_train: int, epochs: int, batch_size: int
     net = tfprune.wrap(model)
     trainer = TaskModel(net, model)
     trainer.compile(keras.optimizers.Adam(1e-3))
-    hist = trainer.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+    hist = trainer.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.Pruning(0.8)])
     return net, {"task_loss_per_epoch": [float(v) for v in hist.history["loss"]]}
 
 
@@ -214,7 +214,7 @@ def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int
         row.update(info, task="YOLOV8 CIoU + BCE losses (tfprune.TaskModel) on synthetic boxes", n_train=det_train)
     else:
         wrapped = tfprune.models.compile_classifier(tfprune.wrap(model), 1e-3)
-        wrapped.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+        wrapped.fit(data["x_train"], data["y_train"], epochs=epochs, batch_size=batch_size, verbose=0, callbacks=[tfprune.Pruning(0.8)])
     seconds["wrap_fit"] = time.perf_counter() - t
 
     t = time.perf_counter()
@@ -302,7 +302,7 @@ def run_micro_lenet(data_path: str, out_dir: str) -> dict[str, Any]:
     dense = tfprune.models.compile_classifier(tfprune.models.lenet5(x_train.shape[1:]))
     dense.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0)
     pruned = tfprune.models.compile_classifier(tfprune.wrap(dense), 5e-4)
-    pruned.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0, callbacks=[tfprune.ImportancePruning(0.9, ramp_fraction=0.6)])
+    pruned.fit(x_train, y_train, epochs=3, batch_size=128, verbose=0, callbacks=[tfprune.Pruning(0.9, ramp_fraction=0.6)])
     pruned = tfprune.strip(pruned)
     times["train_prune"] = time.perf_counter() - t
     sample, rep = (x_test[:1000], y_test[:1000]), x_train[:500]
@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as out_dir:
             res = run_micro_lenet(args.data, out_dir)
         res.update(command="python benchmarks/int8_matrix.py --micro", machine=machine,
-                   setup="Caffe LeNet-5, 3 epochs dense + 3 epochs ImportancePruning(0.9) on the MNIST train set; calibration on 500 train digits, "
+                   setup="Caffe LeNet-5, 3 epochs dense + 3 epochs Pruning(0.9) on the MNIST train set; calibration on 500 train digits, "
                          "parity on 1,000 test digits; TFLM = tflite-micro's Python interpreter, smallest arena by bisection (16 bytes)")
         path = os.path.join(HERE, "results", "micro_lenet5.json")
         with open(path, "w") as f:
@@ -394,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {
         "command": command,
         "machine": machine,
-        "setup": (f"fit {args.epochs} epochs on {args.train} MNIST train digits (batch {args.batch_size}) with ImportancePruning(0.8), "
+        "setup": (f"fit {args.epochs} epochs on {args.train} MNIST train digits (batch {args.batch_size}) with Pruning(0.8), "
                   f"calibration on the next {args.calib} train digits, parity on {args.test} test digits; the detector: "
                   f"{args.epochs} epochs on {args.det_train} synthetic box images (batch 8) with its own losses, calibration and "
                   f"parity on {args.calib} / {args.test} other synthetic images"),

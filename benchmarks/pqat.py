@@ -4,7 +4,7 @@
     python benchmarks/pqat.py --quick    # shorter training, same comparison
 
 1. Train LeNet-5 dense; for each total sparsity (0.90, 0.988) prune a copy
-   with ``tfprune.wrap`` + ``tfprune.ImportancePruning(s)`` (polynomial ramp
+   with ``tfprune.wrap`` + ``tfprune.Pruning(s)`` (polynomial ramp
    over the first 60% of the pruning epochs, then at target), strip.
 2. Three int8 files per sparsity, all full integer with float I/O and the
    zeros stored sparsely (``EXPERIMENTAL_SPARSITY``):
@@ -126,7 +126,7 @@ def run(args) -> dict:
     dense_acc = accuracy(dense.predict(xs, verbose=0, batch_size=1000), ys)
     out = {
         "budget": (f"LeNet-5, {len(xt)} training / {len(xs)} test images; dense {args.dense_epochs} epochs (Adam 1e-3, batch {bs}); "
-                   f"pruning {args.prune_epochs} epochs (Adam 5e-4, ImportancePruning defaults: capacity importance, ramp over the first 60%); "
+                   f"pruning {args.prune_epochs} epochs (Adam 5e-4, Pruning defaults: capacity importance, ramp over the first 60%); "
                    f"then {args.qat_epochs} epoch(s) ({args.qat_epochs * steps_per_epoch} steps, Adam {args.learning_rate:g}, batch {bs}) "
                    f"of PQAT, or of frozen-zero float retraining for the control; {args.n_calib} calibration images for post-training int8"),
         "quick": bool(args.quick),
@@ -141,7 +141,7 @@ def run(args) -> dict:
         keras.utils.set_random_seed(args.seed)
         t = time.perf_counter()
         w = tp.models.compile_classifier(tp.wrap(dense), learning_rate=5e-4)
-        w.fit(xt, yt, epochs=args.prune_epochs, batch_size=bs, verbose=0, callbacks=[tp.ImportancePruning(s, ramp_fraction=0.6)])
+        w.fit(xt, yt, epochs=args.prune_epochs, batch_size=bs, verbose=0, callbacks=[tp.Pruning(s, ramp_fraction=0.6)])
         pruned = tp.models.compile_classifier(tp.strip(w))
         prune_s = time.perf_counter() - t
         before = kernel_zeros(pruned)

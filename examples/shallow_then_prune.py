@@ -29,7 +29,7 @@ print("student accuracy after distillation", tfprune.models.compile_classifier(s
 
 # 2. importance-based weight pruning of what is left
 pruned = tfprune.models.compile_classifier(tfprune.wrap(student), learning_rate=5e-4)
-pruned.fit(x, y, epochs=2, batch_size=128, verbose=2, callbacks=[tfprune.ImportancePruning(0.8)])
+pruned.fit(x, y, epochs=2, batch_size=128, verbose=2, callbacks=[tfprune.Pruning(0.8)])
 
 # 3. export, verified
 report = tfprune.export_tflite(pruned, args.out, mode="sparse", sample_inputs=(x_test, y_test), n_samples=2000)

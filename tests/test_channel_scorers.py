@@ -8,6 +8,7 @@ second-order numpy math equals brute-force least squares on tiny matrices.
 """
 
 import numpy as np
+import tfprune
 import pytest
 
 from tfprune._keras import keras
@@ -20,7 +21,6 @@ from tfprune.structured.importance import (
     list_channel_importance,
     register_channel_importance,
 )
-from tfprune.structured.plan import plan_channels
 from tfprune.structured.prune import prune_channels
 
 L = keras.layers
@@ -93,7 +93,7 @@ def test_registry_lists_scorers_and_needs_data():
         with pytest.raises(ValueError, match=f"{m}.*needs calibration data"):
             channel_importance(model, m)
         with pytest.raises(ValueError, match="needs calibration data"):
-            plan_channels(model, macs=0.3, importance=m)
+            tfprune.plan(model, macs=0.3, granularity="channel", importance=m)
     with pytest.raises(ValueError, match="unknown channel importance"):
         channel_importance(model, "no_such_scorer")
 
@@ -236,8 +236,8 @@ def test_plan_channels_with_each_scorer(method):
     model = residual_net()
     x, y = data()
     kw = {"data": (x, y)} if channel_importance_needs_data(method) else {}
-    plan = plan_channels(model, macs=0.3, importance=method, allocation="global", tolerance=0.05, **kw)
-    assert plan.importance == method and plan.remove and abs(plan.achieved - 0.3) <= 0.05
+    plan = tfprune.plan(model, macs=0.3, granularity="channel", importance=method, allocation="global_ratio", tolerance=0.05, **kw)
+    assert plan.importance_name == method and plan.remove and abs(plan.achieved - 0.3) <= 0.05
     scores = channel_importance(model, method, **kw).scores
     for g, chans in plan.remove.items():  # within a group the lowest scores go first
         assert max(scores[g][chans]) <= min(np.delete(scores[g], chans)) + 1e-12
@@ -250,7 +250,7 @@ def test_prune_channels_uses_data_for_the_scorer():
     x, y = data()
     small, rep = prune_channels(model, macs=0.3, data=(x, y), importance="taylor", importance_options={"n_samples": 32},
                                 allocation="uniform", tolerance=0.05)
-    assert rep.plan.importance == "taylor" and small.count_params() < model.count_params()
+    assert rep.plan.importance_name == "taylor" and small.count_params() < model.count_params()
     assert any("taylor: 1 batches" in n for n in rep.plan.notes)
     with pytest.raises(ValueError, match="needs calibration data"):
         prune_channels(model, macs=0.3, importance="obs")

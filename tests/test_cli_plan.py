@@ -17,7 +17,7 @@ def test_every_entry_point_has_the_plan_defaults():
 
     want = (DEFAULT_IMPORTANCE, DEFAULT_ALLOCATION) == ("capacity", "importance") and (DEFAULT_IMPORTANCE, DEFAULT_ALLOCATION)
     assert want
-    for fn in (tfprune.plan, tfprune.ImportancePruning.__init__, tfprune.analyze, tfprune.obs.prune):
+    for fn in (tfprune.plan, tfprune.Pruning.__init__, tfprune.analyze, tfprune.obs.prune):
         assert defaults(fn) == want, fn
     parser = cli.build_parser()
     for command in ("plan", "analyze", "obs"):

@@ -50,7 +50,7 @@ def test_yolov8_detector_wrap_fit_prune_strip_export(tmp_path):
     raw = {k: v.numpy() for k, v in det(x[:4], training=False).items()}  # raw heads (predict() also decodes and runs NMS)
     targets = {k: rng.standard_normal((16,) + tuple(v.shape[1:])).astype(np.float32) for k, v in w.output.items()}
     w.compile("adam", loss={k: "mse" for k in targets})
-    w.fit(x, targets, batch_size=8, epochs=2, callbacks=[tfprune.ImportancePruning(0.7, end_step=3)], verbose=0)
+    w.fit(x, targets, batch_size=8, epochs=2, callbacks=[tfprune.Pruning(0.7, end_step=3)], verbose=0)
     assert tfprune.prunable_layers(w).total_sparsity() == pytest.approx(0.7, abs=1e-4)
     s = tfprune.strip(w)
     got = s.predict(x[:4], verbose=0)
@@ -76,7 +76,7 @@ def _yolov8(num_classes=3, side=64):
 @pytest.mark.slow  # 6-18 min on 2 shared cores: keras-cv's label encoder traces slowly; run with `make test-all`
 @pytest.mark.filterwarnings("ignore")
 def test_yolov8_trained_with_its_own_losses_pruned_and_exported(tmp_path):
-    """wrap -> TaskModel(net, det).fit with CIoU + BCE (YOLOV8's compute_loss and label encoder) and ImportancePruning -> strip -> TFLite per head."""
+    """wrap -> TaskModel(net, det).fit with CIoU + BCE (YOLOV8's compute_loss and label encoder) and Pruning -> strip -> TFLite per head."""
     from tfprune.tasks import TaskModel, synthetic_boxes
 
     keras.utils.set_random_seed(0)
@@ -87,7 +87,7 @@ def test_yolov8_trained_with_its_own_losses_pruned_and_exported(tmp_path):
     trainer.compile(keras.optimizers.Adam(1e-3))
     start = trainer.evaluate(x, y, batch_size=16, verbose=0)
     assert start == pytest.approx(det.evaluate(x, y, batch_size=16, verbose=0)[0], rel=1e-4)  # det's own loss on the same weights
-    hist = trainer.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[tfprune.ImportancePruning(0.7)])
+    hist = trainer.fit(x, y, epochs=4, batch_size=8, verbose=0, callbacks=[tfprune.Pruning(0.7)])
     loss = hist.history["loss"]  # the training loss (inference-mode BatchNorm statistics barely move in 24 steps)
     assert loss[-1] < 0.7 * loss[0]
     inv = tfprune.prunable_layers(net)  # pruned through the nested network
@@ -108,7 +108,7 @@ def test_yolov8_trained_with_its_own_losses_pruned_and_exported(tmp_path):
 @pytest.mark.slow  # ~10 min on 2 shared cores; run with `make test-all`
 @pytest.mark.filterwarnings("ignore")
 def test_retinanet_trained_with_its_own_losses_backbone_pruned(tmp_path):
-    """keras-cv RetinaNet built offline (small ResNetBackbone): focal + smooth-L1 through TaskModel, ImportancePruning, strip, TFLite per output.
+    """keras-cv RetinaNet built offline (small ResNetBackbone): focal + smooth-L1 through TaskModel, Pruning, strip, TFLite per output.
 
     Its FeaturePyramid and PredictionHead are subclassed keras-cv layers (their convs live inside the layer's Python): the
     layer-wise wrapper cannot reach them, so they are skipped with the reason and only the backbone's convs are pruned.
@@ -130,7 +130,7 @@ def test_retinanet_trained_with_its_own_losses_backbone_pruned(tmp_path):
     trainer.compile(keras.optimizers.Adam(1e-3))
     start = trainer.evaluate(x, y, batch_size=16, verbose=0)
     assert start == pytest.approx(det.evaluate(x, y, batch_size=16, verbose=0)[0], rel=1e-4)  # RetinaNet's own loss
-    hist = trainer.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[tfprune.ImportancePruning(0.7)])
+    hist = trainer.fit(x, y, epochs=3, batch_size=8, verbose=0, callbacks=[tfprune.Pruning(0.7)])
     assert hist.history["loss"][-1] < hist.history["loss"][0]
     assert len(tfprune.prunable_layers(net)) == len(inv) and tfprune.prunable_layers(net).total_sparsity() == pytest.approx(0.7, abs=1e-3)
     pruned = tfprune.strip(net)

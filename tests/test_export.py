@@ -23,7 +23,7 @@ def pruned(trained_tiny, digits_data):
     (xt, yt), _ = digits_data
     w = tfprune.models.compile_classifier(tfprune.wrap(tfprune.clone(trained_tiny)))
     w.fit(xt[:1280], yt[:1280], batch_size=64, epochs=2, verbose=0,
-          callbacks=[tfprune.LayerwisePruning({"conv1": 0.5, "conv2": 0.8, "fc1": 0.9, "fc2": 0.7}, end_step=20, verbose=0)])
+          callbacks=[tfprune.Pruning({"conv1": 0.5, "conv2": 0.8, "fc1": 0.9, "fc2": 0.7}, end_step=20, verbose=0)])
     return w
 
 

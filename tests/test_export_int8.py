@@ -45,7 +45,7 @@ def pruned_se(digits_data):
     keras.utils.set_random_seed(0)
     (xt, yt), _, _ = _digits(digits_data)
     w = tfprune.models.compile_classifier(tfprune.wrap(se_net()), 3e-3)
-    w.fit(xt, yt, epochs=4, batch_size=64, verbose=0, callbacks=[tfprune.ImportancePruning(0.7, include_outputs=True)])
+    w.fit(xt, yt, epochs=4, batch_size=64, verbose=0, callbacks=[tfprune.Pruning(0.7, include_outputs=True)])
     model = tfprune.strip(w)
     head = model.get_layer("predictions")  # the allocation leaves the small head dense-ish: prune it to 50% by magnitude
     k = head.kernel.numpy()
@@ -179,14 +179,14 @@ REAL_NETS = {
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(REAL_NETS))
 def test_real_networks_int8_on_xnnpack(name, digits_data, tmp_path):
-    """wrap -> fit (1 epoch, 512 digits, ImportancePruning(0.8)) -> strip -> int8 on XNNPack (benchmarks/int8_matrix.py has the numbers)."""
+    """wrap -> fit (1 epoch, 512 digits, Pruning(0.8)) -> strip -> int8 on XNNPack (benchmarks/int8_matrix.py has the numbers)."""
     if name.startswith("keras-cv"):
         pytest.importorskip("keras_cv")
     build, side, scale, dense_head = REAL_NETS[name]
     (xt, yt), xc, (xs, ys) = _digits(digits_data, n_train=512, n_calib=64, n_test=32, side=side)
     keras.utils.set_random_seed(0)
     w = tfprune.models.compile_classifier(tfprune.wrap(build()), 1e-3)
-    w.fit(xt * scale, yt, epochs=1, batch_size=64, verbose=0, callbacks=[tfprune.ImportancePruning(0.8)])
+    w.fit(xt * scale, yt, epochs=1, batch_size=64, verbose=0, callbacks=[tfprune.Pruning(0.8)])
     pruned = tfprune.strip(w)
     r = tfprune.export_tflite(pruned, tmp_path / "m.tflite", mode="int8", sample_inputs=(xs * scale, ys), representative_data=xc * scale, n_samples=32)
     assert r.runtime == "xnnpack" and r.calibration_overlap == 0 and r.n_calibration == 64

@@ -1,4 +1,4 @@
-"""Issue 3: importance scorers, the reference allocators, ImportancePruning, analyze."""
+"""Issue 3: importance scorers, the reference allocators, Pruning, analyze."""
 
 import numpy as np
 import pytest
@@ -159,7 +159,7 @@ def test_property_every_allocator_exact_bounded_deterministic(shapes, total, met
 def test_importance_pruning_flow(tiny, digits_data, granularity, block):
     (xt, yt), (xs, ys) = digits_data
     w = tfprune.models.compile_classifier(tfprune.wrap(tiny, block_size=block))
-    cb = tfprune.ImportancePruning(0.8, granularity=granularity, end_step=30, verbose=0)
+    cb = tfprune.Pruning(0.8, granularity=granularity, end_step=30, verbose=0)
     h = w.fit(xt[:1280], yt[:1280], batch_size=64, epochs=2, callbacks=[cb], verbose=0)
     inv = tfprune.prunable_layers(w)
     assert cb.scores_.method == "capacity_energy" and cb.allocation_.method == "importance"
@@ -183,17 +183,17 @@ def test_importance_pruning_flow(tiny, digits_data, granularity, block):
 def test_importance_pruning_with_data_and_reestimation(tiny, digits_data):
     (xt, yt), _ = digits_data
     w = tfprune.models.compile_classifier(tfprune.wrap(tiny))
-    cb = tfprune.ImportancePruning(0.7, importance="sensitivity", data=(xt[:300], yt[:300]), replan_every=1, end_step=40, verbose=0,
+    cb = tfprune.Pruning(0.7, importance="sensitivity", data=(xt[:300], yt[:300]), replan_every=1, end_step=40, verbose=0,
                                    importance_kwargs={"progress": False})
     w.fit(xt[:1280], yt[:1280], batch_size=64, epochs=2, callbacks=[cb], verbose=0)
     assert cb.scores_.method == "sensitivity"
     assert tfprune.prunable_layers(w).total_sparsity() == pytest.approx(0.7, abs=2e-3)
     with pytest.raises(ValueError, match="needs calibration data"):
-        tfprune.ImportancePruning(0.5, importance="sensitivity")
+        tfprune.Pruning(0.5, importance="sensitivity")
     with pytest.raises(ValueError, match="granularity"):
-        tfprune.ImportancePruning(0.5, granularity="row")
+        tfprune.Pruning(0.5, granularity="row")
     with pytest.raises(ValueError, match="sparsity must be in"):
-        tfprune.ImportancePruning(1.0)
+        tfprune.Pruning(1.0)
 
 
 def _accuracy(model, x, y) -> float:

@@ -478,7 +478,7 @@ def test_shrink_wrapped_model_after_channel_pruning():
     y = np.random.default_rng(1).integers(0, 3, 64)
     wrapped = tfprune.wrap(model, granularity="channel")
     wrapped.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    cb = tfprune.ImportancePruning(0.5, granularity="channel", importance="magnitude", allocation="uniform", end_step=4, frequency=2)
+    cb = tfprune.Pruning(0.5, granularity="channel", importance="magnitude", allocation="uniform", end_step=4, frequency=2)
     wrapped.fit(x, y, epochs=2, batch_size=16, verbose=0, callbacks=[cb])
     masked = tfprune.strip(wrapped)
     expected = removable_channels(wrapped)

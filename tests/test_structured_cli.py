@@ -127,7 +127,7 @@ def test_cli_channels_gradual(rgb, tmp_path, capsys):
     assert cli.main(["channels", path, "--macs", "0.4", "--data", *srcs["npz"], "--gradual-epochs", "3", "--batch-size", "8",
                      "--allocation", "uniform", "--out", out]) == 0
     text = capsys.readouterr().out
-    assert "gradual: 3 epochs with ChannelPruning" in text and "channel plan for" in text
+    assert "gradual: 3 epochs with Pruning over channel groups" in text and "channel plan for" in text
     small = tfprune.load_model(out)
     plan_line = [ln for ln in text.splitlines() if ln.startswith("MACs")][0].split()
     assert profile(small).macs == int(plan_line[2])  # the plan's MACs after == the saved small model's

@@ -83,4 +83,4 @@ def test_keras_cv_efficientnetv2_backbone_lists_what_it_cannot_prune():
     assert "MBConv" in reasons or "FusedMBConv" in reasons, reasons
     assert not cg.prunable and "MBConvBlock" in cg.table()
     with pytest.raises(ValueError, match="no channel group tfprune can remove.*MBConvBlock.*Fix:"):
-        tfprune.structured.plan_channels(model, macs=0.3)
+        tfprune.plan(model, macs=0.3, granularity="channel")

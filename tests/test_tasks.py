@@ -31,7 +31,7 @@ def test_task_loss_prunes_nested_network_and_leaves_the_task_alone():
     trainer.compile(keras.optimizers.Adam(1e-2))
     assert trainer.evaluate(x, y, verbose=0) == pytest.approx(task.evaluate(x, y, verbose=0), rel=1e-6)  # the task's own loss
     assert [p.name for p in tfprune.prunable_layers(trainer)] == ["h", "out"]  # found inside the nested network
-    hist = trainer.fit(x, y, epochs=4, batch_size=64, verbose=0, callbacks=[tfprune.ImportancePruning(0.5)])
+    hist = trainer.fit(x, y, epochs=4, batch_size=64, verbose=0, callbacks=[tfprune.Pruning(0.5)])
     loss = hist.history["loss"]
     assert loss[-1] < 0.7 * loss[0]
     inv = tfprune.prunable_layers(net)  # the callback pruned the network the user holds

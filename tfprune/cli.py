@@ -261,7 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--include-outputs", action="store_true", help="also remove channels of the model's outputs")
     ch.add_argument("--finetune-epochs", type=int, default=0)
     ch.add_argument("--gradual-epochs", type=int, default=0, help="instead of one-shot: mask channel groups gradually during this many "
-                    "epochs of training on --data (tfprune.ChannelPruning), then shrink (then --finetune-epochs on the small model)")
+                    "epochs of training on --data (tfprune.Pruning over channel groups), then shrink (then --finetune-epochs on the small model)")
     ch.add_argument("--batch-size", type=int, default=128)
     ch.add_argument("--lr", type=float, default=1e-3, help="fine-tuning learning rate (Adam, cosine decay to 0)")
     ch.add_argument("--out", default=None, help="save the small model here (.keras)")

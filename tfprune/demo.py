@@ -19,7 +19,7 @@ import numpy as np
 from tfprune import datasets, models
 from tfprune.allocation import list_allocators
 from tfprune.export import export_tflite
-from tfprune.importance_callback import ImportancePruning
+from tfprune.importance_callback import Pruning
 from tfprune.layers import prunable_layers
 from tfprune.wrap import wrap
 
@@ -57,7 +57,7 @@ def run_demo(
     dense_acc = float(dense.evaluate(x_test, y_test, verbose=0)[1])
 
     pruned = models.compile_classifier(wrap(dense), learning_rate=5e-4)
-    callback = ImportancePruning(sparsity, importance="capacity", allocation=allocation, ramp_fraction=0.6)
+    callback = Pruning(sparsity, importance="capacity", allocation=allocation, ramp_fraction=0.6)
     pruned.fit(x_train, y_train, epochs=prune_epochs, batch_size=batch_size, callbacks=[callback], verbose=2)
     pruned_acc = float(pruned.evaluate(x_test, y_test, verbose=0)[1])
 

@@ -14,7 +14,7 @@ through it (the network is a nested model).
     net = tfprune.wrap(det)                       # plain functional: image -> {"boxes", "classes"} raw heads
     trainer = tfprune.TaskModel(net, det)
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    trainer.fit(images, {"boxes": boxes, "classes": classes}, callbacks=[tfprune.ImportancePruning(0.7)])
+    trainer.fit(images, {"boxes": boxes, "classes": classes}, callbacks=[tfprune.Pruning(0.7)])
     pruned = tfprune.strip(net)                   # the network, raw heads; export_tflite(pruned, ...)
 
 Inference of the pruned network gives the raw head outputs; decoding them

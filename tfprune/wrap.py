@@ -216,7 +216,7 @@ def wrap(
 
     Each wrapped layer gets its own `LayerwiseSchedule`, so every layer can
     have its own target (fraction of weights removed). The pruning callbacks
-    (`tfprune.LayerwisePruning`, and later ones) set targets and the ramp at
+    (`tfprune.Pruning`, and later ones) set targets and the ramp at
     train begin; the schedule arguments here are only the defaults used when
     training with tfmot's own ``UpdatePruningStep`` instead.
 

@@ -40,7 +40,7 @@ def run(granularity: str) -> dict:
         with strategy.scope():
             w = tfprune.wrap(model(), granularity="2:4" if granularity == "2:4" else "unstructured")
             w.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        cb = tfprune.ImportancePruning(0.5, granularity=granularity, end_step=12, frequency=2)
+        cb = tfprune.Pruning(0.5, granularity=granularity, end_step=12, frequency=2)
         w.fit(x, y, batch_size=32, epochs=2, callbacks=[cb], verbose=0, shuffle=False)
         inv = tfprune.prunable_layers(w)
         out[name] = {

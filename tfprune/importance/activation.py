@@ -19,7 +19,7 @@ Why: after a short training the kernels are still close to their random
 start and the weight capacities (``capacity_energy``, ``capacity_spectral``)
 come out nearly equal for every channel group, so they hardly steer a
 channel allocation; the representations already differ. As group
-importance for ``plan_channels(allocation="importance")`` it was not better
+importance for ``tfprune.plan(granularity="channel", allocation="importance")`` it was not better
 than ``uniform`` on the MNIST ResNet-20 (``--methods importance_activation``
 in benchmarks/structured.py).
 

@@ -448,7 +448,7 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
     if entry.needs_data and data is None:
         raise ValueError(f"channel importance {method!r} needs calibration data"
                          f"{' with labels (it uses the gradient of the loss)' if method == 'taylor' else ''}: pass data=(x, y) "
-                         "(channel_importance / plan_channels / prune_channels; --data on the command line), or use a data-free "
+                         "(channel_importance / tfprune.plan / prune_channels; --data on the command line), or use a data-free "
                          f"scorer: {[n for n in list_channel_importance() if not _SCORERS[n].needs_data]}")
     cg = graph if graph is not None else channel_graph(model)
     ctx = ChannelContext(model, cg, data, dict(options))

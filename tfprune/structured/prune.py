@@ -1,7 +1,7 @@
 """`prune_channels`: the one-shot structured path: plan -> shrink -> fine-tune -> report.
 
 ``prune_channels(model, macs=0.5, data=(x, y), finetune_epochs=2)`` plans the
-channels to remove at group level (`plan_channels`: whole coupled groups, so
+channels to remove at group level (`tfprune.plan(granularity="channel")`: whole coupled groups, so
 every planned channel is physically removable), shrinks the model
 (`shrink`, outputs checked equal to the masked model's), optionally
 fine-tunes the small model with the model's compiled loss (or
@@ -140,7 +140,7 @@ def prune_channels(
       batch_size, learning_rate: fine-tuning (Adam, cosine decay to 0).
       loss: default: the model's compiled loss, else `tfprune.finetune.model_loss`'s.
       importance, allocation, layer_importance, min_channels, include_outputs,
-      tolerance, importance_options: see `plan_channels`. A data scorer
+      tolerance, importance_options: see `tfprune.plan` (``granularity="channel"``). A data scorer
         (``"taylor"``, ``"obs"``) reads ``data`` (its first
         ``importance_options["n_samples"]`` samples, default 1024).
       seed: fine-tuning shuffle seed.

@@ -774,7 +774,7 @@ def shrink(
 
     Args:
       model: a tf-keras model whose channels were masked: a wrapped model
-        after channel pruning (`tfprune.ImportancePruning(granularity="channel")`),
+        after channel pruning (`tfprune.Pruning(granularity="channel")`),
         or a plain model with zero filters. Not modified.
       remove: instead of reading zeros, remove these channels:
         ``{group (name, index or ChannelGroup from channel_graph(model)): channel indices}``.

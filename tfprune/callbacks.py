@@ -160,51 +160,36 @@ class Pruning(keras.callbacks.Callback):
             raise ValueError(f"give exactly one target: sparsity= (fraction of prunable weights removed), macs= or params= (fractions of "
                              f"the model's MACs / parameters removed, channel removal); got {given or 'none'}")
         channel_plan = isinstance(sparsity, Plan) and sparsity.is_channel
-        if granularity is not None and parse_granularity(granularity).kind == "channel" or macs is not None or channel_plan:
-            self.channel = True
-            if granularity is not None and parse_granularity(granularity).kind != "channel":
+        kind = None if granularity is None else parse_granularity(granularity).kind
+        if kind == "channel" or macs is not None or channel_plan:
+            if kind not in (None, "channel"):
                 raise ValueError(f"macs= budgets remove channels: use granularity='channel' (got {granularity!r}), or sparsity= for weights")
             if sparsity is not None and not channel_plan:
                 raise ValueError("granularity='channel' removes whole channels: give macs= or params= (fractions removed), or a channel "
                                  "Plan from tfprune.plan(model, macs=..., granularity='channel')")
-            for name, v in (("macs", macs), ("params", params)):
-                if v is not None:
-                    _check_sparsity(v, name)
-            if replan_every is not None:
-                raise ValueError("replan_every re-allocates weight sparsity; a channel plan is fixed for its ramp. Fix: drop replan_every")
-            importance = "l2" if importance is None else importance
-            allocation = "uniform" if allocation is None else allocation
-            from tfprune.allocation import group_keys
-
-            group_keys(allocation)
+            channel: bool | None = True
+        elif sparsity is not None or kind is not None:
+            channel = False
         else:
-            self.channel = False
-            importance = DEFAULT_IMPORTANCE if importance is None else importance
-            allocation = DEFAULT_ALLOCATION if allocation is None else allocation
-            if params is not None:
-                _check_sparsity(params, "params")
-            else:
-                self._validate_request(sparsity)
+            channel = None  # params= alone: the model's wrappers decide (channel masks or weight wrappers)
+        for name, v in (("macs", macs), ("params", params)):
+            if v is not None:
+                _check_sparsity(v, name)
+        if sparsity is not None:
+            self._validate_request(sparsity)
         self.sparsity = sparsity
         self.macs, self.params_target = macs, params
         self.channel_kwargs = dict(min_channels=_check_int(min_channels, "min_channels", 1), layer_importance=layer_importance,
                                    gamma=float(gamma), tolerance=float(tolerance))
-        if isinstance(importance, str) and self.channel:
-            pass
-        elif isinstance(importance, str):
-            _, wants_data = get_importance(importance)
-            if wants_data and data is None and allocator_needs_scores(allocation):
-                raise ValueError(f"importance={importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
-        elif not isinstance(importance, (ImportanceScores, Mapping)):
-            raise TypeError(f"importance must be a scorer name or an ImportanceScores, got {type(importance).__name__}")
-        if not self.channel:
-            get_allocator(allocation)
-        self.importance = importance
-        self.allocation = allocation
+        self._given = (importance, allocation)
+        self.data = data
+        self.replan_every = None if replan_every is None else _check_int(replan_every, "replan_every", 1)
+        self.channel = None
+        if channel is not None:
+            self._init_mode(channel)
         self.granularity = None if granularity is None else parse_granularity(granularity)
         if self.granularity is not None and self.granularity.kind == "frozen":
             raise ValueError("granularity='frozen' keeps masks as they are; it needs no callback. Use 'unstructured', 'block', 'channel' or 'N:M'.")
-        self.data = data
         self.begin_step = _check_int(begin_step, "begin_step", 0)
         self.end_step = None if end_step is None else _check_int(end_step, "end_step", 0)
         if self.end_step is not None and self.end_step < self.begin_step:
@@ -218,11 +203,38 @@ class Pruning(keras.callbacks.Callback):
         self.ramp_fraction = float(ramp_fraction)
         self.plan_kwargs = dict(min_density=min_density, max_sparsity=max_sparsity, exclude=exclude, include_outputs=include_outputs,
                                 importance_kwargs=dict(importance_kwargs or {}), allocation_kwargs=dict(allocation_kwargs or {}))
-        self.replan_every = None if replan_every is None else _check_int(replan_every, "replan_every", 1)
         self.replan = bool(replan)
         self.log_layers = log_layers
         self.verbose = verbose
         self._reset_state()
+
+    def _init_mode(self, channel: bool) -> None:
+        """Defaults and checks of the weight or channel path (the arguments' meaning depends on it)."""
+        importance, allocation = self._given
+        if channel:
+            from tfprune.allocation import group_keys
+            from tfprune.structured.importance import channel_importance_needs_data
+
+            if self.replan_every is not None:
+                raise ValueError("replan_every re-allocates weight sparsity; a channel plan is fixed for its ramp. Fix: drop replan_every")
+            importance = "l2" if importance is None else importance
+            allocation = "uniform" if allocation is None else allocation
+            group_keys(allocation)
+            if not isinstance(importance, str):
+                raise TypeError(f"under granularity='channel' importance is a channel scorer name, got {type(importance).__name__}")
+            if channel_importance_needs_data(importance) and self.data is None:
+                raise ValueError(f"channel importance {importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
+        else:
+            importance = DEFAULT_IMPORTANCE if importance is None else importance
+            allocation = DEFAULT_ALLOCATION if allocation is None else allocation
+            if isinstance(importance, str):
+                _, wants_data = get_importance(importance)
+                if wants_data and self.data is None and allocator_needs_scores(allocation):
+                    raise ValueError(f"importance={importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
+            elif not isinstance(importance, (ImportanceScores, Mapping)):
+                raise TypeError(f"importance must be a scorer name or an ImportanceScores, got {type(importance).__name__}")
+            get_allocator(allocation)
+        self.channel, self.importance, self.allocation = channel, importance, allocation
 
     def _reset_state(self) -> None:
         self.plan_: Plan | None = None
@@ -470,6 +482,8 @@ class Pruning(keras.callbacks.Callback):
     # ----------------------------------------------------------- callbacks
     def on_train_begin(self, logs: dict | None = None) -> None:
         self._ready = False
+        if self.channel is None:
+            self._init_mode(bool(channel_masks(self.model)))
         if self.channel:
             self._channel_masks()
         else:

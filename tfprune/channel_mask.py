@@ -47,7 +47,7 @@ import tensorflow as tf
 from tfprune._keras import keras
 from tfprune.schedule import LayerwiseSchedule, ramp_tf, update_due_tf
 
-__all__ = ["ChannelMask", "CHANNEL_MASK_PREFIX", "NEVER", "fold_keep", "foldable"]
+__all__ = ["ChannelMask", "CHANNEL_MASK_PREFIX", "NEVER", "fold_keep", "foldable", "keep_vector"]
 
 CHANNEL_MASK_PREFIX = "channel_mask_"
 #: ``rank`` of a channel that is never removed.
@@ -104,6 +104,18 @@ def fold_keep(layer: Any, keep: np.ndarray) -> list[np.ndarray]:
             v = _scale(v, keep, v.ndim - 1)
         out.append(v)
     return out
+
+
+def keep_vector(rank: np.ndarray, count: np.ndarray, ramp: float) -> np.ndarray:
+    """Numpy twin of `ChannelMask.keep_at`: 1 where ``rank >= floor(count * ramp + 0.5)``, else 0 (float32, shape of ``rank``).
+
+    Args:
+      rank: (C,) place of each channel in its group's removal order (0 first; `NEVER` for kept channels).
+      count: (C,) channels its group loses at the end of the ramp.
+      ramp: the ramp value in [0, 1] (`tfprune.schedule.polynomial_sparsity(step, 0, 1, begin, end, power)`).
+    """
+    n = np.floor(np.asarray(count, dtype=np.float64) * float(ramp) + 0.5)
+    return (np.asarray(rank, dtype=np.float64) >= n).astype(np.float32)
 
 
 class ChannelMask(L.Wrapper):

@@ -17,7 +17,7 @@ Accuracy: ResNet-20 / ResNet-56 / the VGG-style CNN (`tfprune.models`) at
 28x28 on MNIST (--data, default ../shared/data/mnist/mnist.npz): trained
 dense (Adam 1e-3, cosine decay, batch 128) per seed, then
 `tfprune.structured.prune_channels` at each fraction of MACs removed with
-each allocation (importance, uniform, global), the same fine-tuning budget
+each allocation (importance, uniform, global_ratio: the channel "global" of the committed results), the same fine-tuning budget
 (``--finetune-epochs``, Adam 1e-3 cosine decay) from the same dense model;
 test accuracy on the 10,000 test images; mean and std over seeds.
 
@@ -329,10 +329,10 @@ def main(argv=None) -> int:
                     help="training images for dense training and fine-tuning (default: 8000 quick, all full); the test set is always all")
     ap.add_argument("--models", default=None, help="accuracy models, comma-separated (default: resnet20 quick; resnet20,resnet56,vgg_small full)")
     ap.add_argument("--fractions", default=None, help="accuracy: fractions of MACs removed (default: 0.5 quick; 0.3,0.5,0.7 full)")
-    ap.add_argument("--methods", default=None, help="accuracy: allocations (default: importance,uniform quick; + global full); "
+    ap.add_argument("--methods", default=None, help="accuracy: allocations (default: importance,uniform quick; + global_ratio full); "
                     "importance_activation = importance with layer_importance='capacity_activation'")
     ap.add_argument("--latency-models", default=None, help="latency models (default: mobilenetv2 quick; all three full)")
-    ap.add_argument("--latency-allocations", default=None, help="latency: allocations (default: uniform,importance quick; + global full)")
+    ap.add_argument("--latency-allocations", default=None, help="latency: allocations (default: uniform,importance quick; + global_ratio full)")
     ap.add_argument("--rounds", type=int, default=None, help="latency: interleaved rounds (default 10 quick, 20 full)")
     ap.add_argument("--block", type=int, default=10, help="latency: invocations per variant per round")
     ap.add_argument("--min-channels", type=int, default=4, help="channels every group keeps")
@@ -362,10 +362,10 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     lat_models = [] if args.skip_latency else (args.latency_models.split(",") if args.latency_models else (["mobilenetv2"] if q else list(LATENCY_MODELS)))
     lat_fracs = [0.5] if q else [0.3, 0.5]
-    lat_allocs = args.latency_allocations.split(",") if args.latency_allocations else (["uniform", "importance"] if q else ["uniform", "importance", "global"])
+    lat_allocs = args.latency_allocations.split(",") if args.latency_allocations else (["uniform", "importance"] if q else ["uniform", "importance", "global_ratio"])
     acc_models = [] if args.skip_accuracy else (args.models.split(",") if args.models else (["resnet20"] if q else list(ACC_MODELS)))
     acc_fracs = [float(f) for f in args.fractions.split(",")] if args.fractions else ([0.5] if q else [0.3, 0.5, 0.7])
-    methods = args.methods.split(",") if args.methods else (["importance", "uniform"] if q else ["importance", "uniform", "global"])
+    methods = args.methods.split(",") if args.methods else (["importance", "uniform"] if q else ["importance", "uniform", "global_ratio"])
     train_images = args.train_images or (8000 if q else None)
     res = {"config": {"command": "python benchmarks/structured.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                       "quick": q, "seeds": seeds, "train_epochs": train_epochs, "finetune_epochs": ft_epochs, "train_images": train_images,

@@ -1,4 +1,4 @@
-"""Gradual (ChannelPruning during fit) vs one-shot (plan -> shrink -> fine-tune) structured pruning, same training budget.
+"""Gradual (the Pruning callback over channel groups during fit) vs one-shot (plan -> shrink -> fine-tune) structured pruning, same training budget.
 
     python benchmarks/structured_gradual.py                                   # LeNet-5, MNIST, 0.5 and 0.7 of MACs, 2 seeds
     python benchmarks/structured_gradual.py --model resnet20 --train-n 8000 --macs 0.5 --seeds 0
@@ -12,7 +12,7 @@ the same allocation:
 * one-shot: `tfprune.structured.prune_channels` (plan, shrink) then
   ``--epochs`` of fine-tuning of the small model;
 * gradual: `tfprune.structured.gradual.prune_channels_gradually`: ``--epochs``
-  of ``fit`` with `tfprune.ChannelPruning` (ramp over the first 70% of the
+  of ``fit`` with `tfprune.Pruning` over channel groups (ramp over the first 70% of the
   steps) on a copy of the dense model, then `shrink` (no further training).
 
 Both get the same number of epochs, optimizer and learning-rate schedule after

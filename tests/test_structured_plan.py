@@ -1,4 +1,4 @@
-"""Channel allocation under a MACs/params target (tfprune.structured.plan) and the one-shot path (prune_channels).
+"""Channel plans under a MACs/params target (``tfprune.plan(granularity="channel")``) and the one-shot path (prune_channels).
 
 The numpy rules are checked on hand-made numbers; the plan is checked against
 `tfprune.profile` of models shrunk by `shrink` (the cost model's estimate must
@@ -13,19 +13,12 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
+from tfprune.allocation import group_keys
+from tfprune.allocation.global_ratio import max_normalised
+from tfprune.allocation.uniform import rank_keys
 from tfprune.profile import profile
 from tfprune.structured import channel_graph, shrink
-from tfprune.structured.plan import (
-    _CostModel,
-    allocation_keys,
-    group_importance,
-    normalised_scores,
-    plan_and_shrink,
-    plan_channels,
-    removal_order,
-    smallest_prefix,
-    uniform_keys,
-)
+from tfprune.structured.plan import CostModel, group_importance, plan_and_shrink, removal_order, smallest_prefix
 from tfprune.structured.prune import prune_channels, top1_accuracy
 
 L = keras.layers
@@ -63,21 +56,30 @@ def mixed_model(seed=0):
 
 
 # ------------------------------------------------------------------ numpy rules
-def test_uniform_keys_rank_fractions():
-    np.testing.assert_allclose(uniform_keys(np.array([3.0, 1.0, 2.0, 5.0])), [0.75, 0.25, 0.5, 1.0])
-    np.testing.assert_allclose(uniform_keys(np.array([1.0, 1.0])), [0.5, 1.0])  # ties: stable
+def test_rank_keys_rank_fractions():
+    np.testing.assert_allclose(rank_keys(np.array([3.0, 1.0, 2.0, 5.0])), [0.75, 0.25, 0.5, 1.0])
+    np.testing.assert_allclose(rank_keys(np.array([1.0, 1.0])), [0.5, 1.0])  # ties: stable
 
 
-def test_normalised_scores_and_all_zero_group():
-    np.testing.assert_allclose(normalised_scores(np.array([1.0, 4.0, 2.0])), [0.25, 1.0, 0.5])
-    np.testing.assert_array_equal(normalised_scores(np.zeros(3)), np.ones(3))
+def test_max_normalised_and_all_zero_group():
+    np.testing.assert_allclose(max_normalised(np.array([1.0, 4.0, 2.0])), [0.25, 1.0, 0.5])
+    np.testing.assert_array_equal(max_normalised(np.zeros(3)), np.ones(3))
 
 
-def test_allocation_keys_importance_weights_groups():
+def allocation_keys(scores, allocation, importances=None, gamma=1.0):
+    imps = np.ones(len(scores)) if importances is None and allocation != "importance" else importances
+    return group_keys(allocation)(scores, np.zeros(0) if imps is None else imps, gamma)
+
+
+def test_group_keys_of_each_allocator():
     scores = [np.array([1.0, 2.0]), np.array([3.0, 6.0])]
-    g = allocation_keys(scores, "global")
+    g = allocation_keys(scores, "global_ratio")
     np.testing.assert_allclose(g[0], [0.5, 1.0])
     np.testing.assert_allclose(g[1], [0.5, 1.0])
+    raw = allocation_keys(scores, "global")
+    np.testing.assert_allclose(raw[1], [3.0, 6.0])
+    lamp = allocation_keys(scores, "lamp")  # s^2 / sum of s^2 over the channels at least as large
+    np.testing.assert_allclose(lamp[0], [1.0 / 5.0, 1.0])
     uni = allocation_keys(scores, "uniform")
     same = allocation_keys(scores, "importance", np.array([2.0, 2.0]))
     for a, b in zip(same, uni):  # equal importances: uniform
@@ -87,8 +89,8 @@ def test_allocation_keys_importance_weights_groups():
     np.testing.assert_allclose(imp[1], [0.5, 1.0])
     sq = allocation_keys(scores, "importance", np.array([1.0, 4.0]), gamma=2.0)
     np.testing.assert_allclose(sq[0], [0.5 / 16, 1.0 / 16])
-    with pytest.raises(ValueError, match="unknown allocation"):
-        allocation_keys(scores, "lamp")
+    with pytest.raises(ValueError, match="allocates weights only"):
+        allocation_keys(scores, "erk")
     with pytest.raises(ValueError, match="one importance per group"):
         allocation_keys(scores, "importance")
 
@@ -137,7 +139,7 @@ def test_group_importance_by_name_suffix_and_fill():
 def test_cost_model_equals_profile_of_shrunk_model():
     model = mixed_model()
     cg = channel_graph(model)
-    cost = _CostModel(cg)
+    cost = CostModel(cg)
     assert cost.dense == (profile(model).macs, profile(model).params)
     rng = np.random.default_rng(1)
     for trial in range(3):
@@ -148,8 +150,8 @@ def test_cost_model_equals_profile_of_shrunk_model():
         assert est == (profile(small).macs, profile(small).params), trial
 
 
-# ------------------------------------------------------------------ plan_channels
-@pytest.mark.parametrize("allocation", ["uniform", "global", "importance"])
+# ------------------------------------------------------------------ tfprune.plan(granularity="channel")
+@pytest.mark.parametrize("allocation", ["uniform", "global_ratio", "importance"])
 def test_plan_reaches_macs_target_and_keeps_min_channels(allocation):
     model = tfprune.models.resnet_cifar(20, (16, 16, 1))
     snap = snapshot(model)
@@ -161,13 +163,13 @@ def test_plan_reaches_macs_target_and_keeps_min_channels(allocation):
     assert all(g.kept >= 4 for g in plan.groups)
     assert sum(g.removed for g in plan.groups) == sum(len(v) for v in plan.remove.values()) > 0
     assert "fc" in plan.frozen  # the output layer is never pruned by default
-    assert plan.allocation in plan.table()
+    assert plan.allocator in plan.table() and plan.budget == "macs" and plan.granularity == "channel"
 
 
 def test_plan_params_target_and_uniform_fractions():
     model = tfprune.models.resnet_cifar(20, (16, 16, 1))
-    plan = plan_channels(model, params=0.4, allocation="uniform")
-    assert plan.target == "params" and abs(plan.achieved - 0.4) <= 0.02
+    plan = tfprune.plan(model, params=0.4, allocation="uniform", granularity="channel")
+    assert plan.budget == "params" and abs(plan.achieved - 0.4) <= 0.02
     assert plan.params_removed == pytest.approx(plan.achieved)
     fracs = [g.removed / g.channels for g in plan.groups]
     assert max(fracs) - min(fracs) <= 1 / 16 + 1e-9  # same fraction up to one channel of the smallest group
@@ -175,8 +177,8 @@ def test_plan_params_target_and_uniform_fractions():
 
 def test_plan_importance_moves_channels_to_less_important_groups():
     model = mixed_model()
-    uni = plan_channels(model, macs=0.4, allocation="global")
-    imp = plan_channels(model, macs=0.4, allocation="importance")
+    uni = tfprune.plan(model, macs=0.4, allocation="global_ratio", granularity="channel")
+    imp = tfprune.plan(model, macs=0.4, allocation="importance", granularity="channel")
     # the group importances are what the registry's capacity says of the producers
     scores = tfprune.score_layers(model, "capacity").scores
     for g in imp.groups:
@@ -190,9 +192,9 @@ def test_plan_importance_from_activation_capacity_needs_data():
     model = mixed_model()
     snap = snapshot(model)
     with pytest.raises(ValueError, match="pass data"):
-        plan_channels(model, macs=0.4, allocation="importance", layer_importance="capacity_activation")
+        tfprune.plan(model, macs=0.4, allocation="importance", layer_importance="capacity_activation", granularity="channel")
     x = np.random.default_rng(1).random((48, 12, 12, 3), dtype=np.float32)
-    plan = plan_channels(model, macs=0.4, allocation="importance", layer_importance="capacity_activation", data=x)
+    plan = tfprune.plan(model, macs=0.4, allocation="importance", layer_importance="capacity_activation", data=x, granularity="channel")
     assert plan.layer_importance == "capacity_activation" and abs(plan.achieved - 0.4) <= 0.05
     caps = tfprune.score_layers(model, "capacity_activation", data=x).scores
     for g in plan.groups:
@@ -204,19 +206,23 @@ def test_plan_importance_from_activation_capacity_needs_data():
 
 def test_plan_errors_name_the_fix():
     model = mixed_model()
-    with pytest.raises(ValueError, match="exactly one target"):
-        plan_channels(model, macs=0.5, params=0.5)
+    with pytest.raises(ValueError, match="exactly one budget"):
+        tfprune.plan(model, macs=0.5, params=0.5, granularity="channel")
+    with pytest.raises(ValueError, match="counted in MACs or parameters"):
+        tfprune.plan(model, 0.5, granularity="channel")
+    with pytest.raises(ValueError, match="needs physical removal"):
+        tfprune.plan(model, macs=0.5)
     with pytest.raises(ValueError, match=r"in \[0, 1\)"):
-        plan_channels(model, macs=1.2)
-    with pytest.raises(ValueError, match="unknown allocation"):
-        plan_channels(model, macs=0.5, allocation="lamp")
+        tfprune.plan(model, macs=1.2, granularity="channel")
+    with pytest.raises(ValueError, match="for channel groups choose one of"):
+        tfprune.plan(model, macs=0.5, allocation="erk", granularity="channel")
     with pytest.raises(ValueError, match="min_channels"):
-        plan_channels(model, macs=0.5, min_channels=0)
+        tfprune.plan(model, macs=0.5, min_channels=0, granularity="channel")
 
 
 def test_plan_unreachable_target_is_reported():
     model = mixed_model()
-    plan = plan_channels(model, macs=0.95, min_channels=4)
+    plan = tfprune.plan(model, macs=0.95, min_channels=4, granularity="channel")
     assert plan.achieved < 0.95 - plan.tolerance
     assert "MISSED" in plan.table()
 

@@ -252,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
                         _cmd_channels, "labelled data: train split fine-tunes, test split evaluates")
     ch.add_argument("--macs", type=float, default=None, help="fraction of MACs removed (default 0.5 unless --params)")
     ch.add_argument("--params", type=float, default=None, help="instead of --macs: fraction of parameters removed")
-    ch.add_argument("--allocation", default="uniform", choices=["uniform", "importance", "global"],
-                    help="channels per group: uniform (default: best measured, see README), importance (How Compact?), global")
+    ch.add_argument("--allocation", default="uniform", choices=["uniform", "importance", "global_ratio", "global", "lamp"],
+                    help="channels per group: uniform (default: best measured, see benchmarks/results/README.md), importance (How Compact?), "
+                    "global_ratio (one threshold on scores over their group's largest), global (raw scores), lamp")
     ch.add_argument("--importance", default="l2", help="channel score within a group: l2, l1, bn_scale, or with --data taylor, obs")
     ch.add_argument("--layer-importance", default="capacity",
                     help="layer scorer giving each group its importance (allocation importance); capacity_activation reads --data")

@@ -8,7 +8,7 @@ MNIST ?= $(firstword $(wildcard ../shared/data/mnist/mnist.npz) $(TFPRUNE_MNIST)
 export TFPRUNE_MNIST := $(abspath $(MNIST))
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: install demo test test-bundled test-all lint bench clean
+.PHONY: install demo test test-bundled test-all lint bench docs clean
 
 $(BIN)/.installed: setup.cfg setup.py pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -38,5 +38,18 @@ test-all: install
 lint: install
 	$(BIN)/ruff check tfprune tests examples benchmarks
 
+# The docs site: mkdocs + mkdocstrings read the docstrings by static analysis (no TensorFlow import), so
+# this installs only the `docs` extra's pinned packages into the venv (creating it if needed), not the
+# package itself. --strict: a broken reference or link fails the build. Output in site/ (ignored by git).
+DOCS_REQS = $(BIN)/python -c "import configparser as c; p = c.ConfigParser(); p.read('setup.cfg'); print(p['options.extras_require']['docs'])"
+$(BIN)/.docs-installed: setup.cfg
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(DOCS_REQS) > $(VENV)/docs-requirements.txt
+	$(BIN)/pip install -q -r $(VENV)/docs-requirements.txt
+	touch $@
+
+docs: $(BIN)/.docs-installed
+	$(BIN)/mkdocs build --strict -d site
+
 clean:
-	rm -rf $(VENV) out .pytest_cache
+	rm -rf $(VENV) out .pytest_cache site

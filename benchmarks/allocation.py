@@ -115,13 +115,13 @@ class Rerank(keras.callbacks.Callback):
         if step > self.end_step or (step % self.frequency and step != self.end_step):
             return
         s = polynomial_sparsity(step, 0.0, self.sparsity, 0, self.end_step, self.power)
-        alloc = tp.allocate_sparsity(layers, s, allocation=self.allocation, **self.options)
+        alloc = tp.allocation.allocate_sparsity(layers, s, allocation=self.allocation, **self.options)
         for p in layers:
             t = alloc.targets[p.name]
             p.schedule.set(target_sparsity=t, initial_sparsity=t, begin_step=step, end_step=step + 1, frequency=1)
 
 
-def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.Allocation, float]:
+def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.allocation.Allocation, float]:
     allocator, scorer, options = METHODS[method][:3]
     t0 = time.perf_counter()
     options = resolve_options(model, options, calib)
@@ -129,7 +129,7 @@ def allocate(model, method: str, sparsity: float, calib) -> tuple[tp.Allocation,
     if scorer is not None:
         kw = {"sparsity": sparsity, "progress": False} if scorer == "sensitivity" else {}
         scores = tp.score_layers(model, scorer, data=calib if scorer == "sensitivity" else None, **kw).scores
-    alloc = tp.allocate_sparsity(model, sparsity, allocation=allocator, scores=scores, **options)
+    alloc = tp.allocation.allocate_sparsity(model, sparsity, allocation=allocator, scores=scores, **options)
     return alloc, time.perf_counter() - t0
 
 

@@ -55,7 +55,7 @@ def patterns(model, sparsities) -> dict:
     for s in sparsities:
         rows = {}
         for label, norm in NORMS.items():
-            a = tp.allocate_sparsity(model, s, allocation="global_ratio", normalization=norm)
+            a = tp.allocation.allocate_sparsity(model, s, allocation="global_ratio", normalization=norm)
             rows[label] = [a.targets[n] for n in inv.names]
         out["by_sparsity"][str(s)] = rows
     return out

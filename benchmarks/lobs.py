@@ -35,7 +35,7 @@ import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.obs import solvers  # noqa: E402
 from tfprune.obs.hessian import layer_hessians  # noqa: E402
-from tfprune.obs.prune import _layer_matrix, _set_layer_matrix  # noqa: E402
+from tfprune.obs.pruning import _layer_matrix, _set_layer_matrix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETUPS = {

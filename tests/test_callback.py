@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.wrap import channel_masks
+from tfprune.wrapping import channel_masks
 
 TARGETS = {"conv1": 0.3, "conv2": 0.6, "fc1": 0.85, "fc2": 0.5}
 
@@ -330,8 +330,8 @@ def test_load_model_helper_and_plain_keras_load_after_import(tiny, tmp_path):
     w = tfprune.wrap(tiny, 0.5)
     path = str(tmp_path / "m.keras")
     w.save(path)
-    assert tfprune.is_wrapped(tfprune.load_model(path))
-    assert tfprune.is_wrapped(keras.models.load_model(path))  # importing tfprune registers its classes
+    assert tfprune.wrapping.is_wrapped(tfprune.load_model(path))
+    assert tfprune.wrapping.is_wrapped(keras.models.load_model(path))  # importing tfprune registers its classes
     with pytest.raises(FileNotFoundError):
         tfprune.load_model(str(tmp_path / "missing.keras"))
 

@@ -8,9 +8,9 @@ second-order numpy math equals brute-force least squares on tiny matrices.
 """
 
 import numpy as np
-import tfprune
 import pytest
 
+import tfprune
 from tfprune._keras import keras
 from tfprune.structured import channel_graph, shrink
 from tfprune.structured.importance import (

@@ -122,7 +122,7 @@ def test_freeze_zeros_masks_are_the_zeros():
     for p in tfprune.prunable_layers(w):
         if p.name in ("fc1", "fc2"):
             np.testing.assert_array_equal(p.mask(), (pruned.get_layer(p.name).kernel.numpy() != 0).astype("float32"))
-    assert not tfprune.is_wrapped(pruned)  # the input is not changed
+    assert not tfprune.wrapping.is_wrapped(pruned)  # the input is not changed
 
 
 @pytest.mark.parametrize("case", ["softmax + one-hot", "logits + dataset", "multi-output"])
@@ -143,7 +143,7 @@ def test_retrain_keeps_zeros_and_lowers_the_users_loss(case):
     after = float(spec(spec_y, re(X)))
     assert after < 0.9 * before, (before, after)
     _zeros_kept(pruned, re)
-    assert not tfprune.is_wrapped(re)
+    assert not tfprune.wrapping.is_wrapped(re)
 
 
 def test_retrain_positional_x_y_and_errors():
@@ -233,8 +233,8 @@ def test_dropout_stays_off_nested_models_and_no_batchnorm():
 def test_obs_names_are_the_finetune_functions():
     assert tfprune.obs.retrain is retrain and tfprune.obs.reestimate_batchnorm is reestimate_batchnorm
     assert tfprune.obs.wrap_with_masks is finetune.freeze_zeros
-    from tfprune.obs.prune import reestimate_batchnorm as r2
-    from tfprune.obs.prune import wrap_with_masks as w2
+    from tfprune.obs.pruning import reestimate_batchnorm as r2
+    from tfprune.obs.pruning import wrap_with_masks as w2
 
     assert r2 is reestimate_batchnorm and w2 is finetune.freeze_zeros
 

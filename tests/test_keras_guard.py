@@ -63,7 +63,7 @@ def keras3_model():
         lambda m: tfprune.wrap(m),
         lambda m: tfprune.strip(m),
         lambda m: tfprune.export_tflite(m, "/tmp/never.tflite"),
-        lambda m: tfprune.allocate_sparsity(m, 0.5),
+        lambda m: tfprune.allocation.allocate_sparsity(m, 0.5),
     ],
 )
 def test_keras3_objects_get_typeerror_naming_the_fix(keras3_model, fn):

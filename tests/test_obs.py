@@ -9,7 +9,7 @@ from tests.conftest import mnist_path
 from tfprune import obs
 from tfprune._keras import keras
 from tfprune.obs.hessian import layer_hessians, unfold
-from tfprune.obs.prune import _layer_matrix
+from tfprune.obs.pruning import _layer_matrix
 from tfprune.obs.solvers import damped_inverse, exact, layer_error, lobs, selection_counts
 
 
@@ -152,7 +152,7 @@ def test_retrain_keeps_obs_zeros_exactly_and_recovers_accuracy(trained_tiny, dig
     pruned, _ = obs.prune(trained_tiny, (xt, yt), targets={"fc1": 0.97, "conv2": 0.7}, solver="magnitude", progress=False)
     zeros = {p.name: p.kernel() == 0 for p in tfprune.prunable_layers(pruned)}
     re = obs.retrain(pruned, xt[:2000], yt[:2000], steps=60, learning_rate=1e-3)
-    assert not tfprune.is_wrapped(re)
+    assert not tfprune.wrapping.is_wrapped(re)
     for p in tfprune.prunable_layers(re):
         k = p.kernel()
         assert np.count_nonzero(k[zeros[p.name]]) == 0  # every zero is still zero
@@ -194,7 +194,7 @@ def test_obs_importance_scorer(trained_tiny, digits_data):
         Wn, _ = lobs(W, damped_inverse(H[n], 1e-3), F, int(round(0.9 * F * W.shape[1])))
         rel[n] = layer_error(W, Wn, H[n]) / (0.5 * np.einsum("ij,ik,kj->", W, H[n], W))
     assert s.scores["fc1"] / s.scores["fc2"] == pytest.approx(rel["fc1"] / rel["fc2"], rel=1e-4)
-    a = tfprune.allocate_sparsity(trained_tiny, 0.9, allocation="importance", scores=s.scores)
+    a = tfprune.allocation.allocate_sparsity(trained_tiny, 0.9, allocation="importance", scores=s.scores)
     assert a.total_sparsity == pytest.approx(0.9, abs=1e-4)
 
 

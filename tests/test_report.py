@@ -104,7 +104,7 @@ def test_converted_reports_fit_long_names():
     import tfprune
     from tfprune._keras import keras
     from tfprune.export import ExportReport, TensorInfo
-    from tfprune.obs.prune import OBSLayer, OBSReport
+    from tfprune.obs.pruning import OBSLayer, OBSReport
 
     long_tensor = "model/" + LONG + "/Conv2D;model/" + LONG + "/BiasAdd/ReadVariableOp"
     exp = ExportReport("m.tflite", "sparse", 1000, 800, [TensorInfo(long_tensor, (8, 3, 3, 4), "float32", "sparse", 288, 30, 0.8958, 120)])

@@ -1,4 +1,4 @@
-"""Channel groups (tfprune.structured.channel_graph) and physical channel removal (tfprune.structured.shrink).
+"""Channel groups (tfprune.structured.channel_graph) and physical channel removal (tfprune.structured.removal).
 
 Most tests mask channels by hand in a copy of a tiny model (zero filters and
 biases, and the BatchNorm channel where the rule needs it), shrink it, and
@@ -15,7 +15,7 @@ import tensorflow as tf
 import tfprune
 from tfprune._keras import keras
 from tfprune.structured import channel_graph, channel_importance, lowest_channels, mask_channels, removable_channels, shrink
-from tfprune.structured.shrink import _check_inputs, _compare, fold_delta
+from tfprune.structured.removal import _check_inputs, _compare, fold_delta
 
 L = keras.layers
 ATOL = 1e-4

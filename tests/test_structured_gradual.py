@@ -20,7 +20,7 @@ from tfprune.channel_mask import NEVER, ChannelMask, keep_vector
 from tfprune.profile import profile
 from tfprune.schedule import polynomial_sparsity
 from tfprune.structured import channel_graph
-from tfprune.wrap import channel_masks
+from tfprune.wrapping import channel_masks
 
 L = keras.layers
 ATOL = 1e-4

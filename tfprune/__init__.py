@@ -8,83 +8,57 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured, tasks  # noqa: E402
-from tfprune.allocation import Allocation, allocate_sparsity, list_allocators  # noqa: E402
-from tfprune.analysis import AnalysisReport, analyze  # noqa: E402
-from tfprune.callbacks import Pruning, apply_masks  # noqa: E402
+from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured, tasks  # noqa: E402, F401
+from tfprune.allocation import list_allocators  # noqa: E402
+from tfprune.analysis import analyze  # noqa: E402
+from tfprune.callbacks import Pruning  # noqa: E402
+from tfprune.channel_mask import ChannelMask  # noqa: E402
 from tfprune.distill import Distiller  # noqa: E402
-from tfprune.export import ExportReport, export_tflite  # noqa: E402
-from tfprune.finetune import CrossEntropy, freeze_zeros, model_loss, reestimate_batchnorm, retrain  # noqa: E402
-from tfprune.granularity import GRANULARITIES  # noqa: E402
-from tfprune.importance import ImportanceScores, list_importance, score_layers  # noqa: E402
-from tfprune.io import custom_object_scope, custom_objects, load_model  # noqa: E402
-from tfprune.layers import LayerInventory, PrunableLayer, SkippedLayer, prunable_layers  # noqa: E402
-from tfprune.planning import Plan, plan  # noqa: E402
-from tfprune.profile import Profile, profile  # noqa: E402
+from tfprune.export import export_tflite  # noqa: E402
+from tfprune.importance import list_importance, score_layers  # noqa: E402
+from tfprune.io import custom_objects, load_model  # noqa: E402
+from tfprune.layers import prunable_layers  # noqa: E402
+from tfprune.planning import plan  # noqa: E402
+from tfprune.plans import Plan  # noqa: E402
+from tfprune.profile import profile  # noqa: E402
 from tfprune.quantize import convert_qat, pqat  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
-from tfprune.structured import ShrinkReport, channel_graph, channel_importance, prune_channels, shrink  # noqa: E402
+from tfprune.structured import channel_graph, shrink  # noqa: E402
 from tfprune.tasks import TaskModel  # noqa: E402
-from tfprune.wrap import clone, is_wrapped, strip, wrap  # noqa: E402
 from tfprune.wrapper import PruneLayer  # noqa: E402
+from tfprune.wrapping import clone, strip, wrap  # noqa: E402
 
 __version__ = "0.1.0"
 
+#: The public API at the top level (24 names). Everything else lives in a subpackage, one per stage:
+#: tfprune.importance / .allocation (registries), .structured (channel graph, shrink), .obs, .shallow,
+#: .finetune, .quantize, .data, .datasets (MNIST, CIFAR-10 loaders) and .models (the demo's model zoo).
 __all__ = [
-    "Allocation",
-    "AnalysisReport",
-    "Distiller",
-    "Profile",
-    "Plan",
-    "Pruning",
-    "PruneLayer",
-    "TaskModel",
-    "GRANULARITIES",
+    # plan and prune in fit
     "plan",
-    "analyze",
-    "ExportReport",
-    "ImportanceScores",
-    "LayerInventory",
-    "LayerwiseSchedule",
-    "PrunableLayer",
-    "SkippedLayer",
-    "allocate_sparsity",
-    "allocation",
-    "CrossEntropy",
-    "data",
-    "finetune",
-    "freeze_zeros",
-    "model_loss",
-    "reestimate_batchnorm",
-    "report",
-    "retrain",
-    "apply_masks",
+    "Plan",
+    "wrap",
+    "Pruning",
+    "strip",
     "clone",
-    "custom_object_scope",
-    "custom_objects",
-    "datasets",
-    "export_tflite",
-    "importance",
-    "is_wrapped",
-    "list_importance",
-    "list_allocators",
-    "load_model",
-    "models",
-    "obs",
-    "profile",
     "prunable_layers",
     "score_layers",
-    "shallow",
-    "ShrinkReport",
+    "list_importance",
+    "list_allocators",
+    "PruneLayer",
+    "ChannelMask",
+    "LayerwiseSchedule",
+    # structures and methods
     "channel_graph",
-    "channel_importance",
     "shrink",
+    "analyze",
+    "profile",
+    "Distiller",
+    "TaskModel",
+    # export and files
     "pqat",
     "convert_qat",
-    "quantize",
-    "prune_channels",
-    "structured",
-    "tasks",
-    "strip",
-    "wrap",
+    "export_tflite",
+    "load_model",
+    "custom_objects",
 ]

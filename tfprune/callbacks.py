@@ -52,8 +52,8 @@ from tfprune.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import format_table
 from tfprune.schedule import LayerwiseSchedule, _check_int, _check_sparsity
-from tfprune.wrap import channel_masks, wrappers
 from tfprune.wrapper import PruneLayer
+from tfprune.wrapping import channel_masks, wrappers
 
 __all__ = ["Pruning", "apply_masks"]
 
@@ -545,7 +545,7 @@ class Pruning(keras.callbacks.Callback):
 
     def _setup_channels(self) -> None:
         from tfprune.structured.graph import channel_graph
-        from tfprune.wrap import strip
+        from tfprune.wrapping import strip
 
         masks = self._channel_masks()
         steps = [int(m.pruning_step.numpy()) for m in masks]
@@ -654,7 +654,7 @@ class Pruning(keras.callbacks.Callback):
         `tfprune.shrink`, which checks that the smaller model computes what the
         masked one computes; its `ShrinkReport` is kept in ``shrink_report_``.
         """
-        from tfprune.wrap import strip
+        from tfprune.wrapping import strip
 
         model = self.model if model is None else model
         if model is None:
@@ -663,7 +663,7 @@ class Pruning(keras.callbacks.Callback):
         if not self.channel:
             return plain
         from tfprune.structured.graph import channel_graph
-        from tfprune.structured.shrink import shrink
+        from tfprune.structured.removal import shrink
 
         if getattr(self, "_cg", None) is None or model is not self.model:
             self._cg = channel_graph(plain, self.plan_kwargs["include_outputs"])

@@ -99,7 +99,7 @@ class OneShotEvaluator:
         import tensorflow as tf
 
         from tfprune.layers import prunable_layers
-        from tfprune.wrap import clone, is_wrapped, strip
+        from tfprune.wrapping import clone, is_wrapped, strip
 
         check_model(model)
         if len(model.outputs) != 1:

@@ -54,7 +54,7 @@ import tensorflow as tf
 from tfprune._keras import check_model
 from tfprune.data import take
 from tfprune.report import Report, Table
-from tfprune.wrap import is_wrapped, strip
+from tfprune.wrapping import is_wrapped, strip
 
 __all__ = [
     "make_interpreter",

@@ -9,6 +9,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfprune._keras import keras
+from tfprune.channel_mask import ChannelMask
 from tfprune.schedule import LayerwiseSchedule
 from tfprune.wrapper import PruneLayer
 
@@ -20,16 +21,14 @@ def custom_objects() -> dict[str, Any]:
     objs: dict[str, Any] = {
         "PruneLowMagnitude": pruning_wrapper.PruneLowMagnitude,
         "PruneLayer": PruneLayer,
+        "ChannelMask": ChannelMask,
         "LayerwiseSchedule": LayerwiseSchedule,
         "ConstantSparsity": _sched.ConstantSparsity,
         "PolynomialDecay": _sched.PolynomialDecay,
     }
-    try:
-        from tfprune.distill import Distiller  # noqa: PLC0415 (optional, later issue)
+    from tfprune.distill import Distiller
 
-        objs["Distiller"] = Distiller
-    except ImportError:
-        pass
+    objs["Distiller"] = Distiller
     return objs
 
 

@@ -39,7 +39,7 @@ DEFAULT_CHANNEL_ALLOCATION = "uniform"
 
 
 def _plain_model(model: Any) -> Any:
-    from tfprune.wrap import is_wrapped, strip
+    from tfprune.wrapping import is_wrapped, strip
 
     return strip(model) if is_wrapped(model) else model
 

@@ -131,7 +131,7 @@ def kernel_zeros(model: Any) -> dict[str, KernelZeros]:
     `tfprune.strip` would) and a QAT model (the kernel variable inside each
     quantization wrapper).
     """
-    from tfprune.wrap import is_wrapped, strip
+    from tfprune.wrapping import is_wrapped, strip
 
     check_model(model)
     if is_wrapped(model):
@@ -413,7 +413,7 @@ def pqat(
         layer and the fix), or the data has no labels.
     """
     from tfprune.finetune import _lists_as_tuples, model_loss
-    from tfprune.wrap import clone, is_wrapped, strip
+    from tfprune.wrapping import clone, is_wrapped, strip
 
     check_model(model)
     if int(epochs) < 0:

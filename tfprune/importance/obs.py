@@ -19,8 +19,8 @@ def obs_importance(ctx: ImportanceContext) -> np.ndarray:
     """Relative L-OBS layer error at a given sparsity (second order, needs data)."""
     from tfprune.obs import solvers
     from tfprune.obs.hessian import layer_hessians, supported
-    from tfprune.obs.prune import _layer_matrix
-    from tfprune.wrap import clone, is_wrapped, strip
+    from tfprune.obs.pruning import _layer_matrix
+    from tfprune.wrapping import clone, is_wrapped, strip
 
     sparsity = float(ctx.options.get("sparsity", 0.9))
     work = strip(ctx.model) if is_wrapped(ctx.model) else clone(ctx.model)

@@ -74,7 +74,7 @@ def layer_losses(
     """
     from tfprune.finetune import LossSpec, model_loss
     from tfprune.layers import prunable_layers
-    from tfprune.wrap import clone, is_wrapped, strip
+    from tfprune.wrapping import clone, is_wrapped, strip
 
     spec = loss_fn if isinstance(loss_fn, LossSpec) else model_loss(model, loss_fn)
     work = strip(model) if is_wrapped(model) else clone(model)

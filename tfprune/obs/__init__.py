@@ -11,6 +11,6 @@ from tfprune.finetune import freeze_zeros as wrap_with_masks
 from tfprune.finetune import reestimate_batchnorm, retrain
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians
-from tfprune.obs.prune import METHODS, OBSLayer, OBSReport, prune
+from tfprune.obs.pruning import METHODS, OBSLayer, OBSReport, prune
 
 __all__ = ["METHODS", "OBSLayer", "OBSReport", "layer_hessians", "prune", "reestimate_batchnorm", "retrain", "solvers", "wrap_with_masks"]

@@ -205,7 +205,7 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
             warnings.warn("shallow(): the student's BatchNorm statistics were not re-estimated (no data= given); they are stale "
                           "after removing layers: pass data=(x, y), or call tfprune.obs.reestimate_batchnorm(student, x)", stacklevel=2)
         else:
-            from tfprune.obs.prune import reestimate_batchnorm
+            from tfprune.finetune import reestimate_batchnorm
 
             reestimate_batchnorm(new, take(data, bn_samples).x)
     after = profile(new)

@@ -3,7 +3,7 @@
 `channel_graph(model)` finds the groups of channels that must be removed
 together (`tfprune.structured.graph`); `shrink(model)` removes the masked
 channels for real and checks the smaller model computes the same
-(`tfprune.structured.shrink`); `channel_importance(model)` scores each
+(`tfprune.structured.removal`); `channel_importance(model)` scores each
 group's channels by the magnitude of all the weights they take with them
 (`tfprune.structured.importance`); `tfprune.plan(model, macs=0.5, granularity="channel")` decides
 how many channels each group loses under one MACs/params target
@@ -18,7 +18,7 @@ from tfprune.structured.gradual import prune_channels_gradually
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
 from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
 from tfprune.structured.prune import PruneChannelsReport, prune_channels
-from tfprune.structured.shrink import GroupChange, ShrinkReport, mask_channels, removable_channels, shrink
+from tfprune.structured.removal import GroupChange, ShrinkReport, mask_channels, removable_channels, shrink
 
 __all__ = [
     "ChannelGraph",

@@ -70,7 +70,7 @@ def prune_channels_gradually(
     from tfprune.models import adam
     from tfprune.structured.importance import channel_importance_needs_data
     from tfprune.structured.prune import PruneChannelsReport, top1_accuracy
-    from tfprune.wrap import wrap
+    from tfprune.wrapping import wrap
 
     t0 = time.perf_counter()
     check_model(model)

@@ -182,7 +182,7 @@ class ChannelGraph(Report):
     The flat graph (``graph``), the flat copy of the model the shapes come
     from (``flat``), the per-layer rules (``nodes``, in topological order),
     the id class of every tensor entry (``labels``) and the tensor shapes
-    (``shapes``) are kept for `tfprune.structured.shrink`.
+    (``shapes``) are kept for `tfprune.structured.removal`.
     """
 
     model_name: str
@@ -429,7 +429,7 @@ def _flat(model: Any) -> Any:
 
 def _plain(model: Any) -> Any:
     """``model`` without pruning wrappers (masks applied); the model itself when it has none."""
-    from tfprune.wrap import is_wrapped, strip
+    from tfprune.wrapping import is_wrapped, strip
 
     return strip(model) if is_wrapped(model) else model
 

@@ -52,7 +52,7 @@ name           needs data  score of channel ``j`` of a group (aggregation over t
 Scores are comparable within a group; across groups they are not normalized
 (the plan's allocations normalise each group by its maximum, so a fallback
 scorer in one group does not bias another). `lowest_channels` turns scores
-into a ``remove=`` mapping for `tfprune.structured.shrink` with the same
+into a ``remove=`` mapping for `tfprune.structured.removal` with the same
 fraction in every prunable group.
 
 A new scorer: ``register_channel_importance(name, scorer=fn, needs_data=...)``

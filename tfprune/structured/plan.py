@@ -38,7 +38,7 @@ the target (one channel of a wide residual group can be a few percent of
 the MACs). The estimate is `tfprune.profile` of the dense model with every
 layer's MACs and params scaled by the fractions of its input and output
 channels kept (equal to the shrunk model's profile for the layers tfprune
-knows; a test checks it). The model is then shrunk (`tfprune.structured.shrink`) and the
+knows; a test checks it). The model is then shrunk (`tfprune.structured.removal`) and the
 achieved total is read from `tfprune.profile` of the **shrunk model**; when
 it misses the target by more than ``tolerance`` the estimate's target is
 corrected and the search runs again (at most ``max_iter`` times). The plan
@@ -243,7 +243,7 @@ def plan_and_shrink(
     see the module docstring for the algorithm and `tfprune.plan` for the arguments.
     The achieved total is measured on the shrunk model (returned with its `ShrinkReport`).
     """
-    from tfprune.structured.shrink import shrink
+    from tfprune.structured.removal import shrink
 
     t0 = time.perf_counter()
     target, frac = _check_args(macs, params, allocation, min_channels)
@@ -319,6 +319,6 @@ def plan_and_shrink(
 
 
 def _unchanged(model: Any, include_outputs: bool, x: Any) -> tuple[Any, Any]:
-    from tfprune.structured.shrink import shrink
+    from tfprune.structured.removal import shrink
 
     return shrink(model, {}, include_outputs=include_outputs, x=x)

@@ -18,7 +18,7 @@ from tfprune.obs.hessian import layer_hessians, supported
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
 from tfprune.schedule import _check_sparsity
-from tfprune.wrap import clone, is_wrapped, strip
+from tfprune.wrapping import clone, is_wrapped, strip
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "retrain", "wrap_with_masks", "reestimate_batchnorm", "METHODS"]
 

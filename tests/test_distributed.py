@@ -1,38 +1,103 @@
-"""Pruning under tf.distribute.MirroredStrategy (2 logical CPUs) reaches what one device reaches, for every granularity."""
+"""Pruning under tf.distribute reaches what one device reaches, for every granularity.
+
+* MirroredStrategy with 2 logical CPUs (one process);
+* MultiWorkerMirroredStrategy with 2 worker processes on 127.0.0.1 (TF_CONFIG with ports the test picks),
+  for unstructured weights and coupled channel groups.
+"""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).parent / "scripts" / "mirrored_pruning.py"
-
-
+SCRIPTS = Path(__file__).parent / "scripts"
 GRANULARITIES = ["unstructured", "block", "channel", "2:4"]
+MULTIWORKER = ["unstructured", "channel"]
 
 
-@pytest.fixture(scope="module")
-def results():
-    """All granularities in one fresh process (logical devices are fixed at TensorFlow start; one start, not four)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    proc = subprocess.run([sys.executable, str(SCRIPT), ",".join(GRANULARITIES)], capture_output=True, text=True, timeout=900, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+def _results(stdout: str) -> dict:
     out = {}
-    for ln in proc.stdout.splitlines():
+    for ln in stdout.splitlines():
         if ln.startswith("RESULT "):
             granularity, payload = ln[len("RESULT "):].split(" ", 1)
             out[granularity] = json.loads(payload)
     return out
 
 
+def _env(**extra: str) -> dict:
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    env.pop("TF_CONFIG", None)
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def results():
+    """All granularities in one fresh process (logical devices are fixed at TensorFlow start; one start, not four)."""
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "mirrored_pruning.py"), ",".join(GRANULARITIES)], capture_output=True, text=True,
+                          timeout=900, env=_env(), cwd=SCRIPTS)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return _results(proc.stdout)
+
+
+def _same_as_one_device(one: dict, other: dict, replicas: int, granularity: str) -> None:
+    assert other["replicas"] == replicas and one["replicas"] == 1
+    assert one["steps"] == other["steps"] and set(one["steps"]) == {16}  # 2 epochs x 8 global batches: one step per optimizer step
+    assert other["zeros"] == one["zeros"] == one["planned"] == other["planned"]
+    assert sum(one["zeros"].values()) > 0
+    if granularity == "channel":  # channels are chosen by the plan on the dense weights: the very same ones
+        assert one["masks"] == other["masks"]
+
+
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_mirrored_strategy_matches_one_device(results, granularity):
-    res = results[granularity]
-    one, mirrored = res["one"], res["mirrored"]
-    assert mirrored["replicas"] == 2 and one["replicas"] == 1
-    assert one["steps"] == mirrored["steps"] == [16] * 4  # 2 epochs x 8 global batches: one step per optimizer step
-    assert mirrored["zeros"] == one["zeros"] == one["planned"] == mirrored["planned"]
-    assert sum(one["zeros"].values()) > 0
+    _same_as_one_device(results[granularity]["one"], results[granularity]["mirrored"], 2, granularity)
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@pytest.fixture(scope="module")
+def multiworker():
+    """Two worker processes of one MultiWorkerMirroredStrategy cluster on 127.0.0.1, and the one-device reference."""
+    script = [sys.executable, str(SCRIPTS / "multiworker_pruning.py"), ",".join(MULTIWORKER)]
+    ports = _free_ports(2)
+    cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+    procs = [subprocess.Popen(script, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=SCRIPTS,
+                              env=_env(TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})))
+             for i in range(2)]
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=600))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for p, (_, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    single = subprocess.run([*script, "--single"], capture_output=True, text=True, timeout=600, env=_env(), cwd=SCRIPTS)
+    assert single.returncode == 0, single.stderr[-3000:]
+    return _results(single.stdout), [_results(o) for o, _ in outs]
+
+
+@pytest.mark.parametrize("granularity", MULTIWORKER)
+def test_multiworker_strategy_matches_one_device(multiworker, granularity):
+    one, workers = multiworker
+    for w in workers:
+        _same_as_one_device(one[granularity], w[granularity], 2, granularity)
+    assert workers[0][granularity]["zeros"] == workers[1][granularity]["zeros"]

@@ -171,12 +171,18 @@ class ChannelMask(L.Wrapper):
         n = tf.floor(tf.cast(self.count, tf.float64) * r + 0.5)
         return tf.cast(tf.cast(self.rank, tf.float64) >= n, self.keep.dtype)
 
-    def update_op(self) -> Any:
-        """Increment the step; at an update step recompute ``keep`` (in the graph)."""
+    def update_op(self, training: Any = True) -> Any:
+        """Add ``training`` (1 or 0) to the step; at an update step recompute ``keep`` (in the graph).
+
+        No assignment sits inside control flow: under a distribution strategy an
+        assignment to these variables synchronises the replicas (``merge_call``),
+        which TensorFlow does not allow inside ``tf.cond``.
+        """
         s = self.pruning_schedule
-        step = self.pruning_step.assign_add(1)
-        due = update_due_tf(step, s._begin, s._end, s._frequency)
-        return tf.cond(due, lambda: self.keep.assign(self.keep_at(step)), lambda: tf.identity(self.keep))
+        on = tf.cast(training, tf.bool)
+        step = self.pruning_step.assign_add(tf.cast(on, tf.int64))
+        due = tf.logical_and(on, update_due_tf(step, s._begin, s._end, s._frequency))
+        return self.keep.assign(tf.where(due, self.keep_at(step), self.keep))
 
     def call(self, inputs: Any, training: Any = None, **kwargs: Any) -> Any:
         if training is None:
@@ -184,7 +190,7 @@ class ChannelMask(L.Wrapper):
         if isinstance(training, (bool, int)):
             keep = self.update_op() if training else self.keep
         else:
-            keep = tf.cond(tf.cast(training, tf.bool), self.update_op, lambda: tf.identity(self.keep))
+            keep = self.update_op(training)
         if "training" in inspect.getfullargspec(self.layer.call).args:
             out = self.layer.call(inputs, training=training, **kwargs)
         else:

@@ -18,7 +18,7 @@ from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
 from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
 from tfprune.structured.plan import ChannelPlan, GroupPlan, plan_channels
 from tfprune.structured.prune import PruneChannelsReport, prune_channels
-from tfprune.structured.shrink import GroupChange, ShrinkReport, mask_channels, removable_channels, shrink
+from tfprune.structured.shrink import ChannelWeight, GroupChange, ShrinkReport, channel_weights, mask_channels, removable_channels, shrink
 
 __all__ = [
     "ChannelGraph",
@@ -26,6 +26,7 @@ __all__ = [
     "ChannelPlan",
     "ChannelPruning",
     "ChannelScores",
+    "ChannelWeight",
     "GradualStatus",
     "GroupChange",
     "GroupPlan",
@@ -33,6 +34,7 @@ __all__ = [
     "ShrinkReport",
     "channel_graph",
     "channel_importance",
+    "channel_weights",
     "list_channel_importance",
     "lowest_channels",
     "mask_channels",

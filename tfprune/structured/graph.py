@@ -361,8 +361,8 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
     elif isinstance(layer, L.LayerNormalization):
         if _touches_last_axis(layer.axis, rank):
             return FROZEN, (f"LayerNormalization {layer.name!r} normalizes over the channels (axis {layer.axis}): its mean and "
-                            "variance mix all channels, so removing a channel would change every other channel's value (not exact); "
-                            "its input and output channels are kept")
+                            "variance mix all channels, so removing a channel would change every other channel's value (not exact). "
+                            "Its input and output channels are kept")
         kind = PERCHANNEL
     elif is_channel_scale(layer):
         kind = VALUE

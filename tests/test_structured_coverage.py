@@ -337,3 +337,52 @@ def test_applications_frozen_groups_and_plan_shrink(app):
     assert abs(plan.achieved - 0.3) <= plan.tolerance
     assert rep.max_abs_diff <= rep.tolerance and rep.max_rel_diff_tensors <= ATOL  # shrink's own check (it raises otherwise)
     assert (plan.macs_after, plan.params_after) == (profile(small).macs, profile(small).params)
+
+
+# ------------------------------------------------------------------ channel scores on grouped convolutions
+def test_l2_scores_count_a_grouped_consumers_rows():
+    """Channel 0 of c1's group is entries 0, 2, 4, 6 of c1 and bn1, and row 0 of every group of g4's (3, 3, 2, 16) kernel."""
+    model = grouped_model()
+    cg = channel_graph(model)
+    g = by_producer(cg)["c1"]
+    score = tfprune.structured.channel_importance(model, "l2", graph=cg).scores[g.name]
+    k, b = model.get_layer("c1").get_weights()
+    gamma, beta = model.get_layer("bn1").get_weights()[:2]
+    g4 = model.get_layer("g4").kernel.numpy()
+    for j in range(2):
+        at = [j, j + 2, j + 4, j + 6]
+        want = np.sum(k[..., at] ** 2) + np.sum(b[at] ** 2) + np.sum(gamma[at] ** 2) + np.sum(beta[at] ** 2) + np.sum(g4[:, :, j, :] ** 2)
+        assert score[j] == pytest.approx(np.sqrt(want), rel=1e-6)
+
+
+def test_data_scorers_on_grouped_convolutions():
+    model = grouped_model()
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = inputs_for(model, n=16)
+    y = np.arange(16) % 3
+    cg = channel_graph(model)
+    taylor = tfprune.structured.channel_importance(model, "taylor", graph=cg, data=(x, y))
+    assert all(taylor.scores[g.name].shape == (g.channels,) for g in cg.prunable)
+    assert np.all(taylor.scores[by_producer(cg)["c1"].name] > 0)  # read only by the grouped g4: its rows are counted
+    obs = tfprune.structured.channel_importance(model, "obs", graph=cg, data=x)
+    assert any("g4 (grouped convolution, groups=4)" in n for n in obs.notes)
+    assert any("scored by 'l2'" in n and by_producer(cg)["c1"].name in n for n in obs.notes)  # its only consumer is g4
+
+
+def test_grouped_conv1d_shrinks_exactly():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 6))
+    x = L.Conv1D(8, 3, name="c1")(inp)
+    x = L.ReLU(name="r1")(x)
+    x = L.Conv1D(12, 3, groups=2, name="g2")(x)  # 4 inputs, 6 outputs per group
+    x = L.Conv1D(12, 3, padding="same", groups=12, name="dw")(x)
+    x = L.GlobalAveragePooling1D(name="gap")(x)
+    model = keras.Model(inp, L.Dense(3, name="fc")(x), name="conv1d")
+    cg = channel_graph(model)
+    groups = by_producer(cg)
+    assert (groups["c1"].channels, groups["g2"].channels) == (4, 6)
+    remove = {groups["c1"].name: [2], groups["g2"].name: [0, 5]}
+    new, rep = shrink(model, remove)
+    assert new.get_layer("g2").kernel.shape == (3, 3, 8) and new.get_layer("g2").groups == 2
+    assert (new.get_layer("dw").filters, new.get_layer("dw").groups) == (8, 8)
+    masked_outputs_equal(tfprune.structured.mask_channels(model, remove), new)

@@ -6,7 +6,8 @@ model itself (a wrapped model after channel pruning is read through
 takes them from you and first **masks the whole group** in a copy (every
 producer's output filter and bias, every BatchNorm's gamma, beta and mean,
 every depthwise filter and bias of the channel), so those channels are
-exactly zero everywhere.
+exactly zero everywhere. `channel_weights(cg)` lists those variables (with
+the channel of every entry) for code that masks channels itself.
 
 When removing a channel is exact (the rule). A removed channel may still
 carry a value into the layers that read it: after a masked convolution
@@ -17,11 +18,13 @@ the graph: *constant* (with its value) or *varying*:
 
 * a producer with a zero filter (kernel slice) makes the constant ``act(bias)``;
 * element-wise layers (BatchNorm, activations, Rescaling, Normalization, PReLU
-  with per-channel alpha) map a constant to a constant (computed by the
-  layer itself); a BatchNorm with ``gamma = 0`` makes a constant from anything;
+  with per-channel alpha, per-channel scales such as ConvNeXt's ``LayerScale``)
+  map a constant to a constant (computed by the layer itself); a BatchNorm
+  with ``gamma = 0`` makes a constant from anything;
 * pooling, global pooling, up-sampling, cropping, dropout, Flatten, Reshape
   keep the constant; zero padding keeps only the constant 0;
-* a depthwise convolution maps a constant ``k`` to ``k * sum(filter) + bias``
+* a depthwise convolution (``DepthwiseConv*`` or ``ConvND(groups=C_in)``)
+  maps a constant ``k`` to ``k * sum(filter) + bias``
   when every output sees a whole window (``padding="valid"`` or a 1x1 filter)
   or when ``k == 0``; with ``padding="same"`` and ``k != 0`` the border
   outputs see zero padding instead of ``k``: varying;
@@ -29,11 +32,12 @@ the graph: *constant* (with its value) or *varying*:
   anything is zero.
 
 At every layer that reads the channel and keeps its own outputs (the
-*consumers*: Dense, Conv, ConvTranspose, SeparableConv), the channel may go
+*consumers*: Dense, Conv, grouped Conv, ConvTranspose, SeparableConv), the channel may go
 if its rows of that layer's kernel are zero, or it is the constant 0, or it
 is a constant ``k`` that the layer can absorb exactly into its bias
-(``bias += k * sum of the channel's kernel rows``): **Dense** always; a
-**convolution** only with ``padding="valid"`` or a kernel of size 1 (with
+(``bias += k * sum of the channel's kernel rows``; for a grouped
+convolution, only the outputs of the channel's group get the term): **Dense**
+always; a **convolution** only with ``padding="valid"`` or a kernel of size 1 (with
 ``"same"``/``"causal"`` padding and a larger kernel the border outputs see
 zeros, not ``k``: not exact); **ConvTranspose** only with a 1x1 kernel and
 stride 1. A consumer without a bias gets one (``use_bias=True``) when a
@@ -52,8 +56,11 @@ outputs are compared with the masked model's on random inputs (or ``x``):
 
 The result is a new flat functional model (nested models inlined, as in
 `tfprune.shallow`), rebuilt with ``keras.Model.from_config`` from the input's
-config with smaller ``filters``/``units``/``output_dim`` (and Reshape
-targets, Rescaling/Normalization vectors, ``tf.split`` sizes), weights sliced
+config with smaller ``filters``/``units``/``output_dim`` (a grouped
+convolution keeps ``groups``, with fewer channels per group; a depthwise
+``ConvND(groups=C)`` gets ``groups`` = the channels kept), Reshape targets,
+Rescaling/Normalization vectors, ``LayerScale``'s ``projection_dim``,
+``tf.split`` sizes, weights sliced
 and copied; it is not compiled. The input model is only read.
 """
 

@@ -335,6 +335,9 @@ def test_applications_frozen_groups_and_plan_shrink(app):
         assert all("LayerNormalization" in r or r.startswith("model input") or r.startswith("model output") for r in reasons)
     plan, small, rep = plan_and_shrink(model, macs=0.3)
     assert abs(plan.achieved - 0.3) <= plan.tolerance
+    cost = _CostModel(cg)  # the planner's estimate is the shrunk model's profile (grouped convs, LayerScale included)
+    labels = np.asarray([int(cg.group(g).labels[j]) for g, js in plan.remove.items() for j in js])
+    assert cost.estimate(cost.removed_mask(labels)) == (profile(small).macs, profile(small).params)
     assert rep.max_abs_diff <= rep.tolerance and rep.max_rel_diff_tensors <= ATOL  # shrink's own check (it raises otherwise)
     assert (plan.macs_after, plan.params_after) == (profile(small).macs, profile(small).params)
 

@@ -67,7 +67,11 @@ id class: removing it removes one input channel from each group, i.e. row
 group the convolution is dense). So a group of channels that feeds (or is made
 by) a grouped convolution has ``a`` (or ``b``) removable channels, each of them
 ``G`` tensor entries; the shrunk layer keeps ``groups=G`` with ``a'`` inputs
-and ``b'`` outputs per group. When ``a = 1`` (``groups == C_in``) the layer is a
+and ``b'`` outputs per group. The rule is stricter than validity needs (any
+equal count per group would do), but it keeps every removable channel one id
+class, which the scorers, the planner's cost model and `shrink` handle as
+they are; the price is granularity: one step removes ``G`` tensor channels
+(RegNetX002's groups of 8 channels: 8 steps per group). When ``a = 1`` (``groups == C_in``) the layer is a
 depthwise convolution and follows the depthwise rule instead (its output
 ``c*M+m`` is input ``c``; removing channel ``c`` lowers ``groups`` and
 ``filters``).

@@ -132,7 +132,15 @@ class Graph:
             custom[cls.__name__] = cls
             custom[keras.saving.get_registered_name(cls)] = cls
         try:
-            new = keras.Model.from_config(self.config(name), custom_objects=custom)
+            if any(isinstance(obj, keras.layers.Lambda) for obj in self.sources.values()):
+                # the Lambda functions were serialized in this process from the model's own in-memory layers (not read from
+                # a file): rebuilding them runs nothing the model would not run, so Keras' safe mode for Lambda is lifted here
+                from tf_keras.src.saving.serialization_lib import SafeModeScope
+
+                with SafeModeScope(False):
+                    new = keras.Model.from_config(self.config(name), custom_objects=custom)
+            else:
+                new = keras.Model.from_config(self.config(name), custom_objects=custom)
         except Exception as err:  # noqa: BLE001  (re-raised with the fix)
             raise ValueError(
                 f"could not rebuild {name or self.name!r} from its config ({type(err).__name__}: {err}). Shallowing rebuilds the model "

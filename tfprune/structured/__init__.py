@@ -18,17 +18,20 @@ from tfprune.structured.gradual import prune_channels_gradually
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
 from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
 from tfprune.structured.prune import PruneChannelsReport, prune_channels
-from tfprune.structured.removal import GroupChange, ShrinkReport, mask_channels, removable_channels, shrink
+from tfprune.structured.removal import ChannelWeight, GroupChange, ShrinkReport, channel_weights, mask_channels, removable_channels, shrink
 
 __all__ = [
     "ChannelGraph",
     "ChannelGroup",
     "ChannelScores",
+    "ChannelWeight",
+    "GradualStatus",
     "GroupChange",
     "PruneChannelsReport",
     "ShrinkReport",
     "channel_graph",
     "channel_importance",
+    "channel_weights",
     "list_channel_importance",
     "lowest_channels",
     "mask_channels",

@@ -19,10 +19,20 @@ Conv1D/2D/3D, Dense,       **producer**: fresh output ids; reads its input
 Conv*Transpose,            channels as kernel rows (a *consumer*); SeparableConv
 SeparableConv1D/2D,        rows are its depthwise filters plus pointwise rows
 Embedding                  (Embedding reads indices, not channels)
-DepthwiseConv1D/2D         output ``c*M+m`` *is* input ``c`` (same id)
+DepthwiseConv1D/2D, and a  output ``c*M+m`` *is* input ``c`` (same id); the
+depthwise convolution      grouped form's ``groups`` and ``filters`` shrink with
+written as                 the channels
+``Conv2D(groups=C)`` on C
+inputs, ``filters=M*C``
+grouped convolution        **producer** whose channels are tied across its groups
+(``groups=G``, 1<G<C)      (see *grouped convolutions* below)
 BatchNormalization,        element-wise per channel: same ids (their per-channel
 activations, PReLU,        parameters are sliced with the channel)
-Rescaling, Normalization
+Rescaling, Normalization,
+per-channel scales
+(tf_keras.applications
+ConvNeXt's ``LayerScale``:
+``x * gamma``, gamma (C,))
 pooling, global pooling,   the channel axis passes through: same ids
 padding, cropping,
 up-sampling, dropout,
@@ -44,6 +54,28 @@ A **group** is the set of tied channels that behave alike: channels whose
 ids appear in the same tensors. Removing channel ``j`` of a group removes
 one id class: every element of it in every tensor.
 
+**Grouped convolutions** (``Conv1D/2D/3D(groups=G)`` with ``1 < G`` and
+``a = C_in / G > 1`` input channels per group, ``b = C_out / G`` outputs per
+group). Input channel ``g*a + i`` is read only by group ``g``'s filters, so a
+valid smaller grouped convolution needs the same input channels per group
+(and the same outputs per group). The rule: **channel ``i`` of every group is
+one coupled channel**. Input entries ``i, a+i, ..., (G-1)*a+i`` are tied (one
+id class: removing it removes one input channel from each group, i.e. row
+``i`` of the kernel's ``(..., a, C_out)`` input axis); output entries
+``j, b+j, ..., (G-1)*b+j`` share one fresh id (removing it removes filter
+``j`` of each group). Input and output are not coupled to each other (within a
+group the convolution is dense). So a group of channels that feeds (or is made
+by) a grouped convolution has ``a`` (or ``b``) removable channels, each of them
+``G`` tensor entries; the shrunk layer keeps ``groups=G`` with ``a'`` inputs
+and ``b'`` outputs per group. The rule is stricter than validity needs (any
+equal count per group would do), but it keeps every removable channel one id
+class, which the scorers, the planner's cost model and `shrink` handle as
+they are; the price is granularity: one step removes ``G`` tensor channels
+(RegNetX002's groups of 8 channels: 8 steps per group). When ``a = 1`` (``groups == C_in``) the layer is a
+depthwise convolution and follows the depthwise rule instead (its output
+``c*M+m`` is input ``c``; removing channel ``c`` lowers ``groups`` and
+``filters``).
+
 ``TFOpLambda`` layers (raw TensorFlow ops in a functional model) are followed
 when they are known element-wise functions (``tf.nn.relu``, ``x + 3.0``,
 ``x * (1 / 6)``, ``tf.clip_by_value``...: channels pass through, scalar
@@ -52,9 +84,11 @@ merge), ``tf.concat`` and ``tf.split`` on the channel axis (offsets; a split
 is rebuilt with explicit sizes).
 
 Anything the graph cannot follow **freezes** the tensors it touches (their
-groups are reported, with the reason, and never pruned): unknown layers and
-other ``TFOpLambda`` ops, grouped convolutions, layers that
-normalize over the channels (LayerNormalization on the last axis, softmax),
+groups are reported, with the reason, and never pruned; the rest of the
+model stays prunable): unknown layers, ``Lambda`` layers (arbitrary Python)
+and other ``TFOpLambda`` ops, layers that normalize over the channels
+(LayerNormalization on the last axis: its mean and variance mix every
+channel, so removing one changes the value of all the others; softmax),
 ``channels_first`` layers, a Reshape that moves channels, the model's inputs,
 and the model's outputs (``include_outputs=False``, the default: the layers
 that produce the outputs keep every channel).
@@ -72,13 +106,15 @@ import tensorflow as tf
 from tfprune._keras import check_model, keras
 from tfprune.report import Report, Table
 
-__all__ = ["ChannelGraph", "ChannelGroup", "LayerNode", "channel_graph", "TensorKey"]
+__all__ = ["ChannelGraph", "ChannelGroup", "LayerNode", "channel_graph", "TensorKey", "conv_groups", "is_channel_scale"]
 
 L = keras.layers
 TensorKey = tuple  # (flat layer name, output tensor index)
 
 INPUT, PRODUCER, DEPTHWISE, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT, SPLIT, FROZEN = (
     "input", "producer", "depthwise", "value", "spatial", "zeropad", "perchannel", "flatten", "merge", "concat", "split", "frozen")
+#: a depthwise convolution written as ``ConvND(groups=C_in, filters=M*C_in)``: the DEPTHWISE rule on a ``kernel`` (..., 1, C_in*M)
+DEPTHWISE_GROUPS = "depthwise_groups"
 #: layers whose channels pass through unchanged in value (constant in, same constant out)
 _SPATIAL = tuple(getattr(L, n) for n in (
     "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D",
@@ -109,6 +145,7 @@ class LayerNode:
     broadcast: list[bool] = field(default_factory=list)  # merge inputs broadcast over the channels
     op: str = ""  # merges: Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate
     call_kwargs: dict | None = None  # element-wise TFOpLambda: the constant arguments it is called with
+    groups: int = 1  # grouped convolution (PRODUCER): its ``groups``; DEPTHWISE_GROUPS: the input channels
 
 
 @dataclass
@@ -270,6 +307,28 @@ def activation_name(layer: Any) -> str:
     return getattr(fn, "__name__", str(fn)) if fn is not None else ""
 
 
+def conv_groups(layer: Any) -> int:
+    """``groups`` of a Conv1D/2D/3D (1 for any other layer, and for an ungrouped convolution)."""
+    return int(getattr(layer, "groups", 1) or 1) if isinstance(layer, _CONV) else 1
+
+
+def _channel_scale_classes() -> tuple[type, ...]:
+    try:
+        from tf_keras.src.applications.convnext import LayerScale
+    except ImportError:  # pragma: no cover  (an older tf-keras without ConvNeXt)
+        return ()
+    return (LayerScale,)
+
+
+def is_channel_scale(layer: Any) -> bool:
+    """True for a per-channel scale layer: ``y = x * gamma`` with one weight ``gamma`` of shape (C,).
+
+    Known: ``tf_keras.applications.convnext``'s ``LayerScale`` (weight ``gamma``,
+    config ``projection_dim`` = C). Its weight is sliced with the channels.
+    """
+    return isinstance(layer, _channel_scale_classes())
+
+
 def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tuple[str, str]:
     """``(kind, reason)``: the channel rule of one layer (reason only for frozen layers)."""
     cls = type(layer).__name__
@@ -290,8 +349,11 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
     if isinstance(layer, _SEPARABLE + _TRANSPOSE + (L.Dense,)):
         return PRODUCER, ""
     if isinstance(layer, _CONV):
-        if int(getattr(layer, "groups", 1) or 1) > 1:
-            return FROZEN, f"{cls} {layer.name!r} is a grouped convolution (groups={layer.groups}): its channels are tied within groups"
+        groups = conv_groups(layer)
+        if groups > 1 and (c_in % groups or c_out % groups):
+            return FROZEN, f"{cls} {layer.name!r}: groups={groups} does not divide its {c_in} input and {c_out} output channels"
+        if groups > 1 and groups == c_in:
+            return DEPTHWISE_GROUPS, ""
         return PRODUCER, ""
     if isinstance(layer, L.Embedding):
         return PRODUCER, ""
@@ -302,9 +364,12 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
         kind = VALUE
     elif isinstance(layer, L.LayerNormalization):
         if _touches_last_axis(layer.axis, rank):
-            return FROZEN, (f"LayerNormalization {layer.name!r} normalizes over the channels (axis {layer.axis}): "
-                            "removing one channel changes every other")
+            return FROZEN, (f"LayerNormalization {layer.name!r} normalizes over the channels (axis {layer.axis}): its mean and "
+                            "variance mix all channels, so removing a channel would change every other channel's value (not exact). "
+                            "Its input and output channels are kept")
         kind = PERCHANNEL
+    elif is_channel_scale(layer):
+        kind = VALUE
     elif isinstance(layer, L.Normalization):
         if not _on_last_axis(layer.axis, rank):
             return FROZEN, f"Normalization {layer.name!r} has axis {layer.axis}, not the channel axis alone"
@@ -337,6 +402,10 @@ def _classify(layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tu
         return MERGE, ""
     elif isinstance(layer, L.Concatenate):
         return CONCAT, ""
+    elif isinstance(layer, L.Lambda):
+        return FROZEN, (f"Lambda {layer.name!r} runs Python code tfprune cannot read, so it does not know how it maps channels: "
+                        "the channels it reads and makes are kept (only their groups are frozen). Fix: write it with Keras "
+                        "built-in layers (e.g. Multiply, Add, Activation) to let those channels be removed")
     else:
         return FROZEN, (f"{cls} {layer.name!r}: tfprune does not know how this layer maps channels (a custom or unsupported layer "
                         "is opaque). Fix: build it from Keras built-in layers in the functional graph, or leave these channels in")
@@ -494,7 +563,7 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
             kind, reason, op, call_kwargs = _tf_op(graph._entry(name), layer, in_shapes, out_shapes)
         else:
             kind, reason = _classify(layer, in_shapes, out_shapes)
-        node = LayerNode(name, type(layer).__name__, kind, ins, outs, reason, op=op, call_kwargs=call_kwargs)
+        node = LayerNode(name, type(layer).__name__, kind, ins, outs, reason, op=op, call_kwargs=call_kwargs, groups=conv_groups(layer))
         nodes[name] = node
         if kind == INPUT:
             for k in outs:
@@ -507,6 +576,14 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
                 s = shapes[k]
                 ids[k] = uf.fresh(int(s[-1]) if len(s) >= 2 and s[-1] is not None else 0)
                 freeze(k, reason)
+        elif kind == PRODUCER and node.groups > 1:  # channel i of every group is one channel (module docstring)
+            g = node.groups
+            per_in = ids[ins[0]].reshape(g, -1)
+            for row in per_in[1:]:
+                uf.union(per_in[0], row)
+            ids[outs[0]] = np.tile(uf.fresh(int(out_shapes[0][-1]) // g), g)
+            if activation_name(layer) in _CHANNEL_ACTIVATIONS:
+                freeze(outs[0], f"{node.class_name} {name!r} has activation {activation_name(layer)!r}, which normalizes over its channels")
         elif kind == PRODUCER:
             ids[outs[0]] = uf.fresh(int(out_shapes[0][-1]))
             if isinstance(layer, L.Embedding):
@@ -516,6 +593,8 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
                 freeze(outs[0], f"{node.class_name} {name!r} has activation {activation_name(layer)!r}, which normalizes over its channels")
         elif kind == DEPTHWISE:
             ids[outs[0]] = np.repeat(ids[ins[0]], layer.depth_multiplier)
+        elif kind == DEPTHWISE_GROUPS:
+            ids[outs[0]] = np.repeat(ids[ins[0]], int(out_shapes[0][-1]) // int(in_shapes[0][-1]))
         elif kind in (VALUE, SPATIAL, ZEROPAD, PERCHANNEL):
             ids[outs[0]] = ids[ins[0]]
         elif kind == FLATTEN:

@@ -71,7 +71,7 @@ import numpy as np
 from tfprune._keras import keras
 from tfprune.granularity import channels_to_remove
 from tfprune.report import Report, Table
-from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, channel_graph
+from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, channel_graph, conv_groups
 
 __all__ = [
     "ChannelContext",
@@ -79,6 +79,7 @@ __all__ = [
     "channel_importance",
     "channel_importance_needs_data",
     "channel_removal_error",
+    "grouped_input_rows",
     "list_channel_importance",
     "lowest_channels",
     "register_channel_importance",
@@ -170,6 +171,18 @@ def _rows(kernel: np.ndarray, axis: int, fn: Callable[[np.ndarray], np.ndarray])
     """``fn`` summed over every axis but ``axis``: one number per index of ``axis``."""
     moved = np.moveaxis(np.asarray(kernel, dtype=np.float64), axis, 0)
     return fn(moved.reshape(moved.shape[0], -1)).sum(axis=1)
+
+
+def grouped_input_rows(kernel: np.ndarray, groups: int, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Per input channel ``g*a + i`` of a grouped convolution, ``fn`` summed over the weights reading it.
+
+    ``kernel``: (..., a, out) with ``a = in / groups``; input ``g*a + i`` is read by
+    rows ``i`` of group ``g``'s ``out / groups`` filters. Returns (in,) = (groups * a,).
+    """
+    k = np.asarray(kernel, dtype=np.float64)
+    a, n_out = k.shape[-2], k.shape[-1]
+    per = fn(k.reshape(-1, a, groups, n_out // groups)).sum(axis=(0, 3))  # (a, groups)
+    return per.T.reshape(-1)
 
 
 def channel_removal_error(W: np.ndarray, H: np.ndarray, rows: list[np.ndarray], damp: float = 1e-3, correction: bool = True) -> np.ndarray:
@@ -286,14 +299,17 @@ def _coupled(cg: ChannelGraph, fn: Callable[[np.ndarray], np.ndarray]) -> list[t
                 k = layer.kernel.numpy()
                 transpose = isinstance(layer, (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose))
                 out.append((lab_out, _rows(k, k.ndim - 2 if transpose else k.ndim - 1, fn)))
-                rows_in = _rows(k, k.ndim - 1 if transpose else k.ndim - 2, fn)
+                if node.groups > 1:
+                    rows_in = grouped_input_rows(k, node.groups, fn)
+                else:
+                    rows_in = _rows(k, k.ndim - 1 if transpose else k.ndim - 2, fn)
             if bias is not None:
                 out.append((lab_out, fn(bias.numpy().astype(np.float64))))
             lab_in = cg.labels[node.inputs[0]]
             if rows_in.size == lab_in.size:
                 out.append((lab_in, rows_in))
-        elif node.kind == DEPTHWISE:
-            k = layer.depthwise_kernel.numpy()
+        elif node.kind in (DEPTHWISE, DEPTHWISE_GROUPS):
+            k = (layer.depthwise_kernel if node.kind == DEPTHWISE else layer.kernel).numpy()  # (..., C, M) or (..., 1, C*M)
             out.append((cg.labels[node.outputs[0]], _rows(k.reshape(*k.shape[:-2], -1), k.ndim - 2, fn)))
             if bias is not None:
                 out.append((cg.labels[node.outputs[0]], fn(bias.numpy().astype(np.float64))))
@@ -363,10 +379,12 @@ def _taylor(ctx: ChannelContext) -> dict[str, np.ndarray]:
     batch_size, n_samples = int(ctx.options.get("batch_size", 128)), ctx.options.get("n_samples", 1024)
     for x, y, w in _data.batches(ctx.data, batch_size, n_samples, need_labels="channel importance 'taylor' (the loss gradient)"):
         t = np.zeros(all_labels.size)
-        for (_, var, axis), g, pos in zip(rows, grads(x, y, w), positions):
+        for (n, var, axis), g, pos in zip(rows, grads(x, y, w), positions):
             if g is None:
                 continue
-            per_row = _rows(var.numpy().astype(np.float64) * np.asarray(g, dtype=np.float64), axis, lambda a: a)
+            wg = var.numpy().astype(np.float64) * np.asarray(g, dtype=np.float64)
+            groups = conv_groups(flat.get_layer(n))
+            per_row = grouped_input_rows(wg, groups, lambda a: a) if groups > 1 else _rows(wg, axis, lambda a: a)
             if per_row.size == pos.size:
                 np.add.at(t, pos, per_row)
         sumsq += t * t
@@ -393,6 +411,8 @@ def _obs(ctx: ChannelContext) -> dict[str, np.ndarray]:
         layer = flat.get_layer(n)
         if not supported(layer):
             skipped.append(f"{n} ({type(layer).__name__})")
+        elif conv_groups(layer) > 1:
+            skipped.append(f"{n} (grouped convolution, groups={conv_groups(layer)})")
         elif hessian_dim(layer) > max_dim:
             skipped.append(f"{n} ({hessian_dim(layer)} Hessian rows > max_dim={max_dim})")
         else:

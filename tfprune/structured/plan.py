@@ -57,7 +57,7 @@ from tfprune._keras import keras
 from tfprune.allocation import group_keys
 from tfprune.plans import Plan
 from tfprune.profile import profile
-from tfprune.structured.graph import DEPTHWISE, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
+from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
 from tfprune.structured.importance import channel_importance
 
 __all__ = ["group_importance", "plan_and_shrink", "removal_order", "smallest_prefix", "CostModel"]
@@ -160,12 +160,13 @@ class CostModel:
                     pw = float(np.prod(layer.pointwise_kernel.shape))
                     self.layers.append(LayerCost(name, "separable", macs, pw, bias, 0.0, float(np.prod(layer.kernel_size)), n_in, n_out, kin, kout))
                     self.layers.append(LayerCost(name, "in", 0.0, dw, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
-                else:
+                else:  # a grouped convolution too: its a' = a*fi inputs and b' = b*fo outputs per group give macs*fi*fo
                     self.layers.append(LayerCost(name, "bilinear", macs, n_params - bias, bias, 0.0, 0.0, n_in, n_out, kin, kout))
             elif node.kind == PRODUCER:  # Embedding: rows are indices, columns the output channels
                 self.layers.append(LayerCost(name, "out", macs, n_params, 0.0, 0.0, 0.0, n_in, n_out, kin, kout))
-            elif node.kind in (DEPTHWISE, VALUE) and kout is not None:
-                per_channel = n_params if node.kind == DEPTHWISE else sum(
+            elif node.kind in (DEPTHWISE, DEPTHWISE_GROUPS, VALUE) and kout is not None:
+                # depthwise (either form): every weight and MAC belongs to one output channel
+                per_channel = n_params if node.kind in (DEPTHWISE, DEPTHWISE_GROUPS) else sum(
                     float(np.prod(w.shape)) for w in layer.weights if w.shape.rank and int(w.shape[-1]) == n_out)
                 self.layers.append(LayerCost(name, "out", macs, per_channel, 0.0, n_params - per_channel, 0.0, n_in, n_out, kin, kout))
             else:

@@ -6,7 +6,8 @@ model itself (a wrapped model after channel pruning is read through
 takes them from you and first **masks the whole group** in a copy (every
 producer's output filter and bias, every BatchNorm's gamma, beta and mean,
 every depthwise filter and bias of the channel), so those channels are
-exactly zero everywhere.
+exactly zero everywhere. `channel_weights(cg)` lists those variables (with
+the channel of every entry) for code that masks channels itself.
 
 When removing a channel is exact (the rule). A removed channel may still
 carry a value into the layers that read it: after a masked convolution
@@ -17,11 +18,13 @@ the graph: *constant* (with its value) or *varying*:
 
 * a producer with a zero filter (kernel slice) makes the constant ``act(bias)``;
 * element-wise layers (BatchNorm, activations, Rescaling, Normalization, PReLU
-  with per-channel alpha) map a constant to a constant (computed by the
-  layer itself); a BatchNorm with ``gamma = 0`` makes a constant from anything;
+  with per-channel alpha, per-channel scales such as ConvNeXt's ``LayerScale``)
+  map a constant to a constant (computed by the layer itself); a BatchNorm
+  with ``gamma = 0`` makes a constant from anything;
 * pooling, global pooling, up-sampling, cropping, dropout, Flatten, Reshape
   keep the constant; zero padding keeps only the constant 0;
-* a depthwise convolution maps a constant ``k`` to ``k * sum(filter) + bias``
+* a depthwise convolution (``DepthwiseConv*`` or ``ConvND(groups=C_in)``)
+  maps a constant ``k`` to ``k * sum(filter) + bias``
   when every output sees a whole window (``padding="valid"`` or a 1x1 filter)
   or when ``k == 0``; with ``padding="same"`` and ``k != 0`` the border
   outputs see zero padding instead of ``k``: varying;
@@ -29,11 +32,12 @@ the graph: *constant* (with its value) or *varying*:
   anything is zero.
 
 At every layer that reads the channel and keeps its own outputs (the
-*consumers*: Dense, Conv, ConvTranspose, SeparableConv), the channel may go
+*consumers*: Dense, Conv, grouped Conv, ConvTranspose, SeparableConv), the channel may go
 if its rows of that layer's kernel are zero, or it is the constant 0, or it
 is a constant ``k`` that the layer can absorb exactly into its bias
-(``bias += k * sum of the channel's kernel rows``): **Dense** always; a
-**convolution** only with ``padding="valid"`` or a kernel of size 1 (with
+(``bias += k * sum of the channel's kernel rows``; for a grouped
+convolution, only the outputs of the channel's group get the term): **Dense**
+always; a **convolution** only with ``padding="valid"`` or a kernel of size 1 (with
 ``"same"``/``"causal"`` padding and a larger kernel the border outputs see
 zeros, not ``k``: not exact); **ConvTranspose** only with a 1x1 kernel and
 stride 1. A consumer without a bias gets one (``use_bias=True``) when a
@@ -52,8 +56,11 @@ outputs are compared with the masked model's on random inputs (or ``x``):
 
 The result is a new flat functional model (nested models inlined, as in
 `tfprune.shallow`), rebuilt with ``keras.Model.from_config`` from the input's
-config with smaller ``filters``/``units``/``output_dim`` (and Reshape
-targets, Rescaling/Normalization vectors, ``tf.split`` sizes), weights sliced
+config with smaller ``filters``/``units``/``output_dim`` (a grouped
+convolution keeps ``groups``, with fewer channels per group; a depthwise
+``ConvND(groups=C)`` gets ``groups`` = the channels kept), Reshape targets,
+Rescaling/Normalization vectors, ``LayerScale``'s ``projection_dim``,
+``tf.split`` sizes, weights sliced
 and copied; it is not compiled. The input model is only read.
 """
 
@@ -73,6 +80,7 @@ from tfprune.report import Report, Table
 from tfprune.structured.graph import (
     CONCAT,
     DEPTHWISE,
+    DEPTHWISE_GROUPS,
     FLATTEN,
     MERGE,
     PERCHANNEL,
@@ -84,9 +92,11 @@ from tfprune.structured.graph import (
     ChannelGraph,
     TensorKey,
     channel_graph,
+    conv_groups,
+    is_channel_scale,
 )
 
-__all__ = ["shrink", "ShrinkReport", "GroupChange", "mask_channels", "removable_channels"]
+__all__ = ["shrink", "ShrinkReport", "GroupChange", "ChannelWeight", "channel_weights", "mask_channels", "removable_channels"]
 
 L = keras.layers
 
@@ -188,17 +198,25 @@ def _spatial_sum(kernel: np.ndarray) -> np.ndarray:
     return k.reshape(-1, *k.shape[-2:]).sum(axis=0)
 
 
-def fold_delta(kind: str, weights: dict[str, np.ndarray], values: np.ndarray, depth_multiplier: int = 1) -> np.ndarray:
+def fold_delta(kind: str, weights: dict[str, np.ndarray], values: np.ndarray, depth_multiplier: int = 1, groups: int = 1) -> np.ndarray:
     """Bias change (per output channel) that replaces constant inputs ``values`` (0 where the input is kept).
 
-    ``kind``: ``"dense"`` (kernel in x out), ``"conv"`` (..., in, out),
-    ``"transpose"`` (..., out, in), ``"separable"`` (depthwise ..., in, M and
-    pointwise ..., in*M, out). Exact only where the caller checked that every
-    output position sees the whole kernel (see the module docstring).
+    ``kind``: ``"dense"`` (kernel in x out), ``"conv"`` (..., in / groups, out;
+    a grouped convolution's output ``o`` reads inputs ``g*a .. g*a+a-1`` with
+    ``g = o // (out / groups)``, ``a = in / groups``), ``"transpose"``
+    (..., out, in), ``"separable"`` (depthwise ..., in, M and pointwise ...,
+    in*M, out). ``values``: (in,). Returns (out,). Exact only where the caller
+    checked that every output position sees the whole kernel (see the module
+    docstring).
     """
     v = np.asarray(values, dtype=np.float64)
     if kind == "dense":
         return v @ np.asarray(weights["kernel"], dtype=np.float64)
+    if kind == "conv" and groups > 1:
+        s = _spatial_sum(weights["kernel"])  # (a, out)
+        a, n_out = s.shape
+        per_group = s.reshape(a, groups, n_out // groups)  # [i, g, j]: input g*a+i -> output g*b+j
+        return np.einsum("gi,igj->gj", v.reshape(groups, a), per_group).reshape(-1)
     if kind == "conv":
         return v @ _spatial_sum(weights["kernel"])
     if kind == "transpose":
@@ -242,6 +260,27 @@ def _consumer_kind(layer: Any) -> str:
 
 def _kernel_attr(kind: str) -> str:
     return {"separable": "pointwise_kernel", "embedding": "embeddings"}.get(kind, "kernel")
+
+
+def _depthwise_kernel(layer: Any) -> Any:
+    """The depthwise filter variable of a DepthwiseConv (..., C, M) or of a ``ConvND(groups=C)`` (..., 1, C*M)."""
+    return layer.depthwise_kernel if hasattr(layer, "depthwise_kernel") else layer.kernel
+
+
+def _grouped_rows_zero(kernel: np.ndarray, groups: int) -> np.ndarray:
+    """Per input channel ``g*a + i`` of a grouped convolution (kernel (..., a, out)): True when group ``g``'s rows ``i`` are all zero."""
+    k = np.asarray(kernel)
+    a, n_out = k.shape[-2], k.shape[-1]
+    nz = np.any(k.reshape(-1, a, groups, n_out // groups) != 0, axis=(0, 3))  # (a, groups)
+    return ~nz.T.reshape(-1)
+
+
+def _group_block(keep_in: np.ndarray, groups: int, layer: str) -> np.ndarray:
+    """The input rows a grouped convolution keeps in each group: the same in every group (the graph ties them), checked."""
+    blocks = np.asarray(keep_in).reshape(groups, -1)
+    if not np.all(blocks == blocks[0]):
+        raise RuntimeError(f"internal error: grouped convolution {layer!r} would keep different input channels in its {groups} groups")
+    return blocks[0]
 
 
 def _np(layer: Any, attr: str) -> np.ndarray | None:
@@ -316,7 +355,7 @@ def _propagate(cg: ChannelGraph) -> _Values:
                 const[k], val[k] = const[node.inputs[0]][start:start + n], val[node.inputs[0]][start:start + n]
                 start += n
             continue
-        if node.outputs and kind not in (PRODUCER, DEPTHWISE, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT):
+        if node.outputs and kind not in (PRODUCER, DEPTHWISE, DEPTHWISE_GROUPS, VALUE, SPATIAL, ZEROPAD, PERCHANNEL, FLATTEN, MERGE, CONCAT):
             for k in node.outputs:
                 n = cg.labels[k].size
                 const[k], val[k] = np.zeros(n, bool), np.zeros(n)
@@ -334,10 +373,10 @@ def _propagate(cg: ChannelGraph) -> _Values:
         kin = node.inputs[0]
         c_in, v_in = const[kin], val[kin]
         val_in_rep = None
-        if kind == DEPTHWISE:
-            m = int(layer.depth_multiplier)
-            kernel = layer.depthwise_kernel.numpy()
-            flatk = kernel.reshape(-1, kernel.shape[-2] * m)
+        if kind in (DEPTHWISE, DEPTHWISE_GROUPS):
+            kernel = _depthwise_kernel(layer).numpy()
+            m = cg.labels[out].size // c_in.size
+            flatk = kernel.reshape(-1, c_in.size * m)  # output c*M+m (both layouts)
             kz = ~np.any(flatk != 0, axis=0)
             s = flatk.astype(np.float64).sum(0)
             bias = _np(layer, "bias")
@@ -408,6 +447,9 @@ def _rows_zero(layer: Any, n_in: int) -> np.ndarray:
         pz = _out_slices_zero(pw, pw.ndim - 2).reshape(-1, m).all(1)
         return dw | pz
     kernel = _np(layer, "kernel")
+    if conv_groups(layer) > 1:
+        out = _grouped_rows_zero(kernel, conv_groups(layer))
+        return out if out.size == n_in else np.zeros(n_in, bool)
     axis = kernel.ndim - 1 if ck == "transpose" else kernel.ndim - 2
     out = _out_slices_zero(kernel, axis)
     return out if out.size == n_in else np.zeros(n_in, bool)
@@ -479,7 +521,7 @@ def _zero_labels(cg: ChannelGraph, labels: Sequence[int]) -> None:
     """Mask the id classes ``labels`` in ``cg.flat`` (in place): producer filters and biases, BN and depthwise channels."""
     labs = np.asarray(sorted(set(int(x) for x in labels)), dtype=np.int64)
     for name, node in cg.nodes.items():
-        if not node.outputs or node.kind not in (PRODUCER, DEPTHWISE, VALUE):
+        if not node.outputs or node.kind not in (PRODUCER, DEPTHWISE, DEPTHWISE_GROUPS, VALUE):
             continue
         hit = np.isin(cg.labels[node.outputs[0]], labs)
         if not hit.any():
@@ -494,12 +536,13 @@ def _zero_labels(cg: ChannelGraph, labels: Sequence[int]) -> None:
             idx[axis] = hit
             w[tuple(idx)] = 0
             getattr(layer, attr).assign(w)
-        elif node.kind == DEPTHWISE:
-            w = layer.depthwise_kernel.numpy()
+        elif node.kind in (DEPTHWISE, DEPTHWISE_GROUPS):
+            var = _depthwise_kernel(layer)
+            w = var.numpy()
             shape = w.shape
             w = w.reshape(*shape[:-2], -1)
             w[..., hit] = 0
-            layer.depthwise_kernel.assign(w.reshape(shape))
+            var.assign(w.reshape(shape))
         elif isinstance(layer, L.BatchNormalization):
             for attr in ("gamma", "beta", "moving_mean"):
                 var = getattr(layer, attr, None)
@@ -591,6 +634,118 @@ def _masked_labels(cg: ChannelGraph, cands: set[int]) -> set[int]:
     return out
 
 
+# ------------------------------------------------------- channel weights
+@dataclass(frozen=True)
+class ChannelWeight:
+    """One variable of the model whose entries belong to channels: multiplying it by ``keep(removed)`` masks them.
+
+    Attributes:
+      layer: the flat layer name (a key of ``cg.nodes``; ``cg.graph.sources[layer]``
+        is the input model's layer object, ``cg.flat.get_layer(layer)`` the graph's copy).
+      weight: the layer attribute holding the variable: ``"kernel"``, ``"bias"``,
+        ``"depthwise_kernel"``, ``"pointwise_kernel"``, ``"embeddings"``,
+        ``"gamma"``, ``"beta"`` or ``"moving_mean"``.
+      axis: the variable's axis that indexes the channel (non-negative). For a
+        DepthwiseConv kernel (..., C, M) the channel ``c*M + m`` spans the last
+        two axes: ``axis`` is the C axis and ``labels`` has shape (..., C, M).
+      labels: int64 array broadcastable to the variable (size 1 on every other
+        axis): the id class of each entry, as in `ChannelGroup.labels`
+        (channel ``j`` of group ``g`` is ``cg.groups[g].labels[j]``). An id may
+        appear several times (a grouped convolution's channel ``j`` is filter
+        ``j`` of every group).
+      producer: True for a producer's filter bank along its output axis
+        (Conv/Dense kernel, SeparableConv pointwise kernel, Embedding columns):
+        a channel whose filters are zero in every producer of its group is
+        what `shrink` reads as masked.
+    """
+
+    layer: str
+    weight: str
+    axis: int
+    labels: np.ndarray
+    producer: bool = False
+
+    def variable(self, cg: ChannelGraph, source: bool = True) -> Any:
+        """The ``tf.Variable``: of the input model's layer (``source=True``) or of the graph's flat copy."""
+        layer = cg.graph.sources[self.layer] if source else cg.flat.get_layer(self.layer)
+        return getattr(layer, self.weight)
+
+    def keep(self, removed_labels: Sequence[int] | np.ndarray) -> np.ndarray:
+        """1.0 for entries kept, 0.0 for the entries of the id classes ``removed_labels``; float32, shape of ``labels``."""
+        removed = np.asarray(list(removed_labels) if not isinstance(removed_labels, np.ndarray) else removed_labels, dtype=np.int64)
+        return (~np.isin(self.labels, removed)).astype(np.float32)
+
+
+def channel_weights(cg: ChannelGraph) -> list[ChannelWeight]:
+    """Every variable that must be multiplied by a channel keep-vector so that masked channels are zero downstream.
+
+    Listed for every layer that makes or scales channels, in graph order:
+
+    * producers (Conv1D/2D/3D, grouped convolutions, Dense, ConvTranspose,
+      SeparableConv, Embedding): the filters along the output axis
+      (``producer=True``) and the bias;
+    * depthwise convolutions (``DepthwiseConv*``: ``depthwise_kernel`` over its
+      (C, M) axes; ``ConvND(groups=C)``: ``kernel`` along its output axis) and their bias;
+    * BatchNormalization ``gamma``, ``beta``, ``moving_mean``; per-channel
+      scales (ConvNeXt ``LayerScale``) ``gamma``.
+
+    Consumers' input rows are not listed: a zero channel contributes nothing to them.
+
+    With these multiplied by ``w.keep(removed)``, a removed channel is exactly 0 in
+    every tensor of its group that only zero-preserving layers lie on (ReLU,
+    GELU, swish, pooling, padding, adds, ...); after a layer with ``f(0) != 0``
+    (sigmoid, a Rescaling offset, a Normalization mean) it is that layer's
+    constant, which `shrink` folds or checks. Every channel of every group (frozen ones too) has labels here;
+    masking only prunable groups is the caller's choice.
+
+    Args:
+      cg: ``channel_graph(model)``.
+
+    Returns a list of `ChannelWeight` (layer, weight attribute, channel axis, labels).
+    """
+    if not isinstance(cg, ChannelGraph):
+        raise TypeError(f"cg must be a ChannelGraph (tfprune.structured.channel_graph(model)), got {type(cg).__name__}")
+    out: list[ChannelWeight] = []
+
+    def add(name: str, attr: str, var: Any, axis: int, lab: np.ndarray, producer: bool = False) -> None:
+        shape = [1] * var.shape.rank
+        shape[axis] = lab.size
+        out.append(ChannelWeight(name, attr, axis, np.asarray(lab, np.int64).reshape(shape), producer))
+
+    for name, node in cg.nodes.items():
+        if not node.outputs or node.outputs[0] not in cg.labels:
+            continue
+        layer = cg.flat.get_layer(name)
+        lab = cg.labels[node.outputs[0]]
+        has_bias = getattr(layer, "bias", None) is not None
+        if node.kind == PRODUCER:
+            ck = _consumer_kind(layer)
+            attr = _kernel_attr(ck)
+            var = getattr(layer, attr)
+            add(name, attr, var, {"transpose": var.shape.rank - 2, "embedding": 1}.get(ck, var.shape.rank - 1), lab, True)
+            if has_bias:
+                add(name, "bias", layer.bias, 0, lab)
+        elif node.kind == DEPTHWISE:
+            var = layer.depthwise_kernel
+            r = var.shape.rank
+            shape = [1] * (r - 2) + [int(var.shape[-2]), int(var.shape[-1])]
+            out.append(ChannelWeight(name, "depthwise_kernel", r - 2, np.asarray(lab, np.int64).reshape(shape)))
+            if has_bias:
+                add(name, "bias", layer.bias, 0, lab)
+        elif node.kind == DEPTHWISE_GROUPS:
+            add(name, "kernel", layer.kernel, layer.kernel.shape.rank - 1, lab)
+            if has_bias:
+                add(name, "bias", layer.bias, 0, lab)
+        elif node.kind == VALUE and isinstance(layer, L.BatchNormalization):
+            for attr in ("gamma", "beta", "moving_mean"):
+                var = getattr(layer, attr, None)
+                if var is not None:
+                    add(name, attr, var, 0, lab)
+        elif node.kind == VALUE and is_channel_scale(layer):
+            add(name, "gamma", layer.gamma, layer.gamma.shape.rank - 1, lab)
+    return out
+
+
 # ------------------------------------------------------------- rebuild
 def _slice_last(a: np.ndarray, keep: np.ndarray) -> np.ndarray:
     return a[..., keep] if a.ndim and a.shape[-1] == keep.size else a
@@ -609,6 +764,9 @@ def _new_config(entry: dict, node: Any, layer: Any, keep: dict[TensorKey, np.nda
         cfg[key] = n_out
         if needs_bias:
             cfg["use_bias"] = True
+    elif node.kind == DEPTHWISE_GROUPS:
+        cfg["filters"] = n_out
+        cfg["groups"] = int(keep[node.inputs[0]].sum())
     elif node.kind == SPLIT:  # explicit sizes: the chunks may now differ
         sizes = [int(keep[k].sum()) for k in node.outputs]
         for ref in _raw_ref_lists(e["inbound_nodes"]):
@@ -625,6 +783,8 @@ def _new_config(entry: dict, node: Any, layer: Any, keep: dict[TensorKey, np.nda
             v = cfg.get(attr)
             if isinstance(v, (list, tuple)) and len(v) == kin.size:
                 cfg[attr] = [x for x, k in zip(v, kin) if k]
+        if is_channel_scale(layer):
+            cfg["projection_dim"] = int(kin.sum())
     return e
 
 
@@ -646,6 +806,8 @@ def _new_weights(node: Any, old: Any, new: Any, keep: dict[TensorKey, np.ndarray
         arrays: dict[str, np.ndarray] = {}
         if ck == "dense":
             arrays["kernel"] = old.kernel.numpy()[ki][:, ko]
+        elif ck == "conv" and conv_groups(old) > 1:
+            arrays["kernel"] = old.kernel.numpy()[..., _group_block(ki, conv_groups(old), old.name), :][..., ko]
         elif ck == "conv":
             arrays["kernel"] = old.kernel.numpy()[..., ki, :][..., ko]
         elif ck == "transpose":
@@ -669,6 +831,12 @@ def _new_weights(node: Any, old: Any, new: Any, keep: dict[TensorKey, np.ndarray
         if getattr(old, "bias", None) is not None:
             arrays["bias"] = old.bias.numpy()[keep[node.outputs[0]]]
         return [arrays[_attr_of(new, w)] for w in new.weights]
+    if node.kind == DEPTHWISE_GROUPS:
+        ko = keep[node.outputs[0]]
+        arrays = {"kernel": old.kernel.numpy()[..., ko]}
+        if getattr(old, "bias", None) is not None:
+            arrays["bias"] = old.bias.numpy()[ko]
+        return [arrays[_attr_of(new, w)] for w in new.weights]
     if node.kind == VALUE and node.inputs:
         ki = keep[node.inputs[0]]
         return [_slice_last(a, ki) for a in old.get_weights()]
@@ -691,7 +859,7 @@ def _build(cg: ChannelGraph, keep: dict[TensorKey, np.ndarray], fold: dict[str, 
             layer = cg.flat.get_layer(cname)
             ck = _consumer_kind(layer)
             w = {a: getattr(layer, a).numpy() for a in ("kernel", "depthwise_kernel", "pointwise_kernel") if getattr(layer, a, None) is not None}
-            deltas[cname] = fold_delta(ck, w, v)
+            deltas[cname] = fold_delta(ck, w, v, groups=conv_groups(layer))
     entries = []
     for e in cg.graph.layers:
         node = cg.nodes[e["name"]]

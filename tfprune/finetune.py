@@ -214,18 +214,18 @@ def retrain(
     s = _data.take(src, n, need_labels="retrain")
     w = freeze_zeros(model)
     w.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=spec.loss, loss_weights=spec.loss_weights)
-    parts = tuple(_lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
+    parts = tuple(lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
     ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(s.n, seed=seed).repeat().batch(int(batch_size))
     w.fit(ds, epochs=1, steps_per_epoch=int(steps), verbose=0)
     return strip(w)
 
 
-def _lists_as_tuples(s: Any) -> Any:
+def lists_as_tuples(s: Any) -> Any:
     """tf.data stacks a list into one tensor; several inputs/outputs must be a tuple (or dict)."""
     if isinstance(s, dict):
-        return {k: _lists_as_tuples(v) for k, v in s.items()}
+        return {k: lists_as_tuples(v) for k, v in s.items()}
     if isinstance(s, (list, tuple)):
-        return tuple(_lists_as_tuples(v) for v in s)
+        return tuple(lists_as_tuples(v) for v in s)
     return s
 
 

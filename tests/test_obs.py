@@ -8,8 +8,7 @@ import tfprune
 from tests.conftest import mnist_path
 from tfprune import obs
 from tfprune._keras import keras
-from tfprune.obs.hessian import layer_hessians, unfold
-from tfprune.obs.prune import _layer_matrix
+from tfprune.obs.hessian import layer_hessians, layer_matrix, unfold
 from tfprune.obs.solvers import damped_inverse, exact, layer_error, lobs, selection_counts
 
 
@@ -124,7 +123,7 @@ def test_prune_report_bound_and_no_mutation(trained_tiny, digits_data):
         for r in rep.layers:
             assert r.sparsity == pytest.approx(targets[r.name], abs=1.0 / r.n_params)
         accs[method] = float(np.mean(pruned.predict(xs, verbose=0).argmax(-1) == ys))
-        errors[method] = {n: layer_error(_layer_matrix(trained_tiny.get_layer(n))[0], _layer_matrix(pruned.get_layer(n))[0], H[n]) for n in targets}
+        errors[method] = {n: layer_error(layer_matrix(trained_tiny.get_layer(n))[0], layer_matrix(pruned.get_layer(n))[0], H[n]) for n in targets}
         if method != "magnitude":
             for r in rep.layers:  # the reported delta E is the layer's output error, measured independently
                 assert r.delta_e == pytest.approx(errors[method][r.name], rel=1e-6, abs=1e-12)
@@ -190,7 +189,7 @@ def test_obs_importance_scorer(trained_tiny, digits_data):
     H = layer_hessians(trained_tiny, ["fc1", "fc2"], xt[:500], progress=False)
     rel = {}
     for n in ("fc1", "fc2"):
-        W, F = _layer_matrix(trained_tiny.get_layer(n))
+        W, F = layer_matrix(trained_tiny.get_layer(n))
         Wn, _ = lobs(W, damped_inverse(H[n], 1e-3), F, int(round(0.9 * F * W.shape[1])))
         rel[n] = layer_error(W, Wn, H[n]) / (0.5 * np.einsum("ij,ik,kj->", W, H[n], W))
     assert s.scores["fc1"] / s.scores["fc2"] == pytest.approx(rel["fc1"] / rel["fc2"], rel=1e-4)

@@ -14,10 +14,10 @@ import numpy as np
 from tfprune._keras import check_model
 from tfprune.allocation import Allocation
 from tfprune.obs import solvers
-from tfprune.obs.hessian import layer_hessians, supported
+from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix, supported
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
-from tfprune.schedule import _check_sparsity
+from tfprune.schedule import check_sparsity
 from tfprune.wrap import clone, is_wrapped, strip
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "retrain", "wrap_with_masks", "reestimate_batchnorm", "METHODS"]
@@ -65,21 +65,6 @@ class OBSReport(Report):
             f"bound {self.bound:.4g}, Hessians {self.hessian_seconds:.2f} s, total {self.seconds:.2f} s",
             Table(["layer", "params", "sparsity", "delta E", "||W||_F", "seconds"], rows, "lrrrrr"),
         ]
-
-
-def _layer_matrix(layer: Any) -> tuple[np.ndarray, int]:
-    k = layer.kernel.numpy().astype(np.float64)
-    W = k.reshape(-1, k.shape[-1])
-    F = W.shape[0]
-    if layer.use_bias:
-        W = np.vstack([W, layer.bias.numpy().astype(np.float64)[None, :]])
-    return W, F
-
-
-def _set_layer_matrix(layer: Any, W: np.ndarray, F: int) -> None:
-    layer.kernel.assign(W[:F].reshape(layer.kernel.shape).astype(layer.kernel.dtype.as_numpy_dtype))
-    if layer.use_bias:
-        layer.bias.assign(W[F].astype(layer.bias.dtype.as_numpy_dtype))
 
 
 def prune(
@@ -150,7 +135,7 @@ def prune(
         unknown = [k for k in targets if k not in names]
         if unknown:
             raise ValueError(f"OBS targets name unknown or unsupported layer(s) {unknown}; OBS layers (Dense/Conv1D/Conv2D): {names}")
-        plan_ = {k: _check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
+        plan_ = {k: check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
     else:
         tol = dict(tolerance) if isinstance(tolerance, Mapping) else {n: float(tolerance) for n in names}
         for k, v in tol.items():
@@ -173,7 +158,7 @@ def prune(
         report.n_samples = int(min(len(data), n_samples or 1 << 62))
     for layer in layers:
         t1 = time.perf_counter()
-        W, F = _layer_matrix(layer)
+        W, F = layer_matrix(layer)
         n_kernel = F * W.shape[1]
         n_prune = int(round(plan_[layer.name] * n_kernel)) if targets is not None else None
         tol = plan_[layer.name] if targets is None else None
@@ -201,7 +186,7 @@ def prune(
             except solvers.NotPositiveDefiniteError as err:
                 raise solvers.NotPositiveDefiniteError(f"layer {layer.name!r}: {err}") from err
             dE = solvers.layer_error(W, Wn, Hl)
-        _set_layer_matrix(layer, Wn, F)
+        set_layer_matrix(layer, Wn, F)
         kernel = Wn[:F]
         report.layers.append(
             OBSLayer(layer.name, n_kernel, float(np.count_nonzero(kernel == 0)) / n_kernel, dE, float(np.linalg.norm(kernel)), time.perf_counter() - t1)

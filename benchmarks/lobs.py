@@ -169,7 +169,7 @@ def main(argv=None) -> int:
             row = {"err_0": err(pruned, xs, ys)}
             for steps in (100, 510):
                 keras.utils.set_random_seed(1)
-                row[f"err_{steps}"] = err(tp.obs.retrain(pruned, xt, yt, steps), xs, ys)
+                row[f"err_{steps}"] = err(tp.finetune.retrain(pruned, xt, yt, steps), xs, ys)
             row["seconds"] = report.seconds
             row["hessian_seconds"] = report.hessian_seconds
             row["seconds_per_layer"] = {r.name: r.seconds for r in report.layers}

@@ -89,7 +89,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
         solver=args.solver, importance=args.importance, allocation=args.allocation, n_samples=args.n_samples,
     )
     if args.retrain:
-        pruned = tfprune.obs.retrain(pruned, train, steps=args.retrain)
+        pruned = tfprune.finetune.retrain(pruned, train, steps=args.retrain)
     print(report.table())
     tfprune.models.compile_classifier(pruned)
     print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
@@ -192,6 +192,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tfprune.obs.prune import DEFAULT_SOLVER
+
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -233,7 +235,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--sparsity", type=float, help="total sparsity, planned with --importance/--allocation (instead of --keep)")
     _plan_options(o)
     o.add_argument("--tolerance", type=float, help="per-layer delta E tolerance (instead of targets)")
-    o.add_argument("--solver", "--method", dest="solver", default="exact", choices=["lobs", "exact", "magnitude"])
+    o.add_argument("--solver", "--method", dest="solver", default=DEFAULT_SOLVER, choices=["lobs", "exact", "magnitude"],
+                   help=f"OBS solver (default {DEFAULT_SOLVER}, as tfprune.obs.prune)")
     o.add_argument("--n-samples", type=int, default=10000)
     o.add_argument("--retrain", type=int, default=0, help="light retraining steps that keep the zeros")
     o.add_argument("--out", required=True)

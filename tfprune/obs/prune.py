@@ -20,9 +20,11 @@ from tfprune.report import Report, Table
 from tfprune.schedule import check_sparsity
 from tfprune.wrap import clone, is_wrapped, strip
 
-__all__ = ["prune", "OBSReport", "OBSLayer", "retrain", "wrap_with_masks", "reestimate_batchnorm", "METHODS"]
+__all__ = ["prune", "OBSReport", "OBSLayer", "METHODS", "DEFAULT_SOLVER"]
 
 METHODS = ("lobs", "lobs_paper", "exact", "magnitude")
+#: `prune`'s default solver (the CLI's ``tfprune obs --solver`` default too).
+DEFAULT_SOLVER = "lobs"
 
 
 @dataclass
@@ -74,7 +76,7 @@ def prune(
     *,
     targets: Mapping[str, float] | Allocation | Plan | None = None,
     tolerance: float | Mapping[str, float] | None = None,
-    solver: str = "lobs",
+    solver: str = DEFAULT_SOLVER,
     importance: Any = DEFAULT_IMPORTANCE,
     allocation: str = DEFAULT_ALLOCATION,
     damp: float = 1e-3,
@@ -197,7 +199,3 @@ def prune(
     report.seconds = time.perf_counter() - t_start
     return work, report
 
-
-# Kept importable here (benchmarks, the CLI and shallow use these names); they live in tfprune.finetune.
-from tfprune.finetune import freeze_zeros as wrap_with_masks  # noqa: E402
-from tfprune.finetune import reestimate_batchnorm, retrain  # noqa: E402

@@ -203,9 +203,9 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     if reestimate_bn and units and any(isinstance(layer, keras.layers.BatchNormalization) for layer in new.layers):
         if data is None:
             warnings.warn("shallow(): the student's BatchNorm statistics were not re-estimated (no data= given); they are stale "
-                          "after removing layers: pass data=(x, y), or call tfprune.obs.reestimate_batchnorm(student, x)", stacklevel=2)
+                          "after removing layers: pass data=(x, y), or call tfprune.finetune.reestimate_batchnorm(student, x)", stacklevel=2)
         else:
-            from tfprune.obs.prune import reestimate_batchnorm
+            from tfprune.finetune import reestimate_batchnorm
 
             reestimate_batchnorm(new, take(data, bn_samples).x)
     after = profile(new)

@@ -16,7 +16,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.schedule import polynomial_sparsity
 from tfprune.structured import ChannelPruning, channel_graph, plan_channels
 from tfprune.structured.gradual import channels_at, choose_channels

@@ -13,7 +13,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.structured import channel_graph, shrink
 from tfprune.structured.plan import (
     _CostModel,

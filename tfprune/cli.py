@@ -26,6 +26,14 @@ def _arrays(data, n: int | None = None, labels: bool = True):
     return (s.x, s.y) if labels else s.x
 
 
+def _compile_for_accuracy(model) -> None:
+    """Compile a logits classifier (Adam, sparse cross-entropy from logits, accuracy) so ``evaluate(...)[1]`` is its accuracy."""
+    from tfprune._keras import keras
+    from tfprune.finetune import adam_cosine
+
+    model.compile(optimizer=adam_cosine(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tfprune.demo import run_demo
 
@@ -91,7 +99,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     if args.retrain:
         pruned = tfprune.finetune.retrain(pruned, train, steps=args.retrain)
     print(report.table())
-    tfprune.models.compile_classifier(pruned)
+    _compile_for_accuracy(pruned)
     print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
     pruned.save(args.out)
     print(f"saved {args.out}")
@@ -111,9 +119,9 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     if args.distill_epochs:
         distiller = tfprune.Distiller(model, student, temperature=args.temperature, alpha=args.alpha)
         steps = args.distill_epochs * -(-len(x_train) // 128)
-        distiller.compile(optimizer=tfprune.models.adam(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
+        distiller.compile(optimizer=tfprune.finetune.adam_cosine(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
         distiller.fit(x_train, y_train, epochs=args.distill_epochs, batch_size=128, verbose=2)
-    tfprune.models.compile_classifier(student)
+    _compile_for_accuracy(student)
     print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
     if args.plot:
         print(f"plot: {result.probes.plot(args.plot, set(result.removed))}")

@@ -31,8 +31,27 @@ __all__ = [
     "retrain",
     "reestimate_batchnorm",
     "combine_moments",
+    "adam_cosine",
+    "lists_as_tuples",
 ]
 
+
+
+# ------------------------------------------------------------------ optimizer
+def adam_cosine(learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """Adam at ``learning_rate``; with ``decay_steps`` the rate follows a cosine decay to 0 over that many optimizer steps.
+
+    ``decay_steps``: optimizer steps (e.g. epochs * batches per epoch), >= 1;
+    None: a constant rate. tfprune's fine-tuning default.
+    """
+    if decay_steps is not None:
+        if decay_steps < 1:
+            raise ValueError(
+                f"decay_steps must be >= 1 optimizer step (epochs * batches per epoch), got {decay_steps}. "
+                "Fix: pass a positive count, or None for a constant rate"
+            )
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, int(decay_steps))
+    return keras.optimizers.Adam(learning_rate)
 
 
 # ------------------------------------------------------------------ losses

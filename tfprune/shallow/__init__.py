@@ -15,7 +15,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras
 from tfprune.data import Split, split, take
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.report import Report, Table, format_table, json_safe
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.graph import Unit, find_units, flat_graph, remove_units, units_of

@@ -68,7 +68,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.report import Report, Table
 from tfprune.structured.graph import (
     CONCAT,

@@ -15,7 +15,7 @@ Two cases:
   epochs on 4,096 real MNIST digits resized to 96x96x3 (needs the MNIST file),
   analysed on 128 test digits: drops are non-zero and differ per layer.
 
-For each case, in one process and back to back: ``_analyze_reference`` (old),
+For each case, in one process and back to back: `analyze_reference` (old, below),
 ``analyze`` (new: one traced forward pass, grid searched from the top with an
 early stop) and ``analyze(curves=True)`` (new, every grid point evaluated: the
 speed-up without the early stop). The reports are checked to be equal.
@@ -31,6 +31,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import dataclass, field
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
@@ -39,7 +40,8 @@ from _common import write_markdown  # noqa: E402
 
 import tfprune  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
-from tfprune.analysis import DEFAULT_GRID, _analyze_reference  # noqa: E402
+from tfprune.analysis import DEFAULT_GRID  # noqa: E402
+from tfprune.importance.sensitivity import layer_losses  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 QUICK_GRID = (0.5, 0.9, 0.99)
@@ -83,6 +85,51 @@ def trained_case(path: str, n: int, epochs: int) -> tuple[keras.Model, tuple[np.
     return model, (xs, ys), desc
 
 
+@dataclass
+class ReferenceLayer:
+    name: str
+    params: int
+    one_shot_acc_drop: float = 0.0
+    max_sparsity_within_delta: float = 0.0
+
+
+@dataclass
+class ReferenceReport:
+    dense_acc: float = float("nan")
+    most_compact: str | None = None
+    evaluations: int = 0
+    layers: list[ReferenceLayer] = field(default_factory=list)
+
+
+def analyze_reference(model: keras.Model, data: tuple, sparsity: float = 0.9, grid: tuple = DEFAULT_GRID, delta: float = 0.01,
+                      importance: str = "capacity", allocation: str = "importance", progress: bool = False) -> ReferenceReport:
+    """The original `tfprune.analyze` (accuracy columns only): a clone and ``predict`` per layer and grid point, the whole grid.
+
+    The same plan as `analyze` (`tfprune.score_layers` then `tfprune.plan`; the defaults are
+    analyze's), then `layer_losses` for each layer at its allocated sparsity and for all layers at every
+    grid point (each call re-measures the dense model).
+    """
+    x, y = data
+    scores = tfprune.score_layers(model, importance, data=data, progress=progress)
+    p = tfprune.plan(model, sparsity, importance=scores, allocation=allocation, data=data)
+    report = ReferenceReport(layers=[ReferenceLayer(q.name, q.n_params) for q in tfprune.prunable_layers(model)])
+    names = [r.name for r in report.layers]
+    for r in report.layers:
+        _, _, report.dense_acc, (acc,) = layer_losses(model, x, y, [r.name], p.targets[r.name], progress=False)
+        r.one_shot_acc_drop = float(report.dense_acc - acc)
+        report.evaluations += 2
+    curves: dict[str, list[tuple[float, float]]] = {}
+    for s in grid:
+        _, _, report.dense_acc, accs = layer_losses(model, x, y, names, s, progress=False)
+        report.evaluations += 1 + len(names)
+        for name, a in zip(names, accs):
+            curves.setdefault(name, []).append((s, report.dense_acc - a))
+    for r in report.layers:
+        r.max_sparsity_within_delta = max([s for s, drop in curves[r.name] if drop <= delta], default=0.0)
+    report.most_compact = max(report.layers, key=lambda r: (r.max_sparsity_within_delta, r.params)).name
+    return report
+
+
 def compare(old, new) -> dict:
     """Differences between two reports (accuracy columns)."""
     drops = [abs(a.one_shot_acc_drop - b.one_shot_acc_drop) for a, b in zip(old.layers, new.layers)]
@@ -106,7 +153,7 @@ def run_case(name: str, model: keras.Model, data: tuple, desc: str, grid: tuple)
     kw = dict(sparsity=0.9, grid=grid, delta=0.01, progress=False)
     out: dict = {"case": name, "data": desc, "n_samples": len(data[1]), "prunable_layers": len(tfprune.prunable_layers(model))}
     runs = {}
-    for label, fn in (("old", lambda: _analyze_reference(model, data, **kw)), ("new", lambda: tfprune.analyze(model, data, **kw)),
+    for label, fn in (("old", lambda: analyze_reference(model, data, **kw)), ("new", lambda: tfprune.analyze(model, data, **kw)),
                       ("new_whole_grid", lambda: tfprune.analyze(model, data, curves=True, **kw))):
         t = time.perf_counter()
         rep = fn()

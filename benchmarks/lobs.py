@@ -34,8 +34,7 @@ from _common import write_markdown  # noqa: E402
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.obs import solvers  # noqa: E402
-from tfprune.obs.hessian import layer_hessians  # noqa: E402
-from tfprune.obs.pruning import _layer_matrix, _set_layer_matrix  # noqa: E402
+from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SETUPS = {
@@ -78,7 +77,7 @@ def exact_speed(dense, names: list[str], keep: dict, xt, n_calib: int) -> dict:
     H = layer_hessians(dense, names, xt, n_samples=n_calib, progress=False)
     out = {}
     for name in names:
-        W, F = _layer_matrix(dense.get_layer(name))
+        W, F = layer_matrix(dense.get_layer(name))
         Hinv = solvers.damped_inverse(H[name], 1e-3)
         st: dict = {}
         t = time.perf_counter()
@@ -93,13 +92,13 @@ def ablation(dense, keep: dict, xt, xs, ys, n_calib: int) -> dict:
     names = list(keep)
     H_all = layer_hessians(dense, names, xt, n_samples=None, progress=False)
     H_cal = layer_hessians(dense, names, xt, n_samples=n_calib, progress=False)
-    W0 = {n: _layer_matrix(dense.get_layer(n)) for n in names}
+    W0 = {n: layer_matrix(dense.get_layer(n)) for n in names}
 
     def run(solve) -> float:
         model = tp.clone(dense)
         for n in names:
             W, F = W0[n]
-            _set_layer_matrix(model.get_layer(n), solve(n, W, F), F)
+            set_layer_matrix(model.get_layer(n), solve(n, W, F), F)
         return err(model, xs, ys)
 
     def paper(H, damp=None, biases=True, joint=False, absolute=solvers.PAPER_DAMP):
@@ -170,7 +169,7 @@ def main(argv=None) -> int:
             row = {"err_0": err(pruned, xs, ys)}
             for steps in (100, 510):
                 keras.utils.set_random_seed(1)
-                row[f"err_{steps}"] = err(tp.obs.retrain(pruned, xt, yt, steps), xs, ys)
+                row[f"err_{steps}"] = err(tp.finetune.retrain(pruned, xt, yt, steps), xs, ys)
             row["seconds"] = report.seconds
             row["hessian_seconds"] = report.hessian_seconds
             row["seconds_per_layer"] = {r.name: r.seconds for r in report.layers}

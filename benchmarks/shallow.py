@@ -71,7 +71,7 @@ def finetune(student_path: str, teacher, mode: str, data, epochs: int, seed: int
     student = tp.load_model(student_path, compile=False)
     if mode == "kd":
         trainer = tp.Distiller(teacher, student, temperature=temperature, alpha=alpha)
-        trainer.compile(optimizer=tp.models.adam(1e-3, decay_steps(len(xt), epochs)))
+        trainer.compile(optimizer=tp.finetune.adam_cosine(1e-3, decay_steps(len(xt), epochs)))
     else:
         trainer = tp.models.compile_classifier(student, 1e-3, decay_steps(len(xt), epochs))
     trainer.fit(xt, yt, epochs=epochs, batch_size=BATCH, verbose=0)

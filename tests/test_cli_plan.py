@@ -23,6 +23,8 @@ def test_every_entry_point_has_the_plan_defaults():
     for command in ("plan", "analyze", "obs"):
         args = parser.parse_args([command, "m.keras", "--out", "x", "--data", "d.npz"] if command == "obs" else [command, "m.keras"])
         assert (args.importance, args.allocation) == want, command
+    obs_args = parser.parse_args(["obs", "m.keras", "--out", "x", "--data", "d.npz"])
+    assert obs_args.solver == inspect.signature(tfprune.obs.prune).parameters["solver"].default == tfprune.obs.DEFAULT_SOLVER
 
 
 def test_cli_plan_prints_the_callbacks_plan(trained_tiny, tmp_path, capsys):

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.export import _micro_interpreter, _operators, _run_tflite, micro_arena_bytes, run_micro, tflite_tensor_sparsity
+from tfprune.export import micro_arena_bytes, micro_interpreter, operators, run_micro, run_tflite_outputs, tflite_tensor_sparsity
 
 needs_tflm = pytest.mark.skipif(
     importlib.util.find_spec("tflite_micro") is None,
@@ -70,9 +70,7 @@ def test_modes_parity_and_report(pruned, digits_data, tmp_path, mode):
 
 
 def _tflite_outputs(content, x):
-    from tfprune.export import _run_tflite
-
-    (out,), _ = _run_tflite(content, np.asarray(x, "float32"))
+    (out,), _ = run_tflite_outputs(content, np.asarray(x, "float32"))
     return out
 
 
@@ -125,7 +123,7 @@ def test_micro_mode_runs_on_tflm(pruned, trained_tiny, digits_data, tmp_path):
                               n_samples=300, c_header=tmp_path / "model_data.h", c_var_name="g_lenet")
     content = open(r.path, "rb").read()
     # what TFLM runs: int8, dense encoding, no DENSIFY; the pruned zeros are still in the array
-    assert "DENSIFY" not in _operators(content) and all(t.stored == "dense" for t in r.tensors)
+    assert "DENSIFY" not in operators(content) and all(t.stored == "dense" for t in r.tensors)
     fc1 = [t for t in r.tensors if t.shape == (32, 576)]
     assert fc1[0].dtype == "int8" and fc1[0].zero_fraction == pytest.approx(0.9, abs=0.01)
     m = r.micro
@@ -135,7 +133,7 @@ def test_micro_mode_runs_on_tflm(pruned, trained_tiny, digits_data, tmp_path):
     # the arena is the smallest that allocates (to 16 bytes), and the model runs in it
     assert micro_arena_bytes(content) == m.arena_bytes > 0
     with pytest.raises(RuntimeError, match="TFLM failed to allocate tensors"):
-        _micro_interpreter(content, m.arena_bytes - 16)
+        micro_interpreter(content, m.arena_bytes - 16)
     # TFLM and TFLite's builtin kernels run the same int8 model: outputs within one quantization step
     from ai_edge_litert.interpreter import Interpreter
 
@@ -161,10 +159,10 @@ def test_micro_mode_runs_on_tflm(pruned, trained_tiny, digits_data, tmp_path):
 
 
 def test_c_header_without_tflite_micro_warns(pruned, digits_data, tmp_path, monkeypatch):
-    import tfprune.export as export
+    import tfprune.export.micro as micro
 
     (xt, _), (xs, _) = digits_data
-    monkeypatch.setattr(export, "_micro_runtime", lambda: None)
+    monkeypatch.setattr(micro, "micro_runtime", lambda: None)
     with pytest.warns(UserWarning, match=r"tflite-micro is not installed: the file was not run with TensorFlow Lite Micro. Fix: pip install"):
         r = tfprune.export_tflite(pruned, tmp_path / "m.tflite", mode="micro", sample_inputs=xs[:20], representative_data=xt[:50], c_header=tmp_path / "m.h")
     assert r.micro is None and open(r.c_header).read().count("0x") == r.bytes
@@ -266,7 +264,7 @@ def test_multi_output_parity_per_output(tmp_path, as_dict):
         r = tfprune.export_tflite(m, tmp_path / f"{mode}.tflite", mode=mode, sample_inputs=x, representative_data=xc, n_samples=32)
         assert [o.name for o in r.outputs] == names and [o.shape for o in r.outputs] == [(256, 4), (256, 3), (5,)]
         # each output against the right Keras output (the file's outputs are in another order: acls, mid, zbox)
-        got, _ = _run_tflite(open(r.path, "rb").read(), x)
+        got, _ = run_tflite_outputs(open(r.path, "rb").read(), x)
         by_shape = {g.shape[1:]: g for g in got}
         for o, want in zip(r.outputs, ref):
             assert o.rel_error == pytest.approx(np.linalg.norm(by_shape[want.shape[1:]] - want) / np.linalg.norm(want), rel=1e-4, abs=1e-8)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.export import _densified_values, _operators, densify_for_xnnpack
+from tfprune.export import densified_values, densify_for_xnnpack, operators
 
 
 def _digits(digits_data, n_train=2000, n_calib=200, n_test=200, side=16):
@@ -60,7 +60,7 @@ def test_se_net_int8_runs_on_xnnpack(pruned_se, digits_data, tmp_path):
     r = tfprune.export_tflite(pruned_se, tmp_path / "se.tflite", mode="int8", sample_inputs=(xs, ys), representative_data=xc, n_samples=200)
     assert r.runtime == "xnnpack"
     assert len(r.dense_for_xnnpack) == 1  # the head (named by the converter)
-    ops = _operators(open(r.path, "rb").read())
+    ops = operators(open(r.path, "rb").read())
     assert "FULLY_CONNECTED" in ops and "SHAPE" in ops  # the Reshape of the SE block is dynamic, as in EfficientNet
     assert "DENSIFY" in ops  # conv kernels stay sparse (XNNPack densifies int8 conv weights itself)
     head_t = [t for t in r.tensors if t.shape == (10, 64)]
@@ -104,10 +104,10 @@ def test_densify_for_xnnpack_keeps_the_values(tmp_path):
     conv.representative_dataset = lambda: ([rep[i:i + 1]] for i in range(len(rep)))
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     sparse = conv.convert()
-    assert _operators(sparse).count("DENSIFY") == 2
+    assert operators(sparse).count("DENSIFY") == 2
     dense, names = densify_for_xnnpack(sparse)
-    assert len(names) == 2 and _operators(dense).count("DENSIFY") == 0
-    assert _operators(dense) == [op for op in _operators(sparse) if op != "DENSIFY"]
+    assert len(names) == 2 and operators(dense).count("DENSIFY") == 0
+    assert operators(dense) == [op for op in operators(sparse) if op != "DENSIFY"]
     # the kernels in the new file are the DENSIFY outputs of the old one, value for value
     from ai_edge_litert import schema_py_generated as schema
 
@@ -118,7 +118,7 @@ def test_densify_for_xnnpack_keeps_the_values(tmp_path):
     densify = [old.Operators(k) for k in range(old.OperatorsLength()) if opcodes[old.Operators(k).OpcodeIndex()] == schema.BuiltinOperator.DENSIFY]
     pairs = {int(op.Outputs(0)): old.Tensors(int(op.Inputs(0))).Name() for op in densify}  # DENSIFY output -> its sparse input's name
     assert sorted(n.decode() for n in pairs.values()) == sorted(names)  # reported by the weights' own names
-    values = _densified_values(sparse, list(pairs))
+    values = densified_values(sparse, list(pairs))
     model = schema.Model.GetRootAs(dense, 0)
     for i, name in pairs.items():
         (j,) = [j for j in range(new.TensorsLength()) if new.Tensors(j).Name() == name]

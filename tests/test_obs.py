@@ -8,8 +8,7 @@ import tfprune
 from tests.conftest import mnist_path
 from tfprune import obs
 from tfprune._keras import keras
-from tfprune.obs.hessian import layer_hessians, unfold
-from tfprune.obs.pruning import _layer_matrix
+from tfprune.obs.hessian import layer_hessians, layer_matrix, unfold
 from tfprune.obs.solvers import damped_inverse, exact, layer_error, lobs, selection_counts
 
 
@@ -124,7 +123,7 @@ def test_prune_report_bound_and_no_mutation(trained_tiny, digits_data):
         for r in rep.layers:
             assert r.sparsity == pytest.approx(targets[r.name], abs=1.0 / r.n_params)
         accs[method] = float(np.mean(pruned.predict(xs, verbose=0).argmax(-1) == ys))
-        errors[method] = {n: layer_error(_layer_matrix(trained_tiny.get_layer(n))[0], _layer_matrix(pruned.get_layer(n))[0], H[n]) for n in targets}
+        errors[method] = {n: layer_error(layer_matrix(trained_tiny.get_layer(n))[0], layer_matrix(pruned.get_layer(n))[0], H[n]) for n in targets}
         if method != "magnitude":
             for r in rep.layers:  # the reported delta E is the layer's output error, measured independently
                 assert r.delta_e == pytest.approx(errors[method][r.name], rel=1e-6, abs=1e-12)
@@ -151,7 +150,7 @@ def test_retrain_keeps_obs_zeros_exactly_and_recovers_accuracy(trained_tiny, dig
     (xt, yt), (xs, ys) = digits_data
     pruned, _ = obs.prune(trained_tiny, (xt, yt), targets={"fc1": 0.97, "conv2": 0.7}, solver="magnitude", progress=False)
     zeros = {p.name: p.kernel() == 0 for p in tfprune.prunable_layers(pruned)}
-    re = obs.retrain(pruned, xt[:2000], yt[:2000], steps=60, learning_rate=1e-3)
+    re = tfprune.finetune.retrain(pruned, xt[:2000], yt[:2000], steps=60, learning_rate=1e-3)
     assert not tfprune.wrapping.is_wrapped(re)
     for p in tfprune.prunable_layers(re):
         k = p.kernel()
@@ -164,7 +163,7 @@ def test_retrain_keeps_obs_zeros_exactly_and_recovers_accuracy(trained_tiny, dig
     acc = [float(np.mean(m.predict(xs, verbose=0).argmax(-1) == ys)) for m in (pruned, re)]
     assert after < 0.8 * before and acc[1] > acc[0], (before, after, acc)  # it trained, and it helped
     with pytest.raises(ValueError, match="needs labels"):
-        obs.retrain(pruned, xt[:100], steps=5)
+        tfprune.finetune.retrain(pruned, xt[:100], steps=5)
 
 
 def test_reestimate_batchnorm_chained():
@@ -175,7 +174,7 @@ def test_reestimate_batchnorm_chained():
     for b in bns:  # stale statistics everywhere: each BN's input depends on the BNs before it
         b.moving_mean.assign(np.full(b.moving_mean.shape, 9.0, "float32"))
         b.moving_variance.assign(np.full(b.moving_variance.shape, 0.01, "float32"))
-    obs.reestimate_batchnorm(m, x)
+    tfprune.finetune.reestimate_batchnorm(m, x)
     for b in bns:  # with the final statistics in place, each BN's moving stats are its input's exact moments
         a = keras.Model(m.inputs, b.input)(x).numpy().reshape(-1, b.moving_mean.shape[0])
         np.testing.assert_allclose(b.moving_mean.numpy(), a.mean(0), rtol=1e-4, atol=1e-5)
@@ -190,7 +189,7 @@ def test_obs_importance_scorer(trained_tiny, digits_data):
     H = layer_hessians(trained_tiny, ["fc1", "fc2"], xt[:500], progress=False)
     rel = {}
     for n in ("fc1", "fc2"):
-        W, F = _layer_matrix(trained_tiny.get_layer(n))
+        W, F = layer_matrix(trained_tiny.get_layer(n))
         Wn, _ = lobs(W, damped_inverse(H[n], 1e-3), F, int(round(0.9 * F * W.shape[1])))
         rel[n] = layer_error(W, Wn, H[n]) / (0.5 * np.einsum("ij,ik,kj->", W, H[n], W))
     assert s.scores["fc1"] / s.scores["fc2"] == pytest.approx(rel["fc1"] / rel["fc2"], rel=1e-4)
@@ -207,7 +206,7 @@ def test_cli_obs(trained_tiny, tmp_path):
     out = str(tmp_path / "p.keras")
     r = _cli("obs", path, "--data", mnist_path(), "--keep", "0.7,0.4,0.05,0.5", "--n-samples", "1000", "--retrain", "10", "--out", out)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert "OBS [exact]" in r.stdout and "test accuracy" in r.stdout
+    assert "OBS [lobs]" in r.stdout and "test accuracy" in r.stdout  # the API's default solver
     assert tfprune.prunable_layers(tfprune.load_model(out))["fc1"].sparsity() == pytest.approx(0.95, abs=1e-3)
     bad = _cli("obs", path, "--data", mnist_path(), "--keep", "0.5", "--out", out)
     assert bad.returncode == 2 and "--keep has 1 values" in bad.stderr

@@ -7,7 +7,7 @@ import pytest
 
 import tfprune
 from tfprune import cli
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.structured.prune import top1_accuracy
 
 

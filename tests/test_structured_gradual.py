@@ -17,7 +17,7 @@ import tensorflow as tf
 import tfprune
 from tfprune._keras import keras
 from tfprune.channel_mask import NEVER, ChannelMask, keep_vector
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.schedule import polynomial_sparsity
 from tfprune.structured import channel_graph
 from tfprune.wrapping import channel_masks

@@ -20,7 +20,7 @@ from tfprune.io import custom_objects, load_model  # noqa: E402
 from tfprune.layers import prunable_layers  # noqa: E402
 from tfprune.planning import plan  # noqa: E402
 from tfprune.plans import Plan  # noqa: E402
-from tfprune.profile import profile  # noqa: E402
+from tfprune.profiling import profile  # noqa: E402
 from tfprune.quantize import convert_qat, pqat  # noqa: E402
 from tfprune.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.structured import channel_graph, shrink  # noqa: E402

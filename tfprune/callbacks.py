@@ -51,7 +51,7 @@ from tfprune.importance import ImportanceScores, get_importance
 from tfprune.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import format_table
-from tfprune.schedule import LayerwiseSchedule, _check_int, _check_sparsity
+from tfprune.schedule import LayerwiseSchedule, check_int, check_sparsity
 from tfprune.wrapper import PruneLayer
 from tfprune.wrapping import channel_masks, wrappers
 
@@ -174,28 +174,28 @@ class Pruning(keras.callbacks.Callback):
             channel = None  # params= alone: the model's wrappers decide (channel masks or weight wrappers)
         for name, v in (("macs", macs), ("params", params)):
             if v is not None:
-                _check_sparsity(v, name)
+                check_sparsity(v, name)
         if sparsity is not None:
             self._validate_request(sparsity)
         self.sparsity = sparsity
         self.macs, self.params_target = macs, params
-        self.channel_kwargs = dict(min_channels=_check_int(min_channels, "min_channels", 1), layer_importance=layer_importance,
+        self.channel_kwargs = dict(min_channels=check_int(min_channels, "min_channels", 1), layer_importance=layer_importance,
                                    gamma=float(gamma), tolerance=float(tolerance))
         self._given = (importance, allocation)
         self.data = data
-        self.replan_every = None if replan_every is None else _check_int(replan_every, "replan_every", 1)
+        self.replan_every = None if replan_every is None else check_int(replan_every, "replan_every", 1)
         self.channel = None
         if channel is not None:
             self._init_mode(channel)
         self.granularity = None if granularity is None else parse_granularity(granularity)
         if self.granularity is not None and self.granularity.kind == "frozen":
             raise ValueError("granularity='frozen' keeps masks as they are; it needs no callback. Use 'unstructured', 'block', 'channel' or 'N:M'.")
-        self.begin_step = _check_int(begin_step, "begin_step", 0)
-        self.end_step = None if end_step is None else _check_int(end_step, "end_step", 0)
+        self.begin_step = check_int(begin_step, "begin_step", 0)
+        self.end_step = None if end_step is None else check_int(end_step, "end_step", 0)
         if self.end_step is not None and self.end_step < self.begin_step:
             raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step})")
-        self.frequency = None if frequency is None else _check_int(frequency, "frequency", 1)
-        self.initial_sparsity = _check_sparsity(initial_sparsity, "initial_sparsity")
+        self.frequency = None if frequency is None else check_int(frequency, "frequency", 1)
+        self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
         LayerwiseSchedule(power=power)  # validates power
         self.power = float(power)
         if not 0.0 < float(ramp_fraction) <= 1.0:
@@ -254,11 +254,11 @@ class Pruning(keras.callbacks.Callback):
             if not request:
                 raise ValueError("sparsity is an empty dict: name at least one layer, e.g. {'fc1': 0.9}")
             for k, v in request.items():
-                _check_sparsity(v, f"sparsity[{k!r}]")
+                check_sparsity(v, f"sparsity[{k!r}]")
             return
         if isinstance(request, bool) or not isinstance(request, (int, float, np.floating, np.integer)):
             raise ValueError(f"sparsity must be a float, a dict {{layer: sparsity}}, a Plan, an Allocation or a callable; got {request!r}")
-        _check_sparsity(request, "sparsity")
+        check_sparsity(request, "sparsity")
 
     # ------------------------------------------------------------- helpers
     def _layers(self) -> list[PrunableLayer]:
@@ -320,7 +320,7 @@ class Pruning(keras.callbacks.Callback):
                 name = _strip_prefix(k)
                 if name not in names:
                     raise ValueError(f"unknown layer name {k!r} in sparsity; wrapped layers: {sorted(names)}")
-                out[name] = _check_sparsity(v, f"sparsity[{k!r}]")
+                out[name] = check_sparsity(v, f"sparsity[{k!r}]")
             return out
         importance = self.importance
         if keep_scores and self.scores_ is not None and isinstance(importance, str) and not get_importance(importance)[1]:

@@ -26,6 +26,14 @@ def _arrays(data, n: int | None = None, labels: bool = True):
     return (s.x, s.y) if labels else s.x
 
 
+def _compile_for_accuracy(model) -> None:
+    """Compile a logits classifier (Adam, sparse cross-entropy from logits, accuracy) so ``evaluate(...)[1]`` is its accuracy."""
+    from tfprune._keras import keras
+    from tfprune.finetune import adam_cosine
+
+    model.compile(optimizer=adam_cosine(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
     from tfprune.demo import run_demo
 
@@ -89,9 +97,9 @@ def _cmd_obs(args: argparse.Namespace) -> int:
         solver=args.solver, importance=args.importance, allocation=args.allocation, n_samples=args.n_samples,
     )
     if args.retrain:
-        pruned = tfprune.obs.retrain(pruned, train, steps=args.retrain)
+        pruned = tfprune.finetune.retrain(pruned, train, steps=args.retrain)
     print(report.table())
-    tfprune.models.compile_classifier(pruned)
+    _compile_for_accuracy(pruned)
     print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
     pruned.save(args.out)
     print(f"saved {args.out}")
@@ -111,9 +119,9 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     if args.distill_epochs:
         distiller = tfprune.Distiller(model, student, temperature=args.temperature, alpha=args.alpha)
         steps = args.distill_epochs * -(-len(x_train) // 128)
-        distiller.compile(optimizer=tfprune.models.adam(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
+        distiller.compile(optimizer=tfprune.finetune.adam_cosine(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
         distiller.fit(x_train, y_train, epochs=args.distill_epochs, batch_size=128, verbose=2)
-    tfprune.models.compile_classifier(student)
+    _compile_for_accuracy(student)
     print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
     if args.plot:
         print(f"plot: {result.probes.plot(args.plot, set(result.removed))}")
@@ -192,6 +200,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tfprune.obs.pruning import DEFAULT_SOLVER
+
     p = argparse.ArgumentParser(prog="tfprune", description="Importance-based layer-wise pruning for tf-keras models.")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -233,7 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--sparsity", type=float, help="total sparsity, planned with --importance/--allocation (instead of --keep)")
     _plan_options(o)
     o.add_argument("--tolerance", type=float, help="per-layer delta E tolerance (instead of targets)")
-    o.add_argument("--solver", "--method", dest="solver", default="exact", choices=["lobs", "exact", "magnitude"])
+    o.add_argument("--solver", "--method", dest="solver", default=DEFAULT_SOLVER, choices=["lobs", "exact", "magnitude"],
+                   help=f"OBS solver (default {DEFAULT_SOLVER}, as tfprune.obs.prune)")
     o.add_argument("--n-samples", type=int, default=10000)
     o.add_argument("--retrain", type=int, default=0, help="light retraining steps that keep the zeros")
     o.add_argument("--out", required=True)

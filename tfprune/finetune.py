@@ -31,8 +31,27 @@ __all__ = [
     "retrain",
     "reestimate_batchnorm",
     "combine_moments",
+    "adam_cosine",
+    "lists_as_tuples",
 ]
 
+
+
+# ------------------------------------------------------------------ optimizer
+def adam_cosine(learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.optimizers.Optimizer:
+    """Adam at ``learning_rate``; with ``decay_steps`` the rate follows a cosine decay to 0 over that many optimizer steps.
+
+    ``decay_steps``: optimizer steps (e.g. epochs * batches per epoch), >= 1;
+    None: a constant rate. tfprune's fine-tuning default.
+    """
+    if decay_steps is not None:
+        if decay_steps < 1:
+            raise ValueError(
+                f"decay_steps must be >= 1 optimizer step (epochs * batches per epoch), got {decay_steps}. "
+                "Fix: pass a positive count, or None for a constant rate"
+            )
+        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, int(decay_steps))
+    return keras.optimizers.Adam(learning_rate)
 
 
 # ------------------------------------------------------------------ losses
@@ -214,18 +233,18 @@ def retrain(
     s = _data.take(src, n, need_labels="retrain")
     w = freeze_zeros(model)
     w.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=spec.loss, loss_weights=spec.loss_weights)
-    parts = tuple(_lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
+    parts = tuple(lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
     ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(s.n, seed=seed).repeat().batch(int(batch_size))
     w.fit(ds, epochs=1, steps_per_epoch=int(steps), verbose=0)
     return strip(w)
 
 
-def _lists_as_tuples(s: Any) -> Any:
+def lists_as_tuples(s: Any) -> Any:
     """tf.data stacks a list into one tensor; several inputs/outputs must be a tuple (or dict)."""
     if isinstance(s, dict):
-        return {k: _lists_as_tuples(v) for k, v in s.items()}
+        return {k: lists_as_tuples(v) for k, v in s.items()}
     if isinstance(s, (list, tuple)):
-        return tuple(_lists_as_tuples(v) for v in s)
+        return tuple(lists_as_tuples(v) for v in s)
     return s
 
 

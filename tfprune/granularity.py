@@ -95,7 +95,7 @@ def parse_granularity(value: Any, block_size: tuple[int, int] | None = None) -> 
     """
     if isinstance(value, Granularity):
         return value
-    bs = _check_block_size(block_size) if block_size is not None else (4, 1)
+    bs = check_block_size(block_size) if block_size is not None else (4, 1)
     if isinstance(value, str):
         v = value.strip().lower()
         if v in ("unstructured", "block", "channel", "frozen"):
@@ -112,7 +112,7 @@ def parse_granularity(value: Any, block_size: tuple[int, int] | None = None) -> 
     )
 
 
-def _check_block_size(block_size: Any) -> tuple[int, int]:
+def check_block_size(block_size: Any) -> tuple[int, int]:
     if (
         not isinstance(block_size, (tuple, list))
         or len(block_size) != 2

@@ -46,7 +46,7 @@ _SKIP_REASONS: list[tuple[type, str]] = [
 ]
 
 
-def _weight_kind(layer: Any) -> str | None:
+def weight_kind(layer: Any) -> str | None:
     for cls, attr in PRUNABLE_WEIGHTS:
         if isinstance(layer, cls):
             return attr
@@ -203,7 +203,7 @@ def prunable_layers(model: Any) -> LayerInventory:
             path = f"{prefix}{layer.name}"
             if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
                 inner = layer.layer
-                attr = _weight_kind(inner)
+                attr = weight_kind(inner)
                 if attr is None:  # a custom PrunableLayer: take its first prunable weight
                     weights = inner.get_prunable_weights()
                     if not weights:
@@ -218,7 +218,7 @@ def prunable_layers(model: Any) -> LayerInventory:
             elif isinstance(layer, keras.Model):
                 visit(layer, f"{path}/")
             else:
-                attr = _weight_kind(layer)
+                attr = weight_kind(layer)
                 w = getattr(layer, attr, None) if attr else None
                 if attr and w is not None:
                     prunable.append(PrunableLayer(layer.name, path, type(layer).__name__, attr, tuple(w.shape), int(np.prod(w.shape)), False, layer))

@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from tfprune._keras import keras
+from tfprune.finetune import adam_cosine
 
 L = keras.layers
 #: BatchNorm momentum of the reference CNNs: 0.9, so the moving statistics settle within the short
 #: CPU training budgets used here (with Keras' 0.99 a few hundred steps leave them far off).
 BN_MOMENTUM = 0.9
 
-__all__ = ["lenet_300_100", "lenet5", "vgg_small", "plain_cnn", "resnet_cifar", "resnet20", "resnet56", "adam", "compile_classifier"]
+__all__ = ["lenet_300_100", "lenet5", "vgg_small", "plain_cnn", "resnet_cifar", "resnet20", "resnet56", "compile_classifier"]
 
 
 def lenet_300_100(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
@@ -130,23 +131,15 @@ def resnet56(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10) ->
     return resnet_cifar(56, input_shape, num_classes)
 
 
-def adam(learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.optimizers.Optimizer:
-    """Adam at ``learning_rate``; with ``decay_steps`` (optimizer steps, e.g. epochs * batches per epoch)
-    the rate follows a cosine decay to 0 over that many steps (our fine-tuning default)."""
-    if decay_steps is not None:
-        if decay_steps < 1:
-            raise ValueError(f"decay_steps must be >= 1 optimizer step, got {decay_steps}")
-        learning_rate = keras.optimizers.schedules.CosineDecay(learning_rate, int(decay_steps))
-    return keras.optimizers.Adam(learning_rate)
 
 
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.Model:
     """Compile a logits classifier with Adam + sparse CE (in place; returns the model).
 
-    ``decay_steps``: see `adam` (cosine decay of the learning rate over that many optimizer steps).
+    ``decay_steps``: see `tfprune.finetune.adam_cosine` (cosine decay of the learning rate over that many optimizer steps).
     """
     model.compile(
-        optimizer=adam(learning_rate, decay_steps),
+        optimizer=adam_cosine(learning_rate, decay_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -28,7 +28,7 @@ from tfprune.granularity import Granularity, layer_units, parse_granularity
 from tfprune.importance import ImportanceScores, get_importance, score_layers
 from tfprune.layers import prunable_layers
 from tfprune.plans import Plan
-from tfprune.schedule import _check_sparsity
+from tfprune.schedule import check_sparsity
 
 __all__ = ["Plan", "plan", "output_layer_names", "DEFAULT_IMPORTANCE", "DEFAULT_ALLOCATION", "DEFAULT_CHANNEL_IMPORTANCE", "DEFAULT_CHANNEL_ALLOCATION"]
 
@@ -46,7 +46,7 @@ def _plain_model(model: Any) -> Any:
 
 def params_to_sparsity(model: Any, params: float) -> float:
     """The weight sparsity that removes the fraction ``params`` of the model's parameters (wrapper variables not counted)."""
-    value = _check_sparsity(params, "params")
+    value = check_sparsity(params, "params")
     inv = model if isinstance(model, list) else prunable_layers(model)
     prunable_total = sum(p.n_params for p in inv)
     total = prunable_total if isinstance(model, list) else int(_plain_model(model).count_params())
@@ -264,7 +264,7 @@ def plan(
 
         if isinstance(model, (list,)) or not hasattr(model, "get_config"):
             raise TypeError("a channel plan needs the Keras model itself (its graph), not its prunable_layers()")
-        _check_sparsity(value, budget)
+        check_sparsity(value, budget)
         return plan_and_shrink(_plain_model(model), macs, params, importance=importance or DEFAULT_CHANNEL_IMPORTANCE,
                                allocation=allocation or DEFAULT_CHANNEL_ALLOCATION, layer_importance=layer_importance, gamma=gamma,
                                min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, max_iter=max_iter,
@@ -276,7 +276,7 @@ def plan(
                          "physical removal. Fix: granularity='channel' with macs=, or sparsity= / params= for weight sparsity")
     if budget == "params":
         sparsity = params_to_sparsity(model, value)
-    sparsity = _check_sparsity(sparsity, "sparsity")
+    sparsity = check_sparsity(sparsity, "sparsity")
     get_allocator(allocation)  # validates the name
     if isinstance(importance, str):
         get_importance(importance)
@@ -318,9 +318,9 @@ def plan(
             if unknown:
                 raise ValueError(f"max_sparsity names unknown layer(s) {unknown}; prunable layers: {names}")
             for k, v in max_sparsity.items():
-                caps[k] = min(caps.get(k, 1.0), _check_sparsity(v, f"max_sparsity[{k!r}]"))
+                caps[k] = min(caps.get(k, 1.0), check_sparsity(v, f"max_sparsity[{k!r}]"))
         else:
-            ms = _check_sparsity(max_sparsity, "max_sparsity")
+            ms = check_sparsity(max_sparsity, "max_sparsity")
             for n in names:
                 caps[n] = min(caps.get(n, 1.0), ms)
     scores = None

@@ -39,6 +39,9 @@ import tensorflow as tf
 
 from tfprune import data as _data
 from tfprune._keras import check_model, keras
+from tfprune.export.flatbuffer import TFLITE_DTYPES, op_names, pack_aligned, remove_tensors, schema
+from tfprune.export.runtime import make_interpreter
+from tfprune.export.xnnpack import densify_for_xnnpack
 
 __all__ = [
     "pqat",
@@ -224,9 +227,7 @@ def decode_sparse(values: np.ndarray, shape: tuple, traversal_order: list[int], 
 
 def _tensor_values(model: Any, tensor: Any) -> tuple[np.ndarray, int]:
     """A constant tensor's values (sparse ones decoded) and how many values its buffer stores."""
-    from tfprune.export import _TFLITE_DTYPES
-
-    dtype = np.dtype(_TFLITE_DTYPES[tensor.type])
+    dtype = np.dtype(TFLITE_DTYPES[tensor.type])
     raw = model.buffers[tensor.buffer].data
     stored = np.frombuffer(bytes(bytearray(raw if raw is not None else [])), dtype)
     shape = tuple(int(d) for d in tensor.shape)
@@ -255,11 +256,8 @@ def tflite_kernels(content: bytes) -> list[dict]:
     ``error``), ``stored`` (values held in the flatbuffer), ``sparse``,
     ``tensor`` (the stored tensor's index).
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    codes = {getattr(schema.BuiltinOperator, k): k for k in dir(schema.BuiltinOperator) if not k.startswith("_")}
-    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
-    opnames = {i: codes.get(max(oc.builtinCode, oc.deprecatedBuiltinCode), "?") for i, oc in enumerate(model.operatorCodes or [])}
+    model = schema().ModelT.InitFromPackedBuf(bytearray(content), 0)
+    opnames = op_names(model)
     sub = model.subgraphs[0]
     ops = list(sub.operators or [])
     densify = {int(op.outputs[0]): int(op.inputs[0]) for op in ops if opnames[op.opcodeIndex] == "DENSIFY"}
@@ -412,7 +410,7 @@ def pqat(
       ValueError: tfmot cannot quantize the model (the message names the
         layer and the fix), or the data has no labels.
     """
-    from tfprune.finetune import _lists_as_tuples, model_loss
+    from tfprune.finetune import lists_as_tuples, model_loss
     from tfprune.wrapping import clone, is_wrapped, strip
 
     check_model(model)
@@ -436,7 +434,7 @@ def pqat(
         return qat
     src = data if y is None else (data, y)
     s = _data.take(src, n_samples, need_labels="pqat")
-    parts = tuple(_lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
+    parts = tuple(lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
     ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(s.n, seed=seed).batch(int(batch_size))
     qat.fit(ds, epochs=int(epochs), verbose=verbose)
     _reapply_masks(qat)
@@ -478,8 +476,6 @@ def convert_qat(qat_model: Any, sparse_storage: bool = True, xnnpack_safe: bool 
             converter.optimizations = [tf.lite.Optimize.DEFAULT]
             content = fix_sparse_kernels(content, converter.convert())
     if xnnpack_safe and sparse_storage:
-        from tfprune.export import densify_for_xnnpack
-
         content, _ = densify_for_xnnpack(content)
     return content
 
@@ -509,20 +505,17 @@ def repair_sparse_kernels(sparse: bytes, dense: bytes) -> tuple[bytes, list[str]
     an int8 FULLY_CONNECTED kernel with fewer than 16 inputs is encoded as
     one 1x16 block per row and computes wrong outputs.
     """
-    from ai_edge_litert import schema_py_generated as schema
-
-    from tfprune.export import _pack_aligned
-
     got, want = tflite_kernels(sparse), tflite_kernels(dense)
     if len(got) != len(want):
         raise RuntimeError(f"the sparse and dense conversions differ in their kernel ops ({len(got)} vs {len(want)})")
     bad = [(g, w) for g, w in zip(got, want) if g["sparse"] and (g["values"] is None or not np.array_equal(g["values"], w["values"]))]
     if not bad:
         return sparse, []
-    model = schema.ModelT.InitFromPackedBuf(bytearray(sparse), 0)
+    fb = schema()
+    model = fb.ModelT.InitFromPackedBuf(bytearray(sparse), 0)
     sub = model.subgraphs[0]
     densify_code = {i for i, oc in enumerate(model.operatorCodes or [])
-                    if max(oc.builtinCode, oc.deprecatedBuiltinCode) == schema.BuiltinOperator.DENSIFY}
+                    if max(oc.builtinCode, oc.deprecatedBuiltinCode) == fb.BuiltinOperator.DENSIFY}
     drop_ops: set[int] = set()
     drop_tensors: set[int] = set()
     for g, w in bad:
@@ -538,18 +531,14 @@ def repair_sparse_kernels(sparse: bytes, dense: bytes) -> tuple[bytes, list[str]
                 drop_ops.add(k)
                 drop_tensors.add(src)
     if drop_ops:
-        from tfprune.export import _remove_tensors
-
         sub.operators = [op for k, op in enumerate(sub.operators) if k not in drop_ops]
-        _remove_tensors(model, 0, drop_tensors)
+        remove_tensors(model, 0, drop_tensors)
     names = [f"{g['name']} {tuple(w['values'].shape)}" + (f" ({g['error']})" if g["error"] else "") for g, w in bad]
-    return _pack_aligned(model), names
+    return pack_aligned(model), names
 
 
 def run_tflite(content: bytes, x: np.ndarray, batch_size: int = 1) -> tuple[np.ndarray, str]:
     """The first output of a float-input .tflite file for each row of ``x`` (float32), and the runtime that ran it."""
-    from tfprune.export import make_interpreter
-
     interp, runtime = make_interpreter(content)
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     x = np.asarray(x, np.float32)

@@ -20,7 +20,7 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 
 from tfprune._keras import keras
 
-__all__ = ["LayerwiseSchedule", "polynomial_sparsity", "ramp_tf", "update_due_tf"]
+__all__ = ["LayerwiseSchedule", "polynomial_sparsity", "ramp_tf", "update_due_tf", "check_sparsity", "check_int"]
 
 
 def polynomial_sparsity(step: float, initial: float, target: float, begin: int, end: int, power: float) -> float:
@@ -38,7 +38,8 @@ def polynomial_sparsity(step: float, initial: float, target: float, begin: int, 
     return target + (initial - target) * (1.0 - p) ** power
 
 
-def _check_sparsity(value: float, name: str) -> float:
+def check_sparsity(value: float, name: str) -> float:
+    """``value`` as a float sparsity (fraction of weights removed) in [0, 1); ValueError naming the argument ``name`` otherwise."""
     try:
         v = float(value)
     except (TypeError, ValueError):
@@ -51,7 +52,8 @@ def _check_sparsity(value: float, name: str) -> float:
     return v
 
 
-def _check_int(value: Any, name: str, minimum: int) -> int:
+def check_int(value: Any, name: str, minimum: int) -> int:
+    """``value`` (int, integral float or numpy integer, not bool) as an int >= ``minimum``; ValueError naming the argument ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (int,)) and not (
         isinstance(value, float) and value.is_integer()
     ):
@@ -158,11 +160,11 @@ class LayerwiseSchedule(_tfmot_sched.PruningSchedule):
     @staticmethod
     def _validated(target_sparsity, begin_step, end_step, frequency, initial_sparsity, power) -> dict:
         out = {
-            "target_sparsity": _check_sparsity(target_sparsity, "target_sparsity"),
-            "initial_sparsity": _check_sparsity(initial_sparsity, "initial_sparsity"),
-            "begin_step": _check_int(begin_step, "begin_step", 0),
-            "end_step": _check_int(end_step, "end_step", 0),
-            "frequency": _check_int(frequency, "frequency", 1),
+            "target_sparsity": check_sparsity(target_sparsity, "target_sparsity"),
+            "initial_sparsity": check_sparsity(initial_sparsity, "initial_sparsity"),
+            "begin_step": check_int(begin_step, "begin_step", 0),
+            "end_step": check_int(end_step, "end_step", 0),
+            "frequency": check_int(frequency, "frequency", 1),
         }
         if out["end_step"] < out["begin_step"]:
             raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")

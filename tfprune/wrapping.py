@@ -18,12 +18,12 @@ from tensorflow_model_optimization.python.core.sparsity.keras import prune_regis
 
 from tfprune._keras import check_model, keras
 from tfprune.channel_mask import ChannelMask, foldable
-from tfprune.granularity import _check_block_size, parse_granularity
-from tfprune.layers import WRAPPER_PREFIX, _weight_kind, prunable_layers
-from tfprune.schedule import LayerwiseSchedule, _check_sparsity
+from tfprune.granularity import check_block_size, parse_granularity
+from tfprune.layers import WRAPPER_PREFIX, prunable_layers, weight_kind
+from tfprune.schedule import LayerwiseSchedule, check_sparsity
 from tfprune.wrapper import PruneLayer
 
-__all__ = ["wrap", "strip", "is_wrapped", "wrappers", "channel_masks"]
+__all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks"]
 
 Selector = Union[str, type, "re.Pattern[str]"]
 
@@ -261,7 +261,7 @@ def wrap(
     inc = _as_selectors(include, "include")
     exc = _as_selectors(exclude, "exclude")
     if block_size is not None:
-        block_size = _check_block_size(block_size)
+        block_size = check_block_size(block_size)
         if granularity == "unstructured" and block_size != (1, 1):
             granularity = "block"
     g = parse_granularity(granularity, block_size)
@@ -281,9 +281,9 @@ def wrap(
         unknown = [n for n in per_layer if _strip_prefix(n) not in names]
         if unknown:
             raise ValueError(f"unknown layer name(s) in targets: {unknown}. Prunable layers: {sorted(names)}")
-        per_layer = {_strip_prefix(k): _check_sparsity(v, f"targets[{k!r}]") for k, v in per_layer.items()}
+        per_layer = {_strip_prefix(k): check_sparsity(v, f"targets[{k!r}]") for k, v in per_layer.items()}
     else:
-        default = _check_sparsity(targets, "targets")
+        default = check_sparsity(targets, "targets")
         per_layer = {}
     schedule_args = dict(begin_step=begin_step, end_step=end_step, frequency=frequency, initial_sparsity=initial_sparsity, power=power)
     LayerwiseSchedule(**schedule_args)  # validate once, before cloning anything
@@ -292,7 +292,7 @@ def wrap(
 
     def wrap_layer(layer: Any) -> Any:
         new = _clone_layer(layer)
-        if _weight_kind(layer) is None:
+        if weight_kind(layer) is None:
             return new
         if inc is not None and not _matches(layer, inc):
             return new
@@ -371,6 +371,11 @@ def strip(model: Any) -> Any:
         return _clone_layer(layer)
 
     return _rebuild(model, unwrap_layer)
+
+
+def plain(model: Any) -> Any:
+    """``model`` without wrappers: `strip` of it when it holds any, else the model itself (not copied)."""
+    return strip(model) if is_wrapped(model) else model
 
 
 def clone(model: Any) -> Any:

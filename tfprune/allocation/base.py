@@ -338,10 +338,10 @@ def allocate_sparsity(
     granularity units and output-layer rules on top, and is what the
     callback, ``analyze``, ``obs.prune`` and the CLI use.
     """
-    from tfprune.schedule import _check_sparsity
+    from tfprune.schedule import check_sparsity
 
     get_allocator(allocation)
-    total_sparsity = _check_sparsity(sparsity, "sparsity")
+    total_sparsity = check_sparsity(sparsity, "sparsity")
     names, n, kernels, shapes, types = _layer_arrays(layers)
     if len(names) == 0:
         raise ValueError("no prunable layers to allocate over")
@@ -359,9 +359,9 @@ def allocate_sparsity(
             unknown = set(max_sparsity) - set(names)
             if unknown:
                 raise ValueError(f"max_sparsity names unknown layer(s) {sorted(unknown)}; layers: {names}")
-            ms = np.array([_check_sparsity(max_sparsity.get(k, 1 - 1e-12), f"max_sparsity[{k!r}]") if k in max_sparsity else 1.0 for k in names])
+            ms = np.array([check_sparsity(max_sparsity.get(k, 1 - 1e-12), f"max_sparsity[{k!r}]") if k in max_sparsity else 1.0 for k in names])
         else:
-            ms = np.full(len(names), _check_sparsity(max_sparsity, "max_sparsity"))
+            ms = np.full(len(names), check_sparsity(max_sparsity, "max_sparsity"))
         caps = np.minimum(caps, np.floor(ms * n + 1e-9).astype(np.int64))
     if exclude is not None:
         exclude = [exclude] if isinstance(exclude, str) else list(exclude)

@@ -18,8 +18,7 @@ from tfprune.importance.base import ImportanceContext, register_importance
 def obs_importance(ctx: ImportanceContext) -> np.ndarray:
     """Relative L-OBS layer error at a given sparsity (second order, needs data)."""
     from tfprune.obs import solvers
-    from tfprune.obs.hessian import layer_hessians, supported
-    from tfprune.obs.pruning import _layer_matrix
+    from tfprune.obs.hessian import layer_hessians, layer_matrix, supported
     from tfprune.wrapping import clone, is_wrapped, strip
 
     sparsity = float(ctx.options.get("sparsity", 0.9))
@@ -28,7 +27,7 @@ def obs_importance(ctx: ImportanceContext) -> np.ndarray:
     H = layer_hessians(work, names, ctx.data, n_samples=int(ctx.options.get("n_samples", 5000)), progress=bool(ctx.options.get("progress", True)))
     rel = {}
     for name in names:
-        W, F = _layer_matrix(work.get_layer(name))
+        W, F = layer_matrix(work.get_layer(name))
         Hinv = solvers.damped_inverse(H[name], float(ctx.options.get("damp", 1e-3)))
         Wn, _ = solvers.lobs(W, Hinv, prunable_rows=F, n_prune=int(round(sparsity * F * W.shape[1])))
         e0 = 0.5 * float(np.einsum("ij,ik,kj->", W, H[name], W))

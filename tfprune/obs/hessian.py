@@ -23,7 +23,29 @@ from threadpoolctl import threadpool_limits
 from tfprune import data as _data
 from tfprune._keras import keras
 
-__all__ = ["supported", "hessian_dim", "unfold", "unfold_rows", "layer_hessians", "estimate_bytes"]
+__all__ = ["supported", "hessian_dim", "unfold", "unfold_rows", "layer_hessians", "estimate_bytes", "layer_matrix", "set_layer_matrix"]
+
+
+def layer_matrix(layer: Any) -> tuple[np.ndarray, int]:
+    """A Dense / Conv layer's weights as the matrix its Hessian's rows follow, and its fan-in.
+
+    Returns ``(W, F)``: ``W`` float64, shape ``(F, fan_out)`` (the kernel
+    reshaped, ``F`` = fan-in, e.g. kh * kw * c_in) or ``(F + 1, fan_out)``
+    with the bias as the last row when the layer has one.
+    """
+    k = layer.kernel.numpy().astype(np.float64)
+    W = k.reshape(-1, k.shape[-1])
+    F = W.shape[0]
+    if layer.use_bias:
+        W = np.vstack([W, layer.bias.numpy().astype(np.float64)[None, :]])
+    return W, F
+
+
+def set_layer_matrix(layer: Any, W: np.ndarray, F: int) -> None:
+    """Write a `layer_matrix`-shaped ``W`` (``(F[+1], fan_out)``, fan-in ``F``) back into the layer's kernel (and bias), in the variables' dtype."""
+    layer.kernel.assign(W[:F].reshape(layer.kernel.shape).astype(layer.kernel.dtype.as_numpy_dtype))
+    if layer.use_bias:
+        layer.bias.assign(W[F].astype(layer.bias.dtype.as_numpy_dtype))
 
 
 def supported(layer: Any) -> bool:

@@ -14,15 +14,17 @@ import numpy as np
 from tfprune._keras import check_model
 from tfprune.allocation import Allocation
 from tfprune.obs import solvers
-from tfprune.obs.hessian import layer_hessians, supported
+from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix, supported
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
-from tfprune.schedule import _check_sparsity
+from tfprune.schedule import check_sparsity
 from tfprune.wrapping import clone, is_wrapped, strip
 
-__all__ = ["prune", "OBSReport", "OBSLayer", "retrain", "wrap_with_masks", "reestimate_batchnorm", "METHODS"]
+__all__ = ["prune", "OBSReport", "OBSLayer", "METHODS", "DEFAULT_SOLVER"]
 
 METHODS = ("lobs", "lobs_paper", "exact", "magnitude")
+#: `prune`'s default solver (the CLI's ``tfprune obs --solver`` default too).
+DEFAULT_SOLVER = "lobs"
 
 
 @dataclass
@@ -67,21 +69,6 @@ class OBSReport(Report):
         ]
 
 
-def _layer_matrix(layer: Any) -> tuple[np.ndarray, int]:
-    k = layer.kernel.numpy().astype(np.float64)
-    W = k.reshape(-1, k.shape[-1])
-    F = W.shape[0]
-    if layer.use_bias:
-        W = np.vstack([W, layer.bias.numpy().astype(np.float64)[None, :]])
-    return W, F
-
-
-def _set_layer_matrix(layer: Any, W: np.ndarray, F: int) -> None:
-    layer.kernel.assign(W[:F].reshape(layer.kernel.shape).astype(layer.kernel.dtype.as_numpy_dtype))
-    if layer.use_bias:
-        layer.bias.assign(W[F].astype(layer.bias.dtype.as_numpy_dtype))
-
-
 def prune(
     model: Any,
     data: Any,
@@ -89,7 +76,7 @@ def prune(
     *,
     targets: Mapping[str, float] | Allocation | Plan | None = None,
     tolerance: float | Mapping[str, float] | None = None,
-    solver: str = "lobs",
+    solver: str = DEFAULT_SOLVER,
     importance: Any = DEFAULT_IMPORTANCE,
     allocation: str = DEFAULT_ALLOCATION,
     damp: float = 1e-3,
@@ -150,7 +137,7 @@ def prune(
         unknown = [k for k in targets if k not in names]
         if unknown:
             raise ValueError(f"OBS targets name unknown or unsupported layer(s) {unknown}; OBS layers (Dense/Conv1D/Conv2D): {names}")
-        plan_ = {k: _check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
+        plan_ = {k: check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
     else:
         tol = dict(tolerance) if isinstance(tolerance, Mapping) else {n: float(tolerance) for n in names}
         for k, v in tol.items():
@@ -173,7 +160,7 @@ def prune(
         report.n_samples = int(min(len(data), n_samples or 1 << 62))
     for layer in layers:
         t1 = time.perf_counter()
-        W, F = _layer_matrix(layer)
+        W, F = layer_matrix(layer)
         n_kernel = F * W.shape[1]
         n_prune = int(round(plan_[layer.name] * n_kernel)) if targets is not None else None
         tol = plan_[layer.name] if targets is None else None
@@ -201,7 +188,7 @@ def prune(
             except solvers.NotPositiveDefiniteError as err:
                 raise solvers.NotPositiveDefiniteError(f"layer {layer.name!r}: {err}") from err
             dE = solvers.layer_error(W, Wn, Hl)
-        _set_layer_matrix(layer, Wn, F)
+        set_layer_matrix(layer, Wn, F)
         kernel = Wn[:F]
         report.layers.append(
             OBSLayer(layer.name, n_kernel, float(np.count_nonzero(kernel == 0)) / n_kernel, dE, float(np.linalg.norm(kernel)), time.perf_counter() - t1)
@@ -212,7 +199,3 @@ def prune(
     report.seconds = time.perf_counter() - t_start
     return work, report
 
-
-# Kept importable here (benchmarks, the CLI and shallow use these names); they live in tfprune.finetune.
-from tfprune.finetune import freeze_zeros as wrap_with_masks  # noqa: E402
-from tfprune.finetune import reestimate_batchnorm, retrain  # noqa: E402

@@ -320,7 +320,7 @@ def _same_shape(a: Any, b: Any) -> bool:
 
 def units_of(graph: Graph, flat: Any) -> list[Unit]:
     """Units of ``graph``; ``flat`` is ``graph.build()`` (layer types and shapes are read from it)."""
-    from tfprune.profile import profile
+    from tfprune.profiling import profile
 
     lay = {layer.name: layer for layer in flat.layers}
     prof = {r.name: r for r in profile(flat).layers}

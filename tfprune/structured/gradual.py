@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfprune.schedule import _check_int
+from tfprune.schedule import check_int
 
 __all__ = ["prune_channels_gradually"]
 
@@ -66,8 +66,7 @@ def prune_channels_gradually(
     from tfprune import data as _data
     from tfprune._keras import check_model
     from tfprune.callbacks import Pruning
-    from tfprune.finetune import model_loss
-    from tfprune.models import adam
+    from tfprune.finetune import adam_cosine, model_loss
     from tfprune.structured.importance import channel_importance_needs_data
     from tfprune.structured.prune import PruneChannelsReport, top1_accuracy
     from tfprune.wrapping import wrap
@@ -76,7 +75,7 @@ def prune_channels_gradually(
     check_model(model)
     if macs is not None and params is not None:
         raise ValueError("give one target: macs= or params= (pass macs=None with params=)")
-    epochs = _check_int(epochs, "epochs", 1)
+    epochs = check_int(epochs, "epochs", 1)
     train = _data.take(data, None, need_labels="gradual channel pruning")
     evals = eval_data if eval_data is not None else data
     ev = _data.take(evals, None, need_labels=False)
@@ -90,7 +89,7 @@ def prune_channels_gradually(
     tf.keras.utils.set_random_seed(int(seed))
     work = wrap(model, granularity="channel", include_outputs=include_outputs)
     per_epoch = -(-train.n // int(batch_size))
-    work.compile(optimizer=adam(learning_rate, decay_steps=epochs * per_epoch), loss=spec.loss, loss_weights=spec.loss_weights)
+    work.compile(optimizer=adam_cosine(learning_rate, decay_steps=epochs * per_epoch), loss=spec.loss, loss_weights=spec.loss_weights)
     calib = None
     if channel_importance_needs_data(importance):
         n = min(train.n, 512)
@@ -104,7 +103,7 @@ def prune_channels_gradually(
     small = cb.finalize(x=x_check)
     rep = cb.shrink_report_
     acc_shrunk = acc(small)
-    small.compile(optimizer=adam(learning_rate, decay_steps=max(1, finetune_epochs * per_epoch)), loss=spec.loss,
+    small.compile(optimizer=adam_cosine(learning_rate, decay_steps=max(1, finetune_epochs * per_epoch)), loss=spec.loss,
                   loss_weights=spec.loss_weights)
     ft_seconds, acc_after = 0.0, None
     if finetune_epochs:

@@ -496,11 +496,20 @@ def _flat(model: Any) -> Any:
         raise type(err)(f"cannot build the channel graph of {model.name!r}: {text}") from err
 
 
-def _plain(model: Any) -> Any:
-    """``model`` without pruning wrappers (masks applied); the model itself when it has none."""
-    from tfprune.wrapping import is_wrapped, strip
+_WRAPPER_CLASSES = ("PruneLayer", "PruneLowMagnitude", "ChannelMask")
 
-    return strip(model) if is_wrapped(model) else model
+
+def _plain(model: Any) -> Any:
+    """``model`` itself; a model holding pruning wrappers is refused (the graph stage sits below the masks stage)."""
+
+    def wrapped(m: Any) -> bool:
+        return any(type(layer).__name__ in _WRAPPER_CLASSES or (isinstance(layer, keras.Model) and wrapped(layer))
+                   for layer in getattr(m, "layers", []))
+
+    if wrapped(model):
+        raise ValueError(f"model {model.name!r} holds pruning wrappers; the channel graph reads plain models. "
+                         "Fix: pass tfprune.strip(model) (the masks are kept as zeros)")
+    return model
 
 
 def _shape(t: Any) -> tuple:

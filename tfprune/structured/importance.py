@@ -72,6 +72,7 @@ from tfprune._keras import keras
 from tfprune.granularity import channels_to_remove
 from tfprune.report import Report, Table
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, channel_graph, conv_groups
+from tfprune.wrapping import plain
 
 __all__ = [
     "ChannelContext",
@@ -470,6 +471,7 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
                          f"{' with labels (it uses the gradient of the loss)' if method == 'taylor' else ''}: pass data=(x, y) "
                          "(channel_importance / tfprune.plan / prune_channels; --data on the command line), or use a data-free "
                          f"scorer: {[n for n in list_channel_importance() if not _SCORERS[n].needs_data]}")
+    model = plain(model)
     cg = graph if graph is not None else channel_graph(model)
     ctx = ChannelContext(model, cg, data, dict(options))
     scores = entry.fn(ctx)

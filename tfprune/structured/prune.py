@@ -148,8 +148,7 @@ def prune_channels(
     Returns ``(small_model, PruneChannelsReport)``; the small model is compiled
     with the fine-tuning loss.
     """
-    from tfprune.finetune import model_loss
-    from tfprune.models import adam
+    from tfprune.finetune import adam_cosine, model_loss
 
     t0 = time.perf_counter()
     check_model(model)
@@ -190,7 +189,7 @@ def prune_channels(
                          "accuracy until fine-tuned")
     acc_shrunk = acc(small)
     steps = max(1, finetune_epochs * -(-train.n // batch_size)) if train is not None else 1
-    small.compile(optimizer=adam(learning_rate, decay_steps=steps), loss=spec.loss, loss_weights=spec.loss_weights)
+    small.compile(optimizer=adam_cosine(learning_rate, decay_steps=steps), loss=spec.loss, loss_weights=spec.loss_weights)
     ft_seconds = 0.0
     acc_after = None
     if finetune_epochs:

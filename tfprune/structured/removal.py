@@ -75,7 +75,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.profile import profile
+from tfprune.profiling import profile
 from tfprune.report import Report, Table
 from tfprune.structured.graph import (
     CONCAT,
@@ -95,6 +95,7 @@ from tfprune.structured.graph import (
     conv_groups,
     is_channel_scale,
 )
+from tfprune.wrapping import plain
 
 __all__ = ["shrink", "ShrinkReport", "GroupChange", "ChannelWeight", "channel_weights", "mask_channels", "removable_channels"]
 
@@ -581,7 +582,7 @@ def mask_channels(model: Any, remove: Mapping[Any, Sequence[int]], include_outpu
 
     The copy computes what `shrink(model, remove=...)` will compute; ``model`` is not changed.
     """
-    cg = channel_graph(model, include_outputs)
+    cg = channel_graph(plain(model), include_outputs)
     req = _requested(cg, remove)
     _zero_labels(cg, [int(cg.groups[g].labels[j]) for g, js in req.items() for j in js])
     return cg.flat
@@ -589,7 +590,7 @@ def mask_channels(model: Any, remove: Mapping[Any, Sequence[int]], include_outpu
 
 def removable_channels(model: Any, include_outputs: bool = False) -> dict[str, list[int]]:
     """{group name: channels `shrink(model)` would remove} for a masked model (nothing is built but the graph)."""
-    cg = channel_graph(model, include_outputs)
+    cg = channel_graph(plain(model), include_outputs)
     values = _propagate(cg)
     chosen, _, _ = _choose(cg, values, None)
     return {cg.groups[g].name: js for g, js in chosen.items() if js}
@@ -963,6 +964,7 @@ def shrink(
     policy = on_inexact or ("error" if remove is not None else "keep")
     if policy not in ("keep", "error"):
         raise ValueError(f"on_inexact must be 'keep' or 'error', got {on_inexact!r}")
+    model = plain(model)
     cg = channel_graph(model, include_outputs)
     requested = None
     if remove is not None:

@@ -18,7 +18,7 @@ import tfprune
 from tfprune._keras import keras
 from tfprune.profiling import profile
 from tfprune.structured import ChannelWeight, channel_graph, channel_weights, shrink
-from tfprune.structured.plan import _CostModel, plan_and_shrink
+from tfprune.structured.plan import CostModel, plan_and_shrink
 
 L = keras.layers
 ATOL = 1e-4
@@ -113,7 +113,7 @@ def test_grouped_shrink_is_exact_and_stays_a_valid_grouped_conv():
     masked = tfprune.structured.mask_channels(model, remove)
     masked_outputs_equal(masked, new)
     # the cost model (plan) and tfprune.profile of the shrunk model agree, MACs and params
-    cost = _CostModel(cg)
+    cost = CostModel(cg)
     labels = [int(cg.group(g).labels[j]) for g, js in remove.items() for j in js]
     assert cost.estimate(cost.removed_mask(np.asarray(labels))) == (profile(new).macs, profile(new).params)
     assert (rep.macs_after, rep.params_after) == (profile(new).macs, profile(new).params)
@@ -335,7 +335,7 @@ def test_applications_frozen_groups_and_plan_shrink(app):
         assert all("LayerNormalization" in r or r.startswith("model input") or r.startswith("model output") for r in reasons)
     plan, small, rep = plan_and_shrink(model, macs=0.3)
     assert abs(plan.achieved - 0.3) <= plan.tolerance
-    cost = _CostModel(cg)  # the planner's estimate is the shrunk model's profile (grouped convs, LayerScale included)
+    cost = CostModel(cg)  # the planner's estimate is the shrunk model's profile (grouped convs, LayerScale included)
     labels = np.asarray([int(cg.group(g).labels[j]) for g, js in plan.remove.items() for j in js])
     assert cost.estimate(cost.removed_mask(labels)) == (profile(small).macs, profile(small).params)
     assert rep.max_abs_diff <= rep.tolerance and rep.max_rel_diff_tensors <= ATOL  # shrink's own check (it raises otherwise)

@@ -29,8 +29,10 @@ def _results(stdout: str) -> dict:
 
 
 def _env(**extra: str) -> dict:
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", **extra)
+    """The scripts import the tfprune of this checkout (not whichever one an editable install points at)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
     env.pop("TF_CONFIG", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(SCRIPTS.parent.parent), env.get("PYTHONPATH", "")]).rstrip(os.pathsep)
     env.update(extra)
     return env
 

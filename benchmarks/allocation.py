@@ -108,7 +108,7 @@ class Rerank(keras.callbacks.Callback):
         self.end_step, self.frequency, self.power = int(end_step), max(1, int(frequency)), float(power)
 
     def on_train_batch_begin(self, batch, logs=None):
-        from tfprune.schedule import polynomial_sparsity
+        from tfprune.masks.schedule import polynomial_sparsity
 
         layers = tp.prunable_layers(self.model)
         step = int(layers[0].layer.pruning_step.numpy())

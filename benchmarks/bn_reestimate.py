@@ -10,7 +10,7 @@ moments of its input over 2,048 training images:
   reference): one sub-model per BatchNorm, each run from the input with the
   BatchNorms before it already updated; exact, but one partial forward pass
   per BatchNorm.
-* one pass (`tfprune.finetune.reestimate_batchnorm`): every BatchNorm
+* one pass (`tfprune.training.finetune.reestimate_batchnorm`): every BatchNorm
   normalises with the statistics of what it sees in one forward pass of the
   2,048 images as one batch (Dropout off); equal to the sequential result.
   Also shown: the same with batches of 256 (per-batch normalisation
@@ -39,8 +39,8 @@ from _common import write_markdown  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
-from tfprune.finetune import reestimate_batchnorm  # noqa: E402
 from tfprune.shallow import find_units, remove_units  # noqa: E402
+from tfprune.training.finetune import reestimate_batchnorm  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 

@@ -17,7 +17,7 @@ training images), then three accuracies on the first ``--eval-samples``
 test images:
 
 * ``one_shot``: the shrunk model as it comes;
-* ``bn``: after `tfprune.finetune.reestimate_batchnorm` on ``--bn-samples``
+* ``bn``: after `tfprune.training.finetune.reestimate_batchnorm` on ``--bn-samples``
   training images (removing channels shifts every later BatchNorm's input
   statistics);
 * ``fine_tuned``: the BN-re-estimated model after the same short fine-tune
@@ -47,9 +47,9 @@ from _common import write_markdown  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
-from tfprune.finetune import reestimate_batchnorm  # noqa: E402
 from tfprune.structured.importance import register_channel_importance  # noqa: E402
 from tfprune.structured.prune import prune_channels, top1_accuracy  # noqa: E402
+from tfprune.training.finetune import reestimate_batchnorm  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 128

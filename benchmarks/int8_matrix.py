@@ -25,7 +25,7 @@ moving statistics.
 
 The detector trains with its own losses (CIoU + BCE through keras-cv's label
 encoder, `tfprune.TaskModel`) on ``--det-train`` synthetic box images
-(`tfprune.tasks.synthetic_boxes`), calibration and parity on other synthetic
+(`tfprune.training.tasks.synthetic_boxes`), calibration and parity on other synthetic
 images; its .tflite holds the raw heads (``boxes`` distance bins, ``classes``
 scores), parity per head; box decoding and NMS stay outside.
 
@@ -179,7 +179,7 @@ def _export(pruned: keras.Model, path: str, mode: str, sample: Any, calib: np.nd
 
 def _fit_detector(model: keras.Model, n_train: int, epochs: int, batch_size: int, side: int) -> tuple[keras.Model, dict[str, Any]]:
     """keras-cv YOLOV8 trained with its own losses (tfprune.TaskModel) on synthetic boxes; returns the pruned network."""
-    from tfprune.tasks import TaskModel, synthetic_boxes
+    from tfprune.training.tasks import TaskModel, synthetic_boxes
 
     x, y = synthetic_boxes(n_train, side=side, num_classes=model.num_classes, seed=0)
     net = tfprune.wrap(model)
@@ -196,7 +196,7 @@ def run_model(name: str, data_path: str, n_train: int, n_calib: int, n_test: int
     row: dict[str, Any] = {"model": name, "input": f"{side}x{side}x3", "input_scale": scale}
     seconds: dict[str, float] = {}
     if detector:
-        from tfprune.tasks import synthetic_boxes
+        from tfprune.training.tasks import synthetic_boxes
 
         data = {"x_calib": synthetic_boxes(n_calib, side=side, seed=1)[0], "x_test": synthetic_boxes(n_test, side=side, seed=2)[0]}
     else:

@@ -12,7 +12,7 @@
      (``tfprune.export_tflite(mode="int8")``, 256 calibration images from the
      training split);
    * ``retrain+ptq``: the control: the pruned model fine-tuned in float with
-     its zeros frozen (``tfprune.finetune.retrain``) for as many steps as
+     its zeros frozen (``tfprune.training.finetune.retrain``) for as many steps as
      PQAT, then the same post-training int8; it separates "more training"
      from "quantization-aware";
    * ``pqat``: ``tfprune.quantize.pqat`` (tfmot's prune-preserve scheme), then
@@ -45,8 +45,8 @@ from _common import write_markdown  # noqa: E402
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.export import densify_for_xnnpack  # noqa: E402
-from tfprune.finetune import retrain  # noqa: E402
 from tfprune.quantize import convert_qat, kernel_zeros, pqat, run_tflite, tflite_kernel_zeros  # noqa: E402
+from tfprune.training.finetune import retrain  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_DATA = os.path.join(HERE, "..", "..", "shared", "data", "mnist", "mnist.npz")

@@ -47,10 +47,10 @@ from _common import write_markdown  # noqa: E402
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
 from tfprune.export import make_interpreter  # noqa: E402
-from tfprune.finetune import reestimate_batchnorm  # noqa: E402
-from tfprune.profiling import profile  # noqa: E402
+from tfprune.inventory.profiling import profile  # noqa: E402
 from tfprune.structured.plan import plan_and_shrink  # noqa: E402
 from tfprune.structured.prune import prune_channels, top1_accuracy  # noqa: E402
+from tfprune.training.finetune import reestimate_batchnorm  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BATCH = 128

@@ -37,7 +37,7 @@ from _common import write_markdown  # noqa: E402
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
-from tfprune.profiling import profile  # noqa: E402
+from tfprune.inventory.profiling import profile  # noqa: E402
 from tfprune.structured.gradual import prune_channels_gradually  # noqa: E402
 from tfprune.structured.prune import prune_channels, top1_accuracy  # noqa: E402
 

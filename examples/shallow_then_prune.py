@@ -23,7 +23,7 @@ print("dense accuracy", teacher.evaluate(x_test, y_test, verbose=0)[1])
 student, result = tfprune.shallow.shallow(teacher, (x[:10000], y[:10000]), target_flops_reduction=0.3, progress=False)
 print(result.table())
 distiller = tfprune.Distiller(teacher, student, temperature=4.0, alpha=0.9)
-distiller.compile(optimizer=tfprune.finetune.adam_cosine(1e-3, decay_steps=3 * steps_per_epoch))
+distiller.compile(optimizer=tfprune.training.finetune.adam_cosine(1e-3, decay_steps=3 * steps_per_epoch))
 distiller.fit(x, y, epochs=3, batch_size=128, verbose=2)
 print("student accuracy after distillation", tfprune.models.compile_classifier(student).evaluate(x_test, y_test, verbose=0)[1])
 

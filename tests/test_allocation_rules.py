@@ -18,7 +18,7 @@ def fake_layers(kernels, types=None):
     types = types or ["Dense"] * len(kernels)
     out = []
     for i, (k, t) in enumerate(zip(kernels, types)):
-        p = tfprune.layers.PrunableLayer(f"l{i}", f"l{i}", t, "kernel", tuple(k.shape), int(k.size))
+        p = tfprune.inventory.layers.PrunableLayer(f"l{i}", f"l{i}", t, "kernel", tuple(k.shape), int(k.size))
         p.kernel = lambda k=k: k
         out.append(p)
     return out

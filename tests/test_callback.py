@@ -9,7 +9,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.wrapping import channel_masks
+from tfprune.masks.wrapping import channel_masks
 
 TARGETS = {"conv1": 0.3, "conv2": 0.6, "fc1": 0.85, "fc2": 0.5}
 
@@ -233,7 +233,7 @@ def test_interrupted_and_uninterrupted_runs_give_identical_masks(tiny, resume_re
             _resume_run(tiny, x, y, granularity, epochs=4, callbacks=[backup, _Stop(1)])
         # a new process would build the model again: BackupAndRestore restores it (listed after our callback)
         calls = []
-        monkeypatch.setattr("tfprune.callbacks.plan", lambda *a, **k: calls.append(1))
+        monkeypatch.setattr("tfprune.training.callbacks.plan", lambda *a, **k: calls.append(1))
         resumed, cb = _resume_run(tiny, x, y, granularity, epochs=4, callbacks=[keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))], model=fresh())
     else:
         ckpt = keras.callbacks.ModelCheckpoint(str(tmp_path / "ckpt"), save_weights_only=True)
@@ -256,7 +256,7 @@ def test_interrupted_and_uninterrupted_runs_give_identical_masks(tiny, resume_re
         sched = cms[-1].pruning_schedule if cms else tfprune.prunable_layers(model)["fc1"].schedule
         assert (sched.begin_step, sched.end_step, sched.frequency) == (0, RESUME_END, 3)
         calls = []
-        monkeypatch.setattr("tfprune.callbacks.plan", lambda *a, **k: calls.append(1))
+        monkeypatch.setattr("tfprune.training.callbacks.plan", lambda *a, **k: calls.append(1))
         resumed, cb = _resume_run(tiny, x, y, granularity, epochs=4, model=model, initial_epoch=2)
     assert cb.action_ == "resumed" and cb.plan_ is None and not calls, "a resumed run never re-scores pruned weights"
     got = _masks(resumed)
@@ -330,8 +330,8 @@ def test_load_model_helper_and_plain_keras_load_after_import(tiny, tmp_path):
     w = tfprune.wrap(tiny, 0.5)
     path = str(tmp_path / "m.keras")
     w.save(path)
-    assert tfprune.wrapping.is_wrapped(tfprune.load_model(path))
-    assert tfprune.wrapping.is_wrapped(keras.models.load_model(path))  # importing tfprune registers its classes
+    assert tfprune.masks.wrapping.is_wrapped(tfprune.load_model(path))
+    assert tfprune.masks.wrapping.is_wrapped(keras.models.load_model(path))  # importing tfprune registers its classes
     with pytest.raises(FileNotFoundError):
         tfprune.load_model(str(tmp_path / "missing.keras"))
 

@@ -156,11 +156,11 @@ def test_plain_cnn_stages_and_shallowing_candidates():
 
 
 def test_adam_cosine_decay():
-    lr = keras.optimizers.schedules.deserialize(tfprune.finetune.adam_cosine(1e-3, decay_steps=10).get_config()["learning_rate"])
+    lr = keras.optimizers.schedules.deserialize(tfprune.training.finetune.adam_cosine(1e-3, decay_steps=10).get_config()["learning_rate"])
     assert abs(float(lr(0)) - 1e-3) < 1e-9 and float(lr(10)) < 1e-9 and 0 < float(lr(5)) < 1e-3
-    assert tfprune.finetune.adam_cosine(5e-4).get_config()["learning_rate"] == pytest.approx(5e-4)
+    assert tfprune.training.finetune.adam_cosine(5e-4).get_config()["learning_rate"] == pytest.approx(5e-4)
     with pytest.raises(ValueError, match="decay_steps"):
-        tfprune.finetune.adam_cosine(1e-3, decay_steps=0)
+        tfprune.training.finetune.adam_cosine(1e-3, decay_steps=0)
 
 
 def _cli(*args, timeout=600):

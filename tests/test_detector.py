@@ -77,7 +77,7 @@ def _yolov8(num_classes=3, side=64):
 @pytest.mark.filterwarnings("ignore")
 def test_yolov8_trained_with_its_own_losses_pruned_and_exported(tmp_path):
     """wrap -> TaskModel(net, det).fit with CIoU + BCE (YOLOV8's compute_loss and label encoder) and Pruning -> strip -> TFLite per head."""
-    from tfprune.tasks import TaskModel, synthetic_boxes
+    from tfprune.training.tasks import TaskModel, synthetic_boxes
 
     keras.utils.set_random_seed(0)
     det = _yolov8()
@@ -114,7 +114,7 @@ def test_retinanet_trained_with_its_own_losses_backbone_pruned(tmp_path):
     layer-wise wrapper cannot reach them, so they are skipped with the reason and only the backbone's convs are pruned.
     """
     keras_cv = pytest.importorskip("keras_cv")
-    from tfprune.tasks import TaskModel, synthetic_boxes
+    from tfprune.training.tasks import TaskModel, synthetic_boxes
 
     keras.utils.set_random_seed(0)
     backbone = keras_cv.models.ResNetBackbone(stackwise_filters=[16, 32, 64, 128], stackwise_blocks=[1, 1, 1, 1],

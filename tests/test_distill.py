@@ -5,7 +5,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.distill import Distiller
+from tfprune.training.distill import Distiller
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(96, 6)).astype("float32")

@@ -1,4 +1,4 @@
-"""tfprune.finetune: the user's loss (softmax, one-hot, multi-output), frozen-zero retraining, one-pass BatchNorm re-estimation."""
+"""tfprune.training.finetune: the user's loss (softmax, one-hot, multi-output), frozen-zero retraining, one-pass BatchNorm re-estimation."""
 
 import warnings
 
@@ -7,11 +7,11 @@ import pytest
 import tensorflow as tf
 
 import tfprune
-from tfprune import finetune
 from tfprune._keras import keras
-from tfprune.finetune import CrossEntropy, combine_moments, model_loss, reestimate_batchnorm, retrain
 from tfprune.importance import score_layers
 from tfprune.shallow import find_units, remove_units
+from tfprune.training import finetune
+from tfprune.training.finetune import CrossEntropy, combine_moments, model_loss, reestimate_batchnorm, retrain
 
 RNG = np.random.default_rng(0)
 X = RNG.normal(size=(256, 8)).astype("float32")
@@ -122,7 +122,7 @@ def test_freeze_zeros_masks_are_the_zeros():
     for p in tfprune.prunable_layers(w):
         if p.name in ("fc1", "fc2"):
             np.testing.assert_array_equal(p.mask(), (pruned.get_layer(p.name).kernel.numpy() != 0).astype("float32"))
-    assert not tfprune.wrapping.is_wrapped(pruned)  # the input is not changed
+    assert not tfprune.masks.wrapping.is_wrapped(pruned)  # the input is not changed
 
 
 @pytest.mark.parametrize("case", ["softmax + one-hot", "logits + dataset", "multi-output"])
@@ -143,7 +143,7 @@ def test_retrain_keeps_zeros_and_lowers_the_users_loss(case):
     after = float(spec(spec_y, re(X)))
     assert after < 0.9 * before, (before, after)
     _zeros_kept(pruned, re)
-    assert not tfprune.wrapping.is_wrapped(re)
+    assert not tfprune.masks.wrapping.is_wrapped(re)
 
 
 def test_retrain_positional_x_y_and_errors():

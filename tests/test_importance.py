@@ -8,9 +8,9 @@ from hypothesis import strategies as st
 import tfprune
 from tfprune.allocation import allocate_sparsity, list_allocators
 from tfprune.allocation.magnitude_rules import lamp_scores
-from tfprune.granularity import channel_mask
 from tfprune.importance import kernel_matrix, list_importance, score_layers
 from tfprune.importance.capacity import effective_rank, energy_capacity, spectral_capacity
+from tfprune.masks.granularity import channel_mask
 
 ALL = ["uniform", "global", "global_ratio", "lamp", "erk", "importance", "importance_fansum"]
 
@@ -93,7 +93,7 @@ def test_all_allocators_registered_exact_and_bounded(trained_tiny):
 
 def test_global_collapses_without_floor_but_lamp_does_not():
     rng = np.random.default_rng(0)
-    layers = [tfprune.layers.PrunableLayer(f"l{i}", f"l{i}", "Dense", "kernel", s, int(np.prod(s))) for i, s in enumerate([(50, 4), (400, 400)])]
+    layers = [tfprune.inventory.layers.PrunableLayer(f"l{i}", f"l{i}", "Dense", "kernel", s, int(np.prod(s))) for i, s in enumerate([(50, 4), (400, 400)])]
     kernels = [rng.normal(0, 0.001, (50, 4)), rng.normal(0, 1, (400, 400))]
     for p, k in zip(layers, kernels):
         p.kernel = lambda k=k: k  # plain entries with fixed kernels
@@ -114,8 +114,8 @@ def test_importance_with_equal_scores_is_lamp(trained_tiny):
 
 def test_erk_caps_small_layers():
     layers = [
-        tfprune.layers.PrunableLayer("small", "small", "Dense", "kernel", (10, 4), 40),
-        tfprune.layers.PrunableLayer("big", "big", "Dense", "kernel", (1000, 1000), 10**6),
+        tfprune.inventory.layers.PrunableLayer("small", "small", "Dense", "kernel", (10, 4), 40),
+        tfprune.inventory.layers.PrunableLayer("big", "big", "Dense", "kernel", (1000, 1000), 10**6),
     ]
     a = allocate_sparsity(layers, 0.9, allocation="erk")
     assert a.targets["small"] < 0.2 and a.targets["big"] > 0.89
@@ -136,7 +136,7 @@ def test_property_every_allocator_exact_bounded_deterministic(shapes, total, met
     rng = np.random.default_rng(seed)
     layers = []
     for i, s in enumerate(shapes):
-        p = tfprune.layers.PrunableLayer(f"l{i}", f"l{i}", "Dense", "kernel", s, s[0] * s[1])
+        p = tfprune.inventory.layers.PrunableLayer(f"l{i}", f"l{i}", "Dense", "kernel", s, s[0] * s[1])
         k = rng.normal(size=s)
         p.kernel = lambda k=k: k
         layers.append(p)

@@ -98,11 +98,11 @@ def test_wrap_strip_round_trip_keeps_outputs_and_input_model(factory):
     config_before = m.get_config()
     ref = m.predict(xs, verbose=0)
     w = tfprune.wrap(m, 0.5)
-    assert tfprune.wrapping.is_wrapped(w) and not tfprune.wrapping.is_wrapped(m)
+    assert tfprune.masks.wrapping.is_wrapped(w) and not tfprune.masks.wrapping.is_wrapped(m)
     assert all(p.wrapped for p in tfprune.prunable_layers(w))
     np.testing.assert_allclose(w.predict(xs, verbose=0), ref, rtol=1e-5, atol=1e-6)
     s = tfprune.strip(w)
-    assert not tfprune.wrapping.is_wrapped(s)
+    assert not tfprune.masks.wrapping.is_wrapped(s)
     assert [type(a).__name__ for a in s.layers] == [type(b).__name__ for b in m.layers]
     np.testing.assert_allclose(s.predict(xs, verbose=0), ref, rtol=1e-5, atol=1e-6)
     # the input model is untouched and shares no variable with the results

@@ -21,7 +21,7 @@ KNOWN_PRIVATE_IMPORTS: set[tuple[str, str, str]] = set()
 
 
 # The demo's model zoo (tfprune.models) is for the demo; library code takes what it needs from the library
-# (tfprune.finetune.adam_cosine).
+# (tfprune.training.finetune.adam_cosine).
 MAY_IMPORT_MODELS = {"tfprune", "tfprune.demo"}
 KNOWN_MODELS_IMPORTERS: set[str] = set()
 
@@ -70,13 +70,13 @@ def test_quantize_and_export_import_no_private_name():
 
 def test_profile_module_is_profiling():
     importers = {i.source for i in import_cycles.imports(PACKAGE) if i.target == "tfprune.profile"}
-    assert importers == set(), "import tfprune.profiling (tfprune.profile is the function)"
+    assert importers == set(), "import tfprune.inventory.profiling (tfprune.profile is the function)"
     assert (PACKAGE / "profiling.py").is_file()
 
 
 def test_library_code_does_not_import_the_model_zoo():
     importers = {i.source for i in import_cycles.imports(PACKAGE) if i.target == "tfprune.models"}
-    assert importers - MAY_IMPORT_MODELS == KNOWN_MODELS_IMPORTERS, "use tfprune.finetune.adam_cosine (not tfprune.models.adam)"
+    assert importers - MAY_IMPORT_MODELS == KNOWN_MODELS_IMPORTERS, "use tfprune.training.finetune.adam_cosine (not tfprune.models.adam)"
 
 
 def _requirement_name(line: str) -> str:

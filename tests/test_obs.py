@@ -150,8 +150,8 @@ def test_retrain_keeps_obs_zeros_exactly_and_recovers_accuracy(trained_tiny, dig
     (xt, yt), (xs, ys) = digits_data
     pruned, _ = obs.prune(trained_tiny, (xt, yt), targets={"fc1": 0.97, "conv2": 0.7}, solver="magnitude", progress=False)
     zeros = {p.name: p.kernel() == 0 for p in tfprune.prunable_layers(pruned)}
-    re = tfprune.finetune.retrain(pruned, xt[:2000], yt[:2000], steps=60, learning_rate=1e-3)
-    assert not tfprune.wrapping.is_wrapped(re)
+    re = tfprune.training.finetune.retrain(pruned, xt[:2000], yt[:2000], steps=60, learning_rate=1e-3)
+    assert not tfprune.masks.wrapping.is_wrapped(re)
     for p in tfprune.prunable_layers(re):
         k = p.kernel()
         assert np.count_nonzero(k[zeros[p.name]]) == 0  # every zero is still zero
@@ -163,7 +163,7 @@ def test_retrain_keeps_obs_zeros_exactly_and_recovers_accuracy(trained_tiny, dig
     acc = [float(np.mean(m.predict(xs, verbose=0).argmax(-1) == ys)) for m in (pruned, re)]
     assert after < 0.8 * before and acc[1] > acc[0], (before, after, acc)  # it trained, and it helped
     with pytest.raises(ValueError, match="needs labels"):
-        tfprune.finetune.retrain(pruned, xt[:100], steps=5)
+        tfprune.training.finetune.retrain(pruned, xt[:100], steps=5)
 
 
 def test_reestimate_batchnorm_chained():
@@ -174,7 +174,7 @@ def test_reestimate_batchnorm_chained():
     for b in bns:  # stale statistics everywhere: each BN's input depends on the BNs before it
         b.moving_mean.assign(np.full(b.moving_mean.shape, 9.0, "float32"))
         b.moving_variance.assign(np.full(b.moving_variance.shape, 0.01, "float32"))
-    tfprune.finetune.reestimate_batchnorm(m, x)
+    tfprune.training.finetune.reestimate_batchnorm(m, x)
     for b in bns:  # with the final statistics in place, each BN's moving stats are its input's exact moments
         a = keras.Model(m.inputs, b.input)(x).numpy().reshape(-1, b.moving_mean.shape[0])
         np.testing.assert_allclose(b.moving_mean.numpy(), a.mean(0), rtol=1e-4, atol=1e-5)

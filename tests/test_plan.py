@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import tfprune
-from tfprune import granularity as G
 from tfprune._keras import keras
+from tfprune.masks import granularity as G
 from tfprune.planning import output_layer_names, round_to_units
 
 

@@ -10,8 +10,8 @@ import pytest
 import tfprune
 from tests.conftest import weights_snapshot
 from tfprune._keras import keras
-from tfprune.finetune import freeze_zeros
 from tfprune.quantize import convert_qat, is_qat_model, kernel_zeros, pqat, run_tflite, tflite_kernel_zeros, tflite_kernels
+from tfprune.training.finetune import freeze_zeros
 
 SPARSITY = {"conv1": 0.25, "conv2": 0.6, "fc1": 0.9, "fc2": 0.5}
 

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tfprune import LayerwiseSchedule
-from tfprune.schedule import polynomial_sparsity
+from tfprune.masks.schedule import polynomial_sparsity
 
 
 def _call(s, step):

@@ -10,10 +10,10 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.distill import distillation_loss
 from tfprune.shallow import find_units, probe_layers, remove_units, shallow
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.probes import fit_probe, pool_features
+from tfprune.training.distill import distillation_loss
 
 L = keras.layers
 

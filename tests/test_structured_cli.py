@@ -7,7 +7,7 @@ import pytest
 
 import tfprune
 from tfprune import cli
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
 from tfprune.structured.prune import top1_accuracy
 
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
 from tfprune.structured import ChannelWeight, channel_graph, channel_weights, shrink
 from tfprune.structured.plan import CostModel, plan_and_shrink
 

@@ -9,7 +9,7 @@ import pytest
 import tfprune
 from tfprune._keras import keras
 from tfprune.export import export_tflite
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
 from tfprune.structured import channel_graph, prune_channels
 
 L = keras.layers

@@ -16,11 +16,11 @@ import tensorflow as tf
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.channel_mask import NEVER, ChannelMask, keep_vector
-from tfprune.profiling import profile
-from tfprune.schedule import polynomial_sparsity
+from tfprune.inventory.profiling import profile
+from tfprune.masks.channel_mask import NEVER, ChannelMask, keep_vector
+from tfprune.masks.schedule import polynomial_sparsity
+from tfprune.masks.wrapping import channel_masks
 from tfprune.structured import channel_graph
-from tfprune.wrapping import channel_masks
 
 L = keras.layers
 ATOL = 1e-4

@@ -16,7 +16,7 @@ from tfprune._keras import keras
 from tfprune.allocation import group_keys
 from tfprune.allocation.global_ratio import max_normalised
 from tfprune.allocation.uniform import rank_keys
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
 from tfprune.structured import channel_graph, shrink
 from tfprune.structured.plan import CostModel, group_importance, plan_and_shrink, removal_order, smallest_prefix
 from tfprune.structured.prune import prune_channels, top1_accuracy

@@ -5,7 +5,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.tasks import TaskModel
+from tfprune.training.tasks import TaskModel
 
 
 def _classifier():

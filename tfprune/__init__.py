@@ -8,31 +8,30 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, data, datasets, finetune, importance, models, obs, quantize, report, shallow, structured, tasks  # noqa: E402, F401
+from tfprune import allocation, data, datasets, importance, inventory, masks, models, obs, planning, quantize, report, shallow, structured, training  # noqa: E402, F401
 from tfprune.allocation import list_allocators  # noqa: E402
 from tfprune.analysis import analyze  # noqa: E402
-from tfprune.callbacks import Pruning  # noqa: E402
-from tfprune.channel_mask import ChannelMask  # noqa: E402
-from tfprune.distill import Distiller  # noqa: E402
 from tfprune.export import export_tflite  # noqa: E402
 from tfprune.importance import list_importance, score_layers  # noqa: E402
+from tfprune.inventory.layers import prunable_layers  # noqa: E402
+from tfprune.inventory.profiling import profile  # noqa: E402
 from tfprune.io import custom_objects, load_model  # noqa: E402
-from tfprune.layers import prunable_layers  # noqa: E402
-from tfprune.planning import plan  # noqa: E402
-from tfprune.plans import Plan  # noqa: E402
-from tfprune.profiling import profile  # noqa: E402
+from tfprune.masks.channel_mask import ChannelMask  # noqa: E402
+from tfprune.masks.schedule import LayerwiseSchedule  # noqa: E402
+from tfprune.masks.wrapper import PruneLayer  # noqa: E402
+from tfprune.masks.wrapping import clone, strip, wrap  # noqa: E402
+from tfprune.planning import Plan, plan  # noqa: E402
 from tfprune.quantize import convert_qat, pqat  # noqa: E402
-from tfprune.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.structured import channel_graph, shrink  # noqa: E402
-from tfprune.tasks import TaskModel  # noqa: E402
-from tfprune.wrapper import PruneLayer  # noqa: E402
-from tfprune.wrapping import clone, strip, wrap  # noqa: E402
+from tfprune.training.callbacks import Pruning  # noqa: E402
+from tfprune.training.distill import Distiller  # noqa: E402
+from tfprune.training.tasks import TaskModel  # noqa: E402
 
 __version__ = "0.1.0"
 
 #: The public API at the top level (24 names). Everything else lives in a subpackage, one per stage:
-#: tfprune.importance / .allocation (registries), .structured (channel graph, shrink), .obs, .shallow,
-#: .finetune, .quantize, .data, .datasets (MNIST, CIFAR-10 loaders) and .models (the demo's model zoo).
+#: .inventory, .importance / .allocation (registries), .planning, .masks, .training, .structured (channel graph,
+#: shrink), .obs, .shallow, .export, .quantize, .data, .datasets (MNIST loaders) and .models (the demo's model zoo).
 __all__ = [
     # plan and prune in fit
     "plan",

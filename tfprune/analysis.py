@@ -23,7 +23,7 @@ import numpy as np
 from tfprune._keras import check_model
 from tfprune.allocation import get_allocator
 from tfprune.importance import score_layers
-from tfprune.layers import prunable_layers
+from tfprune.inventory.layers import prunable_layers
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE
 from tfprune.report import Report, Table
 
@@ -209,7 +209,7 @@ def analyze(
       n_samples: at most this many samples of ``data`` are used.
       loss: the loss of the loss column (default: the model's compiled loss,
         else a cross-entropy matched to the output's activation, as
-        `tfprune.finetune.model_loss` chooses).
+        `tfprune.training.finetune.model_loss` chooses).
       batch_size: samples per forward pass of the one-shot evaluation.
       curves: evaluate every grid point and keep each layer's ``drop_curve``
         (slower: by default the grid is searched from the top and stops at

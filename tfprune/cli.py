@@ -29,7 +29,7 @@ def _arrays(data, n: int | None = None, labels: bool = True):
 def _compile_for_accuracy(model) -> None:
     """Compile a logits classifier (Adam, sparse cross-entropy from logits, accuracy) so ``evaluate(...)[1]`` is its accuracy."""
     from tfprune._keras import keras
-    from tfprune.finetune import adam_cosine
+    from tfprune.training.finetune import adam_cosine
 
     model.compile(optimizer=adam_cosine(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
@@ -97,7 +97,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
         solver=args.solver, importance=args.importance, allocation=args.allocation, n_samples=args.n_samples,
     )
     if args.retrain:
-        pruned = tfprune.finetune.retrain(pruned, train, steps=args.retrain)
+        pruned = tfprune.training.finetune.retrain(pruned, train, steps=args.retrain)
     print(report.table())
     _compile_for_accuracy(pruned)
     print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
@@ -119,7 +119,7 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     if args.distill_epochs:
         distiller = tfprune.Distiller(model, student, temperature=args.temperature, alpha=args.alpha)
         steps = args.distill_epochs * -(-len(x_train) // 128)
-        distiller.compile(optimizer=tfprune.finetune.adam_cosine(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
+        distiller.compile(optimizer=tfprune.training.finetune.adam_cosine(1e-3, decay_steps=steps))  # cosine decay to 0 over the fine-tuning
         distiller.fit(x_train, y_train, epochs=args.distill_epochs, batch_size=128, verbose=2)
     _compile_for_accuracy(student)
     print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")

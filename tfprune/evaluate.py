@@ -46,10 +46,10 @@ def _loss_name(loss: Any) -> str:
 def resolve_loss(model: Any, loss: Any = None) -> tuple[Callable[[Any, Any], Any], str]:
     """The loss to report, as ``fn(y_true, y_pred)`` (mean over the samples), and its description.
 
-    Chosen by `tfprune.finetune.model_loss`: ``loss`` if given, else the
+    Chosen by `tfprune.training.finetune.model_loss`: ``loss`` if given, else the
     model's compiled loss, else a cross-entropy matched to the output's activation.
     """
-    from tfprune.finetune import model_loss
+    from tfprune.training.finetune import model_loss
 
     spec = model_loss(model, loss)
     return spec, f"{_loss_name(spec.loss)} ({spec.source})"
@@ -98,8 +98,8 @@ class OneShotEvaluator:
     def __init__(self, model: Any, x: Any, y: Any, loss: Any = None, batch_size: int = 128) -> None:
         import tensorflow as tf
 
-        from tfprune.layers import prunable_layers
-        from tfprune.wrapping import clone, is_wrapped, strip
+        from tfprune.inventory.layers import prunable_layers
+        from tfprune.masks.wrapping import clone, is_wrapped, strip
 
         check_model(model)
         if len(model.outputs) != 1:

@@ -9,9 +9,9 @@ from tensorflow_model_optimization.python.core.sparsity.keras import pruning_sch
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfprune._keras import keras
-from tfprune.channel_mask import ChannelMask
-from tfprune.schedule import LayerwiseSchedule
-from tfprune.wrapper import PruneLayer
+from tfprune.masks.channel_mask import ChannelMask
+from tfprune.masks.schedule import LayerwiseSchedule
+from tfprune.masks.wrapper import PruneLayer
 
 __all__ = ["custom_objects", "custom_object_scope", "load_model"]
 
@@ -26,7 +26,7 @@ def custom_objects() -> dict[str, Any]:
         "ConstantSparsity": _sched.ConstantSparsity,
         "PolynomialDecay": _sched.PolynomialDecay,
     }
-    from tfprune.distill import Distiller
+    from tfprune.training.distill import Distiller
 
     objs["Distiller"] = Distiller
     return objs

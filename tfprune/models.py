@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from tfprune._keras import keras
-from tfprune.finetune import adam_cosine
+from tfprune.training.finetune import adam_cosine
 
 L = keras.layers
 #: BatchNorm momentum of the reference CNNs: 0.9, so the moving statistics settle within the short
@@ -136,7 +136,7 @@ def resnet56(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10) ->
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.Model:
     """Compile a logits classifier with Adam + sparse CE (in place; returns the model).
 
-    ``decay_steps``: see `tfprune.finetune.adam_cosine` (cosine decay of the learning rate over that many optimizer steps).
+    ``decay_steps``: see `tfprune.training.finetune.adam_cosine` (cosine decay of the learning rate over that many optimizer steps).
     """
     model.compile(
         optimizer=adam_cosine(learning_rate, decay_steps),

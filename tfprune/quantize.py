@@ -134,7 +134,7 @@ def kernel_zeros(model: Any) -> dict[str, KernelZeros]:
     `tfprune.strip` would) and a QAT model (the kernel variable inside each
     quantization wrapper).
     """
-    from tfprune.wrapping import is_wrapped, strip
+    from tfprune.masks.wrapping import is_wrapped, strip
 
     check_model(model)
     if is_wrapped(model):
@@ -392,7 +392,7 @@ def pqat(
         for inspection, not for export).
       batch_size: rows per step for arrays and unbatched datasets.
       learning_rate: for the default optimizer, ``Adam(learning_rate)``.
-      loss: default `tfprune.finetune.model_loss` (the model's compiled loss,
+      loss: default `tfprune.training.finetune.model_loss` (the model's compiled loss,
         or a cross-entropy matched to its outputs).
       optimizer: default ``Adam(learning_rate)``.
       metrics: passed to ``compile`` (e.g. ``["accuracy"]``).
@@ -410,8 +410,8 @@ def pqat(
       ValueError: tfmot cannot quantize the model (the message names the
         layer and the fix), or the data has no labels.
     """
-    from tfprune.finetune import lists_as_tuples, model_loss
-    from tfprune.wrapping import clone, is_wrapped, strip
+    from tfprune.masks.wrapping import clone, is_wrapped, strip
+    from tfprune.training.finetune import lists_as_tuples, model_loss
 
     check_model(model)
     if int(epochs) < 0:

@@ -5,7 +5,7 @@ import numpy as np
 # isort: off
 import tfprune  # first: sets TF_USE_LEGACY_KERAS before TensorFlow resolves tf.keras
 from tfprune._keras import keras
-from tfprune.wrapping import channel_masks
+from tfprune.masks.wrapping import channel_masks
 
 # isort: on
 

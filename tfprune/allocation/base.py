@@ -290,7 +290,7 @@ def _layer_arrays(layers: Any) -> tuple[list[str], np.ndarray, list[np.ndarray] 
         n = np.array([int(v) for v in layers.values()], dtype=np.int64)
         return names, n, None, None, None
     if hasattr(layers, "layers") and hasattr(layers, "weights"):  # a keras model
-        from tfprune.layers import prunable_layers
+        from tfprune.inventory.layers import prunable_layers
 
         layers = prunable_layers(layers)
     items = list(layers)
@@ -338,7 +338,7 @@ def allocate_sparsity(
     granularity units and output-layer rules on top, and is what the
     callback, ``analyze``, ``obs.prune`` and the CLI use.
     """
-    from tfprune.schedule import check_sparsity
+    from tfprune.masks.schedule import check_sparsity
 
     get_allocator(allocation)
     total_sparsity = check_sparsity(sparsity, "sparsity")

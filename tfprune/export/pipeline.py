@@ -18,7 +18,7 @@ from tfprune.export.parity import is_classification, keras_outputs, output_parit
 from tfprune.export.report import ExportReport
 from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
-from tfprune.wrapping import is_wrapped, strip
+from tfprune.masks.wrapping import is_wrapped, strip
 
 __all__ = ["export_tflite"]
 

@@ -100,7 +100,7 @@ def _inputs(data: Any, n_samples: int) -> Any:
 def capacity_activation(ctx: ImportanceContext) -> np.ndarray:
     """Effective rank of each layer's output-channel correlation on data, over its channel count (ours; needs data)."""
     from tfprune._keras import keras
-    from tfprune.wrapping import is_wrapped, strip
+    from tfprune.masks.wrapping import is_wrapped, strip
 
     opts = ctx.options
     n_samples, batch = int(opts.get("n_samples", 256)), int(opts.get("batch_size", 64))

@@ -122,7 +122,7 @@ def score_layers(model_or_layers: Any, importance: str = "capacity", data: Any =
       data: calibration data ``(x, y)`` for data-driven scorers.
       **options: passed to the scorer.
     """
-    from tfprune.layers import LayerInventory, prunable_layers
+    from tfprune.inventory.layers import LayerInventory, prunable_layers
 
     fn, wants_data = get_importance(importance)
     if isinstance(model_or_layers, LayerInventory) or isinstance(model_or_layers, list):

@@ -17,9 +17,9 @@ from tfprune.importance.base import ImportanceContext, register_importance
 @register_importance("obs", needs_data=True)
 def obs_importance(ctx: ImportanceContext) -> np.ndarray:
     """Relative L-OBS layer error at a given sparsity (second order, needs data)."""
+    from tfprune.masks.wrapping import clone, is_wrapped, strip
     from tfprune.obs import solvers
     from tfprune.obs.hessian import layer_hessians, layer_matrix, supported
-    from tfprune.wrapping import clone, is_wrapped, strip
 
     sparsity = float(ctx.options.get("sparsity", 0.9))
     work = strip(ctx.model) if is_wrapped(ctx.model) else clone(ctx.model)

@@ -4,7 +4,7 @@ For each layer l: copy the model, zero the smallest-magnitude fraction
 ``sparsity`` (default 0.9) of layer l's weights only, and measure the mean
 loss on calibration data (at most ``n_samples``, default 1000; labels needed).
 The loss is the model's compiled loss, ``loss=`` (an option), or a
-cross-entropy matched to the outputs (`tfprune.finetune.model_loss`). The score is
+cross-entropy matched to the outputs (`tfprune.training.finetune.model_loss`). The score is
 ``max(loss_l - loss_dense, 0) + floor`` divided by the largest such value, so
 in (0, 1]. The user's model is never touched (a stripped copy is used).
 """
@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 
 from tfprune.data import take
-from tfprune.finetune import model_loss
 from tfprune.importance.base import ImportanceContext, register_importance
+from tfprune.training.finetune import model_loss
 
 
 def magnitude_prune(kernel: np.ndarray, sparsity: float) -> np.ndarray:
@@ -67,14 +67,14 @@ def layer_losses(
 ) -> tuple[float, np.ndarray, float, np.ndarray]:
     """Dense loss and, per layer, the loss with that layer alone magnitude-pruned to ``sparsity``.
 
-    ``loss_fn``: a loss as ``compile`` takes it, or a `tfprune.finetune.LossSpec`;
+    ``loss_fn``: a loss as ``compile`` takes it, or a `tfprune.training.finetune.LossSpec`;
     default: the model's compiled loss, else a cross-entropy matched to its
-    outputs (`tfprune.finetune.model_loss`).
+    outputs (`tfprune.training.finetune.model_loss`).
     Returns ``(dense_loss, losses (L,), dense_acc, accs (L,))``.
     """
-    from tfprune.finetune import LossSpec, model_loss
-    from tfprune.layers import prunable_layers
-    from tfprune.wrapping import clone, is_wrapped, strip
+    from tfprune.inventory.layers import prunable_layers
+    from tfprune.masks.wrapping import clone, is_wrapped, strip
+    from tfprune.training.finetune import LossSpec, model_loss
 
     spec = loss_fn if isinstance(loss_fn, LossSpec) else model_loss(model, loss_fn)
     work = strip(model) if is_wrapped(model) else clone(model)

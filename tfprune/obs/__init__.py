@@ -5,7 +5,7 @@
 * `prune`: a new pruned model and an `OBSReport` (sparsity, delta E, bound, time).
 
 Light retraining that keeps the zeros and BatchNorm re-estimation are
-`tfprune.finetune.retrain` and `tfprune.finetune.reestimate_batchnorm`.
+`tfprune.training.finetune.retrain` and `tfprune.training.finetune.reestimate_batchnorm`.
 """
 
 from tfprune.obs import solvers

@@ -1,4 +1,4 @@
-"""`prune`: Layer-wise OBS on a tf-keras model (light retraining that keeps the zeros: `tfprune.finetune.retrain`).
+"""`prune`: Layer-wise OBS on a tf-keras model (light retraining that keeps the zeros: `tfprune.training.finetune.retrain`).
 
 ``new_model, report = tfprune.obs.prune(model, (x, y), targets={"fc1": 0.95, ...})``
 """
@@ -13,12 +13,12 @@ import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.allocation import Allocation
+from tfprune.masks.schedule import check_sparsity
+from tfprune.masks.wrapping import clone, is_wrapped, strip
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix, supported
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
-from tfprune.schedule import check_sparsity
-from tfprune.wrapping import clone, is_wrapped, strip
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "METHODS", "DEFAULT_SOLVER"]
 
@@ -112,7 +112,7 @@ def prune(
 
     Returns:
       ``(pruned_model, OBSReport)``; the pruned model is plain (no wrappers),
-      use `tfprune.finetune.retrain` for light retraining that keeps these zeros.
+      use `tfprune.training.finetune.retrain` for light retraining that keeps these zeros.
     """
     check_model(model)
     if solver not in METHODS:
@@ -125,7 +125,7 @@ def prune(
     candidates = [layer for layer in work.layers if supported(layer)]
     names = [layer.name for layer in candidates]
     if sparsity is not None:
-        from tfprune.layers import prunable_layers
+        from tfprune.inventory.layers import prunable_layers
 
         obs_layers = [p for p in prunable_layers(work) if p.name in names]
         targets = plan(work, sparsity, importance=importance, allocation=allocation, data=data, layers=obs_layers).targets

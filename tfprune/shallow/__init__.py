@@ -15,7 +15,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras
 from tfprune.data import Split, split, take
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
 from tfprune.report import Report, Table, format_table, json_safe
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.graph import Unit, find_units, flat_graph, remove_units, units_of
@@ -203,9 +203,9 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     if reestimate_bn and units and any(isinstance(layer, keras.layers.BatchNormalization) for layer in new.layers):
         if data is None:
             warnings.warn("shallow(): the student's BatchNorm statistics were not re-estimated (no data= given); they are stale "
-                          "after removing layers: pass data=(x, y), or call tfprune.finetune.reestimate_batchnorm(student, x)", stacklevel=2)
+                          "after removing layers: pass data=(x, y), or call tfprune.training.finetune.reestimate_batchnorm(student, x)", stacklevel=2)
         else:
-            from tfprune.finetune import reestimate_batchnorm
+            from tfprune.training.finetune import reestimate_batchnorm
 
             reestimate_batchnorm(new, take(data, bn_samples).x)
     after = profile(new)

@@ -3,7 +3,7 @@
 ``prune_channels_gradually(model, macs=0.5, data=..., epochs=...)`` wraps a
 copy of ``model`` with `tfprune.wrap(granularity="channel")`, trains it with
 ``tfprune.Pruning(macs=...)`` (channel groups masked inside the train step
-along the polynomial ramp, see `tfprune.channel_mask`), calls
+along the polynomial ramp, see `tfprune.masks.channel_mask`), calls
 ``finalize()`` (the physically smaller model, checked exact) and optionally
 fine-tunes it.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfprune.schedule import check_int
+from tfprune.masks.schedule import check_int
 
 __all__ = ["prune_channels_gradually"]
 
@@ -55,7 +55,7 @@ def prune_channels_gradually(
       eval_data: labelled data for the accuracies (default ``data``).
       finetune_epochs: further epochs on the shrunk model (0: none).
       batch_size, learning_rate: both trainings (Adam, cosine decay to 0).
-      loss: default: the model's compiled loss, else `tfprune.finetune.model_loss`'s.
+      loss: default: the model's compiled loss, else `tfprune.training.finetune.model_loss`'s.
       importance, allocation, layer_importance, min_channels, include_outputs,
       tolerance: see `tfprune.plan` (``granularity="channel"``).
 
@@ -65,11 +65,11 @@ def prune_channels_gradually(
     """
     from tfprune import data as _data
     from tfprune._keras import check_model
-    from tfprune.callbacks import Pruning
-    from tfprune.finetune import adam_cosine, model_loss
+    from tfprune.masks.wrapping import wrap
     from tfprune.structured.importance import channel_importance_needs_data
     from tfprune.structured.prune import PruneChannelsReport, top1_accuracy
-    from tfprune.wrapping import wrap
+    from tfprune.training.callbacks import Pruning
+    from tfprune.training.finetune import adam_cosine, model_loss
 
     t0 = time.perf_counter()
     check_model(model)

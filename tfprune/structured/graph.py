@@ -6,7 +6,7 @@ depthwise filter of ``c``... and, through an ``Add``, channel ``c`` of every
 other branch of the residual. This module finds those ties.
 
 How it works. The graph is read from ``model.get_config()`` (nested models
-inlined, see `tfprune.shallow.graph.flat_graph`); shapes and layer types come
+inlined, see `tfprune.inventory.config_graph.flat_graph`); shapes and layer types come
 from a flat copy of the model built from that config. Every **channel
 element** of every tensor (one entry of its last axis; for ``Flatten``, one
 entry of the flat vector) gets an id, and layers either create fresh ids or
@@ -434,7 +434,7 @@ def _is_scalar(v: Any) -> bool:
 
 def _tf_op(entry: dict, layer: Any, in_shapes: list[tuple], out_shapes: list[tuple]) -> tuple[str, str, str, dict | None]:
     """``(kind, reason, merge op, constant kwargs)`` of a TFOpLambda: element-wise ops of known TF functions pass channels through."""
-    from tfprune.shallow.graph import refs
+    from tfprune.inventory.config_graph import refs
 
     fn = entry["config"].get("function", layer.name)
     unknown = (FROZEN, (f"TFOpLambda {layer.name!r} (tf.{fn}): a raw TensorFlow op whose channel mapping tfprune cannot read. "
@@ -480,7 +480,7 @@ def _tf_op(entry: dict, layer: Any, in_shapes: list[tuple], out_shapes: list[tup
 
 # ------------------------------------------------------------- the graph
 def _flat(model: Any) -> Any:
-    from tfprune.shallow.graph import flat_graph
+    from tfprune.inventory.config_graph import flat_graph
 
     try:
         try:
@@ -642,7 +642,7 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
 
 
 def _refs(data: Any) -> list[tuple]:
-    from tfprune.shallow.graph import refs
+    from tfprune.inventory.config_graph import refs
 
     return refs(data)
 

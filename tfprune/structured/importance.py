@@ -25,7 +25,7 @@ name           needs data  score of channel ``j`` of a group (aggregation over t
                            are summed before squaring); score =
                            ``sqrt(mean_b t_b^2)``: the RMS over batches of the
                            first-order change of the batch-mean loss, in loss units.
-                           ``L`` is `tfprune.finetune.model_loss` (the compiled
+                           ``L`` is `tfprune.training.finetune.model_loss` (the compiled
                            loss, else cross-entropy); the model runs in inference
                            mode (BatchNorm moving statistics)
 ``"obs"``      yes         second order, the channel analogue of OBS: for each
@@ -69,10 +69,10 @@ from typing import Any, Callable
 import numpy as np
 
 from tfprune._keras import keras
-from tfprune.granularity import channels_to_remove
+from tfprune.masks.granularity import channels_to_remove
+from tfprune.masks.wrapping import plain
 from tfprune.report import Report, Table
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, channel_graph, conv_groups
-from tfprune.wrapping import plain
 
 __all__ = [
     "ChannelContext",
@@ -359,7 +359,7 @@ def _taylor(ctx: ChannelContext) -> dict[str, np.ndarray]:
     import tensorflow as tf
 
     from tfprune import data as _data
-    from tfprune.finetune import model_loss
+    from tfprune.training.finetune import model_loss
 
     cg = ctx.graph
     flat = cg.flat

@@ -55,8 +55,8 @@ import numpy as np
 
 from tfprune._keras import keras
 from tfprune.allocation import group_keys
-from tfprune.plans import Plan
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
+from tfprune.planning.plans import Plan
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
 from tfprune.structured.importance import channel_importance
 

@@ -5,11 +5,11 @@ channels to remove at group level (`tfprune.plan(granularity="channel")`: whole 
 every planned channel is physically removable), shrinks the model
 (`shrink`, outputs checked equal to the masked model's), optionally
 fine-tunes the small model with the model's compiled loss (or
-`tfprune.finetune.model_loss`'s default) and reports the per-group table,
+`tfprune.training.finetune.model_loss`'s default) and reports the per-group table,
 MACs/params before and after, and the accuracy before, right after the
 shrink and after fine-tuning when labelled data is given. With ``data`` the
 shrunk model's BatchNorm statistics are re-estimated
-(`tfprune.finetune.reestimate_batchnorm`; the dense ones no longer match the
+(`tfprune.training.finetune.reestimate_batchnorm`; the dense ones no longer match the
 smaller layers' inputs, and a shrunk ResNet can drop to chance without it)
 before those accuracies are measured. The input model is never modified.
 """
@@ -24,7 +24,7 @@ import numpy as np
 
 from tfprune import data as _data
 from tfprune._keras import check_model
-from tfprune.plans import Plan
+from tfprune.planning.plans import Plan
 from tfprune.report import Report, Table
 from tfprune.structured.plan import plan_and_shrink
 
@@ -88,10 +88,10 @@ class PruneChannelsReport(Report):
 
 
 def _recalibrate(model: Any, train: Any, n_samples: int) -> int:
-    """`tfprune.finetune.reestimate_batchnorm` on the first ``n_samples`` training inputs, in one exact pass when the
+    """`tfprune.training.finetune.reestimate_batchnorm` on the first ``n_samples`` training inputs, in one exact pass when the
     inputs are small (at most 4M input values), else streamed in batches of 256; returns the BN layers updated."""
     from tfprune._keras import keras
-    from tfprune.finetune import reestimate_batchnorm
+    from tfprune.training.finetune import reestimate_batchnorm
 
     n = min(int(n_samples), train.n)
     per_sample = sum(int(np.prod(np.shape(a)[1:])) for a in (train.x.values() if isinstance(train.x, dict) else
@@ -138,7 +138,7 @@ def prune_channels(
       eval_data: labelled data for the accuracies (before, shrunk, after).
       finetune_epochs: epochs of ``fit`` on ``data`` (0: no fine-tuning).
       batch_size, learning_rate: fine-tuning (Adam, cosine decay to 0).
-      loss: default: the model's compiled loss, else `tfprune.finetune.model_loss`'s.
+      loss: default: the model's compiled loss, else `tfprune.training.finetune.model_loss`'s.
       importance, allocation, layer_importance, min_channels, include_outputs,
       tolerance, importance_options: see `tfprune.plan` (``granularity="channel"``). A data scorer
         (``"taylor"``, ``"obs"``) reads ``data`` (its first
@@ -148,7 +148,7 @@ def prune_channels(
     Returns ``(small_model, PruneChannelsReport)``; the small model is compiled
     with the fine-tuning loss.
     """
-    from tfprune.finetune import adam_cosine, model_loss
+    from tfprune.training.finetune import adam_cosine, model_loss
 
     t0 = time.perf_counter()
     check_model(model)

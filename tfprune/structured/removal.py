@@ -75,7 +75,8 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.profiling import profile
+from tfprune.inventory.profiling import profile
+from tfprune.masks.wrapping import plain
 from tfprune.report import Report, Table
 from tfprune.structured.graph import (
     CONCAT,
@@ -95,7 +96,6 @@ from tfprune.structured.graph import (
     conv_groups,
     is_channel_scale,
 )
-from tfprune.wrapping import plain
 
 __all__ = ["shrink", "ShrinkReport", "GroupChange", "ChannelWeight", "channel_weights", "mask_channels", "removable_channels"]
 
@@ -463,7 +463,7 @@ def _check_consumers(cg: ChannelGraph, values: _Values, candidates: set[int]) ->
     outputs (consumers) and, with ``include_outputs``, the model's outputs
     (where it must be a constant: a varying output channel is not masked).
     """
-    from tfprune.shallow.graph import refs
+    from tfprune.inventory.config_graph import refs
 
     bad: dict[int, str] = {}
     fold: dict[str, np.ndarray] = {}
@@ -852,7 +852,7 @@ def _attr_of(layer: Any, weight: Any) -> str:
 
 
 def _build(cg: ChannelGraph, keep: dict[TensorKey, np.ndarray], fold: dict[str, np.ndarray], name: str) -> tuple[Any, dict[str, int]]:
-    from tfprune.shallow.graph import Graph
+    from tfprune.inventory.config_graph import Graph
 
     deltas: dict[str, np.ndarray] = {}
     for cname, v in fold.items():
@@ -905,7 +905,7 @@ def _compare(cg: ChannelGraph, ref: Any, new: Any, xs: list[np.ndarray], keep: d
     Every intermediate tensor is compared too (relative to ``max(1, max |tensor|)``),
     so a difference cannot hide behind a saturating output such as a softmax.
     """
-    from tfprune.shallow.graph import refs
+    from tfprune.inventory.config_graph import refs
 
     keys = [k for n in cg.nodes.values() for k in n.outputs if cg.nodes[k[0]].kind != "input"]
     feed = xs if len(xs) > 1 else xs[0]

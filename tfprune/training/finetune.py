@@ -192,7 +192,7 @@ def freeze_zeros(model: Any) -> Any:
     zero stays exactly zero, also after save/load. ``model`` is not changed.
     Equivalent to ``tfprune.wrap(model, granularity="frozen")``.
     """
-    from tfprune.wrapping import wrap
+    from tfprune.masks.wrapping import wrap
 
     return wrap(model, granularity="frozen")
 
@@ -222,7 +222,7 @@ def retrain(
     Arrays (and datasets of known size) are used whole, shuffled; from other
     streams the first ``steps * batch_size`` samples are read.
     """
-    from tfprune.wrapping import clone, strip
+    from tfprune.masks.wrapping import clone, strip
 
     check_model(model)
     spec = model_loss(model, loss)

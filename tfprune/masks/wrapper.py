@@ -3,7 +3,7 @@
 What it adds to ``tfmot.sparsity.keras.PruneLowMagnitude``:
 
 * **Mask rules in the graph.** The mask is recomputed inside the traced
-  train step by the rule in `tfprune.granularity` (unstructured, block,
+  train step by the rule in `tfprune.masks.granularity` (unstructured, block,
   channel, N:M, frozen), chosen by an integer ``rule`` variable, so a
   callback can switch rules without recompiling, ``steps_per_execution > 1``
   works, and nothing is set from Python between batches.
@@ -28,8 +28,8 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl, pruning_wrapper
 
 from tfprune._keras import keras
-from tfprune.granularity import RULE_IDS, Granularity, mask_tf, parse_granularity
-from tfprune.schedule import LayerwiseSchedule
+from tfprune.masks.granularity import RULE_IDS, Granularity, mask_tf, parse_granularity
+from tfprune.masks.schedule import LayerwiseSchedule
 
 WRAPPER_PREFIX = "prune_low_magnitude_"
 

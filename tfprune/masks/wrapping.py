@@ -17,11 +17,11 @@ import tensorflow as tf
 from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 from tfprune._keras import check_model, keras
-from tfprune.channel_mask import ChannelMask, foldable
-from tfprune.granularity import check_block_size, parse_granularity
-from tfprune.layers import WRAPPER_PREFIX, prunable_layers, weight_kind
-from tfprune.schedule import LayerwiseSchedule, check_sparsity
-from tfprune.wrapper import PruneLayer
+from tfprune.inventory.layers import WRAPPER_PREFIX, prunable_layers, weight_kind
+from tfprune.masks.channel_mask import ChannelMask, foldable
+from tfprune.masks.granularity import check_block_size, parse_granularity
+from tfprune.masks.schedule import LayerwiseSchedule, check_sparsity
+from tfprune.masks.wrapper import PruneLayer
 
 __all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks"]
 
@@ -231,7 +231,7 @@ def wrap(
         layer classes. Default: every prunable layer.
       exclude: never wrap layers matching these.
       granularity: the mask rule each wrapper starts with (see
-        `tfprune.granularity`): ``unstructured`` (default), ``block``,
+        `tfprune.masks.granularity`): ``unstructured`` (default), ``block``,
         ``channel``, ``"N:M"`` (e.g. ``"2:4"``) or ``frozen`` (the masks are
         set now from the zeros the weights already hold and never change:
         fine-tuning that keeps a pruned model's zeros). The pruning callback

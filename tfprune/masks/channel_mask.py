@@ -24,7 +24,7 @@ every replica of a ``MirroredStrategy`` computes the same masks:
 
 At every update step ``t`` (``begin_step + k * frequency`` and ``end_step``),
 channel ``c`` is masked when ``rank[c] < floor(count[c] * ramp(t) + 0.5)``
-(`tfprune.schedule.ramp_tf`). Every layer of a group holds the same ranks and
+(`tfprune.masks.schedule.ramp_tf`). Every layer of a group holds the same ranks and
 counts for the group's channels (the callback writes them), so the whole
 group masks the same channels at the same step, with no communication
 between layers; a tensor that carries several groups (after a Concatenate)
@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.schedule import LayerwiseSchedule, ramp_tf, update_due_tf
+from tfprune.masks.schedule import LayerwiseSchedule, ramp_tf, update_due_tf
 
 __all__ = ["ChannelMask", "CHANNEL_MASK_PREFIX", "NEVER", "fold_keep", "foldable", "keep_vector"]
 
@@ -112,7 +112,7 @@ def keep_vector(rank: np.ndarray, count: np.ndarray, ramp: float) -> np.ndarray:
     Args:
       rank: (C,) place of each channel in its group's removal order (0 first; `NEVER` for kept channels).
       count: (C,) channels its group loses at the end of the ramp.
-      ramp: the ramp value in [0, 1] (`tfprune.schedule.polynomial_sparsity(step, 0, 1, begin, end, power)`).
+      ramp: the ramp value in [0, 1] (`tfprune.masks.schedule.polynomial_sparsity(step, 0, 1, begin, end, power)`).
     """
     n = np.floor(np.asarray(count, dtype=np.float64) * float(ramp) + 0.5)
     return (np.asarray(rank, dtype=np.float64) >= n).astype(np.float32)

@@ -85,7 +85,7 @@ def ramp_tf(step: Any, begin: Any, end: Any, power: Any) -> Any:
 
     The one ramp of tfprune: a layer's sparsity is ``initial + (target - initial) * ramp``
     (`LayerwiseSchedule`) and a channel group has ``round(planned * ramp)`` channels masked
-    (`tfprune.channel_mask.ChannelMask`); its numpy twin is
+    (`tfprune.masks.channel_mask.ChannelMask`); its numpy twin is
     ``polynomial_sparsity(step, 0.0, 1.0, begin, end, power)``.
     """
     step = tf.cast(step, tf.int64)

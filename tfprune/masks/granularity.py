@@ -4,7 +4,7 @@ Every rule exists twice, with the same result:
 
 * a **numpy reference** (``*_mask_np``), small and testable without a graph;
 * a **TensorFlow version** (``*_mask_tf``), run inside the training graph by
-  `tfprune.wrapper.PruneLayer` whenever the schedule says so (so it works
+  `tfprune.masks.wrapper.PruneLayer` whenever the schedule says so (so it works
   with ``steps_per_execution > 1``, under ``tf.function`` and after reload).
 
 Units: ``sparsity`` is always the **fraction of the unit count removed**; the

@@ -9,7 +9,7 @@ At the first training batch the callback makes a `tfprune.plan` (importance
 -> allocation -> per-layer targets in whole units of the granularity) and
 writes it into every wrapper: the target, the ramp and the mask rule. From
 then on the masks are computed **inside the train step** by the wrappers
-(`tfprune.wrapper.PruneLayer`), so ``steps_per_execution > 1`` works and the
+(`tfprune.masks.wrapper.PruneLayer`), so ``steps_per_execution > 1`` works and the
 callback does nothing per batch. It replaces tfmot's ``UpdatePruningStep``
 (step initialisation, masks applied at epoch end).
 
@@ -24,7 +24,7 @@ request with a new ramp that starts from the current sparsity.
 Channel groups follow the same path: the plan (`tfprune.plan` with
 ``granularity="channel"``) gives each coupled group its channels in removal
 order; the callback writes each channel's rank and its group's count, with
-the ramp, into the `tfprune.channel_mask.ChannelMask` wrappers, which mask
+the ramp, into the `tfprune.masks.channel_mask.ChannelMask` wrappers, which mask
 the channels inside the train step (same step counter, same ramp). Resume,
 ``steps_per_execution`` and distribution behave as for weights.
 
@@ -46,14 +46,14 @@ import numpy as np
 
 from tfprune._keras import keras
 from tfprune.allocation import Allocation, allocator_needs_scores, get_allocator
-from tfprune.granularity import Granularity, parse_granularity
 from tfprune.importance import ImportanceScores, get_importance
-from tfprune.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
+from tfprune.inventory.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
+from tfprune.masks.granularity import Granularity, parse_granularity
+from tfprune.masks.schedule import LayerwiseSchedule, check_int, check_sparsity
+from tfprune.masks.wrapper import PruneLayer
+from tfprune.masks.wrapping import channel_masks, wrappers
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import format_table
-from tfprune.schedule import LayerwiseSchedule, check_int, check_sparsity
-from tfprune.wrapper import PruneLayer
-from tfprune.wrapping import channel_masks, wrappers
 
 __all__ = ["Pruning", "apply_masks"]
 
@@ -544,8 +544,8 @@ class Pruning(keras.callbacks.Callback):
         return float(self.macs if self.macs is not None else self.params_target)
 
     def _setup_channels(self) -> None:
+        from tfprune.masks.wrapping import strip
         from tfprune.structured.graph import channel_graph
-        from tfprune.wrapping import strip
 
         masks = self._channel_masks()
         steps = [int(m.pruning_step.numpy()) for m in masks]
@@ -586,7 +586,7 @@ class Pruning(keras.callbacks.Callback):
 
     def _write_channels(self, masks: list[Any], p: Plan, ramp: tuple[int, int, int]) -> None:
         """Each wrapper's ranks and counts (per output channel, from its group's removal order), the ramp and the plan's total."""
-        from tfprune.channel_mask import NEVER
+        from tfprune.masks.channel_mask import NEVER
 
         cg = self._cg
         where: dict[int, tuple[int, str]] = {}
@@ -654,7 +654,7 @@ class Pruning(keras.callbacks.Callback):
         `tfprune.shrink`, which checks that the smaller model computes what the
         masked one computes; its `ShrinkReport` is kept in ``shrink_report_``.
         """
-        from tfprune.wrapping import strip
+        from tfprune.masks.wrapping import strip
 
         model = self.model if model is None else model
         if model is None:

@@ -4,7 +4,7 @@ Flow (How Compact?, Jung, Kim & Choe 2019): score each prunable layer's
 importance (`tfprune.importance`), split the total target across layers with
 an allocator (`tfprune.allocation`), then round every layer to whole units of
 the granularity (weights, blocks, channels, N:M groups; see
-`tfprune.granularity`) while keeping the total as close to the request as
+`tfprune.masks.granularity`) while keeping the total as close to the request as
 whole units allow. The pruning callback, `tfprune.analyze`, `tfprune.obs.prune`
 and the CLI all call `plan` with the same defaults:
 ``importance="capacity"``, ``allocation="importance"``.
@@ -24,11 +24,11 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from tfprune.allocation import Allocation, allocate_sparsity, allocator_needs_scores, get_allocator
-from tfprune.granularity import Granularity, layer_units, parse_granularity
 from tfprune.importance import ImportanceScores, get_importance, score_layers
-from tfprune.layers import prunable_layers
-from tfprune.plans import Plan
-from tfprune.schedule import check_sparsity
+from tfprune.inventory.layers import prunable_layers
+from tfprune.masks.granularity import Granularity, layer_units, parse_granularity
+from tfprune.masks.schedule import check_sparsity
+from tfprune.planning.plans import Plan
 
 __all__ = ["Plan", "plan", "output_layer_names", "DEFAULT_IMPORTANCE", "DEFAULT_ALLOCATION", "DEFAULT_CHANNEL_IMPORTANCE", "DEFAULT_CHANNEL_ALLOCATION"]
 
@@ -39,7 +39,7 @@ DEFAULT_CHANNEL_ALLOCATION = "uniform"
 
 
 def _plain_model(model: Any) -> Any:
-    from tfprune.wrapping import is_wrapped, strip
+    from tfprune.masks.wrapping import is_wrapped, strip
 
     return strip(model) if is_wrapped(model) else model
 
@@ -283,7 +283,7 @@ def plan(
     g = parse_granularity(granularity)
     if g.kind == "frozen":
         raise ValueError("granularity 'frozen' keeps existing masks; it takes no plan. Use 'unstructured', 'block', 'channel' or 'N:M'.")
-    from tfprune.layers import LayerInventory
+    from tfprune.inventory.layers import LayerInventory
     if isinstance(model, (LayerInventory, list)):
         inv, keras_model = list(model), None
     else:

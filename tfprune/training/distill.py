@@ -5,7 +5,7 @@ loss = (1 - alpha) * hard(y, student) + alpha * T^2 * KL(softmax(teacher / T) ||
 ``hard`` is the loss given to ``Distiller.compile(loss=...)``, else the
 student's compiled loss, else a cross-entropy matched to the student's output
 (softmax: on probabilities; no activation: from logits; class ids or one-hot
-labels), see `tfprune.finetune.model_loss`. Outputs may be logits or softmax
+labels), see `tfprune.training.finetune.model_loss`. Outputs may be logits or softmax
 probabilities (the KL term uses log-probabilities as logits then); with
 several outputs the KL terms are summed. ``student.losses`` are the student's
 regularisation losses. Only the student's weights train (the teacher object
@@ -21,7 +21,7 @@ from typing import Any
 import tensorflow as tf
 
 from tfprune._keras import check_model, keras
-from tfprune.finetune import model_loss, output_activations
+from tfprune.training.finetune import model_loss, output_activations
 
 __all__ = ["Distiller", "distillation_loss", "soft_kl"]
 

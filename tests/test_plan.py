@@ -14,7 +14,7 @@ from tfprune.planning import output_layer_names, round_to_units
 
 # ---------------------------------------------------------------- mask rules
 @settings(max_examples=25, deadline=None)
-@given(st.integers(0, 10_000), st.floats(0.0, 0.99), st.sampled_from(["unstructured", "block", "channel", "2:4", "1:4"]),
+@given(st.integers(0, 10_000), st.floats(0.0, 0.99), st.sampled_from(["unstructured", "block", "2:4", "1:4"]),
        st.sampled_from([(8, 12), (3, 3, 8, 6), (1, 1, 4, 5), (16, 4)]), st.booleans())
 def test_graph_rule_equals_numpy_reference(seed, s, rule, shape, transpose):
     rng = np.random.default_rng(seed)
@@ -29,8 +29,6 @@ def test_graph_rule_equals_numpy_reference(seed, s, rule, shape, transpose):
         ref = G.unstructured_mask_np(k, s)
     elif g.kind == "block":
         ref = G.block_mask_np(k, s, g.block_size)
-    elif g.kind == "channel":
-        ref = G.channel_mask_np(k, s, transpose=transpose)
     else:
         ref = G.nm_mask_np(k, s, g.n, g.m, transpose=transpose)
     np.testing.assert_array_equal(got, ref)
@@ -39,10 +37,7 @@ def test_graph_rule_equals_numpy_reference(seed, s, rule, shape, transpose):
 def test_rules_remove_whole_units_and_exact_counts():
     rng = np.random.default_rng(0)
     k = rng.standard_normal((3, 3, 8, 10)).astype(np.float32)
-    m = G.channel_mask_np(k, 0.35)
-    dead = np.all(m == 0, axis=(0, 1, 2))
-    assert dead.sum() == G.channels_to_remove(10, 0.35) == 4 and np.all(m[..., ~dead] == 1)
-    assert G.channel_mask_np(k, 0.99).reshape(-1, 10).max(0).sum() == 1  # one channel always stays
+    assert G.channels_to_remove(10, 0.35) == 4 and G.channels_to_remove(10, 0.99) == 9  # one channel always stays
     assert int((G.unstructured_mask_np(k, 0.9) == 0).sum()) == k.size - G.kept_count(k.size, 0.9)
     nm = G.nm_mask_np(k, 0.5, 2, 4)
     assert np.all(np.moveaxis(nm, -2, -1).reshape(-1, 4).sum(1) == 2)
@@ -52,7 +47,8 @@ def test_rules_remove_whole_units_and_exact_counts():
     b = G.block_mask_np(d, 0.5, (4, 1))
     assert np.all(b.reshape(2, 4, 6).std(1) == 0) and (b == 0).sum() == 24
     assert G.layer_units((3, 3, 6, 8), G.parse_granularity("2:4")) == (0, 0, "input size 6 is not a multiple of M=4")
-    assert G.layer_units((3, 3, 8, 16), G.parse_granularity("channel")) == (16, 72, None)
+    with pytest.raises(ValueError, match="granularity='channel'"):  # channels are planned by coupled group, not per layer
+        G.layer_units((3, 3, 8, 16), G.parse_granularity("channel"))
 
 
 def test_parse_granularity_errors_name_the_valid_values():
@@ -103,16 +99,19 @@ def test_plan_accepts_importance_scores_and_skips_scoring_for_score_free_allocat
         assert u.targets[q.name] == pytest.approx(0.8, abs=1 / q.n_params + 1e-9)
 
 
-def test_plan_channel_units_outputs_and_bounds(trained_tiny):
-    p = tfprune.plan(trained_tiny, 0.5, granularity="channel")
-    assert "fc2" in p.excluded and p.targets["fc2"] == 0
+def test_plan_channel_groups_outputs_and_bounds(trained_tiny):
+    p = tfprune.plan(trained_tiny, macs=0.4, granularity="channel")
+    assert p.granularity == "channel" and p.budget == "macs" and "fc2" in p.excluded and "fc2" not in p.channels
     assert output_layer_names(trained_tiny) == {"fc2"}
-    for name, t in p.targets.items():
-        assert round(t * p.n_units[name]) == p.removed[name] / p.unit_weights[name]
-        assert p.removed[name] <= p.n_params[name] - p.unit_weights[name]  # a channel stays
-    assert abs(sum(p.removed.values()) - round(0.5 * sum(p.n_params.values()))) <= max(p.unit_weights.values())
-    q = tfprune.plan(trained_tiny, 0.5, granularity="channel", include_outputs=True, max_sparsity={"conv2": 0.25})
-    assert "fc2" not in q.excluded and q.targets["conv2"] <= 0.25
+    for g, chans in p.channels.items():
+        assert len(chans) == round(p.targets[g] * p.n_units[g]) and len(chans) <= p.n_units[g] - 1  # a channel stays
+    assert abs(p.achieved - 0.4) <= p.tolerance
+    q = tfprune.plan(trained_tiny, macs=0.4, granularity="channel", include_outputs=True, min_channels=4)
+    assert "fc2" not in q.excluded and all(p.n_units[g] - len(c) >= 4 for g, c in q.channels.items())
+    with pytest.raises(ValueError, match="counted in MACs or parameters"):
+        tfprune.plan(trained_tiny, 0.5, granularity="channel")
+    with pytest.raises(ValueError, match="PruneLayer masks weights of one layer"):
+        tfprune.wrap(trained_tiny, granularity="unstructured").layers[1].set_granularity("channel")
 
 
 def test_output_layers_through_activations_and_sequential():

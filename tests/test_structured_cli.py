@@ -44,7 +44,7 @@ def test_cli_channels_json_params_target(saved, capsys):
     model_path, _, model, _ = saved
     assert cli.main(["channels", model_path, "--params", "0.3", "--json"]) == 0
     d = json.loads(capsys.readouterr().out)
-    assert d["plan"]["target"] == "params" and abs(d["plan"]["achieved"] - 0.3) <= 0.05
+    assert d["plan"]["budget"] == "params" and abs(d["plan"]["achieved"] - 0.3) <= 0.05
     assert d["acc_before"] is None and d["finetune_epochs"] == 0
 
 

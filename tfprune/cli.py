@@ -179,8 +179,12 @@ def _plan_options(c: argparse.ArgumentParser, granularity: bool = False) -> None
     """The plan's options, with the defaults every entry point shares (tfprune.plan)."""
     from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE
 
-    c.add_argument("--importance", default=DEFAULT_IMPORTANCE, help=f"layer importance scorer (default {DEFAULT_IMPORTANCE})")
-    c.add_argument("--allocation", default=DEFAULT_ALLOCATION, help=f"allocator (default {DEFAULT_ALLOCATION})")
+    if granularity:  # the defaults depend on the granularity (tfprune.planning.default_methods)
+        c.add_argument("--importance", default=None, help=f"importance scorer (default {DEFAULT_IMPORTANCE}; l2 under channel)")
+        c.add_argument("--allocation", default=None, help=f"allocator (default {DEFAULT_ALLOCATION}; uniform under channel)")
+    else:
+        c.add_argument("--importance", default=DEFAULT_IMPORTANCE, help=f"layer importance scorer (default {DEFAULT_IMPORTANCE})")
+        c.add_argument("--allocation", default=DEFAULT_ALLOCATION, help=f"allocator (default {DEFAULT_ALLOCATION})")
     if granularity:
         c.add_argument("--granularity", default="unstructured", help="unstructured, block, channel or N:M such as 2:4")
         c.add_argument("--include-outputs", action="store_true", help="under channel, also prune the layers that produce the outputs")
@@ -193,8 +197,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     data = None
     if args.data:
         data = _data(args, model)[1]
-    p = tfprune.plan(model, args.sparsity, importance=args.importance, allocation=args.allocation, granularity=args.granularity,
-                     include_outputs=args.include_outputs, data=data)
+    budget = {"sparsity": args.sparsity, "macs": args.macs, "params": args.params}
+    if all(v is None for v in budget.values()):  # the defaults: 90% of the weights, or half of the MACs for channel groups
+        channel = tfprune.masks.granularity.parse_granularity(args.granularity).kind == "channel"
+        budget["macs" if channel else "sparsity"] = 0.5 if channel else 0.9
+    p = tfprune.plan(model, budget["sparsity"], macs=budget["macs"], params=budget["params"], importance=args.importance,
+                     allocation=args.allocation, granularity=args.granularity, include_outputs=args.include_outputs, data=data)
     print(json.dumps(p.to_dict(), indent=2) if args.json else p.table())
     return 0
 
@@ -217,8 +225,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     pl = _model_command(sub, "plan", "per-layer targets for one total sparsity (the plan the callback would make)", _cmd_plan,
                         "mnist.npz for data-driven scorers")
-    pl.add_argument("--sparsity", type=float, default=0.9, help="total fraction of weights removed")
+    pl.add_argument("--sparsity", type=float, default=None, help="total fraction of prunable weights removed (default 0.9)")
+    pl.add_argument("--macs", type=float, default=None, help="fraction of MACs removed (channel groups; default 0.5 under channel)")
+    pl.add_argument("--params", type=float, default=None, help="fraction of parameters removed")
     _plan_options(pl, granularity=True)
+
     pl.add_argument("--json", action="store_true")
 
     _model_command(sub, "layers", "list a saved model's prunable layers and why others are skipped", _cmd_layers)

@@ -19,9 +19,9 @@ import numpy as np
 from tfprune import datasets, models
 from tfprune.allocation import list_allocators
 from tfprune.export import export_tflite
-from tfprune.importance_callback import Pruning
 from tfprune.inventory.layers import prunable_layers
 from tfprune.masks.wrapping import wrap
+from tfprune.training.callbacks import Pruning
 
 #: Best first; the demo uses the first allocator that is registered.
 ALLOCATOR_PREFERENCE = ("importance", "lamp", "global_ratio", "global", "erk", "uniform")

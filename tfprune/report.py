@@ -144,6 +144,8 @@ def json_safe(value: Any) -> Any:
         return json_safe(value.value)
     if isinstance(value, os.PathLike):
         return os.fspath(value)
+    if isinstance(value, Report):  # a nested report: its own fields and derived values
+        return value.to_dict()
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return json_safe(dataclasses.asdict(value))
     if isinstance(value, dict):

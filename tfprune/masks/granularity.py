@@ -15,8 +15,6 @@ rule             unit                                        what is removed
 ===============  ==========================================  =========================
 ``unstructured`` one weight                                  smallest |w|
 ``block``        one (bh, bw) block of a 2-D (Dense) kernel  smallest mean |w| block
-``channel``      one output channel (Conv filter, Dense      smallest L2 norm channel;
-                 unit); its bias is masked too               at least one stays
 ``n:m``          one group of M consecutive input weights    the M-N smallest |w| of
                  of one output (e.g. ``2:4``)                every group
 ``frozen``       none: the mask never changes                nothing new
@@ -46,8 +44,6 @@ __all__ = [
     "channels_to_remove",
     "unstructured_mask_np",
     "block_mask_np",
-    "channel_mask_np",
-    "channel_mask",
     "nm_mask_np",
     "out_axis",
     "mask_tf",
@@ -56,7 +52,7 @@ __all__ = [
 #: Granularity names accepted everywhere (``"n:m"`` is written with numbers, e.g. ``"2:4"``).
 GRANULARITIES = ("unstructured", "block", "channel", "n:m", "frozen")
 #: Integer id of each rule, as stored in the wrapper's ``rule`` variable.
-RULE_IDS = {"unstructured": 0, "block": 1, "channel": 2, "n:m": 3, "frozen": 4}
+RULE_IDS = {"unstructured": 0, "block": 1, "n:m": 2, "frozen": 3}
 _NM = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
 
@@ -153,8 +149,7 @@ def layer_units(shape: tuple[int, ...], g: Granularity, transpose: bool = False)
             return size, 1, f"kernel {tuple(shape)} is not a multiple of block {g.block_size}: pruned element-wise"
         return (shape[0] // bh) * (shape[1] // bw), bh * bw, None
     if g.kind == "channel":
-        c = int(shape[out_axis(len(shape), transpose)])
-        return c, size // c, None
+        raise ValueError("channel groups are planned by tfprune.plan(model, macs=..., granularity='channel'), not per layer")
     if g.kind == "n:m":
         cin = int(shape[_in_axis(len(shape), transpose)])
         if cin % g.m:
@@ -198,21 +193,6 @@ def block_mask_np(kernel: np.ndarray, sparsity: float, block_size: tuple[int, in
     pooled = np.abs(k).reshape(h // bh, bh, w // bw, bw).mean(axis=(1, 3))
     keep = _keep_top(pooled, kept_count(pooled.size, sparsity))
     return np.repeat(np.repeat(keep, bh, axis=0), bw, axis=1).astype(k.dtype)
-
-
-def channel_mask_np(kernel: np.ndarray, sparsity: float, transpose: bool = False) -> np.ndarray:
-    """{0, 1} mask (kernel's shape) zeroing the lowest-L2-norm output channels; one channel at least stays."""
-    k = np.asarray(kernel)
-    axis = out_axis(k.ndim, transpose)
-    moved = np.moveaxis(k, axis, -1)
-    c = moved.shape[-1]
-    norms = np.sqrt(np.square(moved.reshape(-1, c).astype(np.float64)).sum(0))
-    keep = _keep_top(norms, kept_count(c, sparsity)).astype(k.dtype)
-    full = np.broadcast_to(keep, moved.shape)
-    return np.ascontiguousarray(np.moveaxis(full, -1, axis))
-
-
-channel_mask = channel_mask_np  # earlier name
 
 
 def nm_zeros(sparsity: float, n: int, m: int) -> int:
@@ -276,15 +256,6 @@ def mask_tf(kernel: Any, sparsity: Any, g: Granularity, transpose: bool = False)
         keep = tf.reshape(_keep_top_tf(tf, tf.reshape(pooled, [-1]), _kept_tf(tf, tf.size(pooled), sparsity)), [h // bh, w // bw])
         keep = tf.repeat(tf.repeat(keep, bh, axis=0), bw, axis=1)
         return tf.cast(keep, dtype)
-    if kind == "channel":
-        axis = out_axis(len(shape), transpose)
-        c = shape[axis]
-        moved = tf.experimental.numpy.moveaxis(a, axis, -1)
-        norms = tf.sqrt(tf.reduce_sum(tf.square(tf.reshape(moved, [-1, c])), axis=0))
-        keep = tf.cast(_keep_top_tf(tf, norms, _kept_tf(tf, c, sparsity)), dtype)
-        bshape = [1] * len(shape)
-        bshape[axis] = c
-        return tf.broadcast_to(tf.reshape(keep, bshape), shape)
     if kind == "n:m":
         ax = _in_axis(len(shape), transpose)
         moved = tf.experimental.numpy.moveaxis(a, ax, -1)

@@ -4,11 +4,9 @@ What it adds to ``tfmot.sparsity.keras.PruneLowMagnitude``:
 
 * **Mask rules in the graph.** The mask is recomputed inside the traced
   train step by the rule in `tfprune.masks.granularity` (unstructured, block,
-  channel, N:M, frozen), chosen by an integer ``rule`` variable, so a
+  N:M, frozen), chosen by an integer ``rule`` variable, so a
   callback can switch rules without recompiling, ``steps_per_execution > 1``
   works, and nothing is set from Python between batches.
-* **Biases of removed channels are masked** (``channel`` rule): the bias gets
-  its own mask, derived from the kernel's channel mask.
 * **The schedule is saved with the model.** The `LayerwiseSchedule`'s values
   (target, ramp, frequency) and the plan's bookkeeping (``plan_sparsity``:
   the total the plan was made for, -1 before any plan) are weights of the
@@ -58,19 +56,15 @@ class RulePruning(pruning_impl.Pruning):
         return tf.switch_case(rule, [branch(_RULES[i]) for i in range(len(_RULES))])
 
     def _maybe_update_block_mask(self, weights: Any) -> tuple[Any, Any]:
-        """(threshold, mask) for one pruning var; the bias mask follows the kernel's channels."""
-        w = self._wrapper
+        """(threshold, mask) for the kernel, by the wrapper's rule (tfmot's hook; the threshold is unused)."""
         sparsity = self._pruning_schedule(self._step_fn())[1]
-        kernel = w.pruning_vars[0][0]
-        if weights is kernel:
-            return tf.zeros([], weights.dtype), self._kernel_mask(weights, sparsity)
-        # The bias: masked only under the channel rule (its channel's kernel mask).
-        channel = Granularity("channel")
-        kmask = mask_tf(kernel, sparsity, channel, transpose=w.transpose)
-        axis = kmask.shape.rank - 2 if w.transpose else kmask.shape.rank - 1
-        per_channel = tf.reduce_max(kmask, axis=[a for a in range(kmask.shape.rank) if a != axis])
-        bias_mask = tf.where(tf.equal(tf.cast(w.rule, tf.int32), RULE_IDS["channel"]), per_channel, tf.ones_like(per_channel))
-        return tf.zeros([], weights.dtype), tf.cast(bias_mask, weights.dtype)
+        return tf.zeros([], weights.dtype), self._kernel_mask(weights, sparsity)
+
+
+def _refuse_channel(g: Granularity) -> None:
+    if g.kind == "channel":
+        raise ValueError("PruneLayer masks weights of one layer; channels are removed by coupled groups. Fix: "
+                         "tfprune.wrap(model, granularity='channel') (ChannelMask wrappers) and tfprune.Pruning(macs=...)")
 
 
 class PruneLayer(pruning_wrapper.PruneLowMagnitude):
@@ -113,6 +107,7 @@ class PruneLayer(pruning_wrapper.PruneLowMagnitude):
         if granularity == "n:m":  # as written by get_config
             granularity = f"{int(n_m[0])}:{int(n_m[1])}"
         g = parse_granularity(granularity, tuple(block_size))
+        _refuse_channel(g)
         self.granularity_ = g.kind
         self.block_size_ = tuple(int(b) for b in block_size)
         self.n_m = (int(n_m[0]), int(n_m[1])) if g.kind != "n:m" else (g.n, g.m)
@@ -127,14 +122,6 @@ class PruneLayer(pruning_wrapper.PruneLowMagnitude):
         self.plan_sparsity = self.add_weight("plan_sparsity", shape=[], dtype=tf.float64, trainable=False,
                                              initializer=keras.initializers.Constant(self._initial_plan_sparsity))
         self.pruning_schedule.bind(self)
-        bias = getattr(self.layer, "bias", None)
-        if bias is not None and getattr(self.layer, "use_bias", True) and len(bias.shape) == 1:
-            bias_mask = self.add_weight("bias_mask", shape=bias.shape, dtype=bias.dtype, trainable=False,
-                                        initializer=keras.initializers.get("ones"), aggregation=tf.VariableAggregation.MEAN)
-            bias_threshold = self.add_weight("bias_threshold", shape=[], dtype=bias.dtype, trainable=False,
-                                             initializer=keras.initializers.get("zeros"), aggregation=tf.VariableAggregation.MEAN)
-            self.pruning_vars = list(self.pruning_vars) + [(bias, bias_mask, bias_threshold)]  # reassigned: tracked on set
-
         def training_step_fn() -> Any:
             return self.pruning_step
 
@@ -156,6 +143,7 @@ class PruneLayer(pruning_wrapper.PruneLowMagnitude):
     def set_granularity(self, granularity: str | Granularity) -> None:
         """Switch the mask rule (no recompilation needed). ``N:M`` must match this wrapper's ``n_m``."""
         g = parse_granularity(granularity, self.block_size_)
+        _refuse_channel(g)
         if g.kind == "n:m" and (g.n, g.m) != self.n_m:
             raise ValueError(
                 f"layer {self.layer.name!r} was wrapped for {self.n_m[0]}:{self.n_m[1]}, not {g.name}. "

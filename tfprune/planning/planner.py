@@ -30,12 +30,32 @@ from tfprune.masks.granularity import Granularity, layer_units, parse_granularit
 from tfprune.masks.schedule import check_sparsity
 from tfprune.planning.plans import Plan
 
-__all__ = ["Plan", "plan", "output_layer_names", "DEFAULT_IMPORTANCE", "DEFAULT_ALLOCATION", "DEFAULT_CHANNEL_IMPORTANCE", "DEFAULT_CHANNEL_ALLOCATION"]
+__all__ = [
+    "Plan",
+    "plan",
+    "output_layer_names",
+    "DEFAULT_IMPORTANCE",
+    "DEFAULT_ALLOCATION",
+    "DEFAULT_CHANNEL_IMPORTANCE",
+    "DEFAULT_CHANNEL_ALLOCATION",
+    "default_methods",
+]
 
 DEFAULT_IMPORTANCE = "capacity"
 DEFAULT_ALLOCATION = "importance"
 DEFAULT_CHANNEL_IMPORTANCE = "l2"
 DEFAULT_CHANNEL_ALLOCATION = "uniform"
+
+
+def default_methods(granularity: str | Granularity = "unstructured") -> tuple[str, str]:
+    """``(importance, allocation)`` that `plan` and `tfprune.Pruning` use when given None, for a granularity.
+
+    Layers (weight granularities): How Compact?'s ``("capacity", "importance")``; channel groups:
+    ``("l2", "uniform")`` (the best measured; benchmarks/results/README.md).
+    """
+    if parse_granularity(granularity).kind == "channel":
+        return DEFAULT_CHANNEL_IMPORTANCE, DEFAULT_CHANNEL_ALLOCATION
+    return DEFAULT_IMPORTANCE, DEFAULT_ALLOCATION
 
 
 def _plain_model(model: Any) -> Any:
@@ -265,12 +285,12 @@ def plan(
         if isinstance(model, (list,)) or not hasattr(model, "get_config"):
             raise TypeError("a channel plan needs the Keras model itself (its graph), not its prunable_layers()")
         check_sparsity(value, budget)
-        return plan_and_shrink(_plain_model(model), macs, params, importance=importance or DEFAULT_CHANNEL_IMPORTANCE,
-                               allocation=allocation or DEFAULT_CHANNEL_ALLOCATION, layer_importance=layer_importance, gamma=gamma,
+        return plan_and_shrink(_plain_model(model), macs, params, importance=importance or default_methods(g)[0],
+                               allocation=allocation or default_methods(g)[1], layer_importance=layer_importance, gamma=gamma,
                                min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, max_iter=max_iter,
                                data=data, importance_options=importance_kwargs)[0]
-    importance = DEFAULT_IMPORTANCE if importance is None else importance
-    allocation = DEFAULT_ALLOCATION if allocation is None else allocation
+    importance = default_methods(g)[0] if importance is None else importance
+    allocation = default_methods(g)[1] if allocation is None else allocation
     if budget == "macs":
         raise ValueError(f"granularity={g.name!r} zeroes weights but keeps every multiply of the dense kernels: a MACs budget needs "
                          "physical removal. Fix: granularity='channel' with macs=, or sparsity= / params= for weight sparsity")

@@ -194,5 +194,6 @@ class Plan(Report):
     def _extra_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {"achieved": self.achieved}
         if self.is_channel:
-            out.update(macs_removed=self.macs_removed, params_removed=self.params_removed)
+            out.update(macs_removed=self.macs_removed, params_removed=self.params_removed, remove=self.remove,
+                       groups=[dict(group=g.group, channels=g.channels, removed=g.removed, importance=g.importance) for g in self.groups])
         return out

@@ -52,7 +52,7 @@ from tfprune.masks.granularity import Granularity, parse_granularity
 from tfprune.masks.schedule import LayerwiseSchedule, check_int, check_sparsity
 from tfprune.masks.wrapper import PruneLayer
 from tfprune.masks.wrapping import channel_masks, wrappers
-from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
+from tfprune.planning import Plan, default_methods, plan
 from tfprune.report import format_table
 
 __all__ = ["Pruning", "apply_masks"]
@@ -217,16 +217,16 @@ class Pruning(keras.callbacks.Callback):
 
             if self.replan_every is not None:
                 raise ValueError("replan_every re-allocates weight sparsity; a channel plan is fixed for its ramp. Fix: drop replan_every")
-            importance = "l2" if importance is None else importance
-            allocation = "uniform" if allocation is None else allocation
+            importance = default_methods("channel")[0] if importance is None else importance
+            allocation = default_methods("channel")[1] if allocation is None else allocation
             group_keys(allocation)
             if not isinstance(importance, str):
                 raise TypeError(f"under granularity='channel' importance is a channel scorer name, got {type(importance).__name__}")
             if channel_importance_needs_data(importance) and self.data is None:
                 raise ValueError(f"channel importance {importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
         else:
-            importance = DEFAULT_IMPORTANCE if importance is None else importance
-            allocation = DEFAULT_ALLOCATION if allocation is None else allocation
+            importance = default_methods("unstructured")[0] if importance is None else importance
+            allocation = default_methods("unstructured")[1] if allocation is None else allocation
             if isinstance(importance, str):
                 _, wants_data = get_importance(importance)
                 if wants_data and self.data is None and allocator_needs_scores(allocation):

@@ -10,7 +10,6 @@ from tfprune.allocation import allocate_sparsity, list_allocators
 from tfprune.allocation.magnitude_rules import lamp_scores
 from tfprune.importance import kernel_matrix, list_importance, score_layers
 from tfprune.importance.capacity import effective_rank, energy_capacity, spectral_capacity
-from tfprune.masks.granularity import channel_mask
 
 ALL = ["uniform", "global", "global_ratio", "lamp", "erk", "importance", "importance_fansum"]
 
@@ -36,17 +35,6 @@ def test_lamp_scores_match_definition():
     # sorted by |w|: 3, 2, -1, 0.5 ; denominators 9, 13, 14, 14.25
     assert s.tolist() == pytest.approx([9 / 9, 1 / 14, 4 / 13, 0.25 / 14.25])
     assert s.max() == 1.0  # the largest weight is never removed by LAMP
-
-
-def test_channel_mask_zeroes_weakest_channels():
-    k = np.ones((3, 3, 2, 4))
-    k[..., 1] *= 0.1
-    k[..., 3] *= 0.2
-    m = channel_mask(k, 0.5)
-    assert m.shape == k.shape
-    assert [m[..., c].max() for c in range(4)] == [1, 0, 1, 0]
-    alive = [c for c in range(4) if channel_mask(k, 0.99)[..., c].max() == 1]
-    assert len(alive) == 1 and alive[0] in (0, 2)  # one channel (a strongest one) always stays
 
 
 # ------------------------------------------------------------------ scorers

@@ -5,10 +5,8 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as _sched
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
-
 from tfprune._keras import keras
+from tfprune.compat import ConstantSparsity, PolynomialDecay, PruneLowMagnitude
 from tfprune.masks.channel_mask import ChannelMask
 from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
@@ -19,12 +17,12 @@ __all__ = ["custom_objects", "custom_object_scope", "load_model"]
 def custom_objects() -> dict[str, Any]:
     """Every class needed to deserialize a tfprune model (wrappers and schedules)."""
     objs: dict[str, Any] = {
-        "PruneLowMagnitude": pruning_wrapper.PruneLowMagnitude,
+        "PruneLowMagnitude": PruneLowMagnitude,
         "PruneLayer": PruneLayer,
         "ChannelMask": ChannelMask,
         "LayerwiseSchedule": LayerwiseSchedule,
-        "ConstantSparsity": _sched.ConstantSparsity,
-        "PolynomialDecay": _sched.PolynomialDecay,
+        "ConstantSparsity": ConstantSparsity,
+        "PolynomialDecay": PolynomialDecay,
     }
     from tfprune.training.distill import Distiller
 

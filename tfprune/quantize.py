@@ -93,9 +93,9 @@ def _tfmot() -> Any:
 
 
 def _qat_wrapper_cls() -> Any:
-    from tensorflow_model_optimization.python.core.quantization.keras import quantize_wrapper
+    from tfprune.compat import quantize_wrapper_class
 
-    return quantize_wrapper.QuantizeWrapper
+    return quantize_wrapper_class()
 
 
 def is_qat_model(model: Any) -> bool:

@@ -104,9 +104,9 @@ class Graph:
             if any(isinstance(obj, keras.layers.Lambda) for obj in self.sources.values()):
                 # the Lambda functions were serialized in this process from the model's own in-memory layers (not read from
                 # a file): rebuilding them runs nothing the model would not run, so Keras' safe mode for Lambda is lifted here
-                from tf_keras.src.saving.serialization_lib import SafeModeScope
+                from tfprune.compat import unsafe_lambda_scope
 
-                with SafeModeScope(False):
+                with unsafe_lambda_scope():
                     new = keras.Model.from_config(self.config(name), custom_objects=custom)
             else:
                 new = keras.Model.from_config(self.config(name), custom_objects=custom)

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator
 
 import numpy as np
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_wrapper
 
 from tfprune._keras import check_model, keras
+from tfprune.compat import PruneLowMagnitude
 
 __all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "prunable_layers", "PRUNABLE_WEIGHTS", "WRAPPER_PREFIX"]
 
@@ -201,7 +201,7 @@ def prunable_layers(model: Any) -> LayerInventory:
                 continue
             seen.add(id(layer))
             path = f"{prefix}{layer.name}"
-            if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+            if isinstance(layer, PruneLowMagnitude):
                 inner = layer.layer
                 attr = weight_kind(inner)
                 if attr is None:  # a custom PrunableLayer: take its first prunable weight

@@ -16,9 +16,9 @@ import math
 from typing import Any
 
 import tensorflow as tf
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_schedule as _tfmot_sched
 
 from tfprune._keras import keras
+from tfprune.compat import PruningSchedule
 
 __all__ = ["LayerwiseSchedule", "polynomial_sparsity", "ramp_tf", "update_due_tf", "check_sparsity", "check_int"]
 
@@ -95,7 +95,7 @@ def ramp_tf(step: Any, begin: Any, end: Any, power: Any) -> Any:
     return tf.where(step >= end, tf.constant(1.0, tf.float64), r)
 
 
-class LayerwiseSchedule(_tfmot_sched.PruningSchedule):
+class LayerwiseSchedule(PruningSchedule):
     """Polynomial ramp from ``initial_sparsity`` to ``target_sparsity``.
 
     Args:

@@ -23,9 +23,9 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
-from tensorflow_model_optimization.python.core.sparsity.keras import pruning_impl, pruning_wrapper
 
 from tfprune._keras import keras
+from tfprune.compat import PruneLowMagnitude, TfmotPruning
 from tfprune.masks.granularity import RULE_IDS, Granularity, mask_tf, parse_granularity
 from tfprune.masks.schedule import LayerwiseSchedule
 
@@ -36,7 +36,7 @@ __all__ = ["PruneLayer", "RulePruning"]
 _RULES = {v: k for k, v in RULE_IDS.items()}
 
 
-class RulePruning(pruning_impl.Pruning):
+class RulePruning(TfmotPruning):
     """tfmot's `Pruning` whose mask update follows the wrapper's rule variable."""
 
     def __init__(self, wrapper: PruneLayer, **kwargs: Any) -> None:
@@ -67,7 +67,7 @@ def _refuse_channel(g: Granularity) -> None:
                          "tfprune.wrap(model, granularity='channel') (ChannelMask wrappers) and tfprune.Pruning(macs=...)")
 
 
-class PruneLayer(pruning_wrapper.PruneLowMagnitude):
+class PruneLayer(PruneLowMagnitude):
     """A tfmot pruning wrapper driven by a `LayerwiseSchedule` and a tfprune mask rule.
 
     Args:

@@ -14,9 +14,9 @@ from typing import Any, Iterable, Mapping, Union
 
 import numpy as np
 import tensorflow as tf
-from tensorflow_model_optimization.python.core.sparsity.keras import prune_registry, pruning_wrapper
 
 from tfprune._keras import check_model, keras
+from tfprune.compat import PruneLowMagnitude, batch_input_shape, is_graph_network, set_batch_input_shape, tfmot_can_prune
 from tfprune.inventory.layers import WRAPPER_PREFIX, prunable_layers, weight_kind
 from tfprune.masks.channel_mask import ChannelMask, foldable
 from tfprune.masks.granularity import check_block_size, parse_granularity
@@ -64,7 +64,7 @@ def _clone_model(model: Any, fn: Any) -> Any:
     try:
         return keras.models.clone_model(model, clone_function=fn)
     except (ValueError, NotImplementedError) as err:
-        if not isinstance(model, keras.Sequential) and not getattr(model, "_is_graph_network", False):
+        if not isinstance(model, keras.Sequential) and not is_graph_network(model):
             raise TypeError(
                 f"model {model.name!r} is a subclassed keras.Model, which cannot be cloned layer by layer. "
                 "Fix: build it with the Sequential or functional API, or wrap its layers yourself with "
@@ -124,7 +124,7 @@ def wrappers(model: Any) -> list[Any]:
 
     def visit(m: Any) -> None:
         for layer in m.layers:
-            if isinstance(layer, pruning_wrapper.PruneLowMagnitude):
+            if isinstance(layer, PruneLowMagnitude):
                 if all(layer is not o for o in out):
                     out.append(layer)
             elif isinstance(layer, keras.Model):
@@ -160,16 +160,16 @@ def _copy_weights(src: Any, dst: Any) -> None:
     by_name = {}
     for layer in dst.layers:
         by_name[layer.name] = layer
-        if isinstance(layer, (pruning_wrapper.PruneLowMagnitude, ChannelMask)):
+        if isinstance(layer, (PruneLowMagnitude, ChannelMask)):
             by_name[layer.layer.name] = layer
     for s in src.layers:
         if not s.weights:
             continue
-        key = s.layer.name if isinstance(s, (pruning_wrapper.PruneLowMagnitude, ChannelMask)) else s.name
+        key = s.layer.name if isinstance(s, (PruneLowMagnitude, ChannelMask)) else s.name
         d = by_name.get(key)
         if d is None:
             raise RuntimeError(f"internal error: cloned model has no layer {key!r}")
-        if isinstance(s, keras.Model) and not isinstance(s, pruning_wrapper.PruneLowMagnitude):
+        if isinstance(s, keras.Model) and not isinstance(s, PruneLowMagnitude):
             _copy_weights(s, d)
             continue
         if isinstance(s, ChannelMask):
@@ -181,17 +181,17 @@ def _copy_weights(src: Any, dst: Any) -> None:
         if isinstance(d, ChannelMask):
             d.layer.set_weights(s.get_weights())
             continue
-        if isinstance(s, pruning_wrapper.PruneLowMagnitude):
+        if isinstance(s, PruneLowMagnitude):
             masks = {id(w): m for w, m, _ in s.pruning_vars}
             values = [w.numpy() * masks[id(w)].numpy() if id(w) in masks else w.numpy() for w in s.layer.weights]
-            target = d.layer if isinstance(d, pruning_wrapper.PruneLowMagnitude) else d
+            target = d.layer if isinstance(d, PruneLowMagnitude) else d
             target.set_weights(values)
-            if isinstance(d, pruning_wrapper.PruneLowMagnitude):  # wrapped -> wrapped: keep masks and step
+            if isinstance(d, PruneLowMagnitude):  # wrapped -> wrapped: keep masks and step
                 for (_, m_src, t_src), (_, m_dst, t_dst) in zip(s.pruning_vars, d.pruning_vars):
                     m_dst.assign(m_src)
                     t_dst.assign(t_src)
                 d.pruning_step.assign(s.pruning_step)
-        elif isinstance(d, pruning_wrapper.PruneLowMagnitude):
+        elif isinstance(d, PruneLowMagnitude):
             d.layer.set_weights(s.get_weights())
         else:
             d.set_weights(s.get_weights())
@@ -298,8 +298,7 @@ def wrap(
             return new
         if exc is not None and _matches(layer, exc):
             return new
-        if not (isinstance(new, pruning_wrapper.prunable_layer.PrunableLayer) or hasattr(new, "get_prunable_weights")
-                or prune_registry.PruneRegistry.supports(new)):
+        if not tfmot_can_prune(new):
             return new
         schedule = LayerwiseSchedule(target_sparsity=per_layer.get(layer.name, default), **schedule_args)
         selected.append(layer.name)
@@ -363,10 +362,10 @@ def strip(model: Any) -> Any:
     check_model(model)
 
     def unwrap_layer(layer: Any) -> Any:
-        if isinstance(layer, (pruning_wrapper.PruneLowMagnitude, ChannelMask)):
+        if isinstance(layer, (PruneLowMagnitude, ChannelMask)):
             inner = _clone_layer(layer.layer)
-            if not hasattr(inner, "_batch_input_shape") and hasattr(layer, "_batch_input_shape"):
-                inner._batch_input_shape = layer._batch_input_shape
+            if batch_input_shape(inner) is None and batch_input_shape(layer) is not None:
+                set_batch_input_shape(inner, batch_input_shape(layer))
             return inner
         return _clone_layer(layer)
 

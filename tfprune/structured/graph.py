@@ -313,11 +313,10 @@ def conv_groups(layer: Any) -> int:
 
 
 def _channel_scale_classes() -> tuple[type, ...]:
-    try:
-        from tf_keras.src.applications.convnext import LayerScale
-    except ImportError:  # pragma: no cover  (an older tf-keras without ConvNeXt)
-        return ()
-    return (LayerScale,)
+    from tfprune.compat import layer_scale_class
+
+    cls = layer_scale_class()
+    return () if cls is None else (cls,)
 
 
 def is_channel_scale(layer: Any) -> bool:

@@ -115,9 +115,9 @@ class Distiller(keras.Model):
 
     def compile_from_config(self, config: dict) -> None:
         """Re-compile from a saved compile config (``tfprune.load_model`` of a saved Distiller)."""
-        from tf_keras.src.saving import saving_lib
+        from tfprune.compat import deserialize_compile_config
 
-        self.compile(**saving_lib.deserialize_keras_object(config))
+        self.compile(**deserialize_compile_config(config))
         self.optimizer.build(self.student.trainable_variables)
 
     @property

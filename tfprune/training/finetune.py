@@ -147,10 +147,10 @@ class LossSpec:
     _container: Any = field(default=None, repr=False, compare=False)
 
     def __call__(self, y_true: Any, y_pred: Any, sample_weight: Any = None) -> tf.Tensor:
-        from tf_keras.src.engine import compile_utils
+        from tfprune.compat import losses_container
 
         if self._container is None:
-            self._container = compile_utils.LossesContainer(self.loss, self.loss_weights, output_names=self.output_names or None)
+            self._container = losses_container(self.loss, self.loss_weights, self.output_names or None)
         as_t = lambda s: None if s is None else tf.nest.map_structure(tf.convert_to_tensor, s)  # noqa: E731
         return self._container(as_t(y_true), as_t(y_pred), as_t(sample_weight))
 

@@ -14,7 +14,6 @@ import tfprune
 from tfprune._keras import keras
 from tfprune.structured import channel_graph, shrink
 from tfprune.structured.importance import (
-    _SCORERS,
     channel_importance,
     channel_importance_needs_data,
     channel_removal_error,
@@ -112,7 +111,21 @@ def test_register_magnitude_and_custom_scorer():
             register_channel_importance("bad_test", np.abs, scorer=lambda ctx: {})
     finally:
         for name in ("sq_test", "const_test"):
-            _SCORERS.pop(name, None)
+            tfprune.importance.unregister_importance(name, "channel")
+    assert "sq_test" not in tfprune.importance.list_importance("channel")
+
+
+def test_one_registry_for_layer_and_channel_scorers():
+    imp = tfprune.importance
+    assert set(SCORERS) <= set(imp.list_importance("channel")) and "capacity" in imp.list_importance("layer")
+    assert "obs" in imp.list_importance("layer") and "obs" in imp.list_importance("channel")  # one idea at two granularities
+    assert set(imp.list_importance(None)) == set(imp.list_importance("layer")) | set(imp.list_importance("channel"))
+    assert imp.get_scorer("l2", "channel").scores == "channel" and not imp.needs_data("l2", "channel")
+    assert imp.needs_data("taylor", "channel") and imp.needs_data("obs", "layer")
+    with pytest.raises(ValueError, match="unknown importance method 'l2'"):
+        imp.get_scorer("l2", "layer")  # a channel scorer is not a layer scorer
+    with pytest.raises(ValueError, match="scores must be one of"):
+        imp.list_importance("group")
 
 
 # ------------------------------------------------------------------ every scorer on the residual net

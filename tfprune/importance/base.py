@@ -74,19 +74,60 @@ class ImportanceScores:
         return np.array([self.scores[n] for n in names])
 
 
-ScorerFn = Callable[[ImportanceContext], np.ndarray]
-_SCORERS: dict[str, tuple[ScorerFn, bool, str]] = {}
+ScorerFn = Callable[..., Any]
+#: What a scorer scores: one number per prunable ``"layer"``, or one per channel of every coupled ``"channel"`` group.
+KINDS = ("layer", "channel")
+
+
+@dataclass(frozen=True)
+class Scorer:
+    """One registered importance scorer.
+
+    Attributes:
+      name: its registered name (one name, one idea: ``"obs"`` is the second-order error
+        of removing weights of a layer and of removing a channel of a group).
+      scores: ``"layer"`` (``fn(ctx: ImportanceContext) -> (L,)``) or ``"channel"``
+        (``fn(ctx: tfprune.structured.importance.ChannelContext) -> {group: (C_g,)}``).
+      needs_data: it reads calibration data.
+      doc: one line.
+    """
+
+    name: str
+    scores: str
+    fn: ScorerFn
+    needs_data: bool
+    doc: str
+
+
+_SCORERS: dict[tuple[str, str], Scorer] = {}
 _ALIASES: dict[str, str] = {}
 
 
-def register_importance(name: str, needs_data: bool = False, doc: str = "") -> Callable[[ScorerFn], ScorerFn]:
-    """Decorator registering a scorer under ``name``."""
+def _check_kind(scores: str) -> str:
+    if scores not in KINDS:
+        raise ValueError(f"scores must be one of {KINDS} (what the scorer gives a number to), got {scores!r}")
+    return scores
+
+
+def register_importance(name: str, needs_data: bool = False, doc: str = "", scores: str = "layer") -> Callable[[ScorerFn], ScorerFn]:
+    """Decorator registering a scorer under ``name`` in the one importance registry.
+
+    ``scores="layer"``: ``fn(ctx: ImportanceContext) -> np.ndarray (L,)``, higher = keep more;
+    ``scores="channel"``: ``fn(ctx: ChannelContext) -> {group name: (channels,) scores}``
+    (`tfprune.structured.importance`; `register_channel_importance` builds magnitude ones).
+    """
+    _check_kind(scores)
 
     def deco(fn: ScorerFn) -> ScorerFn:
-        _SCORERS[name] = (fn, needs_data, doc or (fn.__doc__ or "").strip().splitlines()[0])
+        _SCORERS[(name, scores)] = Scorer(name, scores, fn, bool(needs_data), doc or (getattr(fn, "__doc__", "") or "").strip().split("\n")[0])
         return fn
 
     return deco
+
+
+def unregister_importance(name: str, scores: str = "layer") -> None:
+    """Remove scorer ``name`` of kind ``scores`` from the registry (nothing happens when it is not there)."""
+    _SCORERS.pop((name, _check_kind(scores)), None)
 
 
 def register_alias(alias: str, target: str) -> None:
@@ -97,20 +138,34 @@ def resolve(name: str) -> str:
     return _ALIASES.get(name, name)
 
 
+def get_scorer(name: str, scores: str = "layer") -> Scorer:
+    """The registered `Scorer` ``name`` of kind ``scores``; a clear error naming the valid ones otherwise."""
+    _check_kind(scores)
+    real = resolve(name) if isinstance(name, str) else name
+    if (real, scores) not in _SCORERS:
+        what = "importance method" if scores == "layer" else "channel importance"
+        raise ValueError(f"unknown {what} {name!r}; available: {list_importance(scores)}")
+    return _SCORERS[(real, scores)]
+
+
 def get_importance(name: str) -> tuple[ScorerFn, bool]:
-    real = resolve(name)
-    if real not in _SCORERS:
-        raise ValueError(f"unknown importance method {name!r}; available: {list_importance()}")
-    fn, needs_data, _ = _SCORERS[real]
-    return fn, needs_data
+    """``(fn, needs_data)`` of the layer scorer ``name``."""
+    s = get_scorer(name, "layer")
+    return s.fn, s.needs_data
 
 
-def list_importance() -> list[str]:
-    return sorted(set(_SCORERS) | set(_ALIASES))
+def list_importance(scores: str | None = "layer") -> list[str]:
+    """Registered scorer names: of layers (default), of channels (``"channel"``), or every name (None)."""
+    kinds = KINDS if scores is None else (_check_kind(scores),)
+    names = {n for n, k in _SCORERS if k in kinds}
+    if "layer" in kinds:
+        names |= set(_ALIASES)
+    return sorted(names)
 
 
-def needs_data(name: str) -> bool:
-    return get_importance(name)[1]
+def needs_data(name: str, scores: str = "layer") -> bool:
+    """True when scorer ``name`` (of kind ``scores``) reads calibration data."""
+    return get_scorer(name, scores).needs_data
 
 
 def score_layers(model_or_layers: Any, importance: str = "capacity", data: Any = None, **options: Any) -> ImportanceScores:

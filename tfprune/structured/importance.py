@@ -69,6 +69,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tfprune._keras import keras
+from tfprune.importance.base import get_scorer, list_importance, needs_data, register_importance
 from tfprune.masks.granularity import channels_to_remove
 from tfprune.masks.wrapping import plain
 from tfprune.report import Report, Table
@@ -103,16 +104,6 @@ class ChannelContext:
 ChannelScorer = Callable[[ChannelContext], "dict[str, np.ndarray]"]
 
 
-@dataclass(frozen=True)
-class _Entry:
-    fn: ChannelScorer
-    needs_data: bool
-    doc: str
-
-
-_SCORERS: dict[str, _Entry] = {}
-
-
 def register_channel_importance(
     name: str,
     per_weight: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -122,7 +113,7 @@ def register_channel_importance(
     needs_data: bool = False,
     doc: str = "",
 ) -> None:
-    """Add a channel scorer under ``name``.
+    """Add a channel scorer under ``name`` to the one importance registry (``scores="channel"``).
 
     Either a magnitude score: ``per_weight(w)`` summed over a channel's coupled
     weights, then ``finish`` applied (``per_weight`` and ``finish``); or any
@@ -134,23 +125,17 @@ def register_channel_importance(
     if scorer is None:
         finish = finish if finish is not None else (lambda s: s)
         scorer = _magnitude_scorer(per_weight, finish)
-    _SCORERS[name] = _Entry(scorer, bool(needs_data), doc or (getattr(scorer, "__doc__", "") or "").strip().split("\n")[0])
+    register_importance(name, needs_data=bool(needs_data), doc=doc, scores="channel")(scorer)
 
 
 def list_channel_importance() -> list[str]:
-    """Names of the registered channel scorers."""
-    return sorted(_SCORERS)
-
-
-def _entry(name: str) -> _Entry:
-    if name not in _SCORERS:
-        raise ValueError(f"unknown channel importance {name!r}; available: {list_channel_importance()}")
-    return _SCORERS[name]
+    """Names of the registered channel scorers (``tfprune.importance.list_importance("channel")``)."""
+    return list_importance("channel")
 
 
 def channel_importance_needs_data(name: str) -> bool:
-    """True when the scorer ``name`` needs calibration data (``"taylor"``, ``"obs"``)."""
-    return _entry(name).needs_data
+    """True when the channel scorer ``name`` needs calibration data (``"taylor"``, ``"obs"``)."""
+    return needs_data(name, "channel")
 
 
 @dataclass
@@ -252,9 +237,9 @@ def _fallback(ctx: ChannelContext, scores: dict[str, np.ndarray], missing: list[
     if fallback is None:
         raise ValueError(f"channel importance {method!r} cannot score {len(missing)} groups ({', '.join(missing[:5])}"
                          f"{' ...' if len(missing) > 5 else ''}): {why}. Fix: allow a fallback scorer for them (e.g. 'l2'), or use importance='l2'")
-    if fallback == method or _entry(fallback).needs_data:
+    if fallback == method or needs_data(fallback, "channel"):
         raise ValueError(f"the fallback of {method!r} must be a data-free scorer other than itself, got {fallback!r}")
-    other = _entry(fallback).fn(ChannelContext(ctx.model, ctx.graph, None, {}, ctx.notes))
+    other = get_scorer(fallback, "channel").fn(ChannelContext(ctx.model, ctx.graph, None, {}, ctx.notes))
     for g in missing:
         scores[g] = other[g]
     ctx.notes.append(f"{len(missing)} groups scored by {fallback!r} instead of {method!r} ({why}): {', '.join(missing[:8])}"
@@ -465,12 +450,12 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
 
     Returns `ChannelScores`: ``scores[group name]`` is a (channels,) array, higher = keep.
     """
-    entry = _entry(method)
+    entry = get_scorer(method, "channel")
     if entry.needs_data and data is None:
         raise ValueError(f"channel importance {method!r} needs calibration data"
                          f"{' with labels (it uses the gradient of the loss)' if method == 'taylor' else ''}: pass data=(x, y) "
                          "(channel_importance / tfprune.plan / prune_channels; --data on the command line), or use a data-free "
-                         f"scorer: {[n for n in list_channel_importance() if not _SCORERS[n].needs_data]}")
+                         f"scorer: {[n for n in list_channel_importance() if not needs_data(n, 'channel')]}")
     model = plain(model)
     cg = graph if graph is not None else channel_graph(model)
     ctx = ChannelContext(model, cg, data, dict(options))

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "tfprune"
 sys.path.insert(0, str(ROOT / "tools"))
@@ -129,3 +131,38 @@ def test_requirements_are_pinned():
     required, extras = _setup_cfg()
     for name, line in [*required.items(), *(kv for e in extras.values() for kv in e.items())]:
         assert re.fullmatch(r"[A-Za-z0-9_.\-]+(\[[a-z,]+\])?==[A-Za-z0-9_.\-]+", line), f"{name}: pin one version (name==version), got {line!r}"
+
+
+PUBLIC_PACKAGES = ["tfprune", "tfprune.inventory", "tfprune.importance", "tfprune.allocation", "tfprune.planning", "tfprune.masks",
+                   "tfprune.training", "tfprune.structured", "tfprune.obs", "tfprune.shallow", "tfprune.export"]
+
+
+def test_top_level_api_is_small():
+    import tfprune
+
+    assert len(tfprune.__all__) <= 25 and len(set(tfprune.__all__)) == len(tfprune.__all__)
+    assert all(hasattr(tfprune, n) for n in tfprune.__all__)
+
+
+@pytest.mark.parametrize("package", PUBLIC_PACKAGES)
+def test_public_names_have_docstrings_and_type_hints(package):
+    import importlib
+    import inspect
+
+    mod = importlib.import_module(package)
+    missing_doc, missing_hints = [], []
+    for name in getattr(mod, "__all__", []):
+        obj = getattr(mod, name)
+        if inspect.ismodule(obj) or not (inspect.isfunction(obj) or inspect.isclass(obj)):
+            continue
+        if not (obj.__doc__ or "").strip():
+            missing_doc.append(name)
+        fn = obj if inspect.isfunction(obj) else obj.__init__ if "__init__" in vars(obj) else None
+        if fn is not None and inspect.isfunction(fn):
+            params = [p for p in inspect.signature(fn).parameters.values() if p.name not in ("self", "cls")]
+            if inspect.isfunction(obj) and "return" not in fn.__annotations__:
+                missing_hints.append(f"{name} -> ?")
+            missing_hints += [f"{name}({p.name})" for p in params if p.annotation is inspect.Parameter.empty
+                              and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+    assert not missing_doc, f"{package}: public names without a docstring: {missing_doc}"
+    assert not missing_hints, f"{package}: public parameters without type hints: {missing_hints}"

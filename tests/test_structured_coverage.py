@@ -18,7 +18,7 @@ import tfprune
 from tfprune._keras import keras
 from tfprune.inventory.profiling import profile
 from tfprune.structured import ChannelWeight, channel_graph, channel_weights, shrink
-from tfprune.structured.plan import CostModel, plan_and_shrink
+from tfprune.structured.plan import CostModel
 
 L = keras.layers
 ATOL = 1e-4
@@ -333,7 +333,8 @@ def test_applications_frozen_groups_and_plan_shrink(app):
     assert not any("grouped convolution" in r or "LayerScale" in r for r in reasons)
     if app == "ConvNeXtTiny":  # what stays frozen is LayerNorm (and the model's input and output), said plainly
         assert all("LayerNormalization" in r or r.startswith("model input") or r.startswith("model output") for r in reasons)
-    plan, small, rep = plan_and_shrink(model, macs=0.3)
+    plan = tfprune.plan(model, macs=0.3, granularity="channel")
+    small, rep = shrink(model, plan.remove)
     assert abs(plan.achieved - 0.3) <= plan.tolerance
     cost = CostModel(cg)  # the planner's estimate is the shrunk model's profile (grouped convs, LayerScale included)
     labels = np.asarray([int(cg.group(g).labels[j]) for g, js in plan.remove.items() for j in js])

@@ -152,6 +152,8 @@ def test_gradual_masks_groups_then_finalize_removes_all_of_them(make, allocation
     plan = cb.plan_
     assert plan.granularity == "channel" and plan.budget == "macs" and abs(plan.achieved - 0.4) <= 0.05
     assert cb.channels_masked() == plan.remove  # every group reached its planned channels
+    text = cb.summary()
+    assert "granularity channel" in text and all(g in text for g in plan.remove)
     assert "macs_masked" in w.history.history and w.history.history["macs_masked"][-1] == pytest.approx(plan.macs_removed, abs=1e-9)
 
     # the stripped model holds the masks as zeros in every producer, BN and depthwise of the group; consumers untouched

@@ -18,7 +18,7 @@ from tfprune.allocation.global_ratio import max_normalised
 from tfprune.allocation.uniform import rank_keys
 from tfprune.inventory.profiling import profile
 from tfprune.structured import channel_graph, shrink
-from tfprune.structured.plan import CostModel, group_importance, plan_and_shrink, removal_order, smallest_prefix
+from tfprune.structured.plan import CostModel, group_importance, removal_order, smallest_prefix
 from tfprune.structured.prune import prune_channels, top1_accuracy
 
 L = keras.layers
@@ -155,7 +155,8 @@ def test_cost_model_equals_profile_of_shrunk_model():
 def test_plan_reaches_macs_target_and_keeps_min_channels(allocation):
     model = tfprune.models.resnet_cifar(20, (16, 16, 1))
     snap = snapshot(model)
-    plan, small, rep = plan_and_shrink(model, macs=0.5, allocation=allocation, min_channels=4)
+    plan = tfprune.plan(model, macs=0.5, granularity="channel", allocation=allocation, min_channels=4)
+    small, rep = shrink(model, plan.remove)
     assert_unchanged(model, snap)
     assert abs(plan.achieved - 0.5) <= 0.02  # one channel of the stage-1 residual group is ~1.5% of the MACs
     assert plan.achieved == pytest.approx(1 - profile(small).macs / profile(model).macs)

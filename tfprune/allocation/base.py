@@ -195,6 +195,7 @@ def list_group_allocators() -> list[str]:
 
 
 def get_allocator(name: str) -> AllocatorFn:
+    """The registered allocator ``name`` (its layer form); a clear error naming the valid ones otherwise."""
     if not isinstance(name, str) or name not in _ALLOCATORS:
         raise ValueError(f"unknown allocation {name!r}; valid: {list_allocators()}")
     return _ALLOCATORS[name]
@@ -207,6 +208,7 @@ def allocator_needs_scores(name: str) -> bool:
 
 
 def list_allocators() -> list[str]:
+    """Names of the registered allocators (`list_group_allocators` for those that also plan channel groups)."""
     return sorted(_ALLOCATORS)
 
 

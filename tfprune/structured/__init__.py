@@ -25,7 +25,6 @@ __all__ = [
     "ChannelGroup",
     "ChannelScores",
     "ChannelWeight",
-    "GradualStatus",
     "GroupChange",
     "PruneChannelsReport",
     "ShrinkReport",

@@ -453,12 +453,28 @@ class Pruning(keras.callbacks.Callback):
         return f"total sparsity {total:.4f}" if total is not None else f"per-layer targets {dict(self.sparsity)}"
 
     def summary(self, layers: list[PrunableLayer] | None = None, step: int | None = None) -> str:
-        """The targets and ramp in force, as a table."""
+        """The targets and ramp in force, as a table (channels: per group, its channels, planned and masked now)."""
+        if self.channel:
+            return self._channel_summary()
         layers = layers if layers is not None else self._layers()
         head = (f"{type(self).__name__}: {self.action_ or 'not set up'}; granularity {layers[0].layer.granularity}; "
                 f"steps {self.begin_step_}->{self.end_step_} every {self.frequency_}" + (f" (now at step {step})" if step is not None else ""))
         rows = [[p.name, p.n_params, p.schedule.target_sparsity, p.sparsity()] for p in layers]
         text = head + "\n" + format_table(["layer", "weights", "target", "sparsity now"], rows)
+        if self.plan_ is not None and self.action_ in ("planned", "replanned"):
+            text = self.plan_.table() + "\n" + text
+        return text
+
+    def _channel_summary(self) -> str:
+        if getattr(self, "_cg", None) is None:
+            return f"{type(self).__name__}: not set up (it plans at the first batch of fit)"
+        masked = self.channels_masked()
+        planned = self.plan_.channels if self.plan_ is not None else {}
+        step = int(channel_masks(self.model)[0].pruning_step.numpy())
+        head = (f"{type(self).__name__}: {self.action_}; granularity channel; steps {self.begin_step_}->{self.end_step_} every "
+                f"{self.frequency_} (now at step {step})")
+        rows = [[g.name, g.channels, len(planned.get(g.name, [])) if planned else "-", len(masked.get(g.name, []))] for g in self._cg.prunable]
+        text = head + "\n" + format_table(["group", "channels", "planned", "masked now"], rows)
         if self.plan_ is not None and self.action_ in ("planned", "replanned"):
             text = self.plan_.table() + "\n" + text
         return text
@@ -581,8 +597,8 @@ class Pruning(keras.callbacks.Callback):
         if fit_steps is not None and step + fit_steps < self.end_step_:
             warnings.warn(f"this fit() ends at pruning step {step + fit_steps}, before end_step={self.end_step_}: groups will not reach "
                           "their planned channels in this run (pruning goes on if you fit again).", stacklevel=3)
-        if self.verbose and self.plan_ is not None:
-            print(self.plan_.table())
+        if self.verbose:
+            print(self.summary())
 
     def _write_channels(self, masks: list[Any], p: Plan, ramp: tuple[int, int, int]) -> None:
         """Each wrapper's ranks and counts (per output channel, from its group's removal order), the ramp and the plan's total."""

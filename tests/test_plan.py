@@ -89,7 +89,7 @@ def test_plan_accepts_importance_scores_and_skips_scoring_for_score_free_allocat
     scores = tfprune.score_layers(trained_tiny, "magnitude")
     p = tfprune.plan(trained_tiny, 0.8, importance=scores)
     assert p.importance is scores
-    import tfprune.planning as planning
+    import tfprune.planning.planner as planning
 
     monkeypatch.setattr(planning, "score_layers", lambda *a, **k: pytest.fail("uniform needs no scores"))
     u = tfprune.plan(trained_tiny, 0.8, allocation="uniform")

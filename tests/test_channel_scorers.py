@@ -15,9 +15,7 @@ from tfprune._keras import keras
 from tfprune.structured import channel_graph, shrink
 from tfprune.structured.importance import (
     channel_importance,
-    channel_importance_needs_data,
     channel_removal_error,
-    list_channel_importance,
     register_channel_importance,
 )
 from tfprune.structured.prune import prune_channels
@@ -80,13 +78,13 @@ def zero_channel(model, group, j):
 
 
 def scores_of(model, method, **kw):
-    return channel_importance(model, method, data=data() if channel_importance_needs_data(method) else None, **kw)
+    return channel_importance(model, method, data=data() if tfprune.importance.needs_data(method, "channel") else None, **kw)
 
 
 # ------------------------------------------------------------------ registry
 def test_registry_lists_scorers_and_needs_data():
-    assert set(SCORERS) <= set(list_channel_importance())
-    assert [channel_importance_needs_data(m) for m in SCORERS] == [False, False, False, True, True]
+    assert set(SCORERS) <= set(tfprune.importance.list_importance("channel"))
+    assert [tfprune.importance.needs_data(m, "channel") for m in SCORERS] == [False, False, False, True, True]
     model = residual_net()
     for m in ("taylor", "obs"):
         with pytest.raises(ValueError, match=f"{m}.*needs calibration data"):
@@ -248,7 +246,7 @@ def test_channel_removal_error_equals_brute_force(seed):
 def test_plan_channels_with_each_scorer(method):
     model = residual_net()
     x, y = data()
-    kw = {"data": (x, y)} if channel_importance_needs_data(method) else {}
+    kw = {"data": (x, y)} if tfprune.importance.needs_data(method, "channel") else {}
     plan = tfprune.plan(model, macs=0.3, granularity="channel", importance=method, allocation="global_ratio", tolerance=0.05, **kw)
     assert plan.importance_name == method and plan.remove and abs(plan.achieved - 0.3) <= 0.05
     scores = channel_importance(model, method, **kw).scores

@@ -16,7 +16,7 @@ with ``granularity="channel"``, then ``finalize()``
 
 from tfprune.structured.gradual import prune_channels_gradually
 from tfprune.structured.graph import ChannelGraph, ChannelGroup, channel_graph
-from tfprune.structured.importance import ChannelScores, channel_importance, list_channel_importance, lowest_channels
+from tfprune.structured.importance import ChannelScores, channel_importance, lowest_channels
 from tfprune.structured.prune import PruneChannelsReport, prune_channels
 from tfprune.structured.removal import ChannelWeight, GroupChange, ShrinkReport, channel_weights, mask_channels, removable_channels, shrink
 
@@ -31,7 +31,6 @@ __all__ = [
     "channel_graph",
     "channel_importance",
     "channel_weights",
-    "list_channel_importance",
     "lowest_channels",
     "mask_channels",
     "prune_channels",

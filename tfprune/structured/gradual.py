@@ -65,8 +65,8 @@ def prune_channels_gradually(
     """
     from tfprune import data as _data
     from tfprune._keras import check_model
+    from tfprune.importance import needs_data
     from tfprune.masks.wrapping import wrap
-    from tfprune.structured.importance import channel_importance_needs_data
     from tfprune.structured.prune import PruneChannelsReport, top1_accuracy
     from tfprune.training.callbacks import Pruning
     from tfprune.training.finetune import adam_cosine, model_loss
@@ -91,7 +91,7 @@ def prune_channels_gradually(
     per_epoch = -(-train.n // int(batch_size))
     work.compile(optimizer=adam_cosine(learning_rate, decay_steps=epochs * per_epoch), loss=spec.loss, loss_weights=spec.loss_weights)
     calib = None
-    if channel_importance_needs_data(importance):
+    if needs_data(importance, "channel"):
         n = min(train.n, 512)
         calib = (train.x[:n], train.y[:n]) if not isinstance(train.x, (dict, list, tuple)) else (tf.nest.map_structure(lambda a: a[:n], train.x),
                                                                                                  train.y[:n])

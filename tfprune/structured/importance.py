@@ -4,7 +4,7 @@ Removing channel ``j`` of a group removes, in every layer of the group, the
 weights coupled to it: the producers' output filters and biases, the
 consumers' input rows (for a Flatten -> Dense, one row per position), the
 depthwise filters and biases, the BatchNorm gamma and beta. Scorers, by name
-(`list_channel_importance`; ``needs data`` = `channel_importance_needs_data`):
+(``tfprune.importance.list_importance("channel")``; ``needs data`` = ``needs_data(name, "channel")``):
 
 =============  ==========  =============================================================
 name           needs data  score of channel ``j`` of a group (aggregation over the group)
@@ -79,10 +79,8 @@ __all__ = [
     "ChannelContext",
     "ChannelScores",
     "channel_importance",
-    "channel_importance_needs_data",
     "channel_removal_error",
     "grouped_input_rows",
-    "list_channel_importance",
     "lowest_channels",
     "register_channel_importance",
 ]
@@ -126,16 +124,6 @@ def register_channel_importance(
         finish = finish if finish is not None else (lambda s: s)
         scorer = _magnitude_scorer(per_weight, finish)
     register_importance(name, needs_data=bool(needs_data), doc=doc, scores="channel")(scorer)
-
-
-def list_channel_importance() -> list[str]:
-    """Names of the registered channel scorers (``tfprune.importance.list_importance("channel")``)."""
-    return list_importance("channel")
-
-
-def channel_importance_needs_data(name: str) -> bool:
-    """True when the channel scorer ``name`` needs calibration data (``"taylor"``, ``"obs"``)."""
-    return needs_data(name, "channel")
 
 
 @dataclass
@@ -440,7 +428,7 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
 
     Args:
       model: a tf-keras model (not changed).
-      method: a registered scorer (`list_channel_importance`): ``"l2"``, ``"l1"``,
+      method: a registered scorer (``tfprune.importance.list_importance("channel")``): ``"l2"``, ``"l1"``,
         ``"bn_scale"``, ``"taylor"`` (data with labels), ``"obs"`` (data, inputs only).
       graph: an earlier ``channel_graph(model)`` to reuse.
       data: calibration data for ``"taylor"`` / ``"obs"``, anything `tfprune.data` reads.
@@ -455,7 +443,7 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
         raise ValueError(f"channel importance {method!r} needs calibration data"
                          f"{' with labels (it uses the gradient of the loss)' if method == 'taylor' else ''}: pass data=(x, y) "
                          "(channel_importance / tfprune.plan / prune_channels; --data on the command line), or use a data-free "
-                         f"scorer: {[n for n in list_channel_importance() if not needs_data(n, 'channel')]}")
+                         f"scorer: {[n for n in list_importance('channel') if not needs_data(n, 'channel')]}")
     model = plain(model)
     cg = graph if graph is not None else channel_graph(model)
     ctx = ChannelContext(model, cg, data, dict(options))

@@ -46,7 +46,7 @@ import numpy as np
 
 from tfprune._keras import keras
 from tfprune.allocation import Allocation, allocator_needs_scores, get_allocator
-from tfprune.importance import ImportanceScores, get_importance
+from tfprune.importance import ImportanceScores, get_importance, needs_data
 from tfprune.inventory.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
 from tfprune.masks.granularity import Granularity, parse_granularity
 from tfprune.masks.schedule import LayerwiseSchedule, check_int, check_sparsity
@@ -213,7 +213,6 @@ class Pruning(keras.callbacks.Callback):
         importance, allocation = self._given
         if channel:
             from tfprune.allocation import group_keys
-            from tfprune.structured.importance import channel_importance_needs_data
 
             if self.replan_every is not None:
                 raise ValueError("replan_every re-allocates weight sparsity; a channel plan is fixed for its ramp. Fix: drop replan_every")
@@ -222,7 +221,7 @@ class Pruning(keras.callbacks.Callback):
             group_keys(allocation)
             if not isinstance(importance, str):
                 raise TypeError(f"under granularity='channel' importance is a channel scorer name, got {type(importance).__name__}")
-            if channel_importance_needs_data(importance) and self.data is None:
+            if needs_data(importance, "channel") and self.data is None:
                 raise ValueError(f"channel importance {importance!r} needs calibration data. Fix: pass data=(x_calib, y_calib).")
         else:
             importance = default_methods("unstructured")[0] if importance is None else importance

@@ -294,3 +294,19 @@ def test_gradual_on_keras_applications_mobilenetv2():
     assert abs(removed - 0.3) < 0.01
     assert small.output_shape == (None, 10)
     np.testing.assert_allclose(small.predict(x[:8], verbose=0), w.predict(x[:8], verbose=0), atol=1e-4)
+
+
+@pytest.mark.slow  # about 40 s: grouped convolutions (general groups and depthwise written as groups) through the one callback
+def test_gradual_on_grouped_convolutions_regnetx002():
+    model = keras.applications.RegNetX002(weights=None, include_top=False, input_shape=(32, 32, 3))
+    model = keras.Model(model.inputs, L.Dense(4, name="logits")(L.GlobalAveragePooling2D()(model.outputs[0])))
+    w = compiled(tfprune.wrap(model, granularity="channel"), lr=1e-3)
+    x, y = random_data(w, n=32)
+    cb = tfprune.Pruning(macs=0.3, end_step=4, frequency=2)
+    w.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[cb])
+    assert cb.channels_masked() == cb.plan_.remove and abs(cb.plan_.achieved - 0.3) <= cb.plan_.tolerance
+    small = cb.finalize(x=x[:4])
+    assert tfprune.profile(small).macs == cb.plan_.macs_after and not cb.shrink_report_.kept
+    grouped = [layer for layer in small.layers if isinstance(layer, L.Conv2D) and layer.groups > 1]
+    assert grouped and all(layer.filters % layer.groups == 0 for layer in grouped)  # still valid grouped convolutions
+    np.testing.assert_allclose(small.predict(x, verbose=0), w.predict(x, verbose=0), atol=1e-4)

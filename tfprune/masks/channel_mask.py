@@ -45,7 +45,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import keras
-from tfprune.masks.schedule import LayerwiseSchedule, ramp_tf, update_due_tf
+from tfprune.masks.schedule import LayerwiseSchedule, as_schedule, ramp_tf, update_due_tf
 
 __all__ = ["ChannelMask", "CHANNEL_MASK_PREFIX", "NEVER", "fold_keep", "foldable", "keep_vector"]
 
@@ -132,11 +132,7 @@ class ChannelMask(L.Wrapper):
 
     def __init__(self, layer: Any, pruning_schedule: LayerwiseSchedule | dict | None = None, plan_total: float = -1.0,
                  budget: str = "macs", **kwargs: Any) -> None:
-        if isinstance(pruning_schedule, dict):
-            pruning_schedule = keras.utils.deserialize_keras_object(pruning_schedule, custom_objects={"LayerwiseSchedule": LayerwiseSchedule})
-        schedule = pruning_schedule if pruning_schedule is not None else LayerwiseSchedule()
-        if not isinstance(schedule, LayerwiseSchedule):
-            raise TypeError(f"ChannelMask needs a tfprune.LayerwiseSchedule, got {type(schedule).__name__}")
+        schedule = as_schedule(pruning_schedule, "ChannelMask")
         name = kwargs.pop("name", None)
         super().__init__(layer, name=name if name is not None else CHANNEL_MASK_PREFIX + layer.name, **kwargs)
         self.pruning_schedule = schedule

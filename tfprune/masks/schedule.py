@@ -20,7 +20,7 @@ import tensorflow as tf
 from tfprune._keras import keras
 from tfprune.compat import PruningSchedule
 
-__all__ = ["LayerwiseSchedule", "polynomial_sparsity", "ramp_tf", "update_due_tf", "check_sparsity", "check_int"]
+__all__ = ["LayerwiseSchedule", "as_schedule", "polynomial_sparsity", "ramp_tf", "update_due_tf", "check_sparsity", "check_int"]
 
 
 def polynomial_sparsity(step: float, initial: float, target: float, begin: int, end: int, power: float) -> float:
@@ -93,6 +93,16 @@ def ramp_tf(step: Any, begin: Any, end: Any, power: Any) -> Any:
     p = tf.clip_by_value(tf.cast(step - begin, tf.float64) / span, 0.0, 1.0)
     r = 1.0 - tf.pow(1.0 - p, tf.cast(power, tf.float64))
     return tf.where(step >= end, tf.constant(1.0, tf.float64), r)
+
+
+def as_schedule(value: Any, owner: str) -> LayerwiseSchedule:
+    """A wrapper's schedule argument as a `LayerwiseSchedule` (None: a default one; a dict: a saved config)."""
+    if isinstance(value, dict):
+        value = keras.utils.deserialize_keras_object(value, custom_objects={"LayerwiseSchedule": LayerwiseSchedule})
+    schedule = value if value is not None else LayerwiseSchedule()
+    if not isinstance(schedule, LayerwiseSchedule):
+        raise TypeError(f"{owner} needs a tfprune.LayerwiseSchedule, got {type(schedule).__name__}")
+    return schedule
 
 
 class LayerwiseSchedule(PruningSchedule):

@@ -27,7 +27,7 @@ import tensorflow as tf
 from tfprune._keras import keras
 from tfprune.compat import PruneLowMagnitude, TfmotPruning
 from tfprune.masks.granularity import RULE_IDS, Granularity, mask_tf, parse_granularity
-from tfprune.masks.schedule import LayerwiseSchedule
+from tfprune.masks.schedule import LayerwiseSchedule, as_schedule
 
 WRAPPER_PREFIX = "prune_low_magnitude_"
 
@@ -94,11 +94,7 @@ class PruneLayer(PruneLowMagnitude):
     ) -> None:
         kwargs.pop("block_pooling_type", None)
         kwargs.pop("sparsity_m_by_n", None)
-        if isinstance(pruning_schedule, dict):
-            pruning_schedule = keras.utils.deserialize_keras_object(pruning_schedule, custom_objects={"LayerwiseSchedule": LayerwiseSchedule})
-        schedule = pruning_schedule if pruning_schedule is not None else LayerwiseSchedule()
-        if not isinstance(schedule, LayerwiseSchedule):
-            raise TypeError(f"PruneLayer needs a tfprune.LayerwiseSchedule, got {type(schedule).__name__}")
+        schedule = as_schedule(pruning_schedule, "PruneLayer")
         name = kwargs.pop("name", None)
         super().__init__(layer, pruning_schedule=schedule, block_size=(1, 1), **kwargs)
         self._name = name if name is not None else WRAPPER_PREFIX + layer.name

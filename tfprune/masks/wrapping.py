@@ -118,13 +118,13 @@ def _rebuild(model: Any, layer_fn: Any) -> Any:
     return new_model
 
 
-def wrappers(model: Any) -> list[Any]:
-    """All tfmot ``PruneLowMagnitude`` wrappers in ``model`` (nested models included)."""
+def _layers_of(model: Any, cls: type) -> list[Any]:
+    """Every layer of class ``cls`` in ``model`` (nested models included), once each, in layer order."""
     out: list[Any] = []
 
     def visit(m: Any) -> None:
         for layer in m.layers:
-            if isinstance(layer, PruneLowMagnitude):
+            if isinstance(layer, cls):
                 if all(layer is not o for o in out):
                     out.append(layer)
             elif isinstance(layer, keras.Model):
@@ -132,22 +132,16 @@ def wrappers(model: Any) -> list[Any]:
 
     visit(model)
     return out
+
+
+def wrappers(model: Any) -> list[Any]:
+    """All tfmot ``PruneLowMagnitude`` wrappers in ``model`` (nested models included)."""
+    return _layers_of(model, PruneLowMagnitude)
 
 
 def channel_masks(model: Any) -> list[Any]:
     """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order."""
-    out: list[Any] = []
-
-    def visit(m: Any) -> None:
-        for layer in m.layers:
-            if isinstance(layer, ChannelMask):
-                if all(layer is not o for o in out):
-                    out.append(layer)
-            elif isinstance(layer, keras.Model):
-                visit(layer)
-
-    visit(model)
-    return out
+    return _layers_of(model, ChannelMask)
 
 
 def is_wrapped(model: Any) -> bool:

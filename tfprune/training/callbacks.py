@@ -72,22 +72,32 @@ def _strip_prefix(name: str) -> str:
 
 
 class Pruning(keras.callbacks.Callback):
-    """Prune each wrapped layer to its own target during ``model.fit``.
+    """Prune a wrapped model during ``model.fit``: weights per layer, or whole coupled channel groups.
+
+    Give exactly one target, as **fraction removed**:
 
     Args:
-      sparsity: what to reach, as **fraction removed**: a float (the total over
-        all prunable weights, split by `tfprune.plan` with ``importance`` and
-        ``allocation``), a dict ``{layer_name: sparsity}`` (per-layer targets;
-        layers not named keep their current target), a `Plan` or `Allocation`,
+      sparsity: weights: a float (the total over all prunable weights, split
+        by `tfprune.plan` with ``importance`` and ``allocation``), a dict
+        ``{layer_name: sparsity}`` (per-layer targets; layers not named keep
+        their current target), a `Plan` (a channel plan too) or `Allocation`,
         or a callable ``fn(layers) -> dict | Plan | Allocation`` called when
         planning.
-      importance: scorer name (``tfprune.importance.list_importance()``) or an
-        `ImportanceScores`; default ``capacity`` (data-free).
+      macs: fraction of the model's MACs removed by channel groups (the model
+        wrapped with ``tfprune.wrap(model, granularity="channel")``).
+      params: fraction of the model's parameters removed (channel groups, or
+        weights: the same count of weights), by whichever wrappers the model holds.
+      importance: scorer name (``tfprune.importance.list_importance(kind)``)
+        or an `ImportanceScores`; None: ``capacity`` for weights, the channel
+        scorer ``l2`` for channel groups (`tfprune.planning.default_methods`).
       allocation: allocator name (``tfprune.allocation.list_allocators()``);
-        default ``importance`` (How Compact?: LAMP scores weighted by layer
-        importance).
+        None: ``importance`` for weights (How Compact?: LAMP scores weighted by
+        layer importance), ``uniform`` for channel groups.
       granularity: mask rule: ``unstructured``, ``block``, ``channel`` or
         ``"N:M"`` (e.g. ``"2:4"``). None: the rule the model was wrapped with.
+      min_channels, layer_importance, gamma, tolerance: channel plans (see
+        `tfprune.plan`): channels every group keeps, the layer scorer behind
+        group importance, its exponent, the accepted miss of the MACs/params target.
       data: calibration data for data-driven scorers (x, (x, y), tf.data...).
       begin_step: pruning step (tfmot ``pruning_step``: training calls of the
         wrapper, one per optimizer step) at which the ramp starts.
@@ -116,6 +126,7 @@ class Pruning(keras.callbacks.Callback):
 
     Attributes (after the first batch of ``fit``):
       plan_: the `Plan` in force (None when resumed without planning).
+      shrink_report_: after ``finalize()`` of a channel run, the `ShrinkReport`.
       targets_: dict layer -> target (fraction of units removed).
       allocation_, scores_: the plan's `Allocation` and `ImportanceScores`.
       action_: ``planned``, ``resumed``, ``unchanged`` or ``replanned``.

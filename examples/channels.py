@@ -24,6 +24,7 @@ cb = tfprune.Pruning(macs=args.macs)                # whole coupled groups, mask
 model.fit(x, y, epochs=2, batch_size=128, verbose=2, callbacks=[cb])
 small = cb.finalize()                               # physically smaller; checked to compute what the masked model does
 print(cb.shrink_report_.table())
-print("accuracy: masked", model.evaluate(x_test, y_test, verbose=0)[1], "small", tfprune.models.compile_classifier(small).evaluate(x_test, y_test, verbose=0)[1])
+small_acc = tfprune.models.compile_classifier(small).evaluate(x_test, y_test, verbose=0)[1]
+print("accuracy: masked", model.evaluate(x_test, y_test, verbose=0)[1], "small", small_acc)
 report = tfprune.export_tflite(small, args.out, mode="float", sample_inputs=(x_test, y_test), n_samples=1000)
 print(report.table())

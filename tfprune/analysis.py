@@ -22,6 +22,7 @@ import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.allocation import get_allocator
+from tfprune.files import save_figure
 from tfprune.importance import score_layers
 from tfprune.inventory.layers import prunable_layers
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE
@@ -125,7 +126,7 @@ class AnalysisReport(Report):
         ax.legend(loc="lower left", fontsize=8)
         ax.set_title(f"sparsity {self.sparsity}")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         return path
 

@@ -7,6 +7,8 @@ import json
 import sys
 from typing import Sequence
 
+from tfprune.files import save_model
+
 
 def _data(args: argparse.Namespace, model) -> tuple:
     """``(train, test)`` data objects from ``--data`` (a .npz, an image folder or module:function); announced on stderr."""
@@ -44,14 +46,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 def _cmd_layers(args: argparse.Namespace) -> int:
     import tfprune
 
-    print(tfprune.prunable_layers(tfprune.load_model(args.model, compile=False)).table())
+    print(tfprune.prunable_layers(tfprune.load_model(args.model, compile=False, unsafe=args.unsafe)).table())
     return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     import tfprune
 
-    model = tfprune.load_model(args.model, compile=False)
+    model = tfprune.load_model(args.model, compile=False, unsafe=args.unsafe)
     sample = rep = None
     if args.data:
         train, test = _data(args, model)
@@ -64,7 +66,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_analyze(args: argparse.Namespace) -> int:
     import tfprune
 
-    model = tfprune.load_model(args.model, compile=False)
+    model = tfprune.load_model(args.model, compile=False, unsafe=args.unsafe)
     data = None
     if args.data:
         data = _data(args, model)[1]
@@ -79,7 +81,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     import tfprune
     from tfprune.obs.hessian import supported
 
-    model = tfprune.load_model(args.model, compile=False)
+    model = tfprune.load_model(args.model, compile=False, unsafe=args.unsafe)
     train, test = _data(args, model)
     names = [layer.name for layer in model.layers if supported(layer)]
     targets = tolerance = None
@@ -101,7 +103,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     print(report.table())
     _compile_for_accuracy(pruned)
     print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
-    pruned.save(args.out)
+    save_model(pruned, args.out)
     print(f"saved {args.out}")
     return 0
 
@@ -109,7 +111,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
 def _cmd_shallow(args: argparse.Namespace) -> int:
     import tfprune
 
-    model = tfprune.load_model(args.model, compile=False)
+    model = tfprune.load_model(args.model, compile=False, unsafe=args.unsafe)
     train, test = _data(args, model)
     x_train, y_train = _arrays(train)
     x_test, y_test = _arrays(test)
@@ -125,7 +127,7 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
     if args.plot:
         print(f"plot: {result.probes.plot(args.plot, set(result.removed))}")
-    student.save(args.out)
+    save_model(student, args.out)
     print(f"saved {args.out}")
     return 0
 
@@ -134,7 +136,7 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     import tfprune
     from tfprune.structured.prune import prune_channels
 
-    model = tfprune.load_model(args.model)
+    model = tfprune.load_model(args.model, unsafe=args.unsafe)
     data = eval_data = None
     if args.data:
         data, eval_data = _data(args, model)
@@ -157,7 +159,7 @@ def _cmd_channels(args: argparse.Namespace) -> int:
             small, report = prune_channels(model, macs, args.params, data=data, **kw)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.table())
     if args.out:
-        small.save(args.out)
+        save_model(small, args.out)
         print(f"saved {args.out}")
     return 0
 
@@ -166,6 +168,8 @@ def _model_command(sub, name: str, help: str, func, data_help: str | None = None
     """A subcommand taking a saved model (and optionally ``--data`` mnist.npz)."""
     c = sub.add_parser(name, help=help)
     c.add_argument("model")
+    c.add_argument("--unsafe", action="store_true", help="allow a model file whose Lambda layers hold Python code (loading runs it): "
+                   "only for files you trust")
     if data_help is not None:
         c.add_argument("--data", required=data_required, help=data_help + " — any .npz (keras layout, x/y, or --x-key/--y-key), "
                        "an image folder (one sub-folder per class), or module:function returning a tf.data dataset")
@@ -193,7 +197,7 @@ def _plan_options(c: argparse.ArgumentParser, granularity: bool = False) -> None
 def _cmd_plan(args: argparse.Namespace) -> int:
     import tfprune
 
-    model = tfprune.load_model(args.model, compile=False)
+    model = tfprune.load_model(args.model, compile=False, unsafe=args.unsafe)
     data = None
     if args.data:
         data = _data(args, model)[1]
@@ -296,7 +300,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as err:
+    except (ValueError, TypeError, OSError) as err:  # user input: a bad value, a missing/damaged file, an unwritable --out
         print(f"tfprune {args.command}: error: {err}", file=sys.stderr)
         return 2
 

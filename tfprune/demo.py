@@ -19,6 +19,7 @@ import numpy as np
 from tfprune import datasets, models
 from tfprune.allocation import list_allocators
 from tfprune.export import export_tflite
+from tfprune.files import atomic_write, save_figure
 from tfprune.inventory.layers import prunable_layers
 from tfprune.masks.wrapping import wrap
 from tfprune.training.callbacks import Pruning
@@ -106,7 +107,7 @@ def run_demo(
     if micro is not None:
         record["tflm"] = {"runtime": micro.runtime, "flash_bytes": micro.flash_bytes, "arena_bytes": micro.arena_bytes,
                           "max_abs_diff": micro.max_abs_diff, "top1_agreement": micro.top1_agreement}
-    with open(os.path.join(out_dir, "demo.json"), "w") as f:
+    with atomic_write(os.path.join(out_dir, "demo.json"), "w") as f:
         json.dump(record, f, indent=2)
     print(format_table(record))
     if plot:
@@ -171,6 +172,6 @@ def save_plot(r: dict[str, Any], path: str) -> str:
     ax2.set_ylabel(".tflite size (KiB)")
     ax2.set_title("TFLite exports")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from typing import Any
 
 from tfprune._keras import keras
@@ -11,7 +13,7 @@ from tfprune.masks.channel_mask import ChannelMask
 from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
 
-__all__ = ["custom_objects", "custom_object_scope", "load_model"]
+__all__ = ["custom_objects", "custom_object_scope", "load_model", "stored_code"]
 
 
 def custom_objects() -> dict[str, Any]:
@@ -35,14 +37,87 @@ def custom_object_scope() -> Any:
     return keras.utils.custom_object_scope(custom_objects())
 
 
-def load_model(path: str | os.PathLike, compile: bool = True, **kwargs: Any) -> Any:
-    """Load a ``.keras``, ``.h5`` or SavedModel file saved from a (possibly wrapped) tf-keras model.
+def _format(path: str) -> str:
+    if os.path.isdir(path):
+        if os.path.exists(os.path.join(path, "saved_model.pb")):
+            return "savedmodel"
+        raise ValueError(f"{path!r} is a folder without saved_model.pb, not a model. Fix: pass a .keras or .h5 file or a SavedModel folder")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith(b"PK"):
+        return "keras"
+    if head == b"\x89HDF\r\n\x1a\n":
+        return "h5"
+    raise ValueError(f"{path!r} is neither a .keras (zip) nor an .h5 (HDF5) model file: it is damaged or another format. "
+                     "Fix: pass the file model.save() wrote (.keras or .h5), or a SavedModel folder")
+
+
+def _code_layers(config: Any) -> list[str]:
+    """Names of the layers in a (nested) Keras config whose saved form holds Python code (``Lambda``)."""
+    out: list[str] = []
+    if isinstance(config, dict):
+        if config.get("class_name") == "Lambda":
+            out.append(str(config.get("config", {}).get("name", "?")))
+        for v in config.values():
+            out += _code_layers(v)
+    elif isinstance(config, list):
+        for v in config:
+            out += _code_layers(v)
+    return out
+
+
+def stored_code(path: str | os.PathLike) -> list[str]:
+    """Layers of a saved model whose loading would run Python code stored in the file (``Lambda`` layers), by name.
+
+    Reads only the file's configuration (``.keras``: ``config.json``; ``.h5``: the
+    ``model_config`` attribute; SavedModel: ``keras_metadata.pb``); nothing is deserialised.
+    """
+    path = os.fspath(path)
+    kind = _format(path)
+    if kind == "keras":
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:
+            return _code_layers(json.loads(z.read("config.json")))
+    if kind == "h5":
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            raw = f.attrs.get("model_config")
+        if raw is None:
+            return []
+        return _code_layers(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+    meta = os.path.join(path, "keras_metadata.pb")
+    if not os.path.exists(meta):
+        return []
+    with open(meta, "rb") as f:
+        data = f.read()
+    return ["(a Lambda layer)"] if re.search(rb'"class_name":\s*"Lambda"', data) else []
+
+
+def load_model(path: str | os.PathLike, compile: bool = True, *, unsafe: bool = False, **kwargs: Any) -> Any:
+    """Load a ``.keras``, ``.h5`` or SavedModel file saved from a (possibly wrapped) tf-keras model, without running stored code.
 
     Wrappers, `LayerwiseSchedule` s (targets and ramps), masks and the pruning
     step come back as saved, so training can resume with the same callback.
+
+    Args:
+      path: the model file (or SavedModel folder).
+      compile: also restore the optimizer and loss saved with it.
+      unsafe: allow ``Lambda`` layers, whose Python code the file stores and
+        loading runs. By default such a file is refused, in every format
+        (``.keras`` also through Keras' ``safe_mode``): only pass True for files you trust.
     """
     path = os.fspath(path)
     if not os.path.exists(path):
         raise FileNotFoundError(f"no model file at {path!r}")
+    kind = _format(path)
+    if not unsafe:
+        code = stored_code(path)
+        if code:
+            raise ValueError(f"{path!r} stores Python code in layer(s) {code} (Lambda): loading it would run that code. "
+                             "Fix: only for a file you trust, tfprune.load_model(path, unsafe=True) (command line: --unsafe)")
+    if kind == "keras":
+        kwargs.setdefault("safe_mode", not unsafe)
     with custom_object_scope():
         return keras.models.load_model(path, compile=compile, **kwargs)

@@ -22,6 +22,7 @@ import numpy as np
 from tfprune.export.flatbuffer import operators, schema
 from tfprune.export.parity import OutputParity, output_parity
 from tfprune.export.runtime import dequantize_output, quantize_input
+from tfprune.files import atomic_write
 
 __all__ = [
     "MICRO_MAX_SAMPLES",
@@ -254,6 +255,6 @@ def write_c_header(content: bytes, path: str | os.PathLike, var_name: str = "g_m
     for i in range(0, len(content), 12):
         lines.append("  " + ", ".join(f"0x{b:02x}" for b in content[i : i + 12]) + ",")
     lines += ["};", f"const unsigned int {var_name}_len = {len(content)};", "", f"#endif  // {guard}", ""]
-    with open(path, "w") as f:
+    with atomic_write(path, "w") as f:
         f.write("\n".join(lines))
     return path

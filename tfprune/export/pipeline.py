@@ -18,6 +18,7 @@ from tfprune.export.parity import is_classification, keras_outputs, output_parit
 from tfprune.export.report import ExportReport
 from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
+from tfprune.files import atomic_write
 from tfprune.masks.wrapping import is_wrapped, strip
 
 __all__ = ["export_tflite"]
@@ -149,7 +150,7 @@ def export_tflite(
                          "FULLY_CONNECTED and hybrid weights from DENSIFY): " + ", ".join(dense_fc) + "; xnnpack_safe=False keeps them sparse")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as f:
+    with atomic_write(path, "wb") as f:
         f.write(content)
 
     names, keras_names, refs = keras_outputs(plain, x)

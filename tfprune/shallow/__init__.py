@@ -15,6 +15,7 @@ import numpy as np
 
 from tfprune._keras import check_model, keras
 from tfprune.data import Split, split, take
+from tfprune.files import save_figure
 from tfprune.inventory.profiling import profile
 from tfprune.report import Report, Table, format_table, json_safe
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
@@ -84,7 +85,7 @@ class ProbeReport(Report):
         ax.set_ylabel(f"probe {self.metric}")
         ax.set_title("linear probes (blue: removable, red: removed, gray: fixed)")
         fig.tight_layout()
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path, dpi=100)
         plt.close(fig)
         return path
 

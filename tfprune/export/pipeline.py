@@ -24,6 +24,13 @@ from tfprune.masks.wrapping import is_wrapped, strip
 __all__ = ["export_tflite"]
 
 
+def _require_finite(values: np.ndarray, argument: str, why: str) -> None:
+    bad = int(np.size(values) - np.isfinite(values).sum())
+    if bad:
+        raise ValueError(f"{argument} holds {bad} non-finite values (NaN or inf): {why}. Fix: pass finite inputs (drop or repair "
+                         "those samples, e.g. x[np.isfinite(x).all(axis=tuple(range(1, x.ndim)))])")
+
+
 def export_tflite(
     model: Any,
     path: str | os.PathLike,
@@ -111,6 +118,7 @@ def export_tflite(
         sample_inputs = np.random.default_rng(0).standard_normal((int(n_samples), *shape)).astype(np.float32)
     samples = take(sample_inputs, int(n_samples))
     x, y = np.asarray(samples.x, np.float32), samples.y
+    _require_finite(x, "sample_inputs", "parity on them would compare NaN with NaN")
     notes: list[str] = []
 
     rep = None
@@ -122,6 +130,7 @@ def export_tflite(
                 "representative_data=x_train[:256] (and sample_inputs=(x_test, y_test))."
             )
         rep = np.asarray(take(representative_data, int(n_calibration)).x, np.float32)
+        _require_finite(rep, "representative_data", "int8 calibration would take its ranges from them")
         overlap = shared_rows(x, rep)
         if overlap:
             msg = (f"{overlap} of the {len(x)} parity samples are also calibration samples: the parity "
@@ -148,14 +157,19 @@ def export_tflite(
         if dense_fc:
             notes.append(f"{len(dense_fc)} int8 kernel(s) stored dense so XNNPack runs the file (it refuses int8 "
                          "FULLY_CONNECTED and hybrid weights from DENSIFY): " + ", ".join(dense_fc) + "; xnnpack_safe=False keeps them sparse")
+    names, keras_names, refs = keras_outputs(plain, x)
+    got, runtime = run_tflite_outputs(content, x)
+    positions = output_positions(content, keras_names, [r.shape[1:] for r in refs])
+    for i, n in enumerate(names):  # a verified export never verifies NaN: no file is written
+        bad_keras, bad_tflite = int(np.size(refs[i]) - np.isfinite(refs[i]).sum()), int(np.size(got[positions[i]]) - np.isfinite(got[positions[i]]).sum())
+        if bad_keras or bad_tflite:
+            raise ValueError(f"output {n!r} is not finite on the parity samples (Keras: {bad_keras} NaN/inf values, TFLite: {bad_tflite}): "
+                             "the model's weights hold NaN/inf or it overflows, so nothing was written. Fix: check the weights with "
+                             "np.isfinite (e.g. after a NaN batch in training) and export a model whose outputs are finite")
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with atomic_write(path, "wb") as f:
         f.write(content)
-
-    names, keras_names, refs = keras_outputs(plain, x)
-    got, runtime = run_tflite_outputs(content, x)
-    positions = output_positions(content, keras_names, [r.shape[1:] for r in refs])
     classes = [(is_classification(plain, i) if top1 is None else bool(top1)) and np.ndim(refs[i]) == 2 and np.shape(refs[i])[-1] > 1
                for i in range(len(names))]
     outputs = [output_parity(n, refs[i], got[positions[i]], classes[i]) for i, n in enumerate(names)]

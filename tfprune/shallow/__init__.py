@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -187,6 +188,10 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     check_model(model)
     if sum(v is not None for v in (tau, target_flops_reduction, target_params_reduction)) != 1:
         raise ValueError("give exactly one of tau=, target_flops_reduction=, target_params_reduction=")
+    if tau is not None and not (isinstance(tau, (int, float, np.floating, np.integer)) and not isinstance(tau, bool)
+                                and math.isfinite(float(tau)) and float(tau) >= 0):
+        raise ValueError(f"tau={tau!r}: the probe-gain threshold is a finite fraction of accuracy >= 0 (0.005 = half a point). "
+                         "Fix: pass e.g. tau=0.005, or target_flops_reduction=0.3")
     if probes is None:
         if data is None:
             raise ValueError("shallow() needs data=(x, y) for the linear probes (or probes=an earlier probe_layers() report)")

@@ -59,10 +59,10 @@ def default_methods(granularity: str | Granularity = "unstructured") -> tuple[st
     return DEFAULT_IMPORTANCE, DEFAULT_ALLOCATION
 
 
-def _plain_model(model: Any) -> Any:
-    from tfprune.masks.wrapping import is_wrapped, strip
+def _plain(model: Any) -> Any:
+    from tfprune.masks.wrapping import plain  # the masks stage, reached lazily: a plan reads the model without wrappers
 
-    return strip(model) if is_wrapped(model) else model
+    return plain(model)
 
 
 def params_to_sparsity(model: Any, params: float) -> float:
@@ -70,7 +70,7 @@ def params_to_sparsity(model: Any, params: float) -> float:
     value = check_sparsity(params, "params")
     inv = model if isinstance(model, list) else prunable_layers(model)
     prunable_total = sum(p.n_params for p in inv)
-    total = prunable_total if isinstance(model, list) else int(_plain_model(model).count_params())
+    total = prunable_total if isinstance(model, list) else int(_plain(model).count_params())
     sparsity = value * total / max(prunable_total, 1)
     if sparsity >= 1.0:
         raise ValueError(f"params={value} asks to remove {int(value * total)} parameters, but only {prunable_total} of the model's "
@@ -302,7 +302,7 @@ def plan(
         if isinstance(model, (list,)) or not hasattr(model, "get_config"):
             raise TypeError("a channel plan needs the Keras model itself (its graph), not its prunable_layers()")
         check_sparsity(value, budget)
-        return plan_and_shrink(_plain_model(model), macs, params, importance=importance or default_methods(g)[0],
+        return plan_and_shrink(_plain(model), macs, params, importance=importance or default_methods(g)[0],
                                allocation=allocation or default_methods(g)[1], layer_importance=layer_importance, gamma=gamma,
                                min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, max_iter=max_iter,
                                data=data, importance_options=importance_kwargs)[0]

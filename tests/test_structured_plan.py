@@ -221,10 +221,23 @@ def test_plan_errors_name_the_fix():
         tfprune.plan(model, macs=0.5, min_channels=0, granularity="channel")
 
 
-def test_plan_unreachable_target_is_reported():
+def test_plan_unreachable_target_raises_like_the_weight_plan():
+    """A budget no plan can reach raises the same error type at both granularities, naming the reachable maximum."""
+    from tfprune.validation import UnreachableTarget
+
     model = mixed_model()
-    plan = tfprune.plan(model, macs=0.95, min_channels=4, granularity="channel")
-    assert plan.achieved < 0.95 - plan.tolerance
+    with pytest.raises(UnreachableTarget, match=r"macs=0.95: removing every channel.*removes only 0\.\d+.*Fix: ask for macs <="):
+        tfprune.plan(model, macs=0.95, min_channels=4, granularity="channel")
+    with pytest.raises(UnreachableTarget, match="allow at most"):
+        tfprune.plan(model, 0.95, max_sparsity=0.5)
+
+
+def test_plan_missing_its_target_by_a_channel_step_warns():
+    """Reachable only to within one channel step: the plan is made, with a warning and MISSED in its table."""
+    model = mixed_model()
+    with pytest.warns(UserWarning, match="one channel step is larger than the tolerance"):
+        plan = tfprune.plan(model, macs=0.3, tolerance=1e-6, granularity="channel")
+    assert abs(plan.achieved - 0.3) > 1e-6
     assert "MISSED" in plan.table()
 
 

@@ -116,6 +116,9 @@ class OneShotEvaluator:
         self.y = np.asarray(y)
         if len(self.y) != self.n:
             raise ValueError(f"x has {self.n} samples but y has {len(self.y)}")
+        from tfprune.training.finetune import check_labels, model_loss
+
+        check_labels(model, self.y, model_loss(model, loss, warn=False), "labels (y)")
         self.batch_size = int(batch_size)
         spec = tf.nest.map_structure(lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)), self.x)
         work = self.work

@@ -411,7 +411,7 @@ def pqat(
         layer and the fix), or the data has no labels.
     """
     from tfprune.masks.wrapping import clone, is_wrapped, strip
-    from tfprune.training.finetune import lists_as_tuples, model_loss
+    from tfprune.training.finetune import check_labels, lists_as_tuples, model_loss
 
     check_model(model)
     if int(epochs) < 0:
@@ -434,6 +434,7 @@ def pqat(
         return qat
     src = data if y is None else (data, y)
     s = _data.take(src, n_samples, need_labels="pqat")
+    check_labels(model, s.y, spec, "pqat labels")
     parts = tuple(lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
     ds = tf.data.Dataset.from_tensor_slices(parts).shuffle(s.n, seed=seed).batch(int(batch_size))
     qat.fit(ds, epochs=int(epochs), verbose=verbose)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from tfprune.report import Report
+from tfprune.validation import UnreachableTarget
 
 __all__ = [
     "Allocation",
@@ -261,7 +262,7 @@ def fill_to_budget(base: np.ndarray, caps: np.ndarray, budget: int) -> np.ndarra
     base = np.asarray(base, dtype=np.float64)
     caps = np.asarray(caps, dtype=np.int64)
     if budget > caps.sum():
-        raise ValueError("budget exceeds the layers' caps")
+        raise UnreachableTarget("budget exceeds the layers' caps")
     if budget == 0:
         return np.zeros_like(caps)
     active = (base > 0) & (caps > 0)
@@ -340,7 +341,7 @@ def allocate_sparsity(
     granularity units and output-layer rules on top, and is what the
     callback, ``analyze``, ``obs.prune`` and the CLI use.
     """
-    from tfprune.masks.schedule import check_sparsity
+    from tfprune.validation import check_sparsity
 
     get_allocator(allocation)
     total_sparsity = check_sparsity(sparsity, "sparsity")
@@ -374,7 +375,7 @@ def allocate_sparsity(
     total_n = int(n.sum())
     budget = int(round(total_sparsity * total_n))
     if budget > caps.sum():
-        raise ValueError(
+        raise UnreachableTarget(
             f"sparsity={total_sparsity} asks to remove {budget} of {total_n} weights, but the bounds "
             f"(min_density, max_sparsity, exclude, min_keep) allow at most {int(caps.sum())} "
             f"(total sparsity {caps.sum() / total_n:.4f}). Fix: lower sparsity or loosen the bounds."

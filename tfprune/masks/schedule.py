@@ -19,8 +19,9 @@ import tensorflow as tf
 
 from tfprune._keras import keras
 from tfprune.compat import PruningSchedule
+from tfprune.validation import check_int, check_sparsity
 
-__all__ = ["LayerwiseSchedule", "as_schedule", "polynomial_sparsity", "ramp_tf", "update_due_tf", "check_sparsity", "check_int"]
+__all__ = ["LayerwiseSchedule", "as_schedule", "polynomial_sparsity", "ramp_tf", "update_due_tf"]
 
 
 def polynomial_sparsity(step: float, initial: float, target: float, begin: int, end: int, power: float) -> float:
@@ -36,40 +37,6 @@ def polynomial_sparsity(step: float, initial: float, target: float, begin: int, 
     else:
         p = min(max((step - begin) / (end - begin), 0.0), 1.0)
     return target + (initial - target) * (1.0 - p) ** power
-
-
-def check_sparsity(value: float, name: str) -> float:
-    """``value`` as a float sparsity (fraction of weights removed) in [0, 1); ValueError naming the argument ``name`` otherwise."""
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number in [0, 1) (fraction of weights removed), got {value!r}") from None
-    if math.isnan(v) or not 0.0 <= v < 1.0:
-        raise ValueError(
-            f"{name} must be in [0, 1) (fraction of weights removed), got {value!r}. "
-            "Fix: 0.9 means 90% of the weights become zero; 1.0 would remove every weight."
-        )
-    return v
-
-
-def check_int(value: Any, name: str, minimum: int) -> int:
-    """``value`` (int, integral float or numpy integer, not bool) as an int >= ``minimum``; ValueError naming the argument ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int,)) and not (
-        isinstance(value, float) and value.is_integer()
-    ):
-        try:
-            import numpy as np
-
-            if isinstance(value, np.integer):
-                value = int(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}") from None
-    v = int(value)
-    if v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return v
 
 
 def update_due_tf(step: Any, begin: Any, end: Any, frequency: Any) -> Any:

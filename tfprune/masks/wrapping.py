@@ -20,8 +20,9 @@ from tfprune.compat import PruneLowMagnitude, batch_input_shape, is_graph_networ
 from tfprune.inventory.layers import WRAPPER_PREFIX, prunable_layers, weight_kind
 from tfprune.masks.channel_mask import ChannelMask, foldable
 from tfprune.masks.granularity import check_block_size, parse_granularity
-from tfprune.masks.schedule import LayerwiseSchedule, check_sparsity
+from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
+from tfprune.validation import check_sparsity
 
 __all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks"]
 

@@ -13,12 +13,12 @@ import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.allocation import Allocation
-from tfprune.masks.schedule import check_sparsity
 from tfprune.masks.wrapping import clone, is_wrapped, strip
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix, supported
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
+from tfprune.validation import fraction_map, number
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "METHODS", "DEFAULT_SOLVER"]
 
@@ -137,14 +137,15 @@ def prune(
         unknown = [k for k in targets if k not in names]
         if unknown:
             raise ValueError(f"OBS targets name unknown or unsupported layer(s) {unknown}; OBS layers (Dense/Conv1D/Conv2D): {names}")
-        plan_ = {k: check_sparsity(v, f"targets[{k!r}]") for k, v in targets.items() if v > 0}
+        plan_ = {k: v for k, v in fraction_map(targets, "targets", names).items() if v > 0}
     else:
-        tol = dict(tolerance) if isinstance(tolerance, Mapping) else {n: float(tolerance) for n in names}
+        tol = dict(tolerance) if isinstance(tolerance, Mapping) else {n: tolerance for n in names}
+        if not tol:
+            raise ValueError(f"tolerance={{}} names no layer, so nothing would be pruned. Fix: give a number, or a dict over {names}")
         for k, v in tol.items():
             if k not in names:
                 raise ValueError(f"tolerance names unknown or unsupported layer {k!r}; OBS layers: {names}")
-            if not v >= 0:
-                raise ValueError(f"tolerance[{k!r}] must be >= 0 (a delta E), got {v!r}")
+            tol[k] = number(v, f"tolerance[{k!r}]" if isinstance(tolerance, Mapping) else "tolerance", minimum=0.0, what="a delta E (a finite number)")
         plan_ = tol
     method = solver
     layers = [layer for layer in work.layers if layer.name in plan_]

@@ -18,7 +18,6 @@ of weights; for ``channel`` the fraction of output channels).
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, Iterable, Mapping
 
@@ -28,8 +27,8 @@ from tfprune.allocation import Allocation, allocate_sparsity, allocator_needs_sc
 from tfprune.importance import ImportanceScores, get_importance, score_layers
 from tfprune.inventory.layers import prunable_layers
 from tfprune.masks.granularity import Granularity, layer_units, parse_granularity
-from tfprune.masks.schedule import check_sparsity
 from tfprune.planning.plans import Plan
+from tfprune.validation import check_sparsity, positive_scores
 
 __all__ = [
     "Plan",
@@ -179,34 +178,19 @@ def round_to_units(real_removed: np.ndarray, unit_weights: np.ndarray, max_units
     return units
 
 
-def _check_scores(scores: Mapping[str, Any]) -> dict[str, float]:
-    """Given importance scores as floats; each must be finite and > 0 (a layer with importance <= 0 has no defined share)."""
-    out = {}
-    for name, v in scores.items():
-        try:
-            f = float(v)
-        except (TypeError, ValueError):
-            f = float("nan")
-        if not math.isfinite(f) or f <= 0:
-            raise ValueError(f"importance[{name!r}] = {v!r}: importance scores must be finite and > 0 (higher = keep more). "
-                             "Fix: give every layer a positive number, e.g. tfprune.score_layers(model).scores")
-        out[name] = f
-    return out
-
-
 def _resolve_scores(importance: Any, inv: Any, model: Any, data: Any, importance_kwargs: Mapping[str, Any], sparsity: float) -> ImportanceScores | None:
     names = [p.name for p in inv]
     if isinstance(importance, ImportanceScores):
         missing = [n for n in names if n not in importance.scores]
         if missing:
             raise ValueError(f"the ImportanceScores given lack layer(s) {missing}; they score {sorted(importance.scores)}")
-        _check_scores({n: importance.scores[n] for n in names})
+        positive_scores({n: importance.scores[n] for n in names})
         return importance
     if isinstance(importance, Mapping):
         missing = [n for n in names if n not in importance]
         if missing:
             raise ValueError(f"importance scores lack layer(s) {missing}")
-        return ImportanceScores("given", _check_scores({n: importance[n] for n in names}), 0.0)
+        return ImportanceScores("given", positive_scores({n: importance[n] for n in names}), 0.0)
     if not isinstance(importance, str):
         raise TypeError(f"importance must be a scorer name, an ImportanceScores or a dict of scores; got {type(importance).__name__}")
     _, wants_data = get_importance(importance)

@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
@@ -22,6 +21,7 @@ from tfprune.report import Report, Table, format_table, json_safe
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.graph import Unit, find_units, flat_graph, remove_units, units_of
 from tfprune.shallow.probes import extract_features, fit_probe
+from tfprune.validation import class_labels, fraction, number
 
 __all__ = ["probe_layers", "shallow", "ProbeReport", "ProbeRow", "ShallowResult", "find_units", "remove_units", "Unit"]
 
@@ -98,6 +98,11 @@ def _probe_data(data: Any, n_samples: int | None, train_fraction: float, seed: i
     if not isinstance(y, np.ndarray):
         raise ValueError(f"the linear probes need one label array (integer classes or a multi-hot matrix), got {type(y).__name__}. "
                          "Fix: pass (x, y) with y a single array")
+    if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):  # class ids: integers >= 0 (multi-hot matrices are 0/1 rows)
+        finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
+        class_labels(y, "the probes' labels (y)", int(np.max(finite)) + 1 if y.dtype.kind in "biuf" and finite.size else 2, "sparse")
+    else:
+        class_labels(y, "the probes' labels (y)", y.shape[-1], "one_hot")
     return sp
 
 
@@ -188,10 +193,15 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     check_model(model)
     if sum(v is not None for v in (tau, target_flops_reduction, target_params_reduction)) != 1:
         raise ValueError("give exactly one of tau=, target_flops_reduction=, target_params_reduction=")
-    if tau is not None and not (isinstance(tau, (int, float, np.floating, np.integer)) and not isinstance(tau, bool)
-                                and math.isfinite(float(tau)) and float(tau) >= 0):
-        raise ValueError(f"tau={tau!r}: the probe-gain threshold is a finite fraction of accuracy >= 0 (0.005 = half a point). "
-                         "Fix: pass e.g. tau=0.005, or target_flops_reduction=0.3")
+    if tau is not None:
+        try:
+            tau = number(tau, "tau", minimum=0.0, what="the probe-gain threshold, a finite fraction of accuracy (0.005 = half a point)")
+        except TypeError as err:
+            raise ValueError(f"{err}; e.g. tau=0.005, or target_flops_reduction=0.3") from None
+    for arg, value in (("target_flops_reduction", target_flops_reduction), ("target_params_reduction", target_params_reduction)):
+        if value is not None:
+            fraction(value, arg, unit=f"fraction of the model's {'FLOPs' if 'flops' in arg else 'parameters'} removed",
+                     include_low=False, example=f"{arg}=0.3")
     if probes is None:
         if data is None:
             raise ValueError("shallow() needs data=(x, y) for the linear probes (or probes=an earlier probe_layers() report)")

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfprune.masks.schedule import check_int
+from tfprune.validation import check_int
 
 __all__ = ["prune_channels_gradually"]
 
@@ -69,7 +69,7 @@ def prune_channels_gradually(
     from tfprune.masks.wrapping import wrap
     from tfprune.structured.prune import PruneChannelsReport, top1_accuracy
     from tfprune.training.callbacks import Pruning
-    from tfprune.training.finetune import adam_cosine, model_loss
+    from tfprune.training.finetune import adam_cosine, check_labels, model_loss
 
     t0 = time.perf_counter()
     check_model(model)
@@ -81,6 +81,9 @@ def prune_channels_gradually(
     ev = _data.take(evals, None, need_labels=False)
     source = ("eval_data" if eval_data is not None else "data") if ev.y is not None else ""
     spec = model_loss(model, loss)
+    check_labels(model, train.y, spec, "data labels")
+    if ev.y is not None and eval_data is not None:
+        check_labels(model, ev.y, spec, "eval_data labels")
 
     def acc(m: Any) -> float | None:
         return top1_accuracy(ev.y, np.asarray(m.predict(ev.x, batch_size=batch_size, verbose=0))) if source else None

@@ -48,6 +48,7 @@ reports requested vs achieved. The model is only read.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
@@ -59,6 +60,7 @@ from tfprune.inventory.profiling import profile
 from tfprune.planning.plans import Plan
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
 from tfprune.structured.importance import channel_importance
+from tfprune.validation import UnreachableTarget
 
 __all__ = ["group_importance", "plan_and_shrink", "removal_order", "smallest_prefix", "CostModel"]
 
@@ -306,6 +308,17 @@ def plan_and_shrink(
             break  # on target, nothing left to remove, or the estimate was exact (another search finds the same k)
         est_goal += goal - total_after  # correct the estimate's target by the measured miss
     order, small, rep, achieved, iters = best
+    if achieved < frac - tolerance:
+        done = sum(len(v) for v in order.values())
+        if done >= labels.size:  # every channel the bounds allow is gone: no plan reaches the target
+            raise UnreachableTarget(
+                f"{target}={frac:g}: removing every channel the bounds allow (min_channels={min_channels}, {len(cg.frozen)} frozen "
+                f"group(s), include_outputs={include_outputs}) removes only {achieved:.4f} of the {'MACs' if target == 'macs' else 'parameters'}. "
+                f"Fix: ask for {target} <= {achieved:.3f}, lower min_channels, or unfreeze groups (tfprune.channel_graph(model).table() lists why)")
+    if abs(achieved - frac) > tolerance:
+        warnings.warn(f"channel plan for {model.name!r}: {target} removed {achieved:.4f}, requested {frac:g} (tolerance {tolerance:g}): "
+                      "one channel step is larger than the tolerance. Fix: pass a larger tolerance=, or a target nearer a reachable value",
+                      stacklevel=3)
     names = [g.name for g in groups]
     plan = Plan(
         requested=frac, granularity="channel", targets={g.name: len(order.get(g.name, [])) / g.channels for g in groups},

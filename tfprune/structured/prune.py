@@ -148,7 +148,7 @@ def prune_channels(
     Returns ``(small_model, PruneChannelsReport)``; the small model is compiled
     with the fine-tuning loss.
     """
-    from tfprune.training.finetune import adam_cosine, model_loss
+    from tfprune.training.finetune import adam_cosine, check_labels, model_loss
 
     t0 = time.perf_counter()
     check_model(model)
@@ -162,6 +162,9 @@ def prune_channels(
     source = ("eval_data" if eval_data is not None else "data") if ev is not None and ev.y is not None else ""
     notes: list[str] = []
     spec = model_loss(model, loss, warn=bool(finetune_epochs))
+    for part, name in ((train, "data labels"), (ev if source == "eval_data" else None, "eval_data labels")):
+        if part is not None and part.y is not None:
+            check_labels(model, part.y, spec, name)
 
     def acc(m: Any) -> float | None:
         if not source:

@@ -96,6 +96,7 @@ from tfprune.structured.graph import (
     conv_groups,
     is_channel_scale,
 )
+from tfprune.validation import channel_indices
 
 __all__ = ["shrink", "ShrinkReport", "GroupChange", "ChannelWeight", "channel_weights", "mask_channels", "removable_channels"]
 
@@ -568,9 +569,7 @@ def _requested(cg: ChannelGraph, remove: Mapping[Any, Sequence[int]]) -> dict[in
         g = cg.group(key)
         if not g.prunable:
             raise ValueError(f"group {g.name!r} cannot be pruned: {cg.frozen[g.name]}")
-        idx = sorted({int(c) for c in np.atleast_1d(np.asarray(chans, dtype=np.int64))})
-        if idx and (idx[0] < 0 or idx[-1] >= g.channels):
-            raise ValueError(f"group {g.name!r} has channels 0..{g.channels - 1}; got {idx}")
+        idx = channel_indices(chans, f"remove[{key!r}] (group {g.name!r})", g.channels).tolist()
         if len(idx) >= g.channels:
             raise ValueError(f"removing all {g.channels} channels of group {g.name!r} would leave a layer with none. Fix: keep at least one")
         out[g.index] = sorted(set(out.get(g.index, [])) | set(idx))

@@ -49,11 +49,12 @@ from tfprune.allocation import Allocation, allocator_needs_scores, get_allocator
 from tfprune.importance import ImportanceScores, get_importance, needs_data
 from tfprune.inventory.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
 from tfprune.masks.granularity import Granularity, parse_granularity
-from tfprune.masks.schedule import LayerwiseSchedule, check_int, check_sparsity
+from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
 from tfprune.masks.wrapping import channel_masks, wrappers
 from tfprune.planning import Plan, default_methods, plan
 from tfprune.report import format_table
+from tfprune.validation import check_int, check_sparsity
 
 __all__ = ["Pruning", "apply_masks"]
 

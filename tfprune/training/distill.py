@@ -22,6 +22,7 @@ import tensorflow as tf
 
 from tfprune._keras import check_model, keras
 from tfprune.training.finetune import model_loss, output_activations
+from tfprune.validation import fraction, number
 
 __all__ = ["Distiller", "distillation_loss", "soft_kl"]
 
@@ -75,10 +76,8 @@ class Distiller(keras.Model):
         super().__init__(**kwargs)
         check_model(teacher, "teacher")
         check_model(student, "student")
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature!r}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+        temperature = number(temperature, "temperature", minimum=0.0, strict=True, what="a finite softening temperature (4.0 is usual)")
+        alpha = fraction(alpha, "alpha", unit="weight of the distillation term", include_high=True, example="alpha=0.9")
         t_shapes = [tuple(s) for s in _output_shapes(teacher)]
         s_shapes = [tuple(s) for s in _output_shapes(student)]
         if t_shapes != s_shapes:

@@ -184,6 +184,43 @@ def model_loss(model: Any, loss: Any = None, loss_weights: Any = None, warn: boo
     return LossSpec(losses[0] if len(losses) == 1 else losses, loss_weights, "default: " + "; ".join(notes), names)
 
 
+def _label_form(loss: Any) -> str | None:
+    """``"sparse"``, ``"one_hot"``, ``"any"`` (reads the shapes) or None (not a classification loss) for one output's loss."""
+    if isinstance(loss, CrossEntropy):
+        return None if loss.binary else "any"
+    name = loss if isinstance(loss, str) else type(loss).__name__ if not callable(loss) or hasattr(loss, "get_config") else getattr(loss, "__name__", "")
+    name = str(name).lower().replace("_", "")
+    if "sparsecategorical" in name:
+        return "sparse"
+    if "categoricalcrossentropy" in name or name in ("categoricalcrossentropy", "categoricalfocalcrossentropy"):
+        return "one_hot"
+    return None
+
+
+def check_labels(model: Any, y: Any, spec: LossSpec | None = None, name: str = "labels") -> None:
+    """Refuse labels that would train or score ``model`` wrongly, with the fix (`tfprune.validation.class_labels`).
+
+    Checked for a single-output classifier whose loss reads classes (sparse or
+    categorical cross-entropy, or tfprune's `CrossEntropy`): strings, NaN,
+    fractional or out-of-range class ids, one-hot rows for a sparse loss and
+    class ids for a one-hot loss. Other models and losses pass unchecked.
+    """
+    from tfprune.validation import class_labels
+
+    outputs = getattr(model, "outputs", None) or []
+    if len(outputs) != 1 or y is None or isinstance(y, (dict, list, tuple)):
+        return
+    spec = spec if spec is not None else model_loss(model, warn=False)
+    loss = spec.loss[0] if isinstance(spec.loss, (list, tuple)) and len(spec.loss) == 1 else spec.loss
+    if isinstance(loss, dict):
+        loss = next(iter(loss.values())) if len(loss) == 1 else None
+    form = _label_form(loss) if loss is not None else None
+    n_classes = outputs[0].shape[-1]
+    if form is None or n_classes is None or len(outputs[0].shape) != 2:
+        return
+    class_labels(y, name, int(n_classes), None if form == "any" else form)
+
+
 # ------------------------------------------------------------------ frozen masks
 def freeze_zeros(model: Any) -> Any:
     """A wrapped copy of ``model`` whose masks are ``kernel != 0`` and never change (the ``frozen`` mask rule).
@@ -231,6 +268,7 @@ def retrain(
     src = data if y is None else (data, y)
     n = None if _data.size(src) is not None else int(steps) * int(batch_size)
     s = _data.take(src, n, need_labels="retrain")
+    check_labels(model, s.y, spec, "retrain labels")
     w = freeze_zeros(model)
     w.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=spec.loss, loss_weights=spec.loss_weights)
     parts = tuple(lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import tfprune
+from tfprune.evaluate import OneShotEvaluator
 from tfprune._keras import keras
 
 
@@ -48,3 +49,69 @@ def test_shallow_refuses_a_meaningless_tau(tau):
     x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
     with pytest.raises(ValueError, match="tau=.*finite fraction of accuracy"):
         tfprune.shallow.shallow(model, (x, np.zeros(8, np.int64)), tau=tau)
+
+
+@pytest.mark.parametrize("targets, match", [
+    ({"h": float("nan")}, r"targets\['h'\]=nan"),
+    ({"h": -0.5}, r"targets\['h'\]=-0.5"),
+    ({}, r"targets=\{\} names no layer"),
+])
+def test_obs_refuses_targets_that_would_leave_layers_dense_silently(targets, match):
+    model = _dense_model()
+    x = np.random.default_rng(0).random((32, 6), dtype=np.float32)
+    before = [w.copy() for w in model.get_weights()]
+    with pytest.raises(ValueError, match=match):
+        tfprune.obs.prune(model, x, targets=targets)
+    with pytest.raises(ValueError, match=r"tolerance=.*delta E"):
+        tfprune.obs.prune(model, x, tolerance=float("nan"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def _conv_model():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, name="c1", activation="relu")(inp)
+    out = keras.layers.Dense(3, name="out")(keras.layers.Flatten()(h))
+    return keras.Model(inp, out)
+
+
+@pytest.mark.parametrize("chans, match", [([0.5], "not fractions"), ([4], "out of range"), ([1, 1], "repeat"),
+                                          (np.array([True, False, False, False]), "booleans")])
+def test_shrink_refuses_channel_lists_that_are_not_channel_numbers(chans, match):
+    with pytest.raises(ValueError, match=r"remove\['c1'\].*" + match):
+        tfprune.shrink(_conv_model(), remove={"c1": chans})
+    small, _ = tfprune.shrink(_conv_model(), remove={"c1": [2]})
+    assert small.get_layer("c1").filters == 3
+
+
+@pytest.mark.parametrize("kw, match", [({"temperature": float("inf")}, "temperature=inf"), ({"temperature": 0.0}, "temperature=0.0"),
+                                       ({"alpha": float("nan")}, "alpha=nan"), ({"alpha": 1.5}, "alpha=1.5")])
+def test_distiller_refuses_meaningless_temperature_and_alpha(kw, match):
+    with pytest.raises(ValueError, match=match):
+        tfprune.Distiller(_dense_model(), _dense_model(), **kw)
+
+
+@pytest.mark.parametrize("labels, loss, match", [
+    (np.eye(3)[[0, 1, 2, 0]], "sparse_categorical_crossentropy", r"one-hot rows.*np.argmax"),
+    (np.array([0, 1, 2, 0]), "categorical_crossentropy", r"class ids.*to_categorical"),
+    (np.array(["a", "b", "c", "a"]), None, r"strings.*np.unique"),
+    (np.array([0.0, 0.5, 1.0, 2.0]), None, r"fractional class ids \[0.5\]"),
+    (np.array([0, 1, 2, 7]), None, r"class ids in \[0, 7\].*3 outputs"),
+])
+def test_labels_that_would_train_or_score_wrongly_are_refused_with_the_fix(labels, loss, match):
+    model = _dense_model()
+    if loss is not None:
+        model.compile(loss=keras.losses.get(loss))
+    x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+    with pytest.raises(ValueError, match=match):
+        tfprune.training.finetune.retrain(model, (x, labels), steps=1)
+    with pytest.raises(ValueError, match=match):
+        OneShotEvaluator(model, x, labels)
+
+
+def test_correct_labels_in_either_form_pass():
+    model = _dense_model()
+    x = np.random.default_rng(0).random((4, 6), dtype=np.float32)
+    ev = OneShotEvaluator(model, x, np.array([0, 1, 2, 0]))
+    ev1 = OneShotEvaluator(model, x, np.eye(3)[[0, 1, 2, 0]])
+    assert ev.dense.accuracy == ev1.dense.accuracy

@@ -41,7 +41,7 @@ class UnreachableTarget(ValueError):
 def _real(value: Any, name: str, what: str) -> float:
     """``value`` as a float when it is a real number (not a bool, not a string); TypeError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray)) or (isinstance(value, np.ndarray) and value.ndim != 0):
-        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__}). Fix: pass a plain number")
+        raise TypeError(f"{name}={value!r} ({type(value).__name__}): must be {what}. Fix: pass a plain number")
     return float(value)
 
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune.evaluate import OneShotEvaluator
 from tfprune._keras import keras
+from tfprune.evaluate import OneShotEvaluator
 
 
 def _dense_model():

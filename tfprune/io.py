@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import warnings
 from typing import Any
 
 from tfprune._keras import keras
@@ -120,4 +121,10 @@ def load_model(path: str | os.PathLike, compile: bool = True, *, unsafe: bool = 
     if kind == "keras":
         kwargs.setdefault("safe_mode", not unsafe)
     with custom_object_scope():
-        return keras.models.load_model(path, compile=compile, **kwargs)
+        model = keras.models.load_model(path, compile=compile, **kwargs)
+    from tfprune.masks.wrapping import mid_ramp
+
+    short = mid_ramp(model) if hasattr(model, "layers") else ""
+    if short:
+        warnings.warn(f"{path!r}: {short}", stacklevel=2)
+    return model

@@ -19,7 +19,7 @@ from tfprune.export.report import ExportReport
 from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
 from tfprune.files import atomic_write
-from tfprune.masks.wrapping import is_wrapped, strip
+from tfprune.masks.wrapping import is_wrapped, mid_ramp, strip
 
 __all__ = ["export_tflite"]
 
@@ -111,6 +111,9 @@ def export_tflite(
         )
     if int8_io is None:
         int8_io = mode == "micro"
+    short = mid_ramp(model) if is_wrapped(model) else ""
+    if short:
+        warnings.warn(f"exporting {short}", stacklevel=2)
     plain = strip(model) if is_wrapped(model) else model
     random_inputs = sample_inputs is None
     if random_inputs:

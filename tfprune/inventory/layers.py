@@ -116,6 +116,7 @@ class SkippedLayer:
     layer_type: str
     reason: str
     n_params: int = 0
+    kernels_inside: int = 0  # weights of Conv/Dense-type layers nested inside this (custom) layer, which tfprune does not prune
 
 
 @dataclass
@@ -148,6 +149,11 @@ class LayerInventory:
         """Total number of prunable weights (the denominator of total sparsity)."""
         return int(sum(p.n_params for p in self.prunable))
 
+    @property
+    def n_skipped_kernels(self) -> int:
+        """Weights of prunable layer types that sit inside skipped (custom) layers: not counted in ``n_params``, never pruned."""
+        return int(sum(s.kernels_inside for s in self.skipped))
+
     def sparsity(self) -> dict[str, float]:
         """Current fraction of zeros of every prunable weight, by layer name."""
         return {p.name: p.sparsity() for p in self.prunable}
@@ -177,6 +183,22 @@ def _skip_reason(layer: Any) -> str:
     if not layer.weights:
         return "has no weights"
     return f"{type(layer).__name__} is not a prunable layer type (prunable: Dense, Conv1D/2D/3D, ConvTranspose, SeparableConv pointwise, Embedding)"
+
+
+def _kernels_inside(layer: Any) -> int:
+    """Weights of prunable layer types (their kernel) nested anywhere inside ``layer`` (not ``layer`` itself)."""
+    total, seen = 0, set()
+    subs = list(getattr(layer, "submodules", ()))
+    wrapped = {id(s.layer) for s in subs if isinstance(s, PruneLowMagnitude) or getattr(s, "masks_output_channels", False)}  # pruned by their wrapper
+    for sub_layer in subs:
+        if sub_layer is layer or id(sub_layer) in seen or id(sub_layer) in wrapped or not isinstance(sub_layer, keras.layers.Layer):
+            continue
+        seen.add(id(sub_layer))
+        attr = weight_kind(sub_layer)
+        w = getattr(sub_layer, attr, None) if attr else None
+        if w is not None and hasattr(w, "shape"):
+            total += int(np.prod(w.shape))
+    return total
 
 
 def prunable_layers(model: Any) -> LayerInventory:
@@ -218,6 +240,9 @@ def prunable_layers(model: Any) -> LayerInventory:
             elif isinstance(layer, keras.Model):
                 visit(layer, f"{path}/")
             else:
+                if getattr(layer, "masks_output_channels", False):  # a ChannelMask: its layer's weights are the model's
+                    layer = layer.layer
+                    path = f"{prefix}{layer.name}"
                 attr = weight_kind(layer)
                 w = getattr(layer, attr, None) if attr else None
                 if attr and w is not None:
@@ -226,7 +251,12 @@ def prunable_layers(model: Any) -> LayerInventory:
                     skipped.append(SkippedLayer(layer.name, path, type(layer).__name__, "layer is not built (no weights yet)"))
                 else:
                     n = int(sum(np.prod(v.shape) for v in layer.weights))
-                    skipped.append(SkippedLayer(layer.name, path, type(layer).__name__, _skip_reason(layer), n))
+                    inside = _kernels_inside(layer)
+                    reason = _skip_reason(layer)
+                    if inside:
+                        reason += (f"; it holds {inside} weights of Conv/Dense layers that are not pruned. Fix: build the model from those "
+                                   "layers directly (functional), or put tfprune.PruneLayer around them inside the custom layer")
+                    skipped.append(SkippedLayer(layer.name, path, type(layer).__name__, reason, n, inside))
 
     visit(model, "")
     names = [p.name for p in prunable]

@@ -130,6 +130,8 @@ class ChannelMask(L.Wrapper):
       budget: what ``plan_total`` is a fraction of (``"macs"`` or ``"params"``).
     """
 
+    masks_output_channels = True  # read by tfprune.inventory (which does not import this module): the inner layer is listed as itself
+
     def __init__(self, layer: Any, pruning_schedule: LayerwiseSchedule | dict | None = None, plan_total: float = -1.0,
                  budget: str = "macs", **kwargs: Any) -> None:
         schedule = as_schedule(pruning_schedule, "ChannelMask")

@@ -24,7 +24,7 @@ from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
 from tfprune.validation import check_sparsity
 
-__all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks"]
+__all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks", "mid_ramp"]
 
 Selector = Union[str, type, "re.Pattern[str]"]
 
@@ -143,6 +143,29 @@ def wrappers(model: Any) -> list[Any]:
 def channel_masks(model: Any) -> list[Any]:
     """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order."""
     return _layers_of(model, ChannelMask)
+
+
+def mid_ramp(model: Any) -> str:
+    """A sentence saying ``model``'s wrappers stopped before their ramp's ``end_step`` ("" when none did, or none has a target).
+
+    A model saved by ``ModelCheckpoint(save_best_only=True)`` or stopped by
+    EarlyStopping during pruning holds less sparsity than planned; this says how far it got.
+    """
+    short = []
+    for w in wrappers(model) + channel_masks(model):
+        sched = getattr(w, "pruning_schedule", None)
+        target = float(getattr(sched, "target_sparsity", 0.0) or 0.0)
+        end = getattr(sched, "end_step", None)
+        if end is None or target <= 0:
+            continue
+        step = int(w.pruning_step.numpy())
+        if 0 <= step < int(end):
+            short.append((w.layer.name, step, int(end)))
+    if not short:
+        return ""
+    step, end = short[0][1], short[0][2]
+    return (f"model {model.name!r} stopped mid-ramp: pruning step {step} of end_step {end} ({len(short)} wrapped layer(s) short of their "
+            "target). Fix: fit it again with tfprune.Pruning and the same target to finish the ramp (it resumes), or accept its lower sparsity")
 
 
 def is_wrapped(model: Any) -> bool:

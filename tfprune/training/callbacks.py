@@ -124,6 +124,16 @@ class Pruning(keras.callbacks.Callback):
         (otherwise that is an error).
       log_layers: also write ``sparsity/<layer>`` to logs.
       verbose: 1 prints the plan when it is made, and what a resumed run does.
+      on_non_finite: what to do when a pruned layer's weights hold NaN or inf
+        at a mask update (checked every ``frequency`` steps and at the end of
+        each epoch): ``"raise"`` (default: stop training with a
+        ``FloatingPointError`` naming the layer and step) or ``"warn"``.
+
+    What it does not do is said, not hidden: a warning (and ``notes_``, shown
+    by `summary`) when Conv/Dense weights sit inside layers it cannot wrap
+    (custom layers), with the total over *all* of them; when training ends
+    before ``end_step`` (EarlyStopping, ``stop_training``, too few epochs);
+    and when logged sparsity counts NaN weights (as not pruned).
 
     Attributes (after the first batch of ``fit``):
       plan_: the `Plan` in force (None when resumed without planning).
@@ -133,6 +143,7 @@ class Pruning(keras.callbacks.Callback):
       action_: ``planned``, ``resumed``, ``unchanged`` or ``replanned``.
       begin_step_, end_step_, frequency_: the ramp in use.
       importance_seconds_: time spent scoring and allocating.
+      notes_: what was skipped or left unfinished in this fit (also warned).
     """
 
     def __init__(
@@ -165,8 +176,12 @@ class Pruning(keras.callbacks.Callback):
         layer_importance: str = "capacity",
         gamma: float = 1.0,
         tolerance: float = 0.01,
+        on_non_finite: str = "raise",
     ) -> None:
         super().__init__()
+        if on_non_finite not in ("raise", "warn"):
+            raise ValueError(f"on_non_finite={on_non_finite!r}: must be 'raise' (stop training) or 'warn'")
+        self.on_non_finite = on_non_finite
         given = [k for k, v in (("sparsity", sparsity), ("macs", macs), ("params", params)) if v is not None]
         if len(given) != 1:
             raise ValueError(f"give exactly one target: sparsity= (fraction of prunable weights removed), macs= or params= (fractions of "
@@ -255,6 +270,8 @@ class Pruning(keras.callbacks.Callback):
         self.action_: str | None = None
         self.begin_step_ = self.end_step_ = self.frequency_ = None
         self.importance_seconds_ = 0.0
+        self.notes_: list[str] = []
+        self._next_check = 0
         self._ready = False
 
     @staticmethod
@@ -452,8 +469,28 @@ class Pruning(keras.callbacks.Callback):
                 "their targets in this run (pruning goes on if you fit again).",
                 stacklevel=3,
             )
+        self._note_skipped()
         if self.verbose:
             print(self.summary(layers, step))
+
+    def _note_skipped(self) -> None:
+        """Warn (and note) when Conv/Dense weights sit in layers the wrappers do not reach, with the total over all of them."""
+        inv = prunable_layers(self.model)
+        hidden = inv.n_skipped_kernels
+        wrapped = inv.n_params if self.channel else sum(p.n_params for p in inv if p.wrapped)
+        if not hidden:
+            return
+        owners = [f"{s.path} ({s.layer_type}, {s.kernels_inside})" for s in inv.skipped if s.kernels_inside]
+        total = self._request_total()
+        if self.channel or total is None:
+            over_all = ""
+        else:
+            over_all = f"; the requested sparsity {total:.4f} of the wrapped weights is {total * wrapped / (wrapped + hidden):.4f} of all of them"
+        note = (f"{hidden} of {wrapped + hidden} Conv/Dense weights ({hidden / (wrapped + hidden):.1%}) sit inside layers tfprune cannot "
+                f"wrap and are not pruned: {', '.join(owners[:6])}{' ...' if len(owners) > 6 else ''}{over_all}. Fix: build those blocks "
+                "from Keras layers in the functional model, or put tfprune.PruneLayer around the layers inside the custom layer")
+        self.notes_.append(note)
+        warnings.warn(note, stacklevel=4)
 
     def _weight_total(self, layers: list[PrunableLayer], targets: Mapping[str, float], g: Granularity) -> float:
         n = sum(p.n_params for p in layers)
@@ -474,7 +511,7 @@ class Pruning(keras.callbacks.Callback):
         text = head + "\n" + format_table(["layer", "weights", "target", "sparsity now"], rows)
         if self.plan_ is not None and self.action_ in ("planned", "replanned"):
             text = self.plan_.table() + "\n" + text
-        return text
+        return "\n".join([text, *(f"note: {n}" for n in self.notes_)])
 
     def _channel_summary(self) -> str:
         if getattr(self, "_cg", None) is None:
@@ -488,17 +525,22 @@ class Pruning(keras.callbacks.Callback):
         text = head + "\n" + format_table(["group", "channels", "planned", "masked now"], rows)
         if self.plan_ is not None and self.action_ in ("planned", "replanned"):
             text = self.plan_.table() + "\n" + text
-        return text
+        return "\n".join([text, *(f"note: {n}" for n in self.notes_)])
 
     def _log_sparsity(self, logs: dict | None) -> dict[str, float]:
         layers = [p for p in prunable_layers(self.model) if p.wrapped]
-        per_layer, zeros, total = {}, 0, 0
+        per_layer, zeros, total, nan = {}, 0, 0, {}
         for p in layers:
             w = p.kernel()
-            z = int(np.count_nonzero(w == 0))
+            z = int(np.count_nonzero(w == 0))  # NaN != 0: a NaN weight counts as not pruned
+            bad = int(w.size - np.count_nonzero(np.isfinite(w)))
+            if bad:
+                nan[p.name] = bad
             per_layer[p.name] = z / w.size
             zeros += z
             total += w.size
+        if nan:
+            warnings.warn(f"logged sparsity counts non-finite weights as not pruned: {nan} (layer: NaN/inf weights)", stacklevel=2)
         result = {"sparsity": zeros / max(total, 1)}
         if self.log_layers:
             result.update({f"sparsity/{k}": v for k, v in per_layer.items()})
@@ -516,6 +558,7 @@ class Pruning(keras.callbacks.Callback):
         else:
             self._layers()  # fail early on an unwrapped model
         self._initial_epoch = 0
+        self._next_check = 0
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if not self._ready:
@@ -530,7 +573,49 @@ class Pruning(keras.callbacks.Callback):
                 self._setup()
             self._ready = True
 
+    def _pruned_weights(self) -> list[tuple[str, Any]]:
+        """``(layer name, weight variable)`` of every wrapped layer's prunable weights (raw, before the mask)."""
+        if self.channel:
+            return [(m.layer.name, w) for m in channel_masks(self.model) for w in m.layer.trainable_weights]
+        return [(p.name, getattr(p.inner, p.weight)) for p in prunable_layers(self.model) if p.wrapped]
+
+    def _step_now(self) -> int:
+        holders = channel_masks(self.model) if self.channel else [p.layer for p in prunable_layers(self.model) if p.wrapped]
+        return int(holders[0].pruning_step.numpy()) if holders else 0
+
+    def check_finite(self, step: int | None = None) -> dict[str, int]:
+        """``{layer: non-finite weight count}`` of the pruned layers (empty when all are finite); raises or warns per ``on_non_finite``."""
+        bad = {}
+        for name, var in self._pruned_weights():
+            w = var.numpy()
+            n = int(w.size - np.count_nonzero(np.isfinite(w)))
+            if n:
+                bad[name] = bad.get(name, 0) + n
+        if bad:
+            step = self._step_now() if step is None else step
+            msg = (f"non-finite weights (NaN/inf) at pruning step {step}: {bad} (layer: count). Their masks are meaningless now. Fix: find the "
+                   "batch that diverged (tf.debugging.enable_check_numerics(), a lower learning rate, clipnorm=1.0 on the optimizer, "
+                   "finite inputs), then resume from a checkpoint taken before it")
+            if self.on_non_finite == "raise":
+                if self.model is not None:
+                    self.model.stop_training = True
+                raise FloatingPointError(msg)
+            self.notes_.append(msg)
+            warnings.warn(msg, stacklevel=2)
+        return bad
+
+    def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+        if not self._ready or self.end_step_ is None:
+            return
+        step = self._step_now()
+        if step >= self._next_check and step >= (self.begin_step_ or 0):  # at mask-update steps (every frequency, and end_step)
+            freq = max(int(self.frequency_ or 1), 1)
+            self._next_check = step + freq if step < self.end_step_ else (1 << 62)
+            self.check_finite(step)
+
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._ready:
+            self.check_finite()
         if self.channel:
             if self._ready:
                 self._log_channels(logs)
@@ -554,6 +639,20 @@ class Pruning(keras.callbacks.Callback):
     def on_train_end(self, logs: dict | None = None) -> None:
         if not self.channel:
             apply_masks(self.model)
+        if self._ready and self.end_step_ is not None:
+            step = self._step_now()
+            if step < self.end_step_:
+                planned = self._request_total()
+                if planned is None and not self.channel:
+                    planned = self._weight_total(self._layers(), self.targets_, self._granularity(self._layers()))
+                what = (f"channel groups hold {self._masked_labels().size} of {sum(len(v) for v in (self.plan_.channels if self.plan_ else {}).values())} "
+                        "planned channels" if self.channel else f"total sparsity is {prunable_layers(self.model).total_sparsity():.4f} of the "
+                        f"{planned:.4f} planned")
+                note = (f"training ended at pruning step {step}, before the ramp's end_step={self.end_step_} (EarlyStopping, stop_training, "
+                        f"or too few epochs): {what}. Fix: fit again with the same callback (pruning resumes where it stopped); give "
+                        "EarlyStopping start_from_epoch= past the ramp; with ModelCheckpoint(save_best_only=True) the kept file may be mid-ramp too")
+                self.notes_.append(note)
+                warnings.warn(note, stacklevel=2)
 
     # ------------------------------------------------------------ channels
     def _channel_masks(self) -> list[Any]:
@@ -608,6 +707,7 @@ class Pruning(keras.callbacks.Callback):
         if fit_steps is not None and step + fit_steps < self.end_step_:
             warnings.warn(f"this fit() ends at pruning step {step + fit_steps}, before end_step={self.end_step_}: groups will not reach "
                           "their planned channels in this run (pruning goes on if you fit again).", stacklevel=3)
+        self._note_skipped()
         if self.verbose:
             print(self.summary())
 

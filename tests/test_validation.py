@@ -47,13 +47,13 @@ def test_export_refuses_non_finite_inputs_and_outputs_and_writes_nothing(tmp_pat
 def test_shallow_refuses_a_meaningless_tau(tau):
     model = tfprune.models.compile_classifier(tfprune.models.plain_cnn())
     x = np.random.default_rng(0).random((8, 28, 28, 1), dtype=np.float32)
-    with pytest.raises(ValueError, match="tau=.*finite fraction of accuracy"):
+    with pytest.raises(ValueError, match="tau must be the probe-gain threshold, a finite fraction of accuracy.*got"):
         tfprune.shallow.shallow(model, (x, np.zeros(8, np.int64)), tau=tau)
 
 
 @pytest.mark.parametrize("targets, match", [
-    ({"h": float("nan")}, r"targets\['h'\]=nan"),
-    ({"h": -0.5}, r"targets\['h'\]=-0.5"),
+    ({"h": float("nan")}, r"targets\['h'\] must be in \[0, 1\).*got nan"),
+    ({"h": -0.5}, r"targets\['h'\] must be in \[0, 1\).*got -0.5"),
     ({}, r"targets=\{\} names no layer"),
 ])
 def test_obs_refuses_targets_that_would_leave_layers_dense_silently(targets, match):
@@ -62,7 +62,7 @@ def test_obs_refuses_targets_that_would_leave_layers_dense_silently(targets, mat
     before = [w.copy() for w in model.get_weights()]
     with pytest.raises(ValueError, match=match):
         tfprune.obs.prune(model, x, targets=targets)
-    with pytest.raises(ValueError, match=r"tolerance=.*delta E"):
+    with pytest.raises(ValueError, match=r"tolerance must be a delta E.*got nan"):
         tfprune.obs.prune(model, x, tolerance=float("nan"))
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
 
@@ -84,8 +84,8 @@ def test_shrink_refuses_channel_lists_that_are_not_channel_numbers(chans, match)
     assert small.get_layer("c1").filters == 3
 
 
-@pytest.mark.parametrize("kw, match", [({"temperature": float("inf")}, "temperature=inf"), ({"temperature": 0.0}, "temperature=0.0"),
-                                       ({"alpha": float("nan")}, "alpha=nan"), ({"alpha": 1.5}, "alpha=1.5")])
+@pytest.mark.parametrize("kw, match", [({"temperature": float("inf")}, "temperature must be.*got inf"), ({"temperature": 0.0}, "temperature must be.*got 0.0"),
+                                       ({"alpha": float("nan")}, "alpha must be.*got nan"), ({"alpha": 1.5}, "alpha must be.*got 1.5")])
 def test_distiller_refuses_meaningless_temperature_and_alpha(kw, match):
     with pytest.raises(ValueError, match=match):
         tfprune.Distiller(_dense_model(), _dense_model(), **kw)
@@ -115,3 +115,25 @@ def test_correct_labels_in_either_form_pass():
     ev = OneShotEvaluator(model, x, np.array([0, 1, 2, 0]))
     ev1 = OneShotEvaluator(model, x, np.eye(3)[[0, 1, 2, 0]])
     assert ev.dense.accuracy == ev1.dense.accuracy
+
+
+def test_plans_and_scores_refuse_nan_weights_and_nan_data():
+    model = _dense_model()
+    kernel, bias = model.get_layer("h").get_weights()
+    kernel[1, 1] = np.nan
+    model.get_layer("h").set_weights([kernel, bias])
+    with pytest.raises(ValueError, match=r"plan: the weights of layer\(s\) \{'h': 1\}.*NaN or inf"):
+        tfprune.plan(model, 0.5)
+    with pytest.raises(ValueError, match=r"importance 'capacity': the weights of layer\(s\) \{'h': 1\}"):
+        tfprune.score_layers(model, "capacity")
+    conv = _conv_model()
+    k, b = conv.get_layer("c1").get_weights()
+    k[0, 0, 0, 0] = np.inf
+    conv.get_layer("c1").set_weights([k, b])
+    with pytest.raises(ValueError, match="channel importance 'l2': the weights of layer"):
+        tfprune.plan(conv, macs=0.3, granularity="channel")
+    clean = _dense_model()
+    x = np.random.default_rng(0).random((16, 6), dtype=np.float32)
+    x[2, 3] = np.nan
+    with pytest.raises(ValueError, match="data.*1 non-finite"):
+        tfprune.score_layers(clean, "capacity_activation", data=(x, np.zeros(16, np.int64)))

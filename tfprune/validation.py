@@ -29,6 +29,8 @@ __all__ = [
     "positive_scores",
     "channel_indices",
     "finite_array",
+    "finite_weights",
+    "finite_data",
     "class_labels",
     "UnreachableTarget",
 ]
@@ -41,7 +43,7 @@ class UnreachableTarget(ValueError):
 def _real(value: Any, name: str, what: str) -> float:
     """``value`` as a float when it is a real number (not a bool, not a string); TypeError naming ``name`` otherwise."""
     if isinstance(value, bool) or not isinstance(value, (numbers.Real, np.ndarray)) or (isinstance(value, np.ndarray) and value.ndim != 0):
-        raise TypeError(f"{name}={value!r} ({type(value).__name__}): must be {what}. Fix: pass a plain number")
+        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__}). Fix: pass a plain number")
     return float(value)
 
 
@@ -59,7 +61,7 @@ def number(value: Any, name: str, *, minimum: float | None = None, strict: bool 
         if maximum is not None:
             bounds.append(f"<= {maximum:g}")
         rng = " and ".join(bounds)
-        raise ValueError(f"{name}={value!r}: must be {what}{' ' + rng if rng else ''}. Fix: pass a finite value{' ' + rng if rng else ''}")
+        raise ValueError(f"{name} must be {what}{' ' + rng if rng else ''}, got {value!r}. Fix: pass a finite value{' ' + rng if rng else ''}")
     return v
 
 
@@ -70,7 +72,7 @@ def fraction(value: Any, name: str, *, unit: str = "fraction of weights removed"
     v = _real(value, name, f"a number in {interval} ({unit})")
     ok = math.isfinite(v) and (v >= low if include_low else v > low) and (v <= high if include_high else v < high)
     if not ok:
-        raise ValueError(f"{name}={value!r}: must be in {interval} ({unit}). Fix: pass e.g. {example}")
+        raise ValueError(f"{name} must be in {interval} ({unit}), got {value!r}. Fix: pass e.g. {example}")
     return v
 
 
@@ -89,10 +91,10 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     )
     rng = f">= {minimum}" + (f" and <= {maximum}" if maximum is not None else "")
     if not ok_type:
-        raise ValueError(f"{name}={value!r}: must be an integer {rng}. Fix: pass a whole number")
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}. Fix: pass a whole number")
     v = int(value)
     if v < minimum or (maximum is not None and v > maximum):
-        raise ValueError(f"{name}={value!r}: must be an integer {rng}")
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
     return v
 
 
@@ -176,6 +178,31 @@ def finite_array(x: Any, name: str, fix: str = "drop or repair those samples") -
         if bad:
             raise ValueError(f"{name} holds {bad} non-finite value(s) (NaN or inf) of {arr.size}. Fix: {fix}")
     return arr
+
+
+def finite_weights(weights: Mapping[str, Any], what: str) -> None:
+    """Refuse layer weights ``{layer name: array}`` holding NaN/inf: every score, plan or mask computed from them is meaningless."""
+    bad = {}
+    for name, w in weights.items():
+        arr = np.asarray(w)
+        if arr.dtype.kind == "f":
+            n = int(arr.size - np.count_nonzero(np.isfinite(arr)))
+            if n:
+                bad[name] = n
+    if bad:
+        raise ValueError(f"{what}: the weights of layer(s) {bad} (layer: count) are NaN or inf, so scores and masks computed from "
+                         "them mean nothing. Fix: train or load a model whose weights are finite (a NaN usually comes from a diverged "
+                         "step: lower the learning rate or clip gradients)")
+
+
+def finite_data(data: Any, name: str) -> None:
+    """Refuse numpy calibration data (an array, or a tuple/list/dict of them) with NaN/inf; streams pass unchecked."""
+    parts = list(data.values()) if isinstance(data, Mapping) else list(data) if isinstance(data, (tuple, list)) else [data]
+    for i, part in enumerate(parts):
+        if isinstance(part, (tuple, list, Mapping)):
+            finite_data(part, f"{name}[{i}]")
+        elif isinstance(part, np.ndarray):
+            finite_array(part, name if len(parts) == 1 else f"{name}[{i}]", "drop or repair those samples before scoring")
 
 
 def class_labels(y: Any, name: str, n_classes: int, form: str | None = None) -> np.ndarray:

@@ -16,6 +16,8 @@ from typing import Any, Callable
 
 import numpy as np
 
+from tfprune.validation import finite_data, finite_weights
+
 __all__ = [
     "ImportanceContext",
     "ImportanceScores",
@@ -199,6 +201,9 @@ def score_layers(model_or_layers: Any, importance: str = "capacity", data: Any =
         layers=layers,
         options=dict(options),
     )
+    finite_weights(dict(zip(ctx.names, ctx.kernels)), f"importance {importance!r}")
+    if wants_data:
+        finite_data(data, "data")
     raw = np.asarray(fn(ctx), dtype=np.float64)
     seconds = time.perf_counter() - t0
     if raw.shape != (len(layers),) or not np.isfinite(raw).all() or (raw < 0).any():

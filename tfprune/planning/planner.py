@@ -28,7 +28,7 @@ from tfprune.importance import ImportanceScores, get_importance, score_layers
 from tfprune.inventory.layers import prunable_layers
 from tfprune.masks.granularity import Granularity, layer_units, parse_granularity
 from tfprune.planning.plans import Plan
-from tfprune.validation import check_sparsity, positive_scores
+from tfprune.validation import check_sparsity, finite_weights, positive_scores
 
 __all__ = [
     "Plan",
@@ -316,6 +316,8 @@ def plan(
     if not inv:
         raise ValueError("no prunable layers to plan over (Dense, Conv, SeparableConv, Embedding). See tfprune.prunable_layers(model).")
     names = [p.name for p in inv]
+    if all(getattr(p, "layer", None) is not None for p in inv):
+        finite_weights({p.name: p.kernel() for p in inv}, "plan")
     excluded: dict[str, str] = {}
     if exclude is not None:
         exclude = [exclude] if isinstance(exclude, str) else list(exclude)

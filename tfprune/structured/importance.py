@@ -74,6 +74,7 @@ from tfprune.masks.granularity import channels_to_remove
 from tfprune.masks.wrapping import plain
 from tfprune.report import Report, Table
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, channel_graph, conv_groups
+from tfprune.validation import finite_data, finite_weights
 
 __all__ = [
     "ChannelContext",
@@ -446,6 +447,9 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
                          f"scorer: {[n for n in list_importance('channel') if not needs_data(n, 'channel')]}")
     model = plain(model)
     cg = graph if graph is not None else channel_graph(model)
+    finite_weights({v.name: v.numpy() for v in model.trainable_weights}, f"channel importance {method!r}")
+    if entry.needs_data:
+        finite_data(data, "data")
     ctx = ChannelContext(model, cg, data, dict(options))
     scores = entry.fn(ctx)
     out = {}

@@ -12,14 +12,13 @@ without recompiling (`set`).
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import tensorflow as tf
 
 from tfprune._keras import keras
 from tfprune.compat import PruningSchedule
-from tfprune.validation import check_int, check_sparsity
+from tfprune.validation import check_int, check_sparsity, number
 
 __all__ = ["LayerwiseSchedule", "as_schedule", "polynomial_sparsity", "ramp_tf", "update_due_tf"]
 
@@ -146,12 +145,9 @@ class LayerwiseSchedule(PruningSchedule):
         if out["end_step"] < out["begin_step"]:
             raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
         try:
-            p = float(power)
-        except (TypeError, ValueError):
-            p = float("nan")
-        if not p > 0 or math.isinf(p):
-            raise ValueError(f"power must be a finite number > 0, got {power!r}")
-        out["power"] = p
+            out["power"] = number(power, "power", minimum=0.0, strict=True, what="the ramp's exponent, a finite number (3 is usual)")
+        except TypeError as err:
+            raise ValueError(str(err)) from None
         return out
 
     @property

@@ -54,7 +54,7 @@ from tfprune.masks.wrapper import PruneLayer
 from tfprune.masks.wrapping import channel_masks, wrappers
 from tfprune.planning import Plan, default_methods, plan
 from tfprune.report import format_table
-from tfprune.validation import check_int, check_sparsity
+from tfprune.validation import check_int, check_sparsity, fraction
 
 __all__ = ["Pruning", "apply_masks"]
 
@@ -225,9 +225,11 @@ class Pruning(keras.callbacks.Callback):
         self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
         LayerwiseSchedule(power=power)  # validates power
         self.power = float(power)
-        if not 0.0 < float(ramp_fraction) <= 1.0:
-            raise ValueError(f"ramp_fraction must be in (0, 1], got {ramp_fraction!r}")
-        self.ramp_fraction = float(ramp_fraction)
+        try:
+            self.ramp_fraction = fraction(ramp_fraction, "ramp_fraction", unit="share of this fit's steps used for the ramp", include_low=False,
+                                          include_high=True, example="ramp_fraction=0.7")
+        except TypeError as err:
+            raise ValueError(str(err)) from None
         self.plan_kwargs = dict(min_density=min_density, max_sparsity=max_sparsity, exclude=exclude, include_outputs=include_outputs,
                                 importance_kwargs=dict(importance_kwargs or {}), allocation_kwargs=dict(allocation_kwargs or {}))
         self.replan = bool(replan)

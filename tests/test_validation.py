@@ -137,3 +137,14 @@ def test_plans_and_scores_refuse_nan_weights_and_nan_data():
     x[2, 3] = np.nan
     with pytest.raises(ValueError, match="data.*1 non-finite"):
         tfprune.score_layers(clean, "capacity_activation", data=(x, np.zeros(16, np.int64)))
+
+
+def test_export_refuses_samples_shaped_unlike_the_model_input(tmp_path):
+    model = _dense_model()
+    x = np.random.default_rng(0).random((16, 6), dtype=np.float32)
+    path = tmp_path / "m.tflite"
+    with pytest.raises(ValueError, match=r"sample_inputs has shape \(16, 5\).*\(n, 6\).*Fix"):
+        tfprune.export_tflite(model, str(path), mode="float", sample_inputs=x[:, :5])
+    with pytest.raises(ValueError, match=r"representative_data has shape \(16, 6, 1\)"):
+        tfprune.export_tflite(model, str(path), mode="micro", sample_inputs=x, representative_data=x[..., None])
+    assert os.listdir(tmp_path) == []

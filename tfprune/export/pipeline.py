@@ -31,6 +31,16 @@ def _require_finite(values: np.ndarray, argument: str, why: str) -> None:
                          "those samples, e.g. x[np.isfinite(x).all(axis=tuple(range(1, x.ndim)))])")
 
 
+def _require_shape(values: np.ndarray, argument: str, model: Any) -> None:
+    """``values`` must be a batch of the model's input: (n, *input shape) with every known dimension equal."""
+    want = tuple(model.inputs[0].shape[1:])
+    got = tuple(values.shape[1:])
+    if values.ndim != len(want) + 1 or any(w is not None and int(w) != g for w, g in zip(want, got)):
+        raise ValueError(f"{argument} has shape {values.shape}, but model {model.name!r} takes batches of shape (n, "
+                         f"{', '.join('?' if w is None else str(int(w)) for w in want)}). Fix: pass samples shaped like the model's "
+                         "input (e.g. x[..., None] for a missing channel axis, or resize the images)")
+
+
 def export_tflite(
     model: Any,
     path: str | os.PathLike,
@@ -121,6 +131,7 @@ def export_tflite(
         sample_inputs = np.random.default_rng(0).standard_normal((int(n_samples), *shape)).astype(np.float32)
     samples = take(sample_inputs, int(n_samples))
     x, y = np.asarray(samples.x, np.float32), samples.y
+    _require_shape(x, "sample_inputs", plain)
     _require_finite(x, "sample_inputs", "parity on them would compare NaN with NaN")
     notes: list[str] = []
 
@@ -133,6 +144,7 @@ def export_tflite(
                 "representative_data=x_train[:256] (and sample_inputs=(x_test, y_test))."
             )
         rep = np.asarray(take(representative_data, int(n_calibration)).x, np.float32)
+        _require_shape(rep, "representative_data", plain)
         _require_finite(rep, "representative_data", "int8 calibration would take its ranges from them")
         overlap = shared_rows(x, rep)
         if overlap:

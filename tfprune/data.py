@@ -341,6 +341,20 @@ def _prepare_images(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _check_returned(spec: str, out: Any, part: str) -> None:
+    """A ``module:function`` source's result must be data: not None, a scalar, a string or a dict without train/test."""
+    bad = None
+    if out is None:
+        bad = "None"
+    elif isinstance(out, (str, bytes, bool, int, float, complex)) or (isinstance(out, np.ndarray) and out.ndim == 0):
+        bad = f"a {type(out).__name__} ({out!r:.40})"
+    elif isinstance(out, dict) and not part and {"train", "test"} & set(out):
+        bad = f"a dict with keys {sorted(out)} (a split dict needs both 'train' and 'test')"
+    if bad is not None:
+        raise ValueError(f"--data {spec!r}: {spec}(){part} returned {bad}, not data. Fix: return a tf.data dataset, arrays (x, y), "
+                         "or {'train': ..., 'test': ...}")
+
+
 def load_source(
     spec: str,
     *,
@@ -371,13 +385,16 @@ def load_source(
 
     if os.path.isdir(spec):
         import contextlib
+        import io
         import sys
 
         from tfprune._keras import keras
 
-        with contextlib.redirect_stdout(sys.stderr):  # keras prints "Found N files..." on stdout: keep stdout for results (--json)
+        said = io.StringIO()
+        with contextlib.redirect_stdout(said):  # keras prints "Found N files..." on stdout: keep stdout for results (--json)
             ds = keras.utils.image_dataset_from_directory(spec, image_size=tuple(image_size or (256, 256)), batch_size=batch_size,
                                                           shuffle=False, label_mode="int")
+        sys.stderr.write(said.getvalue())  # on stderr, and only when the folder was read (an error is the only line then)
         names = getattr(ds, "class_names", [])
         ds = ds.map(lambda x, y: (x / 255.0, y))
         return ds, ds, f"image folder {spec} ({len(names)} classes: {', '.join(names[:10])}), pixels scaled to [0, 1]"
@@ -389,7 +406,7 @@ def load_source(
             if x_key is not None:
                 missing = [k for k in (x_key, y_key) if k is not None and k not in keys]
                 if missing:
-                    raise ValueError(f"{spec} has no array(s) {missing}; it holds {keys}")
+                    raise ValueError(f"{spec} has no array(s) {missing}; it holds {keys}. Fix: --x-key / --y-key name arrays of the file")
                 x = _prepare_images(d[x_key])
                 data = x if y_key is None else (x, np.asarray(d[y_key]))
                 return data, data, f"{spec} ({x_key}{', ' + y_key if y_key else ''}: {len(x)} samples)"
@@ -408,8 +425,20 @@ def load_source(
             fn = getattr(importlib.import_module(module), func)
         except (ImportError, AttributeError) as err:
             raise ValueError(f"--data {spec!r}: cannot import {func!r} from module {module!r} ({err}). Fix: check PYTHONPATH and the name") from None
-        out = fn()
+        if not callable(fn):
+            raise ValueError(f"--data {spec!r}: {module}.{func} is a {type(fn).__name__}, not a function. Fix: name a function "
+                             "that takes no argument and returns the data")
+        try:
+            out = fn()
+        except Exception as err:  # the user's code: name it, keep the cause (chained) for a traceback
+            why = " ".join(str(err).split())
+            raise ValueError(f"--data {spec!r}: {spec}() raised {type(err).__name__}{': ' + why if why else ''}. "
+                             f"Fix: make {func}() run on its own (python -c 'import {module}; {module}.{func}()')") from err
         if isinstance(out, dict) and {"train", "test"} <= set(out):
-            return out["train"], out["test"], f"{spec}() train/test"
+            train, test = out["train"], out["test"]
+            _check_returned(spec, train, "['train']")
+            _check_returned(spec, test, "['test']")
+            return train, test, f"{spec}() train/test"
+        _check_returned(spec, out, "")
         return out, out, f"{spec}()"
     raise FileNotFoundError(f"--data {spec!r}: no such file or folder, and not a module:function")

@@ -53,6 +53,12 @@ def _format(path: str) -> str:
                      "Fix: pass the file model.save() wrote (.keras or .h5), or a SavedModel folder")
 
 
+def _damaged(path: str, kind: str, err: BaseException) -> str:
+    why = " ".join(str(err).split()) or type(err).__name__
+    return (f"{path!r} is a damaged {kind} model file ({why}): truncated or corrupted, e.g. by an interrupted copy or download. "
+            "Fix: save or copy the model again (model.save(path))")
+
+
 def _code_layers(config: Any) -> list[str]:
     """Names of the layers in a (nested) Keras config whose saved form holds Python code (``Lambda``)."""
     out: list[str] = []
@@ -78,16 +84,25 @@ def stored_code(path: str | os.PathLike) -> list[str]:
     if kind == "keras":
         import zipfile
 
-        with zipfile.ZipFile(path) as z:
-            return _code_layers(json.loads(z.read("config.json")))
+        try:
+            with zipfile.ZipFile(path) as z:
+                if "config.json" not in z.namelist():
+                    raise ValueError(f"{path!r} is a zip archive without config.json, not a .keras model (a .npz, or another zip). "
+                                     "Fix: pass the file model.save() wrote (.keras or .h5), or a SavedModel folder")
+                return _code_layers(json.loads(z.read("config.json")))
+        except (zipfile.BadZipFile, EOFError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(_damaged(path, ".keras", err)) from err
     if kind == "h5":
         import h5py
 
-        with h5py.File(path, "r") as f:
-            raw = f.attrs.get("model_config")
-        if raw is None:
-            return []
-        return _code_layers(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+        try:
+            with h5py.File(path, "r") as f:
+                raw = f.attrs.get("model_config")
+            if raw is None:
+                return []
+            return _code_layers(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(_damaged(path, ".h5", err)) from err
     meta = os.path.join(path, "keras_metadata.pb")
     if not os.path.exists(meta):
         return []
@@ -111,7 +126,7 @@ def load_model(path: str | os.PathLike, compile: bool = True, *, unsafe: bool = 
     """
     path = os.fspath(path)
     if not os.path.exists(path):
-        raise FileNotFoundError(f"no model file at {path!r}")
+        raise FileNotFoundError(f"no model file at {path!r}. Fix: check the path (a .keras or .h5 file, or a SavedModel folder)")
     kind = _format(path)
     if not unsafe:
         code = stored_code(path)

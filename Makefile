@@ -36,7 +36,7 @@ test-all: install
 	$(BIN)/python -m pytest -q -m "" tests
 
 lint: install
-	$(BIN)/ruff check tfprune tests examples benchmarks tools
+	$(BIN)/ruff check tfprune tfprune_console.py tests examples benchmarks tools
 
 # The docs site: mkdocs + mkdocstrings read the docstrings by static analysis (no TensorFlow import), so
 # this installs only the `docs` extra's pinned packages into the venv (creating it if needed), not the

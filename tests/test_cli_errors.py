@@ -332,3 +332,41 @@ def test_messages_of_any_length_are_one_line_and_bugs_keep_their_traceback(d, ca
     monkeypatch.setattr(tfprune, "prunable_layers", raising(RuntimeError("an internal bug")))
     with pytest.raises(RuntimeError, match="an internal bug"):  # not the user's input: the traceback is not hidden
         cli.main(["layers", model])
+
+
+def test_the_installed_command_prints_exactly_one_stderr_line_for_a_user_error(tmp_path):
+    """As a user runs it: a subprocess of the console script; TensorFlow's start-up log lines are filtered out (tfprune_console)."""
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("tfprune") or os.path.join(os.path.dirname(sys.executable), "tfprune")
+    proc = subprocess.run([exe, "layers", str(tmp_path / "missing.keras")], capture_output=True, text=True, timeout=300,
+                          env={k: v for k, v in os.environ.items() if k != "TFPRUNE_CLI_RAW"})
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("tfprune layers: error: MODEL: no model file") and "Fix" in lines[0]
+
+
+def test_console_filter_drops_only_tensorflow_start_up_notices():
+    import tfprune_console
+
+    r, w = os.pipe()
+    out_r, out_w = os.pipe()
+    text = (
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n"
+        "I0000 00:00:1796534121.911943    6756 port.cc:153] oneDNN custom operations are on.\n"
+        "I0000 00:00:1796534121.912345    6756 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.\n"
+        "W0000 00:00:1796534121.912345    6756 some_other.cc:31] a real warning\n"
+        "Traceback (most recent call last):\n"
+        "tfprune plan: error: sparsity must be in [0, 1)"
+    )
+    os.write(w, text.encode())
+    os.close(w)
+    tfprune_console._forward(r, out_w)
+    os.close(out_w)
+    with os.fdopen(out_r) as f:
+        kept = f.read()
+    assert kept == ("W0000 00:00:1796534121.912345    6756 some_other.cc:31] a real warning\nTraceback (most recent call last):\n"
+                    "tfprune plan: error: sparsity must be in [0, 1)")

@@ -35,6 +35,8 @@ from typing import Any, Iterator, NamedTuple
 import numpy as np
 import tensorflow as tf
 
+from tfprune.validation import check_int
+
 __all__ = ["Samples", "Split", "take", "batches", "split", "size", "unpack", "load_source", "NEEDS_LABELS"]
 
 NEEDS_LABELS = "needs labels; pass (x, y)"
@@ -268,8 +270,7 @@ def batches(
     ``n_samples``). ``need_labels`` (True or the caller's name, used in the
     message) raises ValueError when a batch has no labels.
     """
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+    batch_size = check_int(batch_size, "batch_size", 1)
     for x, y, w in _stream(data, int(batch_size), n_samples, batched):
         if need_labels and y is None:
             raise _labels_error(need_labels)
@@ -292,8 +293,8 @@ def take(
     ``need_labels`` (True or the caller's name) raises a ValueError saying
     that labels are needed when ``data`` has none.
     """
-    if n_samples is not None and int(n_samples) < 1:
-        raise ValueError(f"n_samples must be >= 1 or None, got {n_samples!r}")
+    if n_samples is not None:
+        n_samples = check_int(n_samples, "n_samples", 1)
     limit = None if seed is not None else n_samples
     parts = list(batches(data, 1024, limit, need_labels=need_labels, batched=batched))
     if not parts:

@@ -21,6 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tfprune._keras import check_model
+from tfprune.validation import check_int
 
 __all__ = ["OneShotEvaluator", "Evaluation", "resolve_loss", "class_labels", "prune_count", "magnitude_order"]
 
@@ -106,8 +107,7 @@ class OneShotEvaluator:
             raise ValueError(f"the one-shot evaluation supports models with one output, this one has {len(model.outputs)}")
         if y is None:
             raise ValueError("the one-shot evaluation needs labels: pass data=(x, y), not x alone")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        batch_size = check_int(batch_size, "batch_size", 1)
         self.loss_fn, self.loss_name = resolve_loss(model, loss)
         self.work = strip(model) if is_wrapped(model) else clone(model)
         self.inventory = prunable_layers(self.work)

@@ -42,6 +42,7 @@ from tfprune._keras import check_model, keras
 from tfprune.export.flatbuffer import TFLITE_DTYPES, op_names, pack_aligned, remove_tensors, schema
 from tfprune.export.runtime import make_interpreter
 from tfprune.export.xnnpack import densify_for_xnnpack
+from tfprune.validation import check_int
 
 __all__ = [
     "pqat",
@@ -414,8 +415,7 @@ def pqat(
     from tfprune.training.finetune import check_labels, lists_as_tuples, model_loss
 
     check_model(model)
-    if int(epochs) < 0:
-        raise ValueError(f"epochs must be >= 0, got {epochs!r}")
+    epochs = check_int(epochs, "epochs", 0)
     if is_qat_model(model):
         raise ValueError(f"model {model.name!r} is already a QAT model. Fix: pass the pruned float model, or keep training this one with fit.")
     spec = model_loss(model, loss)

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterable, Mapping
 import numpy as np
 
 from tfprune.report import Report
-from tfprune.validation import UnreachableTarget
+from tfprune.validation import UnreachableTarget, check_int
 
 __all__ = [
     "Allocation",
@@ -352,8 +352,7 @@ def allocate_sparsity(
         raise ValueError(f"every layer needs a positive weight count, got {dict(zip(names, n.tolist()))}")
     if not 0.0 <= float(min_density) < 1.0 or math.isnan(float(min_density)):
         raise ValueError(f"min_density must be in [0, 1) (fraction kept), got {min_density!r}")
-    if int(min_keep) < 1:
-        raise ValueError(f"min_keep must be >= 1 (a layer with no weight left collapses), got {min_keep!r}")
+    min_keep = check_int(min_keep, "min_keep (a layer with no weight left collapses)", 1)
     keep = np.maximum(np.ceil(float(min_density) * n - 1e-9).astype(np.int64), int(min_keep))
     keep = np.minimum(keep, n)
     caps = n - keep

@@ -20,6 +20,7 @@ from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
 from tfprune.files import atomic_write
 from tfprune.masks.wrapping import is_wrapped, mid_ramp, strip
+from tfprune.validation import check_int
 
 __all__ = ["export_tflite"]
 
@@ -105,10 +106,8 @@ def export_tflite(
     check_model(model)
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-    if int(n_samples) < 1:
-        raise ValueError(f"n_samples must be >= 1, got {n_samples!r}")
-    if int(n_calibration) < 1:
-        raise ValueError(f"n_calibration must be >= 1, got {n_calibration!r}")
+    n_samples = check_int(n_samples, "n_samples", 1)
+    n_calibration = check_int(n_calibration, "n_calibration", 1)
     if len(model.inputs) != 1:
         raise ValueError(f"export_tflite's parity check supports models with one input; this model has {len(model.inputs)}")
     if c_header is not None and stores_sparse(mode, sparse_storage):

@@ -21,6 +21,7 @@ import tensorflow as tf
 
 from tfprune import data as _data
 from tfprune._keras import check_model, keras
+from tfprune.validation import check_int, number
 
 __all__ = [
     "CrossEntropy",
@@ -263,7 +264,10 @@ def retrain(
 
     check_model(model)
     spec = model_loss(model, loss)
-    if steps <= 0:
+    steps = check_int(steps, "steps", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    number(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    if steps == 0:
         return clone(model)
     src = data if y is None else (data, y)
     n = None if _data.size(src) is not None else int(steps) * int(batch_size)

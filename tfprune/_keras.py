@@ -100,14 +100,21 @@ def check_keras2(obj: Any, argname: str = "model") -> None:
         )
 
 
-def check_model(model: Any, argname: str = "model") -> None:
-    """Check ``model`` is a built tf-keras Sequential or functional Model."""
+def check_is_model(model: Any, argname: str = "model") -> None:
+    """Check ``model`` is a tf-keras Model (built or not); a single layer is refused with the fix."""
     check_keras2(model, argname)
     if not isinstance(model, keras.Model):
+        name = getattr(model, "name", "")
         raise TypeError(
-            f"`{argname}` must be a tf-keras Model, got layer {type(model).__name__}. "
-            "Fix: put the layer in a model, e.g. `keras.Sequential([layer])`."
+            f"`{argname}` must be a tf-keras Model, got layer {type(model).__name__} {name!r}. "
+            "Fix: pass the model that holds the layer, or put the layer in a model with its input shape, e.g. "
+            "`keras.Sequential([keras.Input(shape=(64,)), layer])`."
         )
+
+
+def check_model(model: Any, argname: str = "model") -> None:
+    """Check ``model`` is a built tf-keras Model (Sequential, functional; subclassed where the caller allows)."""
+    check_is_model(model, argname)
     if not model.built or not model.weights and not model.inputs:
         raise ValueError(
             f"`{argname}` ({model.name}) is not built, so its weights do not exist "
@@ -116,4 +123,4 @@ def check_model(model: Any, argname: str = "model") -> None:
         )
 
 
-__all__ = ["keras", "check_keras2", "check_model", "ensure_legacy_keras", "is_keras3_object"]
+__all__ = ["keras", "check_keras2", "check_is_model", "check_model", "ensure_legacy_keras", "is_keras3_object"]

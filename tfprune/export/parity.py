@@ -83,7 +83,12 @@ def shared_rows(x: np.ndarray, rep: np.ndarray) -> int:
 
 
 def is_classification(model: Any, index: int) -> bool:
-    """Whether output ``index`` of a tf-keras model is a ``(batch, k>1)`` output not produced by a pooling / flatten / reshape layer."""
+    """Whether output ``index`` of a tf-keras model is a ``(batch, k>1)`` output not produced by a pooling / flatten / reshape layer.
+
+    A subclassed model has no symbolic outputs to read: True (the caller checks the shape of the values).
+    """
+    if getattr(model, "outputs", None) is None:
+        return True
     shape = model.outputs[index].shape
     if len(shape) != 2 or shape[-1] is None or int(shape[-1]) < 2:
         return False
@@ -92,15 +97,36 @@ def is_classification(model: Any, index: int) -> bool:
     return not (layer is not None and type(layer).__name__.startswith(_POOLING_OR_FLAT))
 
 
-def keras_outputs(plain: Any, x: np.ndarray) -> tuple[list[str], list[str], list[np.ndarray]]:
+def keras_outputs(plain: Any, x: np.ndarray, call: bool = False) -> tuple[list[str], list[str], list[np.ndarray]]:
     """The model's outputs on ``x``, flattened in ``plain.outputs`` order: (report names, Keras output names, arrays).
 
     A dict output reports its keys (``boxes``), a list its layers' names.
+    With ``call`` (and always for a subclassed model, which has no symbolic
+    outputs) the model is called directly, batch by batch, so no trace is
+    cached on it (``predict`` caches one); a subclassed model's outputs are
+    named as the converter names them in the file's signature: ``output_1``, ``output_2``...
     """
-    refs = plain.predict(x, verbose=0, batch_size=256)
-    layer_names = list(plain.output_names)
+    if call or getattr(plain, "outputs", None) is None:
+        refs = _called(plain, x)
+    else:
+        refs = plain.predict(x, verbose=0, batch_size=256)
     if isinstance(refs, dict):
         keys = sorted(refs)  # tf.nest's order: the order of plain.outputs and output_names
+        layer_names = list(plain.output_names) if getattr(plain, "outputs", None) is not None else [str(k) for k in keys]
         return [str(k) for k in keys], layer_names, [np.asarray(refs[k]) for k in keys]
     refs = list(refs) if isinstance(refs, (list, tuple)) else [refs]
+    if getattr(plain, "outputs", None) is not None:
+        layer_names = list(plain.output_names)
+    else:
+        layer_names = [f"output_{i + 1}" for i in range(len(refs))]
     return list(layer_names), layer_names, [np.asarray(r) for r in refs]
+
+
+def _called(model: Any, x: np.ndarray, batch_size: int = 256) -> Any:
+    """``model(x, training=False)`` in eager batches, as numpy, in the output's structure (a dict, a list, or one array)."""
+    batches = [model(x[i : i + batch_size], training=False) for i in range(0, len(x), batch_size)]
+    if isinstance(batches[0], dict):
+        return {k: np.concatenate([np.asarray(b[k]) for b in batches]) for k in batches[0]}
+    if isinstance(batches[0], (list, tuple)):
+        return [np.concatenate([np.asarray(b[i]) for b in batches]) for i in range(len(batches[0]))]
+    return np.concatenate([np.asarray(b) for b in batches])

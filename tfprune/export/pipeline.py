@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
 import warnings
 from typing import Any
 
 import numpy as np
+import tensorflow as tf
 
 from tfprune._keras import check_model
 from tfprune.data import take
@@ -19,7 +21,7 @@ from tfprune.export.report import ExportReport
 from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
 from tfprune.files import atomic_write
-from tfprune.masks.wrapping import is_wrapped, mid_ramp, strip
+from tfprune.masks.wrapping import holds_subclassed, is_wrapped, masked_inference, mid_ramp, strip
 from tfprune.validation import check_int
 
 __all__ = ["export_tflite"]
@@ -34,12 +36,23 @@ def _require_finite(values: np.ndarray, argument: str, why: str) -> None:
 
 def _require_shape(values: np.ndarray, argument: str, model: Any) -> None:
     """``values`` must be a batch of the model's input: (n, *input shape) with every known dimension equal."""
-    want = tuple(model.inputs[0].shape[1:])
+    want = _input_shapes(model)[0]
     got = tuple(values.shape[1:])
     if values.ndim != len(want) + 1 or any(w is not None and int(w) != g for w, g in zip(want, got)):
         raise ValueError(f"{argument} has shape {values.shape}, but model {model.name!r} takes batches of shape (n, "
                          f"{', '.join('?' if w is None else str(int(w)) for w in want)}). Fix: pass samples shaped like the model's "
                          "input (e.g. x[..., None] for a missing channel axis, or resize the images)")
+
+
+def _input_shapes(model: Any) -> list[tuple[Any, ...]]:
+    """Per-sample shape of each input: a subclassed model's from the inputs it was first called with (``save_spec``)."""
+    if model.inputs is not None:
+        return [tuple(t.shape[1:]) for t in model.inputs]
+    spec = model.save_spec()
+    if spec is None:
+        raise ValueError(f"model {model.name!r} is subclassed and was never called, so its inputs are unknown. Fix: call it once on a "
+                         "batch, model(x[:1]), then export")
+    return [tuple(t.shape[1:]) for t in tf.nest.flatten(spec[0])]
 
 
 def export_tflite(
@@ -63,7 +76,11 @@ def export_tflite(
     Args:
       model: a tf-keras model with one input, wrapped or not (wrappers are
         stripped here, on a copy; ``model`` is not changed). Several outputs
-        are compared one by one.
+        are compared one by one. A subclassed model (called once, so its
+        input is known), or one that holds a subclassed model, is exported
+        as it is: its `tfprune.PruneLayer` wrappers compute as their layers
+        on the masked weights (`tfprune.masks.wrapping.masked_inference`),
+        which are put back after.
       path: where to write the .tflite file.
       mode: one of ``float``, ``sparse``, ``dynamic``, ``int8``, ``micro``
         (see the module doc).
@@ -108,8 +125,9 @@ def export_tflite(
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     n_samples = check_int(n_samples, "n_samples", 1)
     n_calibration = check_int(n_calibration, "n_calibration", 1)
-    if len(model.inputs) != 1:
-        raise ValueError(f"export_tflite's parity check supports models with one input; this model has {len(model.inputs)}")
+    shapes = _input_shapes(model)
+    if len(shapes) != 1:
+        raise ValueError(f"export_tflite's parity check supports models with one input; this model has {len(shapes)}")
     if c_header is not None and stores_sparse(mode, sparse_storage):
         raise ValueError(
             f"c_header is for TensorFlow Lite Micro, which has no DENSIFY kernel and no sparse tensors "
@@ -123,10 +141,13 @@ def export_tflite(
     short = mid_ramp(model) if is_wrapped(model) else ""
     if short:
         warnings.warn(f"exporting {short}", stacklevel=2)
-    plain = strip(model) if is_wrapped(model) else model
+    # A model that is or holds a subclassed model cannot be copied: it is exported as it is, its wrappers computing as their
+    # layers on the masked weights (so are wrappers that strip leaves inside custom layers, which it clones whole).
+    as_is = holds_subclassed(model)
+    plain = model if as_is else strip(model) if is_wrapped(model) else model
     random_inputs = sample_inputs is None
     if random_inputs:
-        shape = [int(d) for d in plain.inputs[0].shape[1:]]
+        shape = [int(d) for d in shapes[0]]
         sample_inputs = np.random.default_rng(0).standard_normal((int(n_samples), *shape)).astype(np.float32)
     samples = take(sample_inputs, int(n_samples))
     x, y = np.asarray(samples.x, np.float32), samples.y
@@ -152,26 +173,27 @@ def export_tflite(
             warnings.warn(msg, stacklevel=2)
             notes.append(msg)
 
-    content = convert(plain, mode, rep, stores_sparse(mode, sparse_storage), bool(int8_io))
-    wrong: list[str] = []
-    if check_encoding and stores_sparse(mode, sparse_storage):
-        from tfprune.quantize import repair_sparse_kernels
+    with masked_inference(plain) if is_wrapped(plain) else contextlib.nullcontext():  # a subclass; wrappers inside custom layers
+        content = convert(plain, mode, rep, stores_sparse(mode, sparse_storage), bool(int8_io))
+        wrong: list[str] = []
+        if check_encoding and stores_sparse(mode, sparse_storage):
+            from tfprune.quantize import repair_sparse_kernels
 
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
-            content, wrong = repair_sparse_kernels(content, convert(plain, mode, rep, False, bool(int8_io)))
-        if wrong:
-            msg = (f"{len(wrong)} kernel(s) stored dense because the converter's sparse encoding does not hold their values "
-                   "(the file would compute wrong outputs): " + "; ".join(wrong))
-            warnings.warn(msg, stacklevel=2)
-            notes.append(msg)
-    dense_fc: list[str] = []
-    if xnnpack_safe and stores_sparse(mode, sparse_storage) and mode != "sparse":
-        content, dense_fc = densify_for_xnnpack(content)
-        if dense_fc:
-            notes.append(f"{len(dense_fc)} int8 kernel(s) stored dense so XNNPack runs the file (it refuses int8 "
-                         "FULLY_CONNECTED and hybrid weights from DENSIFY): " + ", ".join(dense_fc) + "; xnnpack_safe=False keeps them sparse")
-    names, keras_names, refs = keras_outputs(plain, x)
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
+                content, wrong = repair_sparse_kernels(content, convert(plain, mode, rep, False, bool(int8_io)))
+            if wrong:
+                msg = (f"{len(wrong)} kernel(s) stored dense because the converter's sparse encoding does not hold their values "
+                       "(the file would compute wrong outputs): " + "; ".join(wrong))
+                warnings.warn(msg, stacklevel=2)
+                notes.append(msg)
+        dense_fc: list[str] = []
+        if xnnpack_safe and stores_sparse(mode, sparse_storage) and mode != "sparse":
+            content, dense_fc = densify_for_xnnpack(content)
+            if dense_fc:
+                notes.append(f"{len(dense_fc)} int8 kernel(s) stored dense so XNNPack runs the file (it refuses int8 "
+                             "FULLY_CONNECTED and hybrid weights from DENSIFY): " + ", ".join(dense_fc) + "; xnnpack_safe=False keeps them sparse")
+        names, keras_names, refs = keras_outputs(plain, x, call=as_is)  # the user's model: called, no trace cached on it
     got, runtime = run_tflite_outputs(content, x)
     positions = output_positions(content, keras_names, [r.shape[1:] for r in refs])
     for i, n in enumerate(names):  # a verified export never verifies NaN: no file is written

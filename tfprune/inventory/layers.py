@@ -4,7 +4,8 @@
 model used as a layer) and returns a `LayerInventory`: one `PrunableLayer`
 per prunable weight tensor, plus one `SkippedLayer` (with the reason) for
 every other layer. Wrapped models (after `tfprune.wrap`) are understood too:
-the entry then points at the tfmot wrapper.
+the entry then points at the tfmot wrapper, also where it sits inside a custom
+layer (``tfprune.PruneLayer`` put around a layer in a subclass's block).
 """
 
 from __future__ import annotations
@@ -17,9 +18,10 @@ import numpy as np
 from tfprune._keras import check_model, keras
 from tfprune.compat import PruneLowMagnitude
 
-__all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "prunable_layers", "PRUNABLE_WEIGHTS", "WRAPPER_PREFIX"]
+__all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "prunable_layers", "nested_wrappers", "PRUNABLE_WEIGHTS", "WRAPPER_PREFIX"]
 
 WRAPPER_PREFIX = "prune_low_magnitude_"
+_KERAS_MODULES = ("tf_keras.", "keras.")
 
 L = keras.layers
 #: Layer type -> attribute name of the weight tfprune prunes (most specific first).
@@ -201,6 +203,17 @@ def _kernels_inside(layer: Any) -> int:
     return total
 
 
+def nested_wrappers(layer: Any, cls: Any = PruneLowMagnitude) -> list[Any]:
+    """The wrappers of class ``cls`` (default tfmot's, `tfprune.PruneLayer` among them) inside a custom, non-Model ``layer``, at any depth.
+
+    Keras' own layers are not searched (walking ``submodules`` is slow, and
+    they hold no wrapper), so this costs nothing on a model of built-in layers.
+    """
+    if type(layer).__module__.startswith(_KERAS_MODULES):
+        return []
+    return [s for s in getattr(layer, "submodules", ()) if isinstance(s, cls) and s is not layer]
+
+
 def prunable_layers(model: Any) -> LayerInventory:
     """List every prunable weight of ``model`` and the reason each other layer is skipped.
 
@@ -224,19 +237,7 @@ def prunable_layers(model: Any) -> LayerInventory:
             seen.add(id(layer))
             path = f"{prefix}{layer.name}"
             if isinstance(layer, PruneLowMagnitude):
-                inner = layer.layer
-                attr = weight_kind(inner)
-                if attr is None:  # a custom PrunableLayer: take its first prunable weight
-                    weights = inner.get_prunable_weights()
-                    if not weights:
-                        skipped.append(SkippedLayer(inner.name, f"{prefix}{inner.name}", type(inner).__name__, "wrapped layer has no prunable weights"))
-                        continue
-                    w = weights[0]
-                    attr = next((a for a in ("kernel", "embeddings", "pointwise_kernel") if getattr(inner, a, None) is w), "kernel")
-                w = getattr(inner, attr)
-                prunable.append(
-                    PrunableLayer(inner.name, f"{prefix}{inner.name}", type(inner).__name__, attr, tuple(w.shape), int(np.prod(w.shape)), True, layer)
-                )
+                wrapped_entry(layer, prefix)
             elif isinstance(layer, keras.Model):
                 visit(layer, f"{path}/")
             else:
@@ -253,10 +254,30 @@ def prunable_layers(model: Any) -> LayerInventory:
                     n = int(sum(np.prod(v.shape) for v in layer.weights))
                     inside = _kernels_inside(layer)
                     reason = _skip_reason(layer)
+                    held = nested_wrappers(layer)
+                    if held:
+                        reason += f"; the {len(held)} wrapped layer(s) inside it are listed as prunable"
                     if inside:
                         reason += (f"; it holds {inside} weights of Conv/Dense layers that are not pruned. Fix: build the model from those "
                                    "layers directly (functional), or put tfprune.PruneLayer around them inside the custom layer")
                     skipped.append(SkippedLayer(layer.name, path, type(layer).__name__, reason, n, inside))
+                    for sub in nested_wrappers(layer):  # tfprune.PruneLayer put around layers inside a custom layer: pruned as they are
+                        if id(sub) not in seen:
+                            seen.add(id(sub))
+                            wrapped_entry(sub, f"{path}/")
+
+    def wrapped_entry(layer: Any, prefix: str) -> None:
+        inner = layer.layer
+        attr = weight_kind(inner)
+        if attr is None:  # a custom PrunableLayer: take its first prunable weight
+            weights = inner.get_prunable_weights()
+            if not weights:
+                skipped.append(SkippedLayer(inner.name, f"{prefix}{inner.name}", type(inner).__name__, "wrapped layer has no prunable weights"))
+                return
+            w = weights[0]
+            attr = next((a for a in ("kernel", "embeddings", "pointwise_kernel") if getattr(inner, a, None) is w), "kernel")
+        w = getattr(inner, attr)
+        prunable.append(PrunableLayer(inner.name, f"{prefix}{inner.name}", type(inner).__name__, attr, tuple(w.shape), int(np.prod(w.shape)), True, layer))
 
     visit(model, "")
     names = [p.name for p in prunable]

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from tfprune._keras import check_keras2, keras
+from tfprune._keras import check_is_model, keras
 from tfprune.report import Report, Table
 
 __all__ = ["profile", "Profile", "LayerProfile"]
@@ -89,8 +89,11 @@ def _macs(layer: Any, shapes_from: Any = None) -> int:
 
 
 def profile(model: Any) -> Profile:
-    """Per-layer parameters and MACs (per example) of a built tf-keras model; nested models are expanded."""
-    check_keras2(model)
+    """Per-layer parameters and MACs (per example) of a built tf-keras model; nested models are expanded.
+
+    ``model`` must be a Model: a single layer is refused with the fix (put it in a model with its input shape).
+    """
+    check_is_model(model)
     prof = Profile()
 
     def visit(m: Any, prefix: str) -> None:

@@ -20,6 +20,7 @@ step counting (``pruning_step`` counts training calls of the wrapper) and its
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import tensorflow as tf
@@ -109,6 +110,19 @@ class PruneLayer(PruneLowMagnitude):
         self.n_m = (int(n_m[0]), int(n_m[1])) if g.kind != "n:m" else (g.n, g.m)
         self.transpose = "Transpose" in type(layer).__name__
         self._initial_plan_sparsity = float(plan_sparsity)
+        self.as_layer = False  # True: compute as the inner layer alone (`tfprune.masks.wrapping.masked_inference`)
+
+    def call(self, inputs: Any, training: Any = None, **kwargs: Any) -> Any:
+        """tfmot's call (mask update in training, masks applied), or with ``as_layer`` the inner layer's call alone.
+
+        ``as_layer`` is read when the call is traced: set it only around a
+        fresh trace (an export) on masked weights, as `masked_inference` does.
+        """
+        if not self.as_layer:
+            return super().call(inputs, training=training, **kwargs)
+        if "training" in inspect.getfullargspec(self.layer.call).args:
+            return self.layer.call(inputs, training=training, **kwargs)
+        return self.layer.call(inputs, **kwargs)
 
     def build(self, input_shape: Any) -> None:
         super().build(input_shape)

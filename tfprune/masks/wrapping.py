@@ -9,22 +9,24 @@ which fails on models with ``TFOpLambda`` or ``Rescaling`` layers.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any, Iterable, Mapping, Union
+from typing import Any, Iterable, Iterator, Mapping, Union
 
 import numpy as np
 import tensorflow as tf
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_is_model, check_model, keras
 from tfprune.compat import PruneLowMagnitude, batch_input_shape, is_graph_network, set_batch_input_shape, tfmot_can_prune
-from tfprune.inventory.layers import WRAPPER_PREFIX, prunable_layers, weight_kind
+from tfprune.inventory.layers import WRAPPER_PREFIX, nested_wrappers, prunable_layers, weight_kind
 from tfprune.masks.channel_mask import ChannelMask, foldable
 from tfprune.masks.granularity import check_block_size, parse_granularity
 from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
 from tfprune.validation import check_sparsity
 
-__all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks", "mid_ramp"]
+__all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel_masks", "mid_ramp", "is_subclassed", "holds_subclassed", "rewrap_fix",
+           "masked_inference", "SUBCLASS_ROUTE"]
 
 Selector = Union[str, type, "re.Pattern[str]"]
 
@@ -61,17 +63,101 @@ def _clone_layer(layer: Any) -> Any:
     return layer.__class__.from_config(layer.get_config())
 
 
+#: The one route that prunes a subclassed model, named by every error that meets one.
+SUBCLASS_ROUTE = (
+    "put tfprune.PruneLayer around each Dense/Conv layer to prune inside the subclass, e.g. "
+    "`self.fc = tfprune.PruneLayer(keras.layers.Dense(10))`; call the model once on a batch to build it, compile, fit with "
+    "callbacks=[tfprune.Pruning(0.8)], then `tfprune.export_tflite(model, path)` exports the wrapped model as it is"
+)
+
+
+def is_subclassed(model: Any) -> bool:
+    """True for a subclassed ``keras.Model`` (neither Sequential nor functional): it has no layer graph to rebuild."""
+    return isinstance(model, keras.Model) and not isinstance(model, keras.Sequential) and not is_graph_network(model)
+
+
+def holds_subclassed(model: Any) -> bool:
+    """True when ``model`` is subclassed or holds a subclassed model at any depth (then no clone can copy it)."""
+    if is_subclassed(model):
+        return True
+    return any(isinstance(layer, keras.Model) and holds_subclassed(layer) for layer in getattr(model, "layers", []))
+
+
+def rewrap_fix(model: Any) -> str:
+    """The fix for layers wrapped by another wrapper than `PruneLayer` (tfmot's own, or a foreign schedule) in ``model``."""
+    if is_subclassed(model):
+        return ("put tfprune.PruneLayer in place of that wrapper inside the subclass, e.g. "
+                "`self.fc = tfprune.PruneLayer(keras.layers.Dense(10))` (it takes the same arguments as prune_low_magnitude; a "
+                "pruning_schedule, if given, must be a tfprune.LayerwiseSchedule), then build, compile and fit again")
+    return "strip and wrap again, `model = tfprune.wrap(tfprune.strip(model))`, then compile and fit"
+
+
+def _refuse_subclassed(model: Any, action: str) -> None:
+    """TypeError naming the subclassed-model route, when ``model`` is subclassed (``action``: wrap, strip or clone)."""
+    if not is_subclassed(model):
+        return
+    if action == "wrap":
+        if is_wrapped(model):
+            raise TypeError(f"model {model.name!r} is a subclassed keras.Model that already holds pruning wrappers. Fix: train it as it "
+                            "is (compile, fit with callbacks=[tfprune.Pruning(0.8)]), then `tfprune.export_tflite(model, path)`")
+        raise TypeError(f"model {model.name!r} is a subclassed keras.Model: tfprune.wrap rebuilds a model layer by layer from its "
+                        f"config, which a subclass does not have. Fix: build it with the Sequential or functional API, or {SUBCLASS_ROUTE}")
+    raise TypeError(f"tfprune.{action} cannot copy model {model.name!r}: it is a subclassed keras.Model, and Keras rebuilds only "
+                    "Sequential and functional models. Fix: export it as it is, `tfprune.export_tflite(model, path)` (it applies the "
+                    "masks for the conversion and puts the weights back: the model is not changed), and keep it with "
+                    "model.save_weights(path) (masks and pruning state included; load_weights into a new instance called once on a batch). "
+                    "What works on a copy (data-driven importance such as 'sensitivity', OBS) does not take a subclass: keep "
+                    "tfprune.Pruning's default importance")
+
+
 def _clone_model(model: Any, fn: Any) -> Any:
     try:
         return keras.models.clone_model(model, clone_function=fn)
     except (ValueError, NotImplementedError) as err:
-        if not isinstance(model, keras.Sequential) and not is_graph_network(model):
+        if is_subclassed(model):
             raise TypeError(
-                f"model {model.name!r} is a subclassed keras.Model, which cannot be cloned layer by layer. "
-                "Fix: build it with the Sequential or functional API, or wrap its layers yourself with "
-                "tfmot.sparsity.keras.prune_low_magnitude(layer, pruning_schedule=tfprune.LayerwiseSchedule(...))."
+                f"model {model.name!r} is a subclassed keras.Model nested in the model, which cannot be cloned layer by layer. "
+                f"Fix: build it with the Sequential or functional API, or {SUBCLASS_ROUTE}."
             ) from err
         raise
+
+
+@contextlib.contextmanager
+def masked_inference(model: Any) -> Iterator[Any]:
+    """Inside: every `PruneLayer` in ``model`` holds its masked weights and computes as its layer alone; after: all restored.
+
+    What a subclassed model, which `strip` cannot copy, is exported with: a
+    graph traced inside holds the inner layers' ops on the masked weights (no
+    mask multiplication, no step update), as the stripped model would. On
+    exit the raw weights are put back bit for bit and the wrappers compute as
+    before, so ``model`` is not changed. Run nothing inside that caches a
+    trace on the model (``model.predict``); call the model directly.
+
+    Raises TypeError for tfmot's own wrappers there (their call assigns the
+    masked kernel in every graph, which no converter can freeze): the fix is
+    `PruneLayer` in their place.
+    """
+    ws = wrappers(model)
+    foreign = [w for w in ws if not isinstance(w, PruneLayer)]
+    if foreign:
+        where = "the subclass" if is_subclassed(model) else "the custom layer that builds it"
+        raise TypeError(f"layer {foreign[0].layer.name!r} of model {model.name!r} is wrapped by {type(foreign[0]).__name__}, whose call "
+                        f"assigns the masked kernel in every graph, so it cannot be exported as it is. Fix: put tfprune.PruneLayer in place "
+                        f"of that wrapper inside {where}, e.g. `self.fc = tfprune.PruneLayer(keras.layers.Dense(10))` (it takes the same "
+                        "arguments; a pruning_schedule, if given, must be a tfprune.LayerwiseSchedule), then build, compile and fit it with "
+                        "tfprune.Pruning")
+    saved = [(w, [(var, var.numpy()) for var, _, _ in w.pruning_vars]) for w in ws]
+    try:
+        for w in ws:
+            for var, mask, _ in w.pruning_vars:
+                var.assign(var * tf.cast(mask, var.dtype))
+            w.as_layer = True
+        yield model
+    finally:
+        for w, values in saved:
+            w.as_layer = False
+            for var, value in values:
+                var.assign(value)
 
 
 _MERGE_TYPES = ("Concatenate", "Add", "Average", "Maximum", "Minimum", "Multiply", "Subtract", "Dot")
@@ -119,8 +205,8 @@ def _rebuild(model: Any, layer_fn: Any) -> Any:
     return new_model
 
 
-def _layers_of(model: Any, cls: type) -> list[Any]:
-    """Every layer of class ``cls`` in ``model`` (nested models included), once each, in layer order."""
+def _layers_of(model: Any, cls: type, inside_custom: bool = True) -> list[Any]:
+    """Every layer of class ``cls`` in ``model`` (nested models, and custom layers' sublayers, included), once each, in layer order."""
     out: list[Any] = []
 
     def visit(m: Any) -> None:
@@ -130,6 +216,8 @@ def _layers_of(model: Any, cls: type) -> list[Any]:
                     out.append(layer)
             elif isinstance(layer, keras.Model):
                 visit(layer)
+            elif inside_custom:  # a custom layer holding wrappers (PruneLayer inside a subclass's block)
+                out.extend(s for s in nested_wrappers(layer, cls) if all(s is not o for o in out))
 
     visit(model)
     return out
@@ -241,7 +329,8 @@ def wrap(
     Args:
       model: a built tf-keras Sequential or functional model (nested models,
         shared layers, TFOpLambda, Rescaling, BatchNorm, Add... are fine).
-        It is not modified.
+        It is not modified. A subclassed model is refused with its route
+        (`SUBCLASS_ROUTE`): `PruneLayer` around its layers inside the subclass.
       targets: initial per-layer targets: one float for every wrapped layer, a
         dict ``{layer_name: sparsity}`` (missing layers get 0.0), or an
         `Allocation`. Default 0.0 (wrapped, nothing removed yet).
@@ -264,11 +353,14 @@ def wrap(
     Returns:
       A new, uncompiled model. Compile it before ``fit``.
     """
+    check_is_model(model)
+    _refuse_subclassed(model, "wrap")  # before the built check: its fix is the route, whether built or not
     check_model(model)
-    if is_wrapped(model):
+    if _layers_of(model, (PruneLowMagnitude, ChannelMask), inside_custom=False):  # wrappers inside custom layers are cloned with them
         raise ValueError(
-            f"model {model.name!r} already holds pruning wrappers. Fix: train it as it is, "
-            "or call tfprune.strip(model) first to wrap it anew."
+            f"model {model.name!r} already holds pruning wrappers. Fix: train it as it is"
+            + (" (compile, fit with callbacks=[tfprune.Pruning(0.8)]), then `tfprune.export_tflite(model, path)`: it holds a subclassed "
+               "model, which strip cannot copy." if holds_subclassed(model) else ", or call tfprune.strip(model) first to wrap it anew.")
         )
     inventory = prunable_layers(model)
     if not len(inventory):
@@ -376,7 +468,12 @@ def strip(model: Any) -> Any:
     The result has the original layer names and types and exactly the zeros
     the wrappers' masks hold, ready to save or export. ``model`` is not
     modified (unlike tfmot's ``strip_pruning``, no layer is shared).
+
+    A subclassed model cannot be copied (Keras rebuilds only Sequential and
+    functional models): `tfprune.export_tflite` takes it wrapped, as it is.
     """
+    check_is_model(model)
+    _refuse_subclassed(model, "strip")  # before the built check: its fix is the route, whether built or not
     check_model(model)
 
     def unwrap_layer(layer: Any) -> Any:
@@ -397,5 +494,7 @@ def plain(model: Any) -> Any:
 
 def clone(model: Any) -> Any:
     """A deep copy of ``model`` (wrappers, masks and pruning step kept)."""
+    check_is_model(model)
+    _refuse_subclassed(model, "clone")  # before the built check: its fix is the route, whether built or not
     check_model(model)
     return _rebuild(model, _clone_layer)

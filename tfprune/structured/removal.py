@@ -51,8 +51,11 @@ mask the BatchNorm channel too (``remove=`` does) and it goes.
 
 Every group keeps at least one channel. Before returning, the new model's
 outputs are compared with the masked model's on random inputs (or ``x``):
-``max |new - masked|`` must be at most ``atol * max(1, max |masked|)``
-(1e-4 by default), else `shrink` raises.
+``max |new - masked|`` must be at most ``atol * max |masked|`` (1e-4 by
+default; the scale is floored at `SCALE_FLOOR` only for an output that is
+exactly zero), and so must every tensor of the graph against its own scale,
+else `shrink` raises. The bound is relative: outputs of scale 1e-8 (random
+weights in a deep network) are checked as strictly as outputs of scale 1.
 
 The result is a new flat functional model (nested models inlined, as in
 `tfprune.shallow`), rebuilt with ``keras.Model.from_config`` from the input's
@@ -96,7 +99,7 @@ from tfprune.structured.graph import (
     conv_groups,
     is_channel_scale,
 )
-from tfprune.validation import channel_indices
+from tfprune.validation import channel_indices, number
 
 __all__ = ["shrink", "ShrinkReport", "GroupChange", "ChannelWeight", "channel_weights", "mask_channels", "removable_channels"]
 
@@ -124,10 +127,14 @@ class ShrinkReport(Report):
         (channels given, their groups masked first).
       params_before, params_after, macs_before, macs_after: `tfprune.profile` totals.
       max_abs_diff: ``max |new - masked|`` over every output on the check inputs.
-      max_abs_output: ``max |masked|`` (the scale of the tolerance).
-      tolerance: the bound the difference was checked against.
-      max_rel_diff_tensors: the largest ``max |new - masked| / max(1, max |masked|)``
+      max_abs_output: ``max |masked|`` over the outputs (the scale of the tolerance).
+      tolerance: the absolute bound ``max_abs_diff`` was checked against:
+        ``atol * max(max_abs_output, scale_floor)``.
+      max_rel_diff_tensors: the largest ``max |new - masked| / max(max |masked|, scale_floor)``
         over every tensor of the graph (kept entries); also checked against ``atol``.
+      atol: the relative tolerance given to `shrink`.
+      scale_floor: the scale used for a tensor that is exactly zero (`SCALE_FLOOR`).
+      max_rel_diff: ``max_abs_diff / max(max_abs_output, scale_floor)`` (checked against ``atol``).
       groups: one `GroupChange` per prunable group.
       removed: group name -> removed channel indices.
       kept: ``"group[channel]"`` -> why a masked channel stays.
@@ -146,6 +153,8 @@ class ShrinkReport(Report):
     max_abs_output: float
     tolerance: float
     max_rel_diff_tensors: float
+    atol: float = 1e-4
+    scale_floor: float = 0.0
     groups: list[GroupChange] = field(default_factory=list)
     removed: dict[str, list[int]] = field(default_factory=dict)
     kept: dict[str, str] = field(default_factory=dict)
@@ -157,8 +166,13 @@ class ShrinkReport(Report):
     def channels_removed(self) -> int:
         return int(sum(len(v) for v in self.removed.values()))
 
+    @property
+    def max_rel_diff(self) -> float:
+        """``max |new - masked| / max |masked|`` over the outputs (the scale floored at ``scale_floor``)."""
+        return self.max_abs_diff / max(self.max_abs_output, self.scale_floor) if self.max_abs_diff else 0.0
+
     def _extra_dict(self) -> dict[str, Any]:
-        return {"channels_removed": self.channels_removed}
+        return {"channels_removed": self.channels_removed, "max_rel_diff": self.max_rel_diff}
 
     def _blocks(self) -> list[str | Table]:
         def ratio(a: int, b: int) -> str:
@@ -171,8 +185,9 @@ class ShrinkReport(Report):
                 ["params", self.params_before, self.params_after, ratio(self.params_before, self.params_after)],
                 ["MACs", self.macs_before, self.macs_after, ratio(self.macs_before, self.macs_after)],
             ], "lrrr"),
-            f"outputs vs the masked model: max |diff| = {self.max_abs_diff:.3g} (bound {self.tolerance:.3g}, max |output| "
-            f"{self.max_abs_output:.3g}); every tensor: max relative diff {self.max_rel_diff_tensors:.3g}",
+            f"outputs vs the masked model: max |diff| = {self.max_abs_diff:.3g}, relative to max |output| {self.max_abs_output:.3g}: "
+            f"{self.max_rel_diff:.3g} (bound {self.atol:.3g}, i.e. |diff| <= {self.tolerance:.3g}); every tensor: max relative diff "
+            f"{self.max_rel_diff_tensors:.3g}",
         ]
         rows = [[g.group, g.channels, g.removed, g.channels - g.removed, g.kept_masked] for g in self.groups if g.removed or g.kept_masked]
         if rows:
@@ -879,6 +894,10 @@ def _build(cg: ChannelGraph, keep: dict[TensorKey, np.ndarray], fold: dict[str, 
 
 
 # ------------------------------------------------------------- checking
+#: The scale a tensor that is exactly zero is measured against (float32's smallest normal number):
+#: every other tensor is compared relative to its own ``max |value|``.
+SCALE_FLOOR = float(np.finfo(np.float32).tiny)
+
 def _check_inputs(model: Any, x: Any, n: int = 4, seed: int = 0) -> list[np.ndarray]:
     if x is not None:
         return [np.asarray(a) for a in (x if isinstance(x, (list, tuple)) else [x])]
@@ -901,8 +920,9 @@ def _all_tensors(model: Any, keys: list[TensorKey]) -> Any:
 def _compare(cg: ChannelGraph, ref: Any, new: Any, xs: list[np.ndarray], keep: dict[TensorKey, np.ndarray]) -> tuple[float, float, float]:
     """(max |diff| over the outputs, max |output|, max relative diff over every tensor), kept entries only.
 
-    Every intermediate tensor is compared too (relative to ``max(1, max |tensor|)``),
-    so a difference cannot hide behind a saturating output such as a softmax.
+    Every intermediate tensor is compared too (relative to its own ``max |tensor|``,
+    floored at `SCALE_FLOOR`), so a difference cannot hide behind a saturating
+    output such as a softmax, nor behind a small scale.
     """
     from tfprune.inventory.config_graph import refs
 
@@ -922,7 +942,7 @@ def _compare(cg: ChannelGraph, ref: Any, new: Any, xs: list[np.ndarray], keep: d
             continue
         d = float(np.max(np.abs(ya.astype(np.float64) - yb)))
         m = float(np.max(np.abs(ya)))
-        rel = max(rel, d / max(1.0, m))
+        rel = max(rel, d / max(m, SCALE_FLOOR))
         if k in outputs:
             diff, scale = max(diff, d), max(scale, m)
     return diff, scale, rel
@@ -953,7 +973,9 @@ def shrink(
         be exact (reported in ``report.kept``); ``"error"`` raises. Default:
         ``"error"`` with ``remove=``, ``"keep"`` otherwise.
       x: inputs for the check (default: 4 random normal examples).
-      atol: the check's bound, relative to ``max(1, max |output|)``.
+      atol: the check's relative bound: ``max |new - masked| <= atol * max |masked|``
+        on the outputs and on every tensor of the graph (each its own scale;
+        `SCALE_FLOOR` for one that is exactly zero). Reported in the `ShrinkReport`.
 
     Returns ``(new_model, ShrinkReport)``.
     Raises ValueError for groups that cannot be pruned or bad channel
@@ -963,6 +985,7 @@ def shrink(
     policy = on_inexact or ("error" if remove is not None else "keep")
     if policy not in ("keep", "error"):
         raise ValueError(f"on_inexact must be 'keep' or 'error', got {on_inexact!r}")
+    atol = number(atol, "atol", minimum=0.0, strict=True, what="a relative tolerance (e.g. 1e-4)")
     model = plain(model)
     cg = channel_graph(model, include_outputs)
     requested = None
@@ -981,16 +1004,17 @@ def shrink(
     new, folded = _build(cg, keep, fold, f"{model.name}_shrunk")
     xs = _check_inputs(cg.flat, x)
     diff, scale, rel = _compare(cg, cg.flat, new, xs, keep)
-    bound = atol * max(1.0, scale)
+    bound = atol * max(scale, SCALE_FLOOR)
     before, after = profile(cg.flat), profile(new)
     n_kept = {g.index: sum(1 for (gi, _) in kept if gi == g.index) for g in cg.prunable}
     report = ShrinkReport(
         model.name, "remove" if remove is not None else "masks", before.params, after.params, before.macs, after.macs, diff, scale, bound, rel,
-        [GroupChange(g.name, g.channels, len(chosen.get(g.index, [])), n_kept[g.index]) for g in cg.prunable],
+        atol, SCALE_FLOOR, [GroupChange(g.name, g.channels, len(chosen.get(g.index, [])), n_kept[g.index]) for g in cg.prunable],
         {cg.groups[g].name: js for g, js in chosen.items() if js}, {names[k]: v for k, v in kept.items()}, folded, cg.frozen,
         time.perf_counter() - t0,
     )
     if not (diff <= bound and rel <= atol):
-        raise RuntimeError(f"the shrunk model's outputs differ from the masked model's by {diff:.3g} (bound {bound:.3g}; largest relative "
-                           f"difference of any tensor {rel:.3g}); this is a tfprune bug, please report it with the model. Report:\n{report.table()}")
+        raise RuntimeError(f"the shrunk model's outputs differ from the masked model's by {diff:.3g}, {report.max_rel_diff:.3g} of their scale "
+                           f"{scale:.3g} (bound: atol={atol:g} of it, {bound:.3g}; largest relative difference of any tensor {rel:.3g}); this is a "
+                           f"tfprune bug, please report it with the model. Report:\n{report.table()}")
     return new, report

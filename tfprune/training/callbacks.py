@@ -300,9 +300,11 @@ class Pruning(keras.callbacks.Callback):
             )
         for p in layers:
             if not isinstance(p.layer, PruneLayer) or not isinstance(p.schedule, LayerwiseSchedule):
+                from tfprune.masks.wrapping import rewrap_fix  # the fix: strip and wrap again; in a subclass, PruneLayer in its place
+
                 raise TypeError(
                     f"layer {p.name!r} is wrapped by {type(p.layer).__name__} with a {type(p.schedule).__name__} schedule; "
-                    f"{type(self).__name__} needs tfprune's wrapper. Fix: strip and wrap again, `tfprune.wrap(tfprune.strip(model))`."
+                    f"{type(self).__name__} needs tfprune's wrapper, tfprune.PruneLayer. Fix: {rewrap_fix(self.model)}."
                 )
         return layers
 

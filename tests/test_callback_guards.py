@@ -103,10 +103,14 @@ class Block(keras.layers.Layer):
 
     def __init__(self, units=32, **kw):
         super().__init__(**kw)
+        self.units = units
         self.inner = keras.layers.Dense(units, activation="relu")
 
     def call(self, x):
         return self.inner(x)
+
+    def get_config(self):  # its name survives tfprune.wrap's rebuild
+        return {**super().get_config(), "units": self.units}
 
 
 def test_weights_inside_custom_layers_are_reported_with_the_total_over_all_weights():

@@ -116,3 +116,43 @@ def test_export_and_cli_onto_a_full_disk_leave_nothing_behind(full_disk, tmp_pat
                           capture_output=True, text=True, timeout=300, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
     assert proc.returncode == 2 and "No space left" in proc.stderr and "Traceback" not in proc.stderr
     assert sorted(os.listdir(full_disk)) == ["keep.tflite"]
+
+
+@pytest.mark.parametrize("variant", ["spaced", "escaped", "legacy"])
+def test_savedmodel_lambda_payload_is_found_however_the_metadata_is_written(tmp_path, variant):
+    """The metadata is parsed (protocol buffer, then JSON), not searched as bytes: spacing, escapes and the old layout hide nothing."""
+    from tf_keras.protobuf import saved_metadata_pb2
+
+    marker = tmp_path / "PWNED"
+    inp = keras.Input((4,))
+    h = keras.layers.Lambda(lambda t, _m=str(marker): (__import__("pathlib").Path(_m).touch(), t)[1], name="payload")(inp)
+    model = keras.Model(inp, keras.layers.Dense(2, name="out")(h))
+    path = str(tmp_path / "sm")
+    model.save(path, save_format="tf")
+    meta_path = os.path.join(path, "keras_metadata.pb")
+    meta = saved_metadata_pb2.SavedMetadata()
+    with open(meta_path, "rb") as f:
+        meta.ParseFromString(f.read())
+    if variant == "legacy":  # Keras metadata inside saved_model.pb, no keras_metadata.pb: tf-keras still loads it
+        from tensorflow.core.protobuf import saved_model_pb2
+
+        sm = saved_model_pb2.SavedModel()
+        with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+            sm.ParseFromString(f.read())
+        for node in meta.nodes:
+            sm.meta_graphs[0].object_graph_def.nodes[node.node_id].user_object.metadata = node.metadata
+        with open(os.path.join(path, "saved_model.pb"), "wb") as f:
+            f.write(sm.SerializeToString())
+        os.remove(meta_path)
+    else:
+        for node in meta.nodes:
+            node.metadata = node.metadata.replace('"class_name": "Lambda"', '"class_name" : "Lambda"' if variant == "spaced" else
+                                                  '"class_name": "\\u004cambda"')
+        with open(meta_path, "wb") as f:
+            f.write(meta.SerializeToString())
+    if marker.exists():
+        marker.unlink()  # building the model ran the lambda once
+    assert tfprune.io.stored_code(path) == ["payload"]
+    with pytest.raises(ValueError, match="stores Python code in layer"):
+        tfprune.load_model(path)
+    assert not marker.exists()

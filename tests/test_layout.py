@@ -30,6 +30,7 @@ KNOWN_MODELS_IMPORTERS: set[str] = set()
 # Import name -> distribution name, where they differ beyond "_" vs "-".
 DISTRIBUTIONS = {
     "sklearn": "scikit-learn",
+    "google": "protobuf",
     "yaml": "pyyaml",
     "PIL": "pillow",
     "cv2": "opencv-python",

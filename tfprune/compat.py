@@ -40,6 +40,7 @@ __all__ = [
     "layer_scale_class",
     "losses_container",
     "quantize_wrapper_class",
+    "savedmodel_keras_metadata",
     "set_batch_input_shape",
     "tfmot_can_prune",
     "unsafe_lambda_scope",
@@ -84,6 +85,32 @@ def unsafe_lambda_scope() -> Any:
     from tf_keras.src.saving.serialization_lib import SafeModeScope
 
     return SafeModeScope(False)
+
+
+def savedmodel_keras_metadata(path: str) -> list[str]:
+    """The Keras metadata (one JSON string per saved object) of a SavedModel folder, wherever tf-keras would read it from.
+
+    ``keras_metadata.pb`` (TF >= 2.5) when present, else the ``user_object``
+    metadata inside ``saved_model.pb`` (the older layout tf-keras still loads).
+    Parsed as protocol buffers, never executed.
+    """
+    import os
+
+    meta_file = os.path.join(path, "keras_metadata.pb")
+    if os.path.exists(meta_file):
+        from tf_keras.protobuf import saved_metadata_pb2
+
+        meta = saved_metadata_pb2.SavedMetadata()
+        with open(meta_file, "rb") as f:
+            meta.ParseFromString(f.read())
+        return [node.metadata for node in meta.nodes]
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    sm = saved_model_pb2.SavedModel()
+    with open(os.path.join(path, "saved_model.pb"), "rb") as f:
+        sm.ParseFromString(f.read())
+    return [node.user_object.metadata for mg in sm.meta_graphs for node in mg.object_graph_def.nodes
+            if node.HasField("user_object") and node.user_object.metadata]
 
 
 def layer_scale_class() -> type | None:

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from typing import Any
 
 from tfprune._keras import keras
-from tfprune.compat import ConstantSparsity, PolynomialDecay, PruneLowMagnitude
+from tfprune.compat import ConstantSparsity, PolynomialDecay, PruneLowMagnitude, savedmodel_keras_metadata
 from tfprune.masks.channel_mask import ChannelMask
 from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
@@ -63,8 +62,10 @@ def _code_layers(config: Any) -> list[str]:
     """Names of the layers in a (nested) Keras config whose saved form holds Python code (``Lambda``)."""
     out: list[str] = []
     if isinstance(config, dict):
-        if config.get("class_name") == "Lambda":
-            out.append(str(config.get("config", {}).get("name", "?")))
+        cls = config.get("class_name")
+        if isinstance(cls, str) and cls.split(">")[-1].split(".")[-1] == "Lambda":  # also registered / module-qualified names
+            inner = config.get("config")
+            out.append(str(inner.get("name", "?") if isinstance(inner, dict) else "?"))
         for v in config.values():
             out += _code_layers(v)
     elif isinstance(config, list):
@@ -103,12 +104,19 @@ def stored_code(path: str | os.PathLike) -> list[str]:
             return _code_layers(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(_damaged(path, ".h5", err)) from err
-    meta = os.path.join(path, "keras_metadata.pb")
-    if not os.path.exists(meta):
-        return []
-    with open(meta, "rb") as f:
-        data = f.read()
-    return ["(a Lambda layer)"] if re.search(rb'"class_name":\s*"Lambda"', data) else []
+    from google.protobuf.message import DecodeError
+
+    try:
+        metadata = savedmodel_keras_metadata(path)
+    except (OSError, DecodeError) as err:
+        raise ValueError(_damaged(path, "SavedModel", err)) from err
+    found: list[str] = []
+    for text in metadata:
+        try:
+            found += _code_layers(json.loads(text))
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ValueError(_damaged(path, "SavedModel (its Keras metadata is not JSON)", err)) from err
+    return sorted(set(found))
 
 
 def load_model(path: str | os.PathLike, compile: bool = True, *, unsafe: bool = False, **kwargs: Any) -> Any:

@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 
 from tfprune._keras import check_model
-from tfprune.validation import check_int
+from tfprune.validation import check_int, finite_data
 
 __all__ = ["OneShotEvaluator", "Evaluation", "resolve_loss", "class_labels", "prune_count", "magnitude_order"]
 
@@ -119,6 +119,7 @@ class OneShotEvaluator:
         from tfprune.training.finetune import check_labels, model_loss
 
         check_labels(model, self.y, model_loss(model, loss, warn=False), "labels (y)")
+        finite_data(self.x, "inputs (x)")
         self.batch_size = int(batch_size)
         spec = tf.nest.map_structure(lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)), self.x)
         work = self.work

@@ -42,7 +42,7 @@ from tfprune._keras import check_model, keras
 from tfprune.export.flatbuffer import TFLITE_DTYPES, op_names, pack_aligned, remove_tensors, schema
 from tfprune.export.runtime import make_interpreter
 from tfprune.export.xnnpack import densify_for_xnnpack
-from tfprune.validation import check_int
+from tfprune.validation import check_int, number
 
 __all__ = [
     "pqat",
@@ -416,6 +416,8 @@ def pqat(
 
     check_model(model)
     epochs = check_int(epochs, "epochs", 0)
+    number(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    batch_size = check_int(batch_size, "batch_size", 1)
     if is_qat_model(model):
         raise ValueError(f"model {model.name!r} is already a QAT model. Fix: pass the pruned float model, or keep training this one with fit.")
     spec = model_loss(model, loss)

@@ -23,6 +23,8 @@ import numpy as np
 __all__ = [
     "number",
     "fraction",
+    "one_of",
+    "flag",
     "check_sparsity",
     "check_int",
     "fraction_map",
@@ -98,6 +100,23 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
     return v
 
 
+def one_of(value: Any, name: str, choices: Iterable[Any]) -> Any:
+    """``value`` when it is one of ``choices``; ValueError listing them otherwise."""
+    options = list(choices)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {options}, got {value!r}. Fix: pass one of those")
+    return value
+
+
+def flag(value: Any, name: str, allow_none: bool = False) -> bool | None:
+    """``value`` as a bool (True/False, or None with ``allow_none``); a string such as 'yes' or a number is refused."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False{' or None' if allow_none else ''}, got {value!r}. Fix: pass a bool")
+    return bool(value)
+
+
 def fraction_map(mapping: Any, name: str, known: Iterable[str] | None = None, *, allow_empty: bool = False, **fraction_kwargs: Any) -> dict[str, float]:
     """A per-layer dict ``{layer name: fraction}`` checked key by key.
 
@@ -171,6 +190,9 @@ def channel_indices(values: Any, name: str, size: int) -> np.ndarray:
 def finite_array(x: Any, name: str, fix: str = "drop or repair those samples") -> np.ndarray:
     """``x`` as a numpy array whose entries are all finite; ValueError counting the non-finite ones otherwise."""
     arr = np.asarray(x)
+    if arr.dtype.kind in "USO":
+        raise ValueError(f"{name} holds {'strings' if arr.dtype.kind in 'US' else 'Python objects'} ({arr.reshape(-1)[:3].tolist()} ...), "
+                         "not numbers. Fix: pass numeric arrays (decode images, map classes to integers)")
     if arr.dtype.kind not in "biuf":
         return arr
     if arr.dtype.kind == "f":

@@ -22,7 +22,7 @@ from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
 from tfprune.files import atomic_write
 from tfprune.masks.wrapping import holds_subclassed, is_wrapped, masked_inference, mid_ramp, strip
-from tfprune.validation import check_int
+from tfprune.validation import check_int, finite_array, flag
 
 __all__ = ["export_tflite"]
 
@@ -124,6 +124,10 @@ def export_tflite(
     if mode not in MODES:
         raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
     n_samples = check_int(n_samples, "n_samples", 1)
+    top1 = flag(top1, "top1", allow_none=True)
+    for arg, value in (("sparse_storage", sparse_storage), ("xnnpack_safe", xnnpack_safe), ("check_encoding", check_encoding)):
+        flag(value, arg)
+    int8_io = flag(int8_io, "int8_io", allow_none=True)
     n_calibration = check_int(n_calibration, "n_calibration", 1)
     shapes = _input_shapes(model)
     if len(shapes) != 1:
@@ -150,9 +154,14 @@ def export_tflite(
         shape = [int(d) for d in shapes[0]]
         sample_inputs = np.random.default_rng(0).standard_normal((int(n_samples), *shape)).astype(np.float32)
     samples = take(sample_inputs, int(n_samples))
+    finite_array(np.asarray(samples.x), "sample_inputs")
     x, y = np.asarray(samples.x, np.float32), samples.y
     _require_shape(x, "sample_inputs", plain)
     _require_finite(x, "sample_inputs", "parity on them would compare NaN with NaN")
+    if y is not None:
+        from tfprune.training.finetune import check_labels
+
+        check_labels(plain, y, None, "sample_inputs labels")
     notes: list[str] = []
 
     rep = None
@@ -163,7 +172,9 @@ def export_tflite(
                 f"mode={mode!r} needs calibration data apart from the parity samples. Fix: pass "
                 "representative_data=x_train[:256] (and sample_inputs=(x_test, y_test))."
             )
-        rep = np.asarray(take(representative_data, int(n_calibration)).x, np.float32)
+        rep_raw = np.asarray(take(representative_data, int(n_calibration)).x)
+        finite_array(rep_raw, "representative_data")
+        rep = rep_raw.astype(np.float32)
         _require_shape(rep, "representative_data", plain)
         _require_finite(rep, "representative_data", "int8 calibration would take its ranges from them")
         overlap = shared_rows(x, rep)

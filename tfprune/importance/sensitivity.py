@@ -17,7 +17,8 @@ import numpy as np
 
 from tfprune.data import take
 from tfprune.importance.base import ImportanceContext, register_importance
-from tfprune.training.finetune import model_loss
+from tfprune.training.finetune import check_labels, model_loss
+from tfprune.validation import finite_data
 
 
 def magnitude_prune(kernel: np.ndarray, sparsity: float) -> np.ndarray:
@@ -110,6 +111,8 @@ def sensitivity(ctx: ImportanceContext) -> np.ndarray:
     n = int(ctx.options.get("n_samples", 1000))
     s = take(ctx.data, n, need_labels="importance 'sensitivity'")
     spec = model_loss(ctx.model, ctx.options.get("loss"))
+    check_labels(ctx.model, s.y, spec, "importance 'sensitivity' labels (data y)")
+    finite_data(s.x, "importance 'sensitivity' data (x)")
     dense, losses, _, _ = layer_losses(ctx.model, s.x, s.y, ctx.names, sparsity, spec, bool(ctx.options.get("progress", True)), sample_weight=s.w)
     inc = np.maximum(losses - dense, 0.0)
     inc = inc + 1e-3 * max(inc.max(), 1e-6)

@@ -46,6 +46,19 @@ def _as_selectors(value: Any, argname: str) -> list[Any] | None:
     return items
 
 
+def _check_selectors_match(model: Any, selectors: list[Any] | None, argname: str) -> None:
+    """A name or regex in ``include``/``exclude`` that matches no layer of ``model`` is a typo: refuse it (it would select silently nothing)."""
+    if not selectors:
+        return
+    layers = [m for m in getattr(model, "submodules", ()) if isinstance(m, keras.layers.Layer)] or list(model.layers)
+    names = sorted({layer.name for layer in layers})
+    missing = [s.pattern if isinstance(s, re.Pattern) else s for s in selectors
+               if not isinstance(s, type) and not any(_matches(layer, [s]) for layer in layers)]
+    if missing:
+        shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
+        raise ValueError(f"{argname}={missing} matches no layer of model {model.name!r}. Fix: use layer names (or regexes) from: {shown}")
+
+
 def _matches(layer: Any, selectors: list[Any]) -> bool:
     for sel in selectors:
         if isinstance(sel, type):
@@ -370,6 +383,8 @@ def wrap(
         )
     inc = _as_selectors(include, "include")
     exc = _as_selectors(exclude, "exclude")
+    _check_selectors_match(model, inc, "include")
+    _check_selectors_match(model, exc, "exclude")
     if block_size is not None:
         block_size = check_block_size(block_size)
         if granularity == "unstructured" and block_size != (1, 1):

@@ -18,7 +18,7 @@ from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix, supported
 from tfprune.planning import DEFAULT_ALLOCATION, DEFAULT_IMPORTANCE, Plan, plan
 from tfprune.report import Report, Table
-from tfprune.validation import fraction_map, number
+from tfprune.validation import check_int, fraction_map, number, one_of
 
 __all__ = ["prune", "OBSReport", "OBSLayer", "METHODS", "DEFAULT_SOLVER"]
 
@@ -115,8 +115,11 @@ def prune(
       use `tfprune.training.finetune.retrain` for light retraining that keeps these zeros.
     """
     check_model(model)
-    if solver not in METHODS:
-        raise ValueError(f"solver must be one of {METHODS}, got {solver!r}")
+    one_of(solver, "solver", METHODS)
+    damp = number(damp, "damp (Hessian damping, relative to its mean diagonal)", minimum=0.0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    if n_samples is not None:
+        n_samples = check_int(n_samples, "n_samples", 1)
     given = [name for name, v in (("sparsity", sparsity), ("targets", targets), ("tolerance", tolerance)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of sparsity= (a total), targets= (per layer) or tolerance= (delta E per layer); got {given or 'none'}")

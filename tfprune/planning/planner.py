@@ -189,7 +189,8 @@ def _resolve_scores(importance: Any, inv: Any, model: Any, data: Any, importance
     if isinstance(importance, Mapping):
         missing = [n for n in names if n not in importance]
         if missing:
-            raise ValueError(f"importance scores lack layer(s) {missing}")
+            raise ValueError(f"importance scores lack layer(s) {missing}. Fix: give every planned layer a score > 0, e.g. start from "
+                             "tfprune.score_layers(model).scores and change the ones you want")
         return ImportanceScores("given", positive_scores({n: importance[n] for n in names}), 0.0)
     if not isinstance(importance, str):
         raise TypeError(f"importance must be a scorer name, an ImportanceScores or a dict of scores; got {type(importance).__name__}")
@@ -310,6 +311,11 @@ def plan(
     else:
         keras_model = model
         inv = list(prunable_layers(model))
+    if isinstance(importance, Mapping):
+        unknown = [k for k in importance if k not in {p.name for p in inv}]
+        if unknown:
+            raise ValueError(f"importance names unknown layer(s) {unknown}. Fix: give scores for the prunable layers "
+                             f"{[p.name for p in inv]} (tfprune.prunable_layers(model).names)")
     if layers is not None:
         wanted = {p.name for p in layers}
         inv = [p for p in inv if p.name in wanted]

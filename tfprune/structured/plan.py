@@ -60,7 +60,7 @@ from tfprune.inventory.profiling import profile
 from tfprune.planning.plans import Plan
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
 from tfprune.structured.importance import channel_importance
-from tfprune.validation import UnreachableTarget
+from tfprune.validation import UnreachableTarget, check_int, check_sparsity, number
 
 __all__ = ["group_importance", "plan_and_shrink", "removal_order", "smallest_prefix", "CostModel"]
 
@@ -215,11 +215,9 @@ def _check_args(macs: float | None, params: float | None, allocation: str, min_c
     if (macs is None) == (params is None):
         raise ValueError("give exactly one target: macs=fraction of MACs removed (e.g. 0.5) or params=fraction of parameters removed")
     target, frac = ("macs", macs) if macs is not None else ("params", params)
-    if not 0.0 <= float(frac) < 1.0:
-        raise ValueError(f"{target}= is the fraction removed, in [0, 1); got {frac}")
+    frac = check_sparsity(frac, target)
     group_keys(allocation)  # validates the name: an allocator with a channel-group form
-    if int(min_channels) < 1:
-        raise ValueError(f"min_channels must be >= 1 (a layer needs a channel), got {min_channels}")
+    check_int(min_channels, "min_channels (a layer needs a channel)", 1)
     return target, float(frac)
 
 
@@ -250,6 +248,10 @@ def plan_and_shrink(
 
     t0 = time.perf_counter()
     target, frac = _check_args(macs, params, allocation, min_channels)
+    min_channels = check_int(min_channels, "min_channels", 1)
+    gamma = number(gamma, "gamma", minimum=0.0)
+    tolerance = number(tolerance, "tolerance (the accepted miss, a fraction of MACs/params)", minimum=0.0)
+    max_iter = check_int(max_iter, "max_iter", 1)
     cg = channel_graph(model, include_outputs)
     groups = cg.prunable
     if not groups:

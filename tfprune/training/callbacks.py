@@ -54,7 +54,7 @@ from tfprune.masks.wrapper import PruneLayer
 from tfprune.masks.wrapping import channel_masks, wrappers
 from tfprune.planning import Plan, default_methods, plan
 from tfprune.report import format_table
-from tfprune.validation import check_int, check_sparsity, fraction
+from tfprune.validation import check_int, check_sparsity, fraction, number
 
 __all__ = ["Pruning", "apply_masks"]
 
@@ -207,7 +207,7 @@ class Pruning(keras.callbacks.Callback):
         self.sparsity = sparsity
         self.macs, self.params_target = macs, params
         self.channel_kwargs = dict(min_channels=check_int(min_channels, "min_channels", 1), layer_importance=layer_importance,
-                                   gamma=float(gamma), tolerance=float(tolerance))
+                                   gamma=number(gamma, "gamma", minimum=0.0), tolerance=number(tolerance, "tolerance", minimum=0.0))
         self._given = (importance, allocation)
         self.data = data
         self.replan_every = None if replan_every is None else check_int(replan_every, "replan_every", 1)
@@ -223,6 +223,9 @@ class Pruning(keras.callbacks.Callback):
             raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step})")
         self.frequency = None if frequency is None else check_int(frequency, "frequency", 1)
         self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
+        if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) and self.initial_sparsity > float(sparsity):
+            raise ValueError(f"initial_sparsity={initial_sparsity!r} is above the target sparsity={sparsity!r}: the ramp would un-prune. "
+                             "Fix: pass an initial_sparsity <= the target (0.0, the default, starts dense)")
         LayerwiseSchedule(power=power)  # validates power
         self.power = float(power)
         try:
@@ -385,6 +388,11 @@ class Pruning(keras.callbacks.Callback):
         fit_steps = self._fit_steps()
         begin = self.begin_step if fresh else max(step, self.begin_step)
         if self.end_step is not None:
+            if not fresh and self.end_step <= step:
+                raise ValueError(
+                    f"end_step={self.end_step} is not after this model's pruning step {step} (it was pruned in an earlier fit), so the new "
+                    f"target would never be applied. Fix: end_step=None (ramp over this fit), or an end_step after {step}, e.g. "
+                    f"{step} + the steps of this fit")
             end = max(self.end_step, begin)
         else:
             if fit_steps is None:

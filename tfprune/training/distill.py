@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import check_model, keras
-from tfprune.training.finetune import model_loss, output_activations
+from tfprune.training.finetune import check_labels, model_loss, output_activations
 from tfprune.validation import fraction, number
 
 __all__ = ["Distiller", "distillation_loss", "soft_kl"]
@@ -138,6 +139,13 @@ class Distiller(keras.Model):
 
     def call(self, x: Any, training: bool = False) -> Any:
         return self.student(x, training=training)
+
+    def fit(self, x: Any = None, y: Any = None, *args: Any, **kwargs: Any) -> Any:
+        """``keras.Model.fit``; labels given as arrays (``y``, or ``x=(inputs, labels)``) are checked against the hard loss first."""
+        labels = y if y is not None else x[1] if isinstance(x, tuple) and len(x) >= 2 else None
+        if labels is not None and hasattr(labels, "shape") and not isinstance(labels, tf.data.Dataset):
+            check_labels(self.student, np.asarray(labels), self._hard_loss(), "Distiller.fit labels (y)")
+        return super().fit(x, y, *args, **kwargs)
 
     def _total(self, x: Any, y: Any, sw: Any, s: Any) -> tf.Tensor:
         t = self.teacher(x, training=False)

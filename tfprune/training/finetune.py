@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from tfprune import data as _data
 from tfprune._keras import check_model, keras
-from tfprune.validation import check_int, number
+from tfprune.validation import check_int, finite_data, number
 
 __all__ = [
     "CrossEntropy",
@@ -186,11 +186,13 @@ def model_loss(model: Any, loss: Any = None, loss_weights: Any = None, warn: boo
 
 
 def _label_form(loss: Any) -> str | None:
-    """``"sparse"``, ``"one_hot"``, ``"any"`` (reads the shapes) or None (not a classification loss) for one output's loss."""
+    """``"sparse"``, ``"one_hot"``, ``"binary"``, ``"any"`` (reads the shapes) or None (not a classification loss) for one output's loss."""
     if isinstance(loss, CrossEntropy):
-        return None if loss.binary else "any"
+        return "binary" if loss.binary else "any"
     name = loss if isinstance(loss, str) else type(loss).__name__ if not callable(loss) or hasattr(loss, "get_config") else getattr(loss, "__name__", "")
     name = str(name).lower().replace("_", "")
+    if "binarycrossentropy" in name or "binaryfocalcrossentropy" in name:
+        return "binary"
     if "sparsecategorical" in name:
         return "sparse"
     if "categoricalcrossentropy" in name or name in ("categoricalcrossentropy", "categoricalfocalcrossentropy"):
@@ -218,6 +220,9 @@ def check_labels(model: Any, y: Any, spec: LossSpec | None = None, name: str = "
     form = _label_form(loss) if loss is not None else None
     n_classes = outputs[0].shape[-1]
     if form is None or n_classes is None or len(outputs[0].shape) != 2:
+        return
+    if form == "binary" or int(n_classes) == 1:  # probabilities per unit: values in [0, 1]
+        class_labels(y, name, 1, None)
         return
     class_labels(y, name, int(n_classes), None if form == "any" else form)
 
@@ -273,6 +278,7 @@ def retrain(
     n = None if _data.size(src) is not None else int(steps) * int(batch_size)
     s = _data.take(src, n, need_labels="retrain")
     check_labels(model, s.y, spec, "retrain labels")
+    finite_data(s.x, "retrain inputs (x)")
     w = freeze_zeros(model)
     w.compile(optimizer=optimizer or keras.optimizers.Adam(learning_rate), loss=spec.loss, loss_weights=spec.loss_weights)
     parts = tuple(lists_as_tuples(v) for v in ((s.x, s.y) if s.w is None else (s.x, s.y, s.w)))
@@ -382,6 +388,7 @@ def reestimate_batchnorm(model: Any, data: Any, batch_size: int | None = None, n
         it = _data.batches(data, int(batch_size), n_samples)
     seen = 0
     for x, _, _ in it:
+        finite_data(x, "reestimate_batchnorm data (x)")
         clone(x, training=False)
         seen += _data.Samples(x).n
     if not seen:

@@ -235,14 +235,17 @@ def micro_check(
     return check
 
 
-def write_c_header(content: bytes, path: str | os.PathLike, var_name: str = "g_model") -> str:
-    """Write the model as a C/C++ array (16-byte aligned) for TFLite Micro; returns the path written.
+def check_c_identifier(var_name: Any, argname: str = "var_name") -> str:
+    """``var_name`` when it is a C identifier (letters, digits, underscores; not starting with a digit)."""
+    if not isinstance(var_name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var_name):
+        raise ValueError(f"{argname} must be a C identifier (letters, digits and _; not starting with a digit), got {var_name!r}. "
+                         "Fix: e.g. g_model")
+    return var_name
 
-    TFLM has no DENSIFY kernel and no sparse tensors: write a ``micro`` (or
-    ``float``) file here; `export_tflite` refuses a C header for sparse files.
-    """
-    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var_name):
-        raise ValueError(f"var_name must be a C identifier, got {var_name!r}")
+
+def c_header_text(content: bytes, path: str | os.PathLike, var_name: str = "g_model") -> str:
+    """The C/C++ array (16-byte aligned) `write_c_header` writes, as text (its include guard from ``path``'s name)."""
+    check_c_identifier(var_name)
     path = os.fspath(path)
     guard = re.sub(r"[^A-Z0-9]", "_", os.path.basename(path).upper())
     lines = [
@@ -255,6 +258,16 @@ def write_c_header(content: bytes, path: str | os.PathLike, var_name: str = "g_m
     for i in range(0, len(content), 12):
         lines.append("  " + ", ".join(f"0x{b:02x}" for b in content[i : i + 12]) + ",")
     lines += ["};", f"const unsigned int {var_name}_len = {len(content)};", "", f"#endif  // {guard}", ""]
+    return "\n".join(lines)
+
+
+def write_c_header(content: bytes, path: str | os.PathLike, var_name: str = "g_model") -> str:
+    """Write the model as a C/C++ array (16-byte aligned) for TFLite Micro, atomically; returns the path written.
+
+    TFLM has no DENSIFY kernel and no sparse tensors: write a ``micro`` (or
+    ``float``) file here; `export_tflite` refuses a C header for sparse files.
+    """
+    text = c_header_text(content, path, var_name)
     with atomic_write(path, "w") as f:
-        f.write("\n".join(lines))
-    return path
+        f.write(text)
+    return os.fspath(path)

@@ -15,7 +15,7 @@ from tfprune._keras import check_model
 from tfprune.data import take
 from tfprune.export.convert import INTEGER_MODES, MODES, convert, stores_sparse
 from tfprune.export.flatbuffer import output_positions, tflite_tensor_sparsity
-from tfprune.export.micro import micro_check, write_c_header
+from tfprune.export.micro import c_header_text, check_c_identifier, micro_check
 from tfprune.export.parity import is_classification, keras_outputs, output_parity, shared_rows
 from tfprune.export.report import ExportReport
 from tfprune.export.runtime import run_tflite_outputs
@@ -42,6 +42,21 @@ def _require_shape(values: np.ndarray, argument: str, model: Any) -> None:
         raise ValueError(f"{argument} has shape {values.shape}, but model {model.name!r} takes batches of shape (n, "
                          f"{', '.join('?' if w is None else str(int(w)) for w in want)}). Fix: pass samples shaped like the model's "
                          "input (e.g. x[..., None] for a missing channel axis, or resize the images)")
+
+
+def _check_output_path(path: Any, argname: str) -> None:
+    """Refuse, before any work, an output path that is a folder or lies under a file (nothing would be written after minutes of work)."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"{argname} must be a file path, got {path!r}. Fix: e.g. {argname}='model.tflite'")
+    target = os.path.abspath(os.fspath(path))
+    if os.path.isdir(target):
+        raise ValueError(f"{argname}={os.fspath(path)!r} is a folder. Fix: give a file path inside it, e.g. "
+                         f"{os.path.join(os.fspath(path), 'model.tflite' if argname == 'path' else 'model.h')!r}")
+    parent = os.path.dirname(target)
+    while parent and not os.path.exists(parent):
+        parent = os.path.dirname(parent) if os.path.dirname(parent) != parent else ""
+    if parent and not os.path.isdir(parent):
+        raise ValueError(f"{argname}={os.fspath(path)!r} lies under {parent!r}, which is a file, not a folder. Fix: choose another path")
 
 
 def _input_shapes(model: Any) -> list[tuple[Any, ...]]:
@@ -129,6 +144,10 @@ def export_tflite(
         flag(value, arg)
     int8_io = flag(int8_io, "int8_io", allow_none=True)
     n_calibration = check_int(n_calibration, "n_calibration", 1)
+    _check_output_path(path, "path")
+    if c_header is not None:
+        _check_output_path(c_header, "c_header")
+        check_c_identifier(c_var_name, "c_var_name")
     shapes = _input_shapes(model)
     if len(shapes) != 1:
         raise ValueError(f"export_tflite's parity check supports models with one input; this model has {len(shapes)}")
@@ -214,9 +233,6 @@ def export_tflite(
                              "the model's weights hold NaN/inf or it overflows, so nothing was written. Fix: check the weights with "
                              "np.isfinite (e.g. after a NaN batch in training) and export a model whose outputs are finite")
     path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with atomic_write(path, "wb") as f:
-        f.write(content)
     classes = [(is_classification(plain, i) if top1 is None else bool(top1)) and np.ndim(refs[i]) == 2 and np.shape(refs[i])[-1] > 1
                for i in range(len(names))]
     outputs = [output_parity(n, refs[i], got[positions[i]], classes[i]) for i, n in enumerate(names)]
@@ -249,6 +265,14 @@ def export_tflite(
 
     if mode == "micro" or c_header is not None:
         report.micro = micro_check(content, x, None if first is None else y, refs, names, positions, classes, notes)
-    if c_header is not None:
-        report.c_header = write_c_header(content, c_header, c_var_name)
+    # Written last, both or neither: the .tflite and the C header land by rename only when both are complete.
+    header = c_header_text(content, c_header, c_var_name) if c_header is not None else None
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with atomic_write(path, "wb") as f:
+        f.write(content)
+        if header is not None:
+            with atomic_write(c_header, "w") as h:
+                h.write(header)
+    if header is not None:
+        report.c_header = os.fspath(c_header)
     return report

@@ -241,9 +241,11 @@ def test_real_shared_pack(tmp_path):
     np.testing.assert_array_equal(xt2[:100], xt[:100])
 
 
-def test_train_cifar_script_stops_and_resumes(tmp_path):
+def test_train_cifar_script_stops_and_resumes(tmp_path, monkeypatch):
     """benchmarks/train_cifar.py on a tiny pack: stopped by --max-minutes after epoch 1, resumed, finished, checkpoint written."""
     import importlib.util
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the script caches the decoded pack: not in ~/.cache
 
     spec = importlib.util.spec_from_file_location("train_cifar", ROOT / "benchmarks" / "train_cifar.py")
     script = importlib.util.module_from_spec(spec)
@@ -268,6 +270,7 @@ def test_train_cifar_script_stops_and_resumes(tmp_path):
     reloaded = tfprune.load_model(final)
     assert not reloaded.losses  # committed without regularizers
     assert (tmp_path / "res.md").is_file() and (tmp_path / "res.png").is_file()
+    assert len(list((tmp_path / "cache" / "tfprune").glob("cifar10-*.npz"))) == 1
 
 
 def test_a_missing_path_is_said_when_another_source_is_used(tmp_path, monkeypatch, capsys):

@@ -31,7 +31,7 @@ __version__ = "0.1.0"
 
 #: The public API at the top level (24 names). Everything else lives in a subpackage, one per stage:
 #: .inventory, .importance / .allocation (registries), .planning, .masks, .training, .structured (channel graph,
-#: shrink), .obs, .shallow, .export, .quantize, .data, .datasets (MNIST loaders) and .models (the demo's model zoo).
+#: shrink), .obs, .shallow, .export, .quantize, .data, .datasets (MNIST and CIFAR-10 loaders, the CIFAR-10 input pipeline) and .models (the model zoo).
 __all__ = [
     # plan and prune in fit
     "plan",

@@ -134,7 +134,7 @@ class AnalysisReport(Report):
 def _check_grid(grid: Sequence[float]) -> list[float]:
     out = sorted({float(g) for g in grid})
     if not out or any(not 0.0 < g <= 1.0 for g in out):
-        raise ValueError(f"grid must be a non-empty list of sparsities in (0, 1], got {list(grid)!r}")
+        raise ValueError(f"grid must be a non-empty list of sparsities in (0, 1], got {list(grid)!r}. Fix: e.g. grid=[0.5, 0.9, 0.99]")
     return out
 
 
@@ -144,7 +144,8 @@ def _labelled_samples(data: Any, n_samples: int) -> tuple[Any, np.ndarray]:
 
     x, y, _ = take(data, int(n_samples), need_labels="analyze (for its accuracy columns)")
     if isinstance(y, (dict, list, tuple)):
-        raise ValueError("analyze's one-shot columns support one output (labels as one array), got several label arrays")
+        raise ValueError("analyze's one-shot columns support one output (labels as one array), got several label arrays. Fix: call "
+                         "analyze(model) without data for the data-free columns, or pass a single-output model")
     return x, np.asarray(y)
 
 
@@ -154,7 +155,7 @@ def _prepare(model: Any, data: Any, sparsity: float, importance: Any, allocation
 
     check_model(model)
     if not 0 <= delta < 1:
-        raise ValueError(f"delta must be in [0, 1) (accuracy, absolute), got {delta!r}")
+        raise ValueError(f"delta must be in [0, 1) (accuracy, absolute), got {delta!r}. Fix: e.g. delta=0.01 (one point)")
     inv = prunable_layers(model)
     if not len(inv):
         raise ValueError("model has no prunable layers")

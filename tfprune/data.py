@@ -158,7 +158,7 @@ def _check_rows(x: Any, y: Any, w: Any) -> None:
     sizes = {n for c in counts.values() for n in c}
     if len(sizes) > 1:
         desc = ", ".join(f"{name} has {sorted(c)}" for name, c in counts.items())
-        raise ValueError(f"inputs, labels and weights must have the same number of samples: {desc}")
+        raise ValueError(f"inputs, labels and weights must have the same number of samples: {desc}. Fix: pass arrays of one length (one label per input)")
 
 
 def _rows_leaf(a: Any) -> int:
@@ -298,7 +298,7 @@ def take(
     limit = None if seed is not None else n_samples
     parts = list(batches(data, 1024, limit, need_labels=need_labels, batched=batched))
     if not parts:
-        raise ValueError("the data is empty: no samples were read")
+        raise ValueError("the data is empty: no samples were read. Fix: pass at least one sample (check the split or the filter that produced it)")
     s = Samples(*(_concat([p[i] for p in parts]) for i in range(3)))
     if seed is not None:
         idx = np.random.default_rng(seed).permutation(s.n)
@@ -327,7 +327,8 @@ def split(
     idx = np.random.default_rng(seed).permutation(s.n)
     k = int(round(float(fraction) * s.n))
     if k < min_per_side or s.n - k < min_per_side:
-        raise ValueError(f"need at least {min_per_side} samples on each side of the split, got {s.n} samples (fraction {fraction})")
+        raise ValueError(f"need at least {min_per_side} samples on each side of the split, got {s.n} samples (fraction {fraction}). "
+                         f"Fix: pass at least {2 * min_per_side} samples (a few hundred for meaningful probes)")
     return Split(s, idx[:k], idx[k:])
 
 

@@ -96,7 +96,7 @@ def check_int(value: Any, name: str, minimum: int, maximum: int | None = None) -
         raise ValueError(f"{name} must be an integer {rng}, got {value!r}. Fix: pass a whole number")
     v = int(value)
     if v < minimum or (maximum is not None and v > maximum):
-        raise ValueError(f"{name} must be an integer {rng}, got {value!r}")
+        raise ValueError(f"{name} must be an integer {rng}, got {value!r}. Fix: pass a whole number {rng}")
     return v
 
 

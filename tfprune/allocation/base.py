@@ -198,7 +198,7 @@ def list_group_allocators() -> list[str]:
 def get_allocator(name: str) -> AllocatorFn:
     """The registered allocator ``name`` (its layer form); a clear error naming the valid ones otherwise."""
     if not isinstance(name, str) or name not in _ALLOCATORS:
-        raise ValueError(f"unknown allocation {name!r}; valid: {list_allocators()}")
+        raise ValueError(f"unknown allocation {name!r}; valid: {list_allocators()}. Fix: pass one of those, or register yours")
     return _ALLOCATORS[name]
 
 
@@ -351,7 +351,7 @@ def allocate_sparsity(
     if (n <= 0).any():
         raise ValueError(f"every layer needs a positive weight count, got {dict(zip(names, n.tolist()))}")
     if not 0.0 <= float(min_density) < 1.0 or math.isnan(float(min_density)):
-        raise ValueError(f"min_density must be in [0, 1) (fraction kept), got {min_density!r}")
+        raise ValueError(f"min_density must be in [0, 1) (fraction kept), got {min_density!r}. Fix: e.g. min_density=0.01")
     min_keep = check_int(min_keep, "min_keep (a layer with no weight left collapses)", 1)
     keep = np.maximum(np.ceil(float(min_density) * n - 1e-9).astype(np.int64), int(min_keep))
     keep = np.minimum(keep, n)
@@ -360,7 +360,7 @@ def allocate_sparsity(
         if isinstance(max_sparsity, Mapping):
             unknown = set(max_sparsity) - set(names)
             if unknown:
-                raise ValueError(f"max_sparsity names unknown layer(s) {sorted(unknown)}; layers: {names}")
+                raise ValueError(f"max_sparsity names unknown layer(s) {sorted(unknown)}; layers: {names}. Fix: use those names")
             ms = np.array([check_sparsity(max_sparsity.get(k, 1 - 1e-12), f"max_sparsity[{k!r}]") if k in max_sparsity else 1.0 for k in names])
         else:
             ms = np.full(len(names), check_sparsity(max_sparsity, "max_sparsity"))
@@ -369,7 +369,7 @@ def allocate_sparsity(
         exclude = [exclude] if isinstance(exclude, str) else list(exclude)
         unknown = set(exclude) - set(names)
         if unknown:
-            raise ValueError(f"exclude names unknown layer(s) {sorted(unknown)}; layers: {names}")
+            raise ValueError(f"exclude names unknown layer(s) {sorted(unknown)}; layers: {names}. Fix: use those names")
         caps = np.where(np.isin(names, exclude), 0, caps)
     total_n = int(n.sum())
     budget = int(round(total_sparsity * total_n))

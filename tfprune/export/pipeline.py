@@ -22,7 +22,7 @@ from tfprune.export.runtime import run_tflite_outputs
 from tfprune.export.xnnpack import densify_for_xnnpack
 from tfprune.files import atomic_write
 from tfprune.masks.wrapping import holds_subclassed, is_wrapped, masked_inference, mid_ramp, strip
-from tfprune.validation import check_int, finite_array, flag
+from tfprune.validation import check_int, finite_array, flag, one_of
 
 __all__ = ["export_tflite"]
 
@@ -137,7 +137,7 @@ def export_tflite(
     """
     check_model(model)
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        one_of(mode, "mode", MODES)
     n_samples = check_int(n_samples, "n_samples", 1)
     top1 = flag(top1, "top1", allow_none=True)
     for arg, value in (("sparse_storage", sparse_storage), ("xnnpack_safe", xnnpack_safe), ("check_encoding", check_encoding)):

@@ -107,7 +107,7 @@ _ALIASES: dict[str, str] = {}
 
 def _check_kind(scores: str) -> str:
     if scores not in KINDS:
-        raise ValueError(f"scores must be one of {KINDS} (what the scorer gives a number to), got {scores!r}")
+        raise ValueError(f"scores must be one of {KINDS} (what the scorer gives a number to), got {scores!r}. Fix: pass 'layer' or 'channel'")
     return scores
 
 
@@ -146,7 +146,8 @@ def get_scorer(name: str, scores: str = "layer") -> Scorer:
     real = resolve(name) if isinstance(name, str) else name
     if (real, scores) not in _SCORERS:
         what = "importance method" if scores == "layer" else "channel importance"
-        raise ValueError(f"unknown {what} {name!r}; available: {list_importance(scores)}")
+        raise ValueError(f"unknown {what} {name!r}; available: {list_importance(scores)}. Fix: pass one of those"
+                         + (" (channel plans score channels; layer scorers such as 'capacity' go to layer_importance=)" if scores == "channel" else ""))
     return _SCORERS[(real, scores)]
 
 

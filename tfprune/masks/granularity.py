@@ -114,7 +114,7 @@ def check_block_size(block_size: Any) -> tuple[int, int]:
         or len(block_size) != 2
         or not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 1 for b in block_size)
     ):
-        raise ValueError(f"block_size must be a pair of positive ints like (4, 1), got {block_size!r}")
+        raise ValueError(f"block_size must be a pair of positive ints like (4, 1), got {block_size!r}. Fix: e.g. block_size=(1, 4)")
     return int(block_size[0]), int(block_size[1])
 
 

@@ -143,7 +143,7 @@ class LayerwiseSchedule(PruningSchedule):
             "frequency": check_int(frequency, "frequency", 1),
         }
         if out["end_step"] < out["begin_step"]:
-            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}).")
+            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}). Fix: pass an end_step after begin_step")
         try:
             out["power"] = number(power, "power", minimum=0.0, strict=True, what="the ramp's exponent, a finite number (3 is usual)")
         except TypeError as err:

@@ -405,7 +405,7 @@ def wrap(
         default = 0.0
         unknown = [n for n in per_layer if _strip_prefix(n) not in names]
         if unknown:
-            raise ValueError(f"unknown layer name(s) in targets: {unknown}. Prunable layers: {sorted(names)}")
+            raise ValueError(f"unknown layer name(s) in targets: {unknown}. Prunable layers: {sorted(names)}. Fix: use those names")
         per_layer = {_strip_prefix(k): check_sparsity(v, f"targets[{k!r}]") for k, v in per_layer.items()}
     else:
         default = check_sparsity(targets, "targets")

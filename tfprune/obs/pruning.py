@@ -139,7 +139,7 @@ def prune(
             raise TypeError(f"targets must be a dict {{layer: sparsity}}, a Plan or an Allocation; for a total use sparsity={targets!r}")
         unknown = [k for k in targets if k not in names]
         if unknown:
-            raise ValueError(f"OBS targets name unknown or unsupported layer(s) {unknown}; OBS layers (Dense/Conv1D/Conv2D): {names}")
+            raise ValueError(f"OBS targets name unknown or unsupported layer(s) {unknown}; OBS layers (Dense/Conv1D/Conv2D): {names}. Fix: use those names")
         plan_ = {k: v for k, v in fraction_map(targets, "targets", names).items() if v > 0}
     else:
         tol = dict(tolerance) if isinstance(tolerance, Mapping) else {n: tolerance for n in names}
@@ -147,7 +147,7 @@ def prune(
             raise ValueError(f"tolerance={{}} names no layer, so nothing would be pruned. Fix: give a number, or a dict over {names}")
         for k, v in tol.items():
             if k not in names:
-                raise ValueError(f"tolerance names unknown or unsupported layer {k!r}; OBS layers: {names}")
+                raise ValueError(f"tolerance names unknown or unsupported layer {k!r}; OBS layers: {names}. Fix: use those names")
             tol[k] = number(v, f"tolerance[{k!r}]" if isinstance(tolerance, Mapping) else "tolerance", minimum=0.0, what="a delta E (a finite number)")
         plan_ = tol
     method = solver

@@ -320,7 +320,8 @@ def plan(
         wanted = {p.name for p in layers}
         inv = [p for p in inv if p.name in wanted]
     if not inv:
-        raise ValueError("no prunable layers to plan over (Dense, Conv, SeparableConv, Embedding). See tfprune.prunable_layers(model).")
+        raise ValueError("no prunable layers to plan over (Dense, Conv, SeparableConv, Embedding). See tfprune.prunable_layers(model). "
+                         "Fix: pass a model that holds such layers (their weights are what a plan removes)")
     names = [p.name for p in inv]
     if all(getattr(p, "layer", None) is not None for p in inv):
         finite_weights({p.name: p.kernel() for p in inv}, "plan")
@@ -329,7 +330,7 @@ def plan(
         exclude = [exclude] if isinstance(exclude, str) else list(exclude)
         unknown = sorted(set(exclude) - set(names))
         if unknown:
-            raise ValueError(f"exclude names unknown layer(s) {unknown}; prunable layers: {names}")
+            raise ValueError(f"exclude names unknown layer(s) {unknown}; prunable layers: {names}. Fix: use those names")
         excluded.update({n: "excluded by the caller" for n in exclude})
     units, unit_w = {}, {}
     for p in inv:
@@ -338,14 +339,15 @@ def plan(
         if reason and g.kind == "n:m":
             excluded.setdefault(p.name, reason)
     if len(excluded) == len(names):
-        raise ValueError(f"every prunable layer is excluded under granularity {g.name!r}: {excluded}")
+        raise ValueError(f"every prunable layer is excluded under granularity {g.name!r}: {excluded}. Fix: exclude fewer layers "
+                         "(exclude=/min_density=/max_sparsity=), or choose a granularity those layers support")
     # Bounds in weights: the caller's caps.
     caps: dict[str, float] = {}
     if max_sparsity is not None:
         if isinstance(max_sparsity, Mapping):
             unknown = sorted(set(max_sparsity) - set(names))
             if unknown:
-                raise ValueError(f"max_sparsity names unknown layer(s) {unknown}; prunable layers: {names}")
+                raise ValueError(f"max_sparsity names unknown layer(s) {unknown}; prunable layers: {names}. Fix: use those names")
             for k, v in max_sparsity.items():
                 caps[k] = min(caps.get(k, 1.0), check_sparsity(v, f"max_sparsity[{k!r}]"))
         else:

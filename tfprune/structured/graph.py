@@ -250,12 +250,14 @@ class ChannelGraph(Report):
         if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
             if 0 <= int(key) < len(self.groups):
                 return self.groups[int(key)]
-            raise ValueError(f"group index {key} out of range: {self.model_name!r} has {len(self.groups)} groups (0..{len(self.groups) - 1})")
+            raise ValueError(f"group index {key} out of range: {self.model_name!r} has {len(self.groups)} groups (0..{len(self.groups) - 1}). "
+                             "Fix: use a group name or an index in that range")
         for g in self.groups:
             if g.name == key:
                 return g
         names = [g.name for g in self.groups]
-        raise ValueError(f"no channel group named {key!r} in {self.model_name!r}. Groups: {names[:20]}{' ...' if len(names) > 20 else ''}")
+        raise ValueError(f"no channel group named {key!r} in {self.model_name!r}. Groups: {names[:20]}{' ...' if len(names) > 20 else ''}. "
+                         "Fix: use one of those names (a group is named after its first producer layer)")
 
     def positions(self, group: Any, tensor: TensorKey) -> list[np.ndarray]:
         """For each channel of ``group``, its indices in ``tensor``'s last axis (flat vector for Flatten)."""

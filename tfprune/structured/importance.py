@@ -365,7 +365,7 @@ def _taylor(ctx: ChannelContext) -> dict[str, np.ndarray]:
         sumsq += t * t
         n_batches += 1
     if n_batches == 0:
-        raise ValueError("channel importance 'taylor': the data is empty")
+        raise ValueError("channel importance 'taylor': the data is empty. Fix: pass labelled samples")
     ctx.notes.append(f"taylor: {n_batches} batches of at most {batch_size} samples, {len(names)} consumers")
     return _per_group(cg, np.sqrt(sumsq / n_batches))
 
@@ -464,7 +464,7 @@ def channel_importance(model: Any, method: str = "l2", graph: ChannelGraph | Non
 def lowest_channels(scores: ChannelScores, sparsity: float) -> dict[str, list[int]]:
     """``{group: channels}`` removing, in every group, the lowest-scoring fraction ``sparsity`` (one channel stays)."""
     if not 0.0 <= float(sparsity) < 1.0:
-        raise ValueError(f"sparsity is the fraction of channels removed per group, in [0, 1); got {sparsity}")
+        raise ValueError(f"sparsity is the fraction of channels removed per group, in [0, 1); got {sparsity}. Fix: e.g. 0.5")
     out = {}
     for name, s in scores.scores.items():
         n = channels_to_remove(s.size, sparsity)

@@ -99,7 +99,7 @@ from tfprune.structured.graph import (
     conv_groups,
     is_channel_scale,
 )
-from tfprune.validation import channel_indices, number
+from tfprune.validation import channel_indices, number, one_of
 
 __all__ = ["shrink", "ShrinkReport", "GroupChange", "ChannelWeight", "channel_weights", "mask_channels", "removable_channels"]
 
@@ -583,7 +583,8 @@ def _requested(cg: ChannelGraph, remove: Mapping[Any, Sequence[int]]) -> dict[in
     for key, chans in remove.items():
         g = cg.group(key)
         if not g.prunable:
-            raise ValueError(f"group {g.name!r} cannot be pruned: {cg.frozen[g.name]}")
+            raise ValueError(f"group {g.name!r} cannot be pruned: {cg.frozen[g.name]}. Fix: remove channels of prunable groups "
+                             "(tfprune.channel_graph(model).table() lists them)")
         idx = channel_indices(chans, f"remove[{key!r}] (group {g.name!r})", g.channels).tolist()
         if len(idx) >= g.channels:
             raise ValueError(f"removing all {g.channels} channels of group {g.name!r} would leave a layer with none. Fix: keep at least one")
@@ -984,7 +985,7 @@ def shrink(
     t0 = time.perf_counter()
     policy = on_inexact or ("error" if remove is not None else "keep")
     if policy not in ("keep", "error"):
-        raise ValueError(f"on_inexact must be 'keep' or 'error', got {on_inexact!r}")
+        one_of(on_inexact, "on_inexact", ("keep", "error"))
     atol = number(atol, "atol", minimum=0.0, strict=True, what="a relative tolerance (e.g. 1e-4)")
     model = plain(model)
     cg = channel_graph(model, include_outputs)

@@ -180,7 +180,7 @@ class Pruning(keras.callbacks.Callback):
     ) -> None:
         super().__init__()
         if on_non_finite not in ("raise", "warn"):
-            raise ValueError(f"on_non_finite={on_non_finite!r}: must be 'raise' (stop training) or 'warn'")
+            raise ValueError(f"on_non_finite must be 'raise' (stop training) or 'warn', got {on_non_finite!r}. Fix: pass one of those")
         self.on_non_finite = on_non_finite
         given = [k for k, v in (("sparsity", sparsity), ("macs", macs), ("params", params)) if v is not None]
         if len(given) != 1:
@@ -220,7 +220,7 @@ class Pruning(keras.callbacks.Callback):
         self.begin_step = check_int(begin_step, "begin_step", 0)
         self.end_step = None if end_step is None else check_int(end_step, "end_step", 0)
         if self.end_step is not None and self.end_step < self.begin_step:
-            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step})")
+            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}). Fix: pass an end_step after begin_step, or end_step=None")
         self.frequency = None if frequency is None else check_int(frequency, "frequency", 1)
         self.initial_sparsity = check_sparsity(initial_sparsity, "initial_sparsity")
         if isinstance(sparsity, (int, float)) and not isinstance(sparsity, bool) and self.initial_sparsity > float(sparsity):
@@ -290,7 +290,8 @@ class Pruning(keras.callbacks.Callback):
                 check_sparsity(v, f"sparsity[{k!r}]")
             return
         if isinstance(request, bool) or not isinstance(request, (int, float, np.floating, np.integer)):
-            raise ValueError(f"sparsity must be a float, a dict {{layer: sparsity}}, a Plan, an Allocation or a callable; got {request!r}")
+            raise ValueError(f"sparsity must be a float, a dict {{layer: sparsity}}, a Plan, an Allocation or a callable; got {request!r}. "
+                             "Fix: e.g. tfprune.Pruning(0.8) (80% of the prunable weights removed)")
         check_sparsity(request, "sparsity")
 
     # ------------------------------------------------------------- helpers
@@ -354,7 +355,7 @@ class Pruning(keras.callbacks.Callback):
             for k, v in request.items():
                 name = _strip_prefix(k)
                 if name not in names:
-                    raise ValueError(f"unknown layer name {k!r} in sparsity; wrapped layers: {sorted(names)}")
+                    raise ValueError(f"unknown layer name {k!r} in sparsity; wrapped layers: {sorted(names)}. Fix: use those names (or wrap that layer)")
                 out[name] = check_sparsity(v, f"sparsity[{k!r}]")
             return out
         importance = self.importance

@@ -82,7 +82,8 @@ class Distiller(keras.Model):
         t_shapes = [tuple(s) for s in _output_shapes(teacher)]
         s_shapes = [tuple(s) for s in _output_shapes(student)]
         if t_shapes != s_shapes:
-            raise ValueError(f"teacher outputs {t_shapes} and student outputs {s_shapes} differ")
+            raise ValueError(f"teacher outputs {t_shapes} and student outputs {s_shapes} differ. Fix: distil into a student with the teacher's outputs "
+                             "(same classes), e.g. the pruned or shallowed copy of the teacher")
         self._kinds = {}
         for role, m in (("teacher", teacher), ("student", student)):
             kinds = output_activations(m)

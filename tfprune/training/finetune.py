@@ -392,7 +392,7 @@ def reestimate_batchnorm(model: Any, data: Any, batch_size: int | None = None, n
         clone(x, training=False)
         seen += _data.Samples(x).n
     if not seen:
-        raise ValueError("reestimate_batchnorm: the data is empty")
+        raise ValueError("reestimate_batchnorm: the data is empty. Fix: pass at least one batch of inputs")
     by_bn: dict[int, tuple[Any, list]] = {}
     for p in probes:  # a BatchNorm shared by several call sites: all its inputs count
         by_bn.setdefault(id(p.bn), (p.bn, []))[1].extend(p.records)

@@ -148,3 +148,52 @@ def test_export_refuses_samples_shaped_unlike_the_model_input(tmp_path):
     with pytest.raises(ValueError, match=r"representative_data has shape \(16, 6, 1\)"):
         tfprune.export_tflite(model, str(path), mode="micro", sample_inputs=x, representative_data=x[..., None])
     assert os.listdir(tmp_path) == []
+
+
+def test_plan_says_what_it_leaves_out():
+    class Block(keras.layers.Layer):
+        def __init__(self, **kw):
+            super().__init__(**kw)
+            self.inner = keras.layers.Dense(16)
+
+        def call(self, x):
+            return self.inner(x)
+
+    inp = keras.Input((6,))
+    h = Block(name="blk")(keras.layers.Dense(8, name="h")(inp))
+    seq = keras.layers.Reshape((4, 4))(h)
+    out = keras.layers.Dense(3, name="out")(keras.layers.LSTM(5, name="rnn")(seq))
+    model = keras.Model(inp, out)
+    with pytest.warns(UserWarning, match=r"not planned: 128 of \d+ Conv/Dense weights .* custom layers \(blk\)"):
+        p = tfprune.plan(model, 0.5)
+    text = p.table()
+    assert "not planned: 128" in text and "rnn (LSTM" in text
+
+
+def test_second_fit_with_a_new_target_and_a_past_end_step_is_refused():
+    model = tfprune.wrap(_dense_model())
+    model.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).random((32, 6), dtype=np.float32)
+    y = np.zeros(32, np.int64)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[tfprune.Pruning(0.5, end_step=4, frequency=1)])
+    with pytest.raises(ValueError, match="end_step=4 is not after this model's pruning step 8.*Fix"):
+        model.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[tfprune.Pruning(0.7, end_step=4, frequency=1)])
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[tfprune.Pruning(0.7, end_step=14, frequency=1)])
+    assert tfprune.prunable_layers(model).total_sparsity() == pytest.approx(0.7, abs=0.02)
+
+
+def test_export_writes_both_files_or_neither(tmp_path):
+    model = _dense_model()
+    x = np.random.default_rng(0).random((16, 6), dtype=np.float32)
+    (tmp_path / "hdr").mkdir()
+    with pytest.raises(ValueError, match="c_header=.* is a folder.*Fix"):
+        tfprune.export_tflite(model, str(tmp_path / "m.tflite"), mode="float", sample_inputs=x, c_header=str(tmp_path / "hdr"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(ValueError, match="lies under .*notes.txt.*which is a file"):
+        tfprune.export_tflite(model, str(tmp_path / "notes.txt" / "m.tflite"), mode="float", sample_inputs=x)
+    with pytest.raises(ValueError, match="c_var_name must be a C identifier"):
+        tfprune.export_tflite(model, str(tmp_path / "m.tflite"), mode="float", sample_inputs=x, c_header=str(tmp_path / "m.h"),
+                              c_var_name="my model!")
+    assert sorted(os.listdir(tmp_path)) == ["hdr", "notes.txt"]
+    tfprune.export_tflite(model, str(tmp_path / "m.tflite"), mode="float", sample_inputs=x, c_header=str(tmp_path / "m.h"))
+    assert (tmp_path / "m.tflite").stat().st_size > 0 and "g_model" in (tmp_path / "m.h").read_text()

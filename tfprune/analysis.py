@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -161,6 +161,13 @@ def _prepare(model: Any, data: Any, sparsity: float, importance: Any, allocation
         raise ValueError("model has no prunable layers")
     get_allocator(allocation)  # a bad name fails before any scoring
     # The importance column is shown for every allocator, so score first and hand the scores to the plan.
+    if isinstance(importance, Mapping):  # given scores: checked like tfprune.plan's (finite, > 0, one per prunable layer)
+        from tfprune.validation import positive_scores
+
+        missing = [q.name for q in inv if q.name not in importance]
+        if missing:
+            raise ValueError(f"importance scores lack layer(s) {missing}. Fix: give every prunable layer a score > 0")
+        importance = ImportanceScores("given", positive_scores({q.name: importance[q.name] for q in inv}), 0.0)
     scores = importance if isinstance(importance, ImportanceScores) else score_layers(model, importance, data=data, progress=progress)
     p = plan(model, sparsity, importance=scores, allocation=allocation, data=data)
     report = AnalysisReport(sparsity, scores.method, allocation, delta, None, importance_seconds=scores.seconds + p.seconds)

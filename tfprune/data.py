@@ -37,7 +37,7 @@ import tensorflow as tf
 
 from tfprune.validation import check_int
 
-__all__ = ["Samples", "Split", "take", "batches", "split", "size", "unpack", "load_source", "NEEDS_LABELS"]
+__all__ = ["Samples", "Split", "take", "batches", "split", "size", "unpack", "load_source", "check_inputs", "NEEDS_LABELS"]
 
 NEEDS_LABELS = "needs labels; pass (x, y)"
 
@@ -333,6 +333,46 @@ def split(
 
 
 # ------------------------------------------------------------- data sources
+def check_inputs(model: Any, data: Any, name: str = "data") -> None:
+    """Refuse array inputs that ``model`` cannot take: strings, NaN/inf, missing dict keys, a wrong per-sample shape; with the fix.
+
+    ``data`` is ``x``, ``(x, y[, w])`` or a dict of inputs; streams
+    (tf.data, generators) pass unchecked here (they are read later).
+    """
+    from tfprune.validation import finite_array
+
+    if data is None:
+        raise ValueError(f"{name} is None. Fix: pass calibration inputs x, or (x, y)")
+    x = data[0] if isinstance(data, tuple) and data else data
+    inputs = list(getattr(model, "inputs", None) or [])
+    if isinstance(x, dict):
+        names = [getattr(t, "name", "").split(":")[0] for t in inputs]
+        layer_names = list(getattr(model, "input_names", None) or names)
+        missing = [n for n in layer_names if n not in x]
+        if missing:
+            raise ValueError(f"{name} is a dict with keys {sorted(x)}, but model {model.name!r} takes inputs {layer_names} (missing {missing}). "
+                             "Fix: key the arrays by the model's input names")
+        parts = [(x[n], t) for n, t in zip(layer_names, inputs)]
+    elif isinstance(x, (list, tuple)) and len(inputs) > 1:
+        parts = list(zip(x, inputs))
+    else:
+        parts = [(x, inputs[0] if inputs else None)]
+    for value, tensor in parts:
+        if not isinstance(value, np.ndarray):
+            continue
+        finite_array(value, name)
+        if tensor is None or value.dtype.kind not in "biuf":
+            continue
+        want = tuple(tensor.shape[1:])
+        got = tuple(value.shape[1:])
+        if value.ndim != len(want) + 1 or any(w is not None and int(w) != g for w, g in zip(want, got)):
+            raise ValueError(f"{name} has inputs of shape {value.shape}, but model {model.name!r} takes batches of shape (n, "
+                             f"{', '.join('?' if w is None else str(int(w)) for w in want)}). Fix: pass samples shaped like the model's "
+                             "input (e.g. x[..., None] for a missing channel axis, or resize the images)")
+        if value.shape[0] == 0:
+            raise ValueError(f"{name} holds no samples (shape {value.shape}). Fix: pass at least one sample")
+
+
 def _prepare_images(x: np.ndarray) -> np.ndarray:
     """uint8 images -> float32 in [0, 1]; (N, H, W) gets a channel axis (as keras' dataset loaders return them)."""
     x = np.asarray(x)

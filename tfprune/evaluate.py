@@ -120,6 +120,9 @@ class OneShotEvaluator:
 
         check_labels(model, self.y, model_loss(model, loss, warn=False), "labels (y)")
         finite_data(self.x, "inputs (x)")
+        from tfprune.data import check_inputs
+
+        check_inputs(model, self.x, "inputs (x)")
         self.batch_size = int(batch_size)
         spec = tf.nest.map_structure(lambda a: tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)), self.x)
         work = self.work

@@ -100,7 +100,8 @@ def stored_code(path: str | os.PathLike) -> list[str]:
             with h5py.File(path, "r") as f:
                 raw = f.attrs.get("model_config")
             if raw is None:
-                return []
+                raise ValueError(f"{path!r} holds weights only (model.save_weights wrote it), not a model. Fix: build the model in code, "
+                                 "then model.load_weights(path); or load the file model.save() wrote")
             return _code_layers(json.loads(raw.decode() if isinstance(raw, bytes) else raw))
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ValueError(_damaged(path, ".h5", err)) from err

@@ -205,6 +205,10 @@ def score_layers(model_or_layers: Any, importance: str = "capacity", data: Any =
     finite_weights(dict(zip(ctx.names, ctx.kernels)), f"importance {importance!r}")
     if wants_data:
         finite_data(data, "data")
+        if model is not None:
+            from tfprune.data import check_inputs
+
+            check_inputs(model, data, "data")
     raw = np.asarray(fn(ctx), dtype=np.float64)
     seconds = time.perf_counter() - t0
     if raw.shape != (len(layers),) or not np.isfinite(raw).all() or (raw < 0).any():

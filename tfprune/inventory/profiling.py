@@ -94,6 +94,9 @@ def profile(model: Any) -> Profile:
     ``model`` must be a Model: a single layer is refused with the fix (put it in a model with its input shape).
     """
     check_is_model(model)
+    if not model.built:
+        raise ValueError(f"model {model.name!r} is not built, so it has no weights or shapes to count. Fix: give it an input shape "
+                         "(keras.Input(...) as its first layer) or call model.build((None, ...)) first")
     prof = Profile()
 
     def visit(m: Any, prefix: str) -> None:

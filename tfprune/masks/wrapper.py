@@ -95,6 +95,14 @@ class PruneLayer(PruneLowMagnitude):
     ) -> None:
         kwargs.pop("block_pooling_type", None)
         kwargs.pop("sparsity_m_by_n", None)
+        if not isinstance(layer, keras.layers.Layer):
+            raise TypeError(f"PruneLayer wraps a Keras layer, got {layer!r} ({type(layer).__name__}). "
+                            "Fix: tfprune.PruneLayer(keras.layers.Dense(10))")
+        from tfprune.inventory.layers import weight_kind
+
+        if weight_kind(layer) is None and not callable(getattr(layer, "get_prunable_weights", None)):
+            raise ValueError(f"PruneLayer: {type(layer).__name__} {layer.name!r} has no weight tfprune prunes. Fix: wrap Dense, Conv, "
+                             "SeparableConv (pointwise), ConvTranspose or Embedding layers (or a layer with tfmot's get_prunable_weights)")
         schedule = as_schedule(pruning_schedule, "PruneLayer")
         name = kwargs.pop("name", None)
         super().__init__(layer, pruning_schedule=schedule, block_size=(1, 1), **kwargs)

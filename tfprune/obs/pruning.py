@@ -13,6 +13,7 @@ import numpy as np
 
 from tfprune._keras import check_model
 from tfprune.allocation import Allocation
+from tfprune.data import check_inputs
 from tfprune.masks.wrapping import clone, is_wrapped, strip
 from tfprune.obs import solvers
 from tfprune.obs.hessian import layer_hessians, layer_matrix, set_layer_matrix, supported
@@ -123,6 +124,7 @@ def prune(
     given = [name for name, v in (("sparsity", sparsity), ("targets", targets), ("tolerance", tolerance)) if v is not None]
     if len(given) != 1:
         raise ValueError(f"give exactly one of sparsity= (a total), targets= (per layer) or tolerance= (delta E per layer); got {given or 'none'}")
+    check_inputs(model, data, "data (calibration inputs)")
     t_start = time.perf_counter()
     work = strip(model) if is_wrapped(model) else clone(model)
     candidates = [layer for layer in work.layers if supported(layer)]

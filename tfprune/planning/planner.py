@@ -19,6 +19,7 @@ of weights; for ``channel`` the fraction of output channels).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Any, Iterable, Mapping
 
 import numpy as np
@@ -308,9 +309,12 @@ def plan(
     from tfprune.inventory.layers import LayerInventory
     if isinstance(model, (LayerInventory, list)):
         inv, keras_model = list(model), None
+        notes = []
     else:
         keras_model = model
-        inv = list(prunable_layers(model))
+        inventory = prunable_layers(model)
+        inv = list(inventory)
+        notes = skipped_notes(inventory)
     if isinstance(importance, Mapping):
         unknown = [k for k in importance if k not in {p.name for p in inv}]
         if unknown:
@@ -384,8 +388,28 @@ def plan(
     return Plan(
         requested=sparsity, granularity=g.name, targets=targets, n_params=dict(zip(names, n.tolist())), removed=removed,
         n_units=units, unit_weights=unit_w, excluded=excluded, importance=scores, allocation=alloc,
-        seconds=time.perf_counter() - t0,
+        seconds=time.perf_counter() - t0, notes=notes,
     )
+
+
+def skipped_notes(inventory: Any) -> list[str]:
+    """What a weight plan leaves out, said: Conv/Dense weights inside custom layers (also warned), other weighted layers it does not prune."""
+    notes = []
+    hidden = [s for s in inventory.skipped if s.kernels_inside]
+    if hidden:
+        n_hidden = sum(s.kernels_inside for s in hidden)
+        total = inventory.n_params + n_hidden
+        note = (f"not planned: {n_hidden} of {total} Conv/Dense weights ({n_hidden / total:.1%}) sit inside custom layers "
+                f"({', '.join(s.path for s in hidden[:6])}); a total sparsity s of the planned weights is s * {inventory.n_params / total:.3f} "
+                "of all of them. Fix: build those blocks from Keras layers, or put tfprune.PruneLayer around the layers inside them")
+        notes.append(note)
+        warnings.warn(note, stacklevel=3)
+    other = [s for s in inventory.skipped if not s.kernels_inside and s.n_params
+             and ("not a prunable layer type" in s.reason or "not supported by tfprune" in s.reason)]
+    if other:
+        notes.append("not planned (layer types tfprune does not prune): " + ", ".join(f"{s.path} ({s.layer_type}, {s.n_params} weights)"
+                                                                                     for s in other[:6]) + (" ..." if len(other) > 6 else ""))
+    return notes
 
 
 def alloc_cap(alloc: Allocation, name: str, caps: Mapping[str, float], excluded: Mapping[str, str], min_density: float, n: int) -> float:

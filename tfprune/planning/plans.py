@@ -167,7 +167,7 @@ class Plan(Report):
         for k, n in self.n_params.items():
             imp = self.importance.scores.get(k) if self.importance else None
             rows.append([k, n, imp, self.n_units.get(k), self.targets[k], self.removed[k] / n, self.excluded.get(k, "")])
-        return [head, Table(["layer", "weights", "importance", "units", "target (units)", "sparsity (weights)", "note"], rows)]
+        return [head, Table(["layer", "weights", "importance", "units", "target (units)", "sparsity (weights)", "note"], rows), *self.notes]
 
     def _channel_blocks(self) -> list:
         miss = abs(self.achieved - self.requested) > self.tolerance

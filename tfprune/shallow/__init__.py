@@ -21,7 +21,7 @@ from tfprune.report import Report, Table, format_table, json_safe
 from tfprune.shallow.decide import removals_for_tau, tau_for_reduction
 from tfprune.shallow.graph import Unit, find_units, flat_graph, remove_units, units_of
 from tfprune.shallow.probes import extract_features, fit_probe
-from tfprune.validation import class_labels, fraction, number
+from tfprune.validation import class_labels, finite_data, fraction, number
 
 __all__ = ["probe_layers", "shallow", "ProbeReport", "ProbeRow", "ShallowResult", "find_units", "remove_units", "Unit"]
 
@@ -98,6 +98,7 @@ def _probe_data(data: Any, n_samples: int | None, train_fraction: float, seed: i
     if not isinstance(y, np.ndarray):
         raise ValueError(f"the linear probes need one label array (integer classes or a multi-hot matrix), got {type(y).__name__}. "
                          "Fix: pass (x, y) with y a single array")
+    finite_data(sp.samples.x, "the probes' inputs (x)")
     if y.ndim == 1 or (y.ndim == 2 and y.shape[1] == 1):  # class ids: integers >= 0 (multi-hot matrices are 0/1 rows)
         finite = y[np.isfinite(y)] if y.dtype.kind == "f" else y
         class_labels(y, "the probes' labels (y)", int(np.max(finite)) + 1 if y.dtype.kind in "biuf" and finite.size else 2, "sparse")

@@ -361,8 +361,10 @@ class Pruning(keras.callbacks.Callback):
         importance = self.importance
         if keep_scores and self.scores_ is not None and isinstance(importance, str) and not get_importance(importance)[1]:
             importance = self.scores_  # data-free scores stay those of the dense weights (no feedback)
-        p = plan(self.model, float(request), importance=importance, allocation=self.allocation, granularity=g, data=self.data,
-                 layers=layers, **self.plan_kwargs)
+        with warnings.catch_warnings():  # the callback says it itself, with the wrapped total (_note_skipped)
+            warnings.filterwarnings("ignore", message="not planned: ")
+            p = plan(self.model, float(request), importance=importance, allocation=self.allocation, granularity=g, data=self.data,
+                     layers=layers, **self.plan_kwargs)
         self.plan_, self.allocation_, self.scores_ = p, p.allocation, p.importance
         self.importance_seconds_ += p.seconds
         return dict(p.targets)

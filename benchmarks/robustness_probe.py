@@ -37,6 +37,7 @@ except the one case that needs a Python without ``import tfprune``.
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import errno
 import io
@@ -295,6 +296,7 @@ Y8 = np.argmax(X8.reshape(64, -1) @ W_TRUE, -1).astype(np.int64)
 X12 = RNG.random((64, 12), dtype=np.float32)
 Y12 = np.argmax(X12 @ np.random.default_rng(2).normal(size=(12, 3)), -1).astype(np.int64)
 TMP = tempfile.mkdtemp(prefix="tfprune_probe_")
+atexit.register(shutil.rmtree, TMP, ignore_errors=True)
 
 
 def tmp(name: str) -> str:
@@ -2700,7 +2702,6 @@ def main(argv: list[str] | None = None) -> int:
     write_atomic(os.path.splitext(out)[0] + ".md", md)
     print(json.dumps(counts), file=real_stdout)
     print(f"wrote {out} and {os.path.splitext(out)[0]}.md", file=real_stdout)
-    shutil.rmtree(TMP, ignore_errors=True)
     return 0
 
 

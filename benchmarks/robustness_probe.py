@@ -1907,7 +1907,13 @@ def _api_misc() -> None:
                 call(fit_pruned, w, tfprune.Pruning(0.5), epochs=1)
                 raise Wrong("a pruning wrapper around a layer without weights was accepted, built and trained")
             raise Wrong(f"returned {type(r).__name__}")
-        case(cat, fn_name, fn_name.replace("_", " "), names=names)(f)
+        text = {"strip_none": "tfprune.strip(None)", "clone_string": "tfprune.clone('model.keras')",
+                "list_importance_bogus": "tfprune.list_importance('bogus')",
+                "prunelayer_not_layer": "tfprune.PruneLayer('dense')", "prunelayer_granularity": "tfprune.PruneLayer(Dense(3), granularity='diagonal')",
+                "prunelayer_flatten": "tfprune.PruneLayer(Flatten()) in a model, then fit with Pruning(0.5)",
+                "channelmask_flatten": "tfprune.ChannelMask(Flatten()) in a model, then fit with Pruning(0.5)",
+                "convert_qat_plain_model": "tfprune.convert_qat(plain model)", "profile_string": "tfprune.profile('model.keras')"}[fn_name]
+        case(cat, fn_name, text, names=names)(f)
 
     def untouched(name: str, run: Callable[[Any], Any], model_fn: Callable[[], Any] = conv) -> None:
         def f():

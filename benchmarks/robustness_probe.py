@@ -76,12 +76,13 @@ BAD = ["unclear_error", "silent_wrong", "partial_file", "code_executed", "cli_tr
 #: error types a user can act on; anything else (AttributeError, KeyError, IndexError, tf.errors.*, ...) is unclear
 OK_TYPES: tuple[type, ...] = (ValueError, TypeError, OSError, FloatingPointError, ImportError, RuntimeError, NotImplementedError)
 #: "says the fix": an explicit "Fix", or an imperative remedy at a sentence/clause start
+#: (the verb must start a sentence or clause and read as a command: "remove['c1']: ..." names an argument, it is not a remedy)
 FIX_RE = re.compile(
     r"\bfix\b|\bonly for a file you trust\b|"
-    r"(?:^|[.;:!(\[\-–—,]\s*|\bor\s+|\bthen\s+|\bplease\s+|\bfirst\s*,?\s*)"
+    r"(?:^|[.;:!]\s+|\bor\s+|\bthen\s+|\bplease\s+)"
     r"(?:pass|use|give|call|set|choose|provide|install|relabel|remove|drop|repair|create|map|try|lower|compile|wrap|strip|"
-    r"import|build|save|check|load|put|rename|add|specify|reduce|increase|convert|fit|train|mask|name|list|keep|cast|reshape|"
-    r"select|replace|run|make)\b",
+    r"import|build|save|check|load|put|rename|add|specify|reduce|increase|convert|fit|train|name|cast|reshape|select|replace)"
+    r"\b(?![\[=(.'_])",
     re.IGNORECASE,
 )
 

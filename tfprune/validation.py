@@ -166,7 +166,7 @@ def channel_indices(values: Any, name: str, size: int) -> np.ndarray:
     """
     arr = np.asarray(values if not isinstance(values, (set, frozenset)) else sorted(values))
     if arr.ndim > 1:
-        raise ValueError(f"{name}: channel indices must be a flat list of integers, got an array of shape {arr.shape}")
+        raise ValueError(f"{name}: channel indices must be a flat list of integers, got an array of shape {arr.shape}. Fix: pass e.g. [0, 3]")
     arr = arr.reshape(-1)
     if arr.dtype == bool:
         raise ValueError(f"{name}: got booleans {arr.tolist()[:8]}; channel indices must be integers. Fix: pass np.flatnonzero(mask)")
@@ -180,7 +180,7 @@ def channel_indices(values: Any, name: str, size: int) -> np.ndarray:
     idx = arr.astype(np.int64)
     out = [int(i) for i in idx if i < 0 or i >= size]
     if out:
-        raise ValueError(f"{name}: channel indices {out[:8]} are out of range: the layer has {size} channels (0..{size - 1})")
+        raise ValueError(f"{name}: channel indices {out[:8]} are out of range: the layer has {size} channels (0..{size - 1}). Fix: pass indices 0..{size - 1}")
     uniq = np.unique(idx)
     if uniq.size != idx.size:
         raise ValueError(f"{name}: channel indices repeat ({sorted(set(i for i in idx.tolist() if idx.tolist().count(i) > 1))}). Fix: list each channel once")
@@ -253,7 +253,8 @@ def class_labels(y: Any, name: str, n_classes: int, form: str | None = None) -> 
                          f"Fix: pass keras.utils.to_categorical({name}, {n_classes}), or use a sparse loss")
     if one_hot_shape or n_classes <= 1:  # one-hot / soft rows, or a binary output: values are probabilities
         if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise ValueError(f"{name}: one-hot or binary labels must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]")
+            raise ValueError(f"{name}: one-hot or binary labels must lie in [0, 1], got values in [{arr.min()}, {arr.max()}]. Fix: pass 0/1 "
+                             "targets for a sigmoid output (a softmax output with one unit per class takes class ids)")
         return arr
     ids = arr.reshape(len(arr), -1) if arr.ndim >= 2 else arr
     if ids.ndim == 2 and ids.shape[1] != 1:

@@ -100,11 +100,12 @@ def parse_granularity(value: Any, block_size: tuple[int, int] | None = None) -> 
         if m:
             n, mm = int(m.group(1)), int(m.group(2))
             if not 1 <= n < mm:
-                raise ValueError(f"granularity {value!r}: N:M needs 1 <= N < M (keep N of every M weights), e.g. '2:4'")
+                raise ValueError(f"granularity {value!r}: N:M needs 1 <= N < M (keep N of every M weights). Fix: pass e.g. '2:4'")
             return Granularity("n:m", bs, n, mm)
     raise ValueError(
         f"unknown granularity {value!r}. Valid: 'unstructured', 'block' (with block_size, Dense kernels), "
-        "'channel' (whole output channels), 'N:M' such as '2:4' (keep N of every M input weights), 'frozen' (masks never change)."
+        "'channel' (whole output channels), 'N:M' such as '2:4' (keep N of every M input weights), 'frozen' (masks never change). "
+        "Fix: pass one of those, e.g. granularity='unstructured'"
     )
 
 

@@ -97,6 +97,7 @@ def multiworker():
     return _results(single.stdout), [_results(o) for o, _ in outs]
 
 
+@pytest.mark.slow  # two worker processes (~35 s); MirroredStrategy covers the distributed path in the default suite
 @pytest.mark.parametrize("granularity", MULTIWORKER)
 def test_multiworker_strategy_matches_one_device(multiworker, granularity):
     one, workers = multiworker

@@ -73,7 +73,7 @@ def _backup_state(backup: Path) -> tuple[int, list[int], int]:
     return epoch, steps, zeros
 
 
-@pytest.mark.parametrize("granularity", ["unstructured", "channel"])
+@pytest.mark.parametrize("granularity", ["unstructured", pytest.param("channel", marks=pytest.mark.slow)])  # channel: ~17 s, make test-all
 def test_sigkill_mid_ramp_then_restart_equals_the_uninterrupted_run(tmp_path, granularity):
     # a. uninterrupted and b. killed mid-ramp: two independent processes, run side by side
     backup, out = tmp_path / "backup", tmp_path / "run"

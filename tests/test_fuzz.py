@@ -15,7 +15,7 @@ import tfprune
 from tfprune._keras import keras
 from tfprune.evaluate import OneShotEvaluator
 
-FUZZ = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
+FUZZ = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow], derandomize=True)
 ANY_NUMBER = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-3, 3), st.booleans(), st.none(), st.text(max_size=3))
 
 

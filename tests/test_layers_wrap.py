@@ -133,7 +133,7 @@ def test_include_exclude_by_name_regex_and_type():
     assert names(tfprune.wrap(m, include="(c1|ic)")) == ["c1", "ic"]
     assert names(tfprune.wrap(m, exclude=keras.layers.Dense)) == ["c1", "ic"]
     assert names(tfprune.wrap(m, include=keras.layers.Dense, exclude="out")) == ["shared"]
-    with pytest.raises(ValueError, match="selected no layer"):
+    with pytest.raises(ValueError, match="matches no layer|selected no layer"):
         tfprune.wrap(m, include="nothing_matches")
     with pytest.raises(TypeError, match="include"):
         tfprune.wrap(m, include=[3.5])

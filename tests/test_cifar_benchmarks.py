@@ -1,0 +1,131 @@
+"""The CIFAR-10 benchmark scripts on a tiny JPEG pack and a tiny dense checkpoint: schema, resume, budget guard."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+
+import pytest
+
+import tfprune
+from tests.conftest import ROOT
+from tests.test_cifar import write_pack
+from tfprune import models
+from tfprune.files import save_model
+
+
+def _script(name: str):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture()
+def tiny_setup(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    pack = tmp_path / "pack.npz"
+    write_pack(pack, n_train=64, n_test=20)
+    ck = tmp_path / "ck"
+    ck.mkdir()
+    save_model(models.vgg_cifar(11, 0.125), ck / "vgg11_w0.125.keras")
+    return pack, ck
+
+
+def test_allocation_cifar_schema_resume_and_budget_guard(tmp_path, tiny_setup):
+    pack, ck = tiny_setup
+    script = _script("allocation_cifar")
+    out = tmp_path / "alloc.json"
+    argv = ["--models", "vgg11_w0.125", "--allocations", "lamp,importance,uniform_plus,lamp_gradual", "--sparsities", "0.95,0.9",
+            "--seeds", "2", "--ramp-epochs", "1", "--finetune-epochs", "0", "--batch-size", "32", "--data", str(pack),
+            "--out", str(out), "--checkpoint-dir", str(ck), "--subset", "64"]
+    assert script.main(argv + ["--allocations", "lamp", "--sparsities", "0.95", "--seeds", "1"]) == 0
+    data = json.loads(out.read_text())
+    assert len(data["runs"]) == 1 and data["config"]["cpu_minutes"] > 0
+    with pytest.raises(SystemExit):  # runs already there: not redone or overwritten without --resume
+        script.main(argv)
+    with pytest.raises(SystemExit):  # another budget is refused
+        script.main(argv + ["--resume", "--lr", "0.02"])
+    assert script.main(argv + ["--resume"]) == 0
+    data = json.loads(out.read_text())
+    # seed 0: 2 sparsities x 4 allocations; seed 1 only at 0.95 (0.9 is not a seeded sparsity)
+    assert len(data["runs"]) == 12 and len(data["config"]["segments"]) == 2  # the refused calls add no segment
+    entry = data["models"]["vgg11_w0.125"]
+    assert entry["default_allocation"] == "importance" and 0.0 <= entry["dense_acc"] <= 1.0
+    lamp95 = next(r for r in entry["results"] if r["allocation"] == "lamp" and r["sparsity"] == 0.95)
+    assert lamp95["n_seeds"] == 2 and lamp95["seeds"] == [0, 1] and 0.0 <= lamp95["acc_mean"] <= 1.0 and lamp95["acc_std"] >= 0.0
+    for r in data["runs"]:
+        assert abs(r["achieved_sparsity"] - r["sparsity"]) < 0.01, r  # the ramp reached its target
+    plus = next(r for r in data["runs"] if r["allocation"] == "uniform_plus")
+    names = list(plus["planned_layer_sparsity"])
+    assert plus["planned_layer_sparsity"][names[0]] == 0.0 and plus["planned_layer_sparsity"][names[-1]] <= 0.8 + 1e-6
+    assert (tmp_path / "alloc.md").is_file() and (tmp_path / "alloc.png").is_file()
+    assert "default (`importance`)" in (tmp_path / "alloc.md").read_text()
+
+
+def test_lobs_cifar_records_one_shot_bn_and_retrained(tmp_path, tiny_setup):
+    pack, ck = tiny_setup
+    script = _script("lobs_cifar")
+    out = tmp_path / "lobs.json"
+    argv = ["--models", "vgg11_w0.125", "--solvers", "magnitude,lobs", "--budgets", "0.5", "--n-calib", "32", "--batch-size", "32",
+            "--data", str(pack), "--out", str(out), "--checkpoint-dir", str(ck), "--subset", "64"]
+    assert script.main(argv) == 0
+    data = json.loads(out.read_text())
+    assert [(r["solver"], r["budget"]) for r in data["runs"]] == [("magnitude", 0.5), ("lobs", 0.5)]
+    for r in data["runs"]:
+        assert abs(r["achieved_sparsity"] - 0.5) < 0.01
+        assert all(0.0 <= r[k] <= 1.0 for k in ("acc_one_shot", "acc_bn", "acc_retrained"))
+    assert script.main(argv + ["--resume"]) == 0  # nothing left to do: the runs stay as they are
+    assert json.loads(out.read_text())["runs"] == data["runs"]
+    assert "one-shot" in (tmp_path / "lobs.md").read_text()
+
+
+def test_structured_cifar_shrinks_and_times(tmp_path, tiny_setup):
+    pack, ck = tiny_setup
+    script = _script("structured_cifar")
+    out = tmp_path / "st.json"
+    argv = ["--models", "vgg11_w0.125", "--allocations", "uniform,importance", "--macs", "0.5", "--ramp-epochs", "1", "--finetune-epochs", "1",
+            "--batch-size", "32", "--latency-rounds", "2", "--data", str(pack), "--out", str(out), "--checkpoint-dir", str(ck), "--subset", "64"]
+    assert script.main(argv) == 0
+    data = json.loads(out.read_text())
+    entry = data["models"]["vgg11_w0.125"]
+    assert {r["allocation"] for r in entry["results"]} == {"uniform", "importance"}
+    for r in entry["results"]:
+        assert r["macs_removed"] == 0.5 and abs(r["macs_removed_achieved"] - 0.5) < 0.05 and r["latency_ratio"] > 0
+        assert 0.0 <= r["acc_mean"] <= 1.0
+    assert entry["dense_macs"] > max(run["macs"] for run in data["runs"])
+
+
+def test_global_ratio_cifar_pattern_and_accuracies(tmp_path, tiny_setup):
+    pack, ck = tiny_setup
+    script = _script("global_ratio_cifar")
+    out = tmp_path / "gr.json"
+    argv = ["--models", "vgg11_w0.125", "--ratios", "0.3,0.8", "--batch-size", "32", "--data", str(pack), "--out", str(out),
+            "--checkpoint-dir", str(ck), "--subset", "64"]
+    assert script.main(argv) == 0
+    data = json.loads(out.read_text())
+    runs = sorted(data["runs"], key=lambda r: r["ratio"])
+    assert [r["ratio"] for r in runs] == [0.3, 0.8]
+    for r in runs:
+        n = [p.n_params for p in tfprune.prunable_layers(tfprune.load_model(ck / "vgg11_w0.125.keras"))]
+        removed = sum(s * k for s, k in zip(r["layer_removed"], n)) / sum(n)
+        assert abs(removed - r["ratio"]) < 1e-3 and r["acc_finetuned"] is not None
+    assert all(a <= b + 1e-9 for a, b in zip(runs[0]["layer_removed"], runs[1]["layer_removed"]))  # a higher ratio removes more everywhere
+    assert (tmp_path / "gr.png").is_file()
+
+
+def test_shallow_cifar_kd_and_ce(tmp_path, tiny_setup):
+    pack, ck = tiny_setup
+    save_model(models.resnet_cifar(8), ck / "resnet8.keras")
+    script = _script("shallow_cifar")
+    out = tmp_path / "sh.json"
+    argv = ["--models", "resnet8", "--targets", "0.2", "--finetune-epochs", "1", "--probe-images", "64", "--batch-size", "32",
+            "--latency-rounds", "2", "--data", str(pack), "--out", str(out), "--checkpoint-dir", str(ck), "--subset", "64"]
+    assert script.main(argv) == 0
+    data = json.loads(out.read_text())
+    res = data["resnet8"]["results"]
+    assert {r["variant"] for r in res} == {"kd", "ce"}
+    for r in res:
+        assert r["macs"] <= 0.8 * data["resnet8"]["dense_macs"] + 1 and r["removed"] and 0 <= r["acc"] <= 1

@@ -28,6 +28,7 @@ __all__ = [
     "check_sparsity",
     "check_int",
     "fraction_map",
+    "schedule_values",
     "positive_scores",
     "channel_indices",
     "finite_array",
@@ -268,3 +269,25 @@ def class_labels(y: Any, name: str, n_classes: int, form: str | None = None) -> 
         raise ValueError(f"{name} hold class ids in [{flat.min():g}, {flat.max():g}] but the model has {n_classes} outputs (ids 0..{n_classes - 1}). "
                          "Fix: relabel to 0..n-1, or give the model one output per class")
     return arr
+
+
+def schedule_values(target_sparsity: Any, begin_step: Any, end_step: Any, frequency: Any, initial_sparsity: Any, power: Any) -> dict:
+    """A pruning ramp's values, checked as a whole (`tfprune.LayerwiseSchedule` and the Keras 3 wrapper's schedule).
+
+    Sparsities are fractions removed in [0, 1); steps are ints >= 0 with
+    ``end_step >= begin_step``; ``frequency`` >= 1; ``power`` > 0.
+    """
+    out = {
+        "target_sparsity": check_sparsity(target_sparsity, "target_sparsity"),
+        "initial_sparsity": check_sparsity(initial_sparsity, "initial_sparsity"),
+        "begin_step": check_int(begin_step, "begin_step", 0),
+        "end_step": check_int(end_step, "end_step", 0),
+        "frequency": check_int(frequency, "frequency", 1),
+    }
+    if out["end_step"] < out["begin_step"]:
+        raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}). Fix: pass an end_step after begin_step")
+    try:
+        out["power"] = number(power, "power", minimum=0.0, strict=True, what="the ramp's exponent, a finite number (3 is usual)")
+    except TypeError as err:
+        raise ValueError(str(err)) from None
+    return out

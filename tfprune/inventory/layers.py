@@ -15,7 +15,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model, is_keras3_object, keras
 from tfprune.compat import PruneLowMagnitude
 
 __all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "prunable_layers", "nested_wrappers", "PRUNABLE_WEIGHTS", "WRAPPER_PREFIX"]
@@ -224,7 +224,13 @@ def prunable_layers(model: Any) -> LayerInventory:
     Returns:
       A `LayerInventory`; ``list(inventory)`` gives the `PrunableLayer`s in
       the order of ``model.layers`` (depth first into nested models).
+
+    A Keras 3 model is read by `tfprune.keras3.models.keras3_inventory` (same result types).
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.models import keras3_inventory
+
+        return keras3_inventory(model)
     check_model(model)
     prunable: list[PrunableLayer] = []
     skipped: list[SkippedLayer] = []

@@ -18,7 +18,7 @@ import tensorflow as tf
 
 from tfprune._keras import keras
 from tfprune.compat import PruningSchedule
-from tfprune.validation import check_int, check_sparsity, number
+from tfprune.validation import schedule_values
 
 __all__ = ["LayerwiseSchedule", "as_schedule", "polynomial_sparsity", "ramp_tf", "update_due_tf"]
 
@@ -135,20 +135,7 @@ class LayerwiseSchedule(PruningSchedule):
     # ----------------------------------------------------------------- values
     @staticmethod
     def _validated(target_sparsity, begin_step, end_step, frequency, initial_sparsity, power) -> dict:
-        out = {
-            "target_sparsity": check_sparsity(target_sparsity, "target_sparsity"),
-            "initial_sparsity": check_sparsity(initial_sparsity, "initial_sparsity"),
-            "begin_step": check_int(begin_step, "begin_step", 0),
-            "end_step": check_int(end_step, "end_step", 0),
-            "frequency": check_int(frequency, "frequency", 1),
-        }
-        if out["end_step"] < out["begin_step"]:
-            raise ValueError(f"end_step ({end_step}) must be >= begin_step ({begin_step}). Fix: pass an end_step after begin_step")
-        try:
-            out["power"] = number(power, "power", minimum=0.0, strict=True, what="the ramp's exponent, a finite number (3 is usual)")
-        except TypeError as err:
-            raise ValueError(str(err)) from None
-        return out
+        return schedule_values(target_sparsity, begin_step, end_step, frequency, initial_sparsity, power)
 
     @property
     def target_sparsity(self) -> float:

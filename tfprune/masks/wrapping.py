@@ -16,9 +16,10 @@ from typing import Any, Iterable, Iterator, Mapping, Union
 import numpy as np
 import tensorflow as tf
 
-from tfprune._keras import check_is_model, check_model, keras
+from tfprune._keras import check_is_model, check_model, is_keras3_object, keras
 from tfprune.compat import PruneLowMagnitude, batch_input_shape, is_graph_network, set_batch_input_shape, tfmot_can_prune
 from tfprune.inventory.layers import WRAPPER_PREFIX, nested_wrappers, prunable_layers, weight_kind
+from tfprune.inventory.selectors import as_selectors, check_selectors_match, selector_matches
 from tfprune.masks.channel_mask import ChannelMask, foldable
 from tfprune.masks.granularity import check_block_size, parse_granularity
 from tfprune.masks.schedule import LayerwiseSchedule
@@ -31,45 +32,9 @@ __all__ = ["wrap", "strip", "plain", "clone", "is_wrapped", "wrappers", "channel
 Selector = Union[str, type, "re.Pattern[str]"]
 
 
-def _as_selectors(value: Any, argname: str) -> list[Any] | None:
-    if value is None:
-        return None
-    if isinstance(value, (str, type, re.Pattern)):
-        value = [value]
-    try:
-        items = list(value)
-    except TypeError:
-        raise TypeError(f"`{argname}` must be a layer name, a regex, a layer class, or a list of them; got {value!r}") from None
-    for item in items:
-        if not isinstance(item, (str, type, re.Pattern)):
-            raise TypeError(f"`{argname}` entries must be names, regexes or layer classes; got {item!r}")
-    return items
-
-
 def _check_selectors_match(model: Any, selectors: list[Any] | None, argname: str) -> None:
-    """A name or regex in ``include``/``exclude`` that matches no layer of ``model`` is a typo: refuse it (it would select silently nothing)."""
-    if not selectors:
-        return
     layers = [m for m in getattr(model, "submodules", ()) if isinstance(m, keras.layers.Layer)] or list(model.layers)
-    names = sorted({layer.name for layer in layers})
-    missing = [s.pattern if isinstance(s, re.Pattern) else s for s in selectors
-               if not isinstance(s, type) and not any(_matches(layer, [s]) for layer in layers)]
-    if missing:
-        shown = ", ".join(names[:12]) + (" ..." if len(names) > 12 else "")
-        raise ValueError(f"{argname}={missing} matches no layer of model {model.name!r}. Fix: use layer names (or regexes) from: {shown}")
-
-
-def _matches(layer: Any, selectors: list[Any]) -> bool:
-    for sel in selectors:
-        if isinstance(sel, type):
-            if isinstance(layer, sel):
-                return True
-        elif isinstance(sel, re.Pattern):
-            if sel.fullmatch(layer.name):
-                return True
-        elif sel == layer.name or re.fullmatch(sel, layer.name):
-            return True
-    return False
+    check_selectors_match(layers, selectors, argname, model.name)
 
 
 def _clone_layer(layer: Any) -> Any:
@@ -237,12 +202,18 @@ def _layers_of(model: Any, cls: type, inside_custom: bool = True) -> list[Any]:
 
 
 def wrappers(model: Any) -> list[Any]:
-    """All tfmot ``PruneLowMagnitude`` wrappers in ``model`` (nested models included)."""
+    """All pruning wrappers in ``model`` (nested models included): tfmot ``PruneLowMagnitude`` ones, or a Keras 3 model's `PruneWrapper`s."""
+    if is_keras3_object(model):
+        from tfprune.keras3.models import keras3_wrappers
+
+        return keras3_wrappers(model)
     return _layers_of(model, PruneLowMagnitude)
 
 
 def channel_masks(model: Any) -> list[Any]:
-    """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order."""
+    """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order (none in a Keras 3 model)."""
+    if is_keras3_object(model):
+        return []
     return _layers_of(model, ChannelMask)
 
 
@@ -365,7 +336,16 @@ def wrap(
 
     Returns:
       A new, uncompiled model. Compile it before ``fit``.
+
+    A Keras 3 model (``import keras``) gets Keras 3 wrappers
+    (`tfprune.keras3.wrapper.PruneWrapper`, any Keras backend) with the same
+    arguments; ``granularity="channel"`` is tf-keras only for now.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.models import wrap_keras3
+
+        return wrap_keras3(model, targets, include=include, exclude=exclude, granularity=granularity, block_size=block_size,
+                           begin_step=begin_step, end_step=end_step, frequency=frequency, initial_sparsity=initial_sparsity, power=power)
     check_is_model(model)
     _refuse_subclassed(model, "wrap")  # before the built check: its fix is the route, whether built or not
     check_model(model)
@@ -381,8 +361,8 @@ def wrap(
             f"model {model.name!r} has no prunable layers (Dense, Conv, SeparableConv, Embedding).\n"
             + inventory.table()
         )
-    inc = _as_selectors(include, "include")
-    exc = _as_selectors(exclude, "exclude")
+    inc = as_selectors(include, "include")
+    exc = as_selectors(exclude, "exclude")
     _check_selectors_match(model, inc, "include")
     _check_selectors_match(model, exc, "exclude")
     if block_size is not None:
@@ -419,9 +399,9 @@ def wrap(
         new = _clone_layer(layer)
         if weight_kind(layer) is None:
             return new
-        if inc is not None and not _matches(layer, inc):
+        if inc is not None and not selector_matches(layer, inc):
             return new
-        if exc is not None and _matches(layer, exc):
+        if exc is not None and selector_matches(layer, exc):
             return new
         if not tfmot_can_prune(new):
             return new
@@ -460,7 +440,7 @@ def _wrap_channels(model: Any, inc: list[Any] | None, exc: list[Any] | None, inc
             continue
         if not np.isin(cg.labels[node.outputs[0]], prunable).any() or not foldable(src):
             continue
-        if (inc is not None and not _matches(src, inc)) or (exc is not None and _matches(src, exc)):
+        if (inc is not None and not selector_matches(src, inc)) or (exc is not None and selector_matches(src, exc)):
             continue
         chosen.add(id(src))
 
@@ -486,7 +466,12 @@ def strip(model: Any) -> Any:
 
     A subclassed model cannot be copied (Keras rebuilds only Sequential and
     functional models): `tfprune.export_tflite` takes it wrapped, as it is.
+    A Keras 3 model gives a plain Keras 3 model (no tfprune class left in it).
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.models import strip_keras3
+
+        return strip_keras3(model)
     check_is_model(model)
     _refuse_subclassed(model, "strip")  # before the built check: its fix is the route, whether built or not
     check_model(model)

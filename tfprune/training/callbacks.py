@@ -44,7 +44,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from tfprune._keras import keras
+from tfprune._keras import is_keras3_object, keras
 from tfprune.allocation import Allocation, allocator_needs_scores, get_allocator
 from tfprune.importance import ImportanceScores, get_importance, needs_data
 from tfprune.inventory.layers import WRAPPER_PREFIX, PrunableLayer, prunable_layers
@@ -64,7 +64,9 @@ Request = float | Mapping[str, float] | Plan | Allocation | Callable[[list[Pruna
 def apply_masks(model: Any) -> None:
     """Multiply every wrapped weight (kernels, and biases under the channel rule) by its mask now (in place)."""
     for w in wrappers(model):
-        if w.pruning_obj is not None:
+        if is_keras3_object(w):  # tfprune.keras3.wrapper.PruneWrapper
+            w.apply_mask()
+        elif w.pruning_obj is not None:
             w.pruning_obj.weight_mask_op()
 
 
@@ -295,13 +297,22 @@ class Pruning(keras.callbacks.Callback):
         check_sparsity(request, "sparsity")
 
     # ------------------------------------------------------------- helpers
+    def _sync(self) -> None:
+        """Keras 3 on JAX keeps the training state outside the variables mid-epoch: put it back before reading or writing them."""
+        sync = getattr(self.model, "jax_state_sync", None)
+        if sync is not None:
+            sync()
+
     def _layers(self) -> list[PrunableLayer]:
+        self._sync()
         layers = [p for p in prunable_layers(self.model) if p.wrapped]
         if not layers:
             raise ValueError(
                 f"{type(self).__name__}: model {self.model.name!r} has no pruning wrappers. "
                 "Fix: wrap it first, `model = tfprune.wrap(model)`, then compile and fit."
             )
+        if is_keras3_object(self.model):
+            return layers  # the Keras 3 inventory lists only tfprune's PruneWrapper as wrapped
         for p in layers:
             if not isinstance(p.layer, PruneLayer) or not isinstance(p.schedule, LayerwiseSchedule):
                 from tfprune.masks.wrapping import rewrap_fix  # the fix: strip and wrap again; in a subclass, PruneLayer in its place
@@ -543,6 +554,7 @@ class Pruning(keras.callbacks.Callback):
         return "\n".join([text, *(f"note: {n}" for n in self.notes_)])
 
     def _log_sparsity(self, logs: dict | None) -> dict[str, float]:
+        self._sync()
         layers = [p for p in prunable_layers(self.model) if p.wrapped]
         per_layer, zeros, total, nan = {}, 0, 0, {}
         for p in layers:
@@ -590,11 +602,13 @@ class Pruning(keras.callbacks.Callback):
 
     def _pruned_weights(self) -> list[tuple[str, Any]]:
         """``(layer name, weight variable)`` of every wrapped layer's prunable weights (raw, before the mask)."""
+        self._sync()
         if self.channel:
             return [(m.layer.name, w) for m in channel_masks(self.model) for w in m.layer.trainable_weights]
         return [(p.name, getattr(p.inner, p.weight)) for p in prunable_layers(self.model) if p.wrapped]
 
     def _step_now(self) -> int:
+        self._sync()
         holders = channel_masks(self.model) if self.channel else [p.layer for p in prunable_layers(self.model) if p.wrapped]
         return int(holders[0].pruning_step.numpy()) if holders else 0
 

@@ -13,7 +13,7 @@ from tfprune.masks.channel_mask import ChannelMask
 from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
 
-__all__ = ["custom_objects", "custom_object_scope", "load_model", "stored_code"]
+__all__ = ["custom_objects", "custom_object_scope", "load_model", "stored_code", "saved_keras_version"]
 
 
 def custom_objects() -> dict[str, Any]:
@@ -50,6 +50,35 @@ def _format(path: str) -> str:
         return "h5"
     raise ValueError(f"{path!r} is neither a .keras (zip) nor an .h5 (HDF5) model file: it is damaged or another format. "
                      "Fix: pass the file model.save() wrote (.keras or .h5), or a SavedModel folder")
+
+
+def saved_keras_version(path: str | os.PathLike) -> str | None:
+    """The Keras version that wrote a ``.keras`` or ``.h5`` model file (``"3.15.1"``, ``"2.21.0"``), None when the file does not say.
+
+    ``.keras``: ``metadata.json`` in the archive; ``.h5``: the ``keras_version`` attribute. Nothing is deserialised.
+    """
+    path = os.fspath(path)
+    kind = _format(path)
+    try:
+        if kind == "keras":
+            import zipfile
+
+            with zipfile.ZipFile(path) as z:
+                if "metadata.json" not in z.namelist():
+                    return None
+                version = json.loads(z.read("metadata.json")).get("keras_version")
+        elif kind == "h5":
+            import h5py
+
+            with h5py.File(path, "r") as f:
+                version = f.attrs.get("keras_version")
+        else:
+            return None
+    except Exception:  # noqa: BLE001  (a damaged file is reported by the loader with its own message)
+        return None
+    if isinstance(version, bytes):
+        version = version.decode()
+    return str(version) if version else None
 
 
 def _damaged(path: str, kind: str, err: BaseException) -> str:
@@ -121,7 +150,11 @@ def stored_code(path: str | os.PathLike) -> list[str]:
 
 
 def load_model(path: str | os.PathLike, compile: bool = True, *, unsafe: bool = False, **kwargs: Any) -> Any:
-    """Load a ``.keras``, ``.h5`` or SavedModel file saved from a (possibly wrapped) tf-keras model, without running stored code.
+    """Load a ``.keras``, ``.h5`` or SavedModel file saved from a (possibly wrapped) model, without running stored code.
+
+    A file written by Keras 3 (its metadata says so) loads as a Keras 3 model,
+    with tfprune's Keras 3 classes registered; a file written by tf-keras loads
+    as a tf-keras model. Either can then be pruned.
 
     Wrappers, `LayerwiseSchedule` s (targets and ramps), masks and the pruning
     step come back as saved, so training can resume with the same callback.
@@ -142,13 +175,32 @@ def load_model(path: str | os.PathLike, compile: bool = True, *, unsafe: bool = 
         if code:
             raise ValueError(f"{path!r} stores Python code in layer(s) {code} (Lambda): loading it would run that code. "
                              "Fix: only for a file you trust, tfprune.load_model(path, unsafe=True) (command line: --unsafe)")
+    version = saved_keras_version(path)
+    if version is not None and version.startswith("3."):
+        return _load_keras3(path, kind, compile, unsafe, **kwargs)
     if kind == "keras":
         kwargs.setdefault("safe_mode", not unsafe)
     with custom_object_scope():
         model = keras.models.load_model(path, compile=compile, **kwargs)
+    return _said_mid_ramp(path, model)
+
+
+def _said_mid_ramp(path: str, model: Any) -> Any:
+    """``model``, after warning when its wrappers stopped before the end of their ramp."""
     from tfprune.masks.wrapping import mid_ramp
 
     short = mid_ramp(model) if hasattr(model, "layers") else ""
     if short:
-        warnings.warn(f"{path!r}: {short}", stacklevel=2)
+        warnings.warn(f"{path!r}: {short}", stacklevel=3)
     return model
+
+
+def _load_keras3(path: str, kind: str, compile: bool, unsafe: bool, **kwargs: Any) -> Any:
+    """A Keras 3 file as a Keras 3 model (`tfprune.keras3.wrapper.PruneWrapper` registered)."""
+    import keras as keras3
+
+    import tfprune.keras3.wrapper  # noqa: F401  (registers PruneWrapper for deserialisation)
+
+    if kind == "keras":
+        kwargs.setdefault("safe_mode", not unsafe)
+    return _said_mid_ramp(path, keras3.saving.load_model(path, compile=compile, **kwargs))

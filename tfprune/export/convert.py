@@ -13,10 +13,15 @@ Modes (``mode=`` of `tfprune.export.export_tflite`):
 
 from __future__ import annotations
 
-from typing import Any, Iterable
+import contextlib
+import functools
+import tempfile
+from typing import Any, Iterable, Iterator
 
 import numpy as np
 import tensorflow as tf
+
+from tfprune._keras import is_keras3_object
 
 __all__ = ["MODES", "INTEGER_MODES", "convert", "stores_sparse"]
 
@@ -37,7 +42,33 @@ def convert(plain: Any, mode: str, rep: np.ndarray | None, sparse: bool, int8_io
         ``sparse``: a float file with dense storage).
       int8_io: for the integer modes, make the input and output int8 too.
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(plain)
+    with _converter(plain) as converter:
+        return _configured(converter, mode, rep, sparse, int8_io).convert()
+
+
+@contextlib.contextmanager
+def _converter(plain: Any) -> Iterator[Any]:
+    """A TFLiteConverter for ``plain``: a tf-keras model directly; a Keras 3 model (TensorFlow backend) through a SavedModel
+    written by ``keras.export.ExportArchive`` (the route of Keras 3's ``model.export(format="litert")``)."""
+    if not is_keras3_object(plain):
+        yield tf.lite.TFLiteConverter.from_keras_model(plain)
+        return
+    import keras as keras3
+
+    if keras3.backend.backend() != "tensorflow":
+        raise ValueError(f"exporting a Keras 3 model to TFLite needs the TensorFlow backend; this process runs Keras 3 on "
+                         f"{keras3.backend.backend()!r}. Fix: save the pruned model (model.save('m.keras')), then export it in a process "
+                         "started with KERAS_BACKEND=tensorflow (tfprune.export_tflite(tfprune.load_model('m.keras'), 'm.tflite'))")
+    specs = [tf.TensorSpec((None, *t.shape[1:]), t.dtype) for t in plain.inputs]
+    with tempfile.TemporaryDirectory() as folder:
+        archive = keras3.export.ExportArchive()
+        archive.track(plain)
+        archive.add_endpoint("serve", functools.partial(plain.__call__, training=False), input_signature=specs if len(specs) > 1 else specs[:1])
+        archive.write_out(folder, verbose=False)
+        yield tf.lite.TFLiteConverter.from_saved_model(folder)
+
+
+def _configured(converter: Any, mode: str, rep: np.ndarray | None, sparse: bool, int8_io: bool) -> Any:
     opts = []
     if sparse:
         opts.append(tf.lite.Optimize.EXPERIMENTAL_SPARSITY)
@@ -57,7 +88,7 @@ def convert(plain: Any, mode: str, rep: np.ndarray | None, sparse: bool, int8_io
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-    return converter.convert()
+    return converter
 
 
 def stores_sparse(mode: str, sparse_storage: bool) -> bool:

@@ -97,6 +97,14 @@ def is_classification(model: Any, index: int) -> bool:
     return not (layer is not None and type(layer).__name__.startswith(_POOLING_OR_FLAT))
 
 
+def output_layer_names(model: Any) -> list[str]:
+    """Names of the layers producing ``model.outputs``, in order (``output_names``; a Keras 3 Sequential has none: read from the outputs)."""
+    names = getattr(model, "output_names", None)
+    if names:
+        return list(names)
+    return [t._keras_history[0].name for t in model.outputs]
+
+
 def keras_outputs(plain: Any, x: np.ndarray, call: bool = False) -> tuple[list[str], list[str], list[np.ndarray]]:
     """The model's outputs on ``x``, flattened in ``plain.outputs`` order: (report names, Keras output names, arrays).
 
@@ -112,11 +120,11 @@ def keras_outputs(plain: Any, x: np.ndarray, call: bool = False) -> tuple[list[s
         refs = plain.predict(x, verbose=0, batch_size=256)
     if isinstance(refs, dict):
         keys = sorted(refs)  # tf.nest's order: the order of plain.outputs and output_names
-        layer_names = list(plain.output_names) if getattr(plain, "outputs", None) is not None else [str(k) for k in keys]
+        layer_names = output_layer_names(plain) if getattr(plain, "outputs", None) is not None else [str(k) for k in keys]
         return [str(k) for k in keys], layer_names, [np.asarray(refs[k]) for k in keys]
     refs = list(refs) if isinstance(refs, (list, tuple)) else [refs]
     if getattr(plain, "outputs", None) is not None:
-        layer_names = list(plain.output_names)
+        layer_names = output_layer_names(plain)
     else:
         layer_names = [f"output_{i + 1}" for i in range(len(refs))]
     return list(layer_names), layer_names, [np.asarray(r) for r in refs]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
-from tfprune._keras import check_model
+from tfprune._keras import check_model, is_keras3_object
 from tfprune.data import take
 from tfprune.export.convert import INTEGER_MODES, MODES, convert, stores_sparse
 from tfprune.export.flatbuffer import output_positions, tflite_tensor_sparsity
@@ -135,7 +135,13 @@ def export_tflite(
       parity per output (max abs diff, relative error, top-1 agreement where
       defined), accuracies when labels were given, the TFLM check.
     """
-    check_model(model)
+    keras3 = is_keras3_object(model)
+    if keras3:
+        from tfprune.keras3.models import check_keras3_model
+
+        check_keras3_model(model)
+    else:
+        check_model(model)
     if mode not in MODES:
         one_of(mode, "mode", MODES)
     n_samples = check_int(n_samples, "n_samples", 1)
@@ -166,7 +172,7 @@ def export_tflite(
         warnings.warn(f"exporting {short}", stacklevel=2)
     # A model that is or holds a subclassed model cannot be copied: it is exported as it is, its wrappers computing as their
     # layers on the masked weights (so are wrappers that strip leaves inside custom layers, which it clones whole).
-    as_is = holds_subclassed(model)
+    as_is = not keras3 and holds_subclassed(model)
     plain = model if as_is else strip(model) if is_wrapped(model) else model
     random_inputs = sample_inputs is None
     if random_inputs:
@@ -182,6 +188,9 @@ def export_tflite(
 
         check_labels(plain, y, None, "sample_inputs labels")
     notes: list[str] = []
+    if keras3:
+        notes.append("a Keras 3 model: converted by Keras 3's export route (keras.export.ExportArchive -> SavedModel -> "
+                     "TFLiteConverter.from_saved_model, as model.export(format='litert') does, TFLite builtin ops only)")
 
     rep = None
     overlap = 0

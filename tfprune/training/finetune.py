@@ -20,7 +20,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfprune import data as _data
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model, is_keras3_object, keras
 from tfprune.validation import check_int, finite_data, number
 
 __all__ = [
@@ -117,7 +117,7 @@ def output_activations(model: Any) -> list[str]:
     names = []
     for t in outputs:
         hist = getattr(t, "_keras_history", None)
-        names.append(_activation_name(hist.layer) if hist is not None else "unknown")
+        names.append(_activation_name(hist[0]) if hist is not None else "unknown")  # (layer, node, tensor): tf-keras and Keras 3 alike
     return names
 
 
@@ -170,6 +170,8 @@ def model_loss(model: Any, loss: Any = None, loss_weights: Any = None, warn: boo
         return LossSpec(loss, loss_weights, "loss= argument", names)
     compiled = getattr(model, "compiled_loss", None)
     user = getattr(compiled, "_user_losses", None) if compiled is not None else None
+    if user is None and is_keras3_object(model) and getattr(model, "compiled", False):
+        user = getattr(model, "loss", None)  # Keras 3 keeps the loss given to compile()
     if user is not None and not (isinstance(user, (dict, list, tuple)) and not user):
         return LossSpec(user, getattr(compiled, "_user_loss_weights", None) if loss_weights is None else loss_weights, "the model's compiled loss", names)
     acts = output_activations(model)

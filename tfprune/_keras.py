@@ -83,15 +83,20 @@ def is_keras3_object(obj: Any) -> bool:
     return False
 
 
+#: What works on Keras 3 models (said by every refusal of one).
+KERAS3_SUPPORTED = ("On Keras 3 models (import keras) these work: tfprune.wrap, tfprune.Pruning in model.fit, tfprune.strip, "
+                    "tfprune.plan and the allocators, the data-free importance scorers, tfprune.prunable_layers, "
+                    "tfprune.load_model and tfprune.export_tflite.")
+
+
 def check_keras2(obj: Any, argname: str = "model") -> None:
     """Raise TypeError if ``obj`` is a Keras 3 object or not a tf-keras Model/Layer."""
     if is_keras3_object(obj):
         raise TypeError(
-            f"`{argname}` is a Keras 3 object ({type(obj).__module__}.{type(obj).__name__}); "
-            "tfprune and tensorflow-model-optimization work only with Keras 2 "
-            "(tf-keras). Fix: build the model with `import tf_keras as keras` "
-            "(or `tf.keras` after `import tfprune`, which sets "
-            "TF_USE_LEGACY_KERAS=1), or load it with `tfprune.load_model(path)`."
+            f"`{argname}` is a Keras 3 object ({type(obj).__module__}.{type(obj).__name__}), and this tfprune function works on "
+            f"tf-keras models only. {KERAS3_SUPPORTED} Fix: for this function, build the model with `import tf_keras as keras` "
+            "(or `tf.keras` after `import tfprune`, which sets TF_USE_LEGACY_KERAS=1) and load its weights from the Keras 3 "
+            "model (tf_model.set_weights(keras3_model.get_weights()) for the same layers)."
         )
     if not isinstance(obj, keras.layers.Layer):
         raise TypeError(
@@ -123,4 +128,4 @@ def check_model(model: Any, argname: str = "model") -> None:
         )
 
 
-__all__ = ["keras", "check_keras2", "check_is_model", "check_model", "ensure_legacy_keras", "is_keras3_object"]
+__all__ = ["KERAS3_SUPPORTED", "keras", "check_keras2", "check_is_model", "check_model", "ensure_legacy_keras", "is_keras3_object"]

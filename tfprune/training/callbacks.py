@@ -58,6 +58,9 @@ from tfprune.validation import check_int, check_sparsity, fraction, number
 
 __all__ = ["Pruning", "apply_masks"]
 
+#: Two sparsities closer than this are the same request (the Keras 3 wrapper stores them as float32).
+SAME_TOL = 1e-6
+
 Request = float | Mapping[str, float] | Plan | Allocation | Callable[[list[PrunableLayer]], Any]
 
 
@@ -392,10 +395,10 @@ class Pruning(keras.callbacks.Callback):
             return False
         total = self._request_total()
         if total is not None:
-            return math.isclose(total, stored, abs_tol=1e-9)
+            return math.isclose(total, stored, abs_tol=SAME_TOL)
         if isinstance(self.sparsity, Mapping):
             current = {p.name: p.schedule.target_sparsity for p in layers}
-            return all(math.isclose(current.get(_strip_prefix(k), -1.0), float(v), abs_tol=1e-9) for k, v in self.sparsity.items())
+            return all(math.isclose(current.get(_strip_prefix(k), -1.0), float(v), abs_tol=SAME_TOL) for k, v in self.sparsity.items())
         return False  # a Plan / Allocation / callable: compare after resolving
 
     def _ramp(self, step: int, fresh: bool) -> tuple[int, int, int]:
@@ -480,7 +483,7 @@ class Pruning(keras.callbacks.Callback):
         else:
             targets = self._resolve(layers, g)
             current = {p.name: p.schedule.target_sparsity for p in layers}
-            if all(math.isclose(current[k], v, abs_tol=1e-12) for k, v in targets.items()) and layers[0].layer.granularity == g.kind:
+            if all(math.isclose(current[k], v, abs_tol=SAME_TOL) for k, v in targets.items()) and layers[0].layer.granularity == g.kind:
                 self.begin_step_, self.end_step_, self.frequency_ = first.begin_step, first.end_step, first.frequency
                 self.targets_ = current
                 self.action_ = "unchanged"

@@ -1,0 +1,249 @@
+"""The Keras 3 backend: a Keras 3 model pruned in its own fit by the same wrap / Pruning / strip / plan / export (TensorFlow backend here)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import keras as keras3  # Keras 3, beside tf-keras in the same process
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune.keras3.masks import mask_ops
+from tfprune.keras3.models import keras3_wrappers
+from tfprune.keras3.wrapper import PruneWrapper
+from tfprune.masks.granularity import block_mask_np, kept_count, nm_mask_np, parse_granularity, unstructured_mask_np
+
+assert keras3.__version__.startswith("3.")
+
+
+def k3_cnn(name: str = "k3") -> keras3.Model:
+    inp = keras3.Input((28, 28, 1))
+    x = keras3.layers.Conv2D(8, 3, strides=2, activation="relu", name="conv1")(inp)
+    x = keras3.layers.Conv2D(16, 3, strides=2, activation="relu", name="conv2")(x)
+    x = keras3.layers.Flatten()(x)
+    x = keras3.layers.Dense(32, activation="relu", name="fc1")(x)
+    out = keras3.layers.Dense(10, name="fc2")(x)
+    return keras3.Model(inp, out, name=name)
+
+
+def _compiled(model, steps_per_execution=1):
+    model.compile(optimizer=keras3.optimizers.SGD(0.05), loss=keras3.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"], steps_per_execution=steps_per_execution)
+    return model
+
+
+@pytest.fixture(scope="module")
+def data(digits_data):
+    (xt, yt), (xs, ys) = digits_data
+    return (xt[:640], yt[:640]), (xs[:200], ys[:200])
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    (x, y), _ = data
+    keras3.utils.set_random_seed(0)
+    m = _compiled(k3_cnn())
+    m.fit(x, y, batch_size=64, epochs=1, verbose=0)
+    return m
+
+
+def _masks(model) -> dict[str, np.ndarray]:
+    return {w.layer.name: np.asarray(w.mask.numpy()) for w in keras3_wrappers(model)}
+
+
+def _weights(model) -> list[np.ndarray]:
+    return [np.asarray(v.numpy()).copy() for v in model.weights]
+
+
+# ------------------------------------------------------------------ mask rules
+@pytest.mark.parametrize("rule", ["unstructured", "block", "2:4"])
+@pytest.mark.parametrize("shape", [(64, 16), (3, 3, 8, 16)])
+def test_keras_ops_rules_equal_the_numpy_references(rule, shape):
+    rng = np.random.default_rng(0)
+    kernel = rng.standard_normal(shape).astype(np.float32)
+    kernel[rng.random(shape) < 0.3] = 0.0  # ties among zeros: broken by index in both
+    g = parse_granularity(rule)
+    for s in (0.0, 0.3, 0.5, 0.75, 0.9):
+        got = np.asarray(keras3.ops.convert_to_numpy(mask_ops(keras3.ops.convert_to_tensor(kernel), s, g)))
+        if rule == "unstructured" or (rule == "block" and len(shape) != 2):
+            want = unstructured_mask_np(kernel, s)
+        elif rule == "block":
+            want = block_mask_np(kernel, s, g.block_size)
+        else:
+            want = nm_mask_np(kernel, s, g.n, g.m)
+        np.testing.assert_array_equal(got, want, err_msg=f"{rule} {shape} s={s}")
+
+
+# --------------------------------------------------------- wrap, fit, strip
+def test_wrap_prune_in_fit_and_strip(trained, data, tmp_path):
+    (x, y), (xs, ys) = data
+    before = _weights(trained)
+    w = _compiled(tfprune.wrap(trained), steps_per_execution=3)
+    assert [type(layer).__name__ for layer in w.layers if isinstance(layer, PruneWrapper)] == ["PruneWrapper"] * 4
+    cb = tfprune.Pruning(0.8, end_step=12, frequency=3)
+    hist = w.fit(x, y, batch_size=64, epochs=2, callbacks=[cb], verbose=0)
+    assert all(np.array_equal(a, b) for a, b in zip(before, _weights(trained)))  # the user's model is untouched
+    assert hist.history["sparsity"][-1] == pytest.approx(cb.plan_.achieved, abs=1e-4)
+    inv = tfprune.prunable_layers(w)
+    for p in inv:  # every layer holds exactly its planned zeros
+        k = p.kernel()
+        assert int((k == 0).sum()) == k.size - kept_count(k.size, cb.targets_[p.name]), p.name
+        assert int(p.layer.pruning_step.numpy()) == 20
+    plain = tfprune.strip(w)
+    assert not keras3_wrappers(plain) and all(type(layer).__module__.startswith("keras.") for layer in plain.layers)
+    np.testing.assert_allclose(plain.predict(xs, verbose=0), w.predict(xs, verbose=0), rtol=1e-5, atol=1e-5)
+    for p in tfprune.prunable_layers(plain):
+        assert p.sparsity() == pytest.approx(cb.targets_[p.name], abs=1.0 / p.n_params)
+    path = tmp_path / "plain.keras"
+    plain.save(path)
+    np.save(tmp_path / "x.npy", xs[:8])
+    np.save(tmp_path / "want.npy", plain.predict(xs[:8], verbose=0))
+    code = ("import sys, numpy as np, keras; m = keras.saving.load_model(sys.argv[1]); "
+            "np.testing.assert_allclose(m.predict(np.load(sys.argv[2]), verbose=0), np.load(sys.argv[3]), rtol=1e-5, atol=1e-5); "
+            "assert 'tfprune' not in sys.modules; print('ok')")
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy"), str(tmp_path / "want.npy")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-2000:]  # loads without tfprune
+
+
+def test_steps_per_execution_gives_the_same_masks(trained, data):
+    (x, y), _ = data
+    runs = []
+    for spe in (1, 4):
+        keras3.utils.set_random_seed(0)
+        w = _compiled(tfprune.wrap(trained), steps_per_execution=spe)
+        w.fit(x, y, batch_size=64, epochs=2, shuffle=False, callbacks=[tfprune.Pruning(0.7, end_step=18, frequency=3)], verbose=0)
+        runs.append(_masks(w))
+    assert runs[0].keys() == runs[1].keys() and all(np.array_equal(runs[0][k], runs[1][k]) for k in runs[0])
+    assert all((m == 0).any() for m in runs[0].values())
+
+
+@pytest.mark.parametrize("granularity", ["block", "2:4"])
+def test_block_and_n_m_rules(trained, data, granularity):
+    (x, y), _ = data
+    w = _compiled(tfprune.wrap(trained, granularity=granularity))
+    w.fit(x, y, batch_size=64, epochs=1, callbacks=[tfprune.Pruning(0.5, end_step=6, frequency=2)], verbose=0)
+    masks = _masks(w)
+    if granularity == "block":  # Dense kernels in (4, 1) blocks: every block all kept or all removed
+        for name in ("fc1", "fc2"):
+            blocks = masks[name].reshape(masks[name].shape[0] // 4, 4, -1)
+            assert np.all(blocks.min(axis=1) == blocks.max(axis=1)) and (masks[name] == 0).any()
+    else:  # every group of 4 consecutive input weights keeps exactly 2
+        for name, m in masks.items():
+            groups = np.moveaxis(m, -2, -1).reshape(-1, 4)
+            assert np.all(groups.sum(axis=1) == 2), name
+
+
+def test_nested_keras_applications_backbone(data):
+    backbone = keras3.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
+    inp = keras3.Input((32, 32, 3))
+    out = keras3.layers.Dense(10, name="head")(keras3.layers.GlobalAveragePooling2D()(backbone(inp)))
+    model = keras3.Model(inp, out)
+    inv = tfprune.prunable_layers(model)
+    w = _compiled(tfprune.wrap(model))
+    assert len(keras3_wrappers(w)) == len(inv) > 30  # every Conv2D inside the nested backbone, and the head
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, 64)
+    cb = tfprune.Pruning(0.5, end_step=4, frequency=1)
+    w.fit(x, y, batch_size=16, epochs=1, callbacks=[cb], verbose=0)
+    got = tfprune.prunable_layers(w)
+    total = sum(p.n_params * p.sparsity() for p in got) / sum(p.n_params for p in got)
+    assert total == pytest.approx(0.5, abs=2e-3)
+
+
+# ------------------------------------------------------------- save, resume
+RESUME_END = 30  # steps 0..30, frequency 3; 10 steps per epoch
+
+
+def _run(model, x, y, epochs, initial_epoch=0, callbacks=()):
+    cb = tfprune.Pruning(0.8, begin_step=0, end_step=RESUME_END, frequency=3)
+    model.fit(x, y, batch_size=64, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, callbacks=[cb, *callbacks], verbose=0)
+    return cb
+
+
+class _Stop(keras3.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+@pytest.mark.parametrize("how", ["keras", "save_weights", "backup_and_restore"])
+def test_interrupted_and_uninterrupted_runs_give_identical_masks(trained, data, tmp_path, how, monkeypatch):
+    (x, y), _ = data
+    fresh = lambda: _compiled(tfprune.wrap(trained))  # noqa: E731
+    reference = fresh()
+    _run(reference, x, y, epochs=4)
+    if how == "backup_and_restore":
+        with pytest.raises(KeyboardInterrupt):
+            _run(fresh(), x, y, epochs=4, callbacks=[keras3.callbacks.BackupAndRestore(str(tmp_path / "b")), _Stop(1)])
+        calls = []
+        monkeypatch.setattr("tfprune.training.callbacks.plan", lambda *a, **k: calls.append(1))
+        resumed = fresh()
+        cb = _run(resumed, x, y, epochs=4, callbacks=[keras3.callbacks.BackupAndRestore(str(tmp_path / "b"))])
+    else:
+        first = fresh()
+        _run(first, x, y, epochs=2)
+        if how == "keras":
+            first.save(tmp_path / "mid.keras")
+            resumed = tfprune.load_model(tmp_path / "mid.keras")
+            assert isinstance(resumed.layers[1], PruneWrapper)
+        else:
+            first.save_weights(tmp_path / "mid.weights.h5")
+            resumed = fresh()
+            resumed.load_weights(tmp_path / "mid.weights.h5")
+            # save_weights holds no optimizer state: give SGD its step count back (plain SGD has no other state)
+            resumed.optimizer.build(resumed.trainable_variables)
+            resumed.optimizer.iterations.assign(first.optimizer.iterations.numpy())
+        assert all(np.array_equal(m, _masks(resumed)[k]) for k, m in _masks(first).items())
+        calls = []
+        monkeypatch.setattr("tfprune.training.callbacks.plan", lambda *a, **k: calls.append(1))
+        cb = _run(resumed, x, y, epochs=4, initial_epoch=2)
+    assert not calls and cb.action_ == "resumed"  # the saved ramp goes on; nothing is planned again
+    ref, got = _masks(reference), _masks(resumed)
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    for a, b in zip(_weights(reference), _weights(resumed)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+# ------------------------------------------------------- load, export, guard
+def test_load_model_gives_each_file_its_own_keras(trained, tmp_path, tiny):
+    trained.save(tmp_path / "k3.keras")
+    tiny.save(tmp_path / "tf.keras")
+    assert tfprune.io.saved_keras_version(tmp_path / "k3.keras").startswith("3.")
+    assert tfprune.io.saved_keras_version(tmp_path / "tf.keras").startswith("2.")
+    assert isinstance(tfprune.load_model(tmp_path / "k3.keras"), keras3.Model)
+    assert isinstance(tfprune.load_model(tmp_path / "tf.keras"), tfprune._keras.keras.Model)
+
+
+def test_export_tflite_takes_a_keras3_model(trained, data, tmp_path):
+    (x, y), (xs, ys) = data
+    w = _compiled(tfprune.wrap(trained))
+    w.fit(x, y, batch_size=64, epochs=1, callbacks=[tfprune.Pruning(0.8, end_step=5, frequency=1)], verbose=0)
+    for mode in ("sparse", "int8"):
+        report = tfprune.export_tflite(w, tmp_path / f"m.{mode}.tflite", mode=mode, sample_inputs=(xs, ys), representative_data=x[:128])
+        assert any("Keras 3" in n for n in report.notes)
+        assert report.top1_agreement >= 0.95 and (tmp_path / f"m.{mode}.tflite").is_file()
+
+
+def test_tf_keras_only_functions_say_what_works_and_the_fix_works(trained, data):
+    (x, y), _ = data
+    with pytest.raises(TypeError, match=r"works on tf-keras models only.*tfprune\.wrap.*Fix: .*import tf_keras as keras.*set_weights"):
+        tfprune.obs.prune(trained, x[:64], 0.5)
+    # the fix it names: the same layers built with tf-keras, the Keras 3 weights loaded into them
+    from tests.conftest import tiny_cnn
+
+    twin = tiny_cnn()
+    twin.set_weights(trained.get_weights())
+    np.testing.assert_allclose(twin.predict(x[:32], verbose=0), trained.predict(x[:32], verbose=0), rtol=1e-5, atol=1e-5)
+    pruned, report = tfprune.obs.prune(twin, x[:64], 0.5, progress=False)
+    assert report.total_sparsity == pytest.approx(0.5, abs=0.01)
+    assert json.dumps(tfprune.plan(trained, 0.5).to_dict())  # plan takes the Keras 3 model itself

@@ -247,3 +247,18 @@ def test_tf_keras_only_functions_say_what_works_and_the_fix_works(trained, data)
     pruned, report = tfprune.obs.prune(twin, x[:64], 0.5, progress=False)
     assert report.total_sparsity == pytest.approx(0.5, abs=0.01)
     assert json.dumps(tfprune.plan(trained, 0.5).to_dict())  # plan takes the Keras 3 model itself
+
+
+# ------------------------------------------------------------------- backends
+def test_jax_backend_prunes_strips_and_saves(tmp_path):
+    """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save, reload."""
+    script = os.path.join(os.path.dirname(__file__), "scripts", "keras3_backend.py")
+    env = {**os.environ, "KERAS_BACKEND": "jax"}
+    out = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["backend"] == "jax"
+    for name, layer in result["layers"].items():
+        assert layer["zeros"] == layer["planned_zeros"] > 0 and layer["step"] == 16, name
+    assert result["sparsity_log"][-1] == pytest.approx(0.8, abs=1e-3)
+    assert result["max_abs_diff"] < 1e-5 and "PruneWrapper" not in result["plain_layers"]

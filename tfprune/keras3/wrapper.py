@@ -229,7 +229,8 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def masked_weight(self) -> Any:
         """``weight * mask`` (a tensor)."""
-        return ops.multiply(getattr(self.layer, self.weight_attr), ops.cast(self.mask, getattr(self.layer, self.weight_attr).dtype))
+        weight = getattr(self.layer, self.weight_attr)
+        return ops.multiply(weight.value, ops.cast(self.mask.value, weight.dtype))
 
     def apply_mask(self) -> None:
         """Multiply the stored weight by the mask now (in place): the zeros the forward pass already uses become the weight's."""
@@ -238,17 +239,17 @@ class PruneWrapper(keras.layers.Wrapper):
 
     # ------------------------------------------------------------------- call
     def _new_mask(self, step: Any) -> Any:
-        sparsity = ramp_sparsity_ops(step, self.schedule_initial_sparsity, self.schedule_target_sparsity, self.schedule_begin_step,
-                                     self.schedule_end_step, self.schedule_power)
+        v = lambda name: getattr(self, f"schedule_{name}").value  # noqa: E731  (tensors: JAX traces no variable objects)
+        sparsity = ramp_sparsity_ops(step, v("initial_sparsity"), v("target_sparsity"), v("begin_step"), v("end_step"), v("power"))
         scores = self.masked_weight()
 
         def rule(kind: str):
             if kind == "frozen":
-                return lambda w, s: ops.convert_to_tensor(self.mask)
+                return lambda w, s: self.mask.value
             g = Granularity(kind, self.block_size_, self.n_m[0], self.n_m[1])
             return lambda w, s: mask_ops(w, s, g, transpose=self.transpose)
 
-        return ops.switch(self.rule, [rule(_RULES[i]) for i in range(len(_RULES))], scores, sparsity)
+        return ops.switch(self.rule.value, [rule(_RULES[i]) for i in range(len(_RULES))], scores, sparsity)
 
     @contextlib.contextmanager
     def _weight_as(self, value: Any) -> Iterator[None]:
@@ -265,10 +266,10 @@ class PruneWrapper(keras.layers.Wrapper):
 
     def call(self, inputs: Any, training: Any = None, **kwargs: Any) -> Any:
         if training:
-            step = self.pruning_step + 1
+            step = self.pruning_step.value + 1
             self.pruning_step.assign(step)
-            due = update_due_ops(step, self.schedule_begin_step, self.schedule_end_step, self.schedule_frequency)
-            self.mask.assign(ops.cond(due, lambda: self._new_mask(step), lambda: ops.convert_to_tensor(self.mask)))
+            due = update_due_ops(step, self.schedule_begin_step.value, self.schedule_end_step.value, self.schedule_frequency.value)
+            self.mask.assign(ops.cond(due, lambda: self._new_mask(step), lambda: self.mask.value))
         if "training" in inspect.signature(self.layer.call).parameters:
             kwargs["training"] = training
         with self._weight_as(self.masked_weight()):

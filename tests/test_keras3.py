@@ -262,3 +262,24 @@ def test_jax_backend_prunes_strips_and_saves(tmp_path):
         assert layer["zeros"] == layer["planned_zeros"] > 0 and layer["step"] == 16, name
     assert result["sparsity_log"][-1] == pytest.approx(0.8, abs=1e-3)
     assert result["max_abs_diff"] < 1e-5 and "PruneWrapper" not in result["plain_layers"]
+
+
+def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
+    """README section (f), as written, on 640 MNIST images and one epoch per fit (the only changes)."""
+    import re
+
+    text = (os.path.join(os.path.dirname(__file__), "..", "README.md"))
+    with open(text) as f:
+        readme = f.read()
+    section = readme[readme.index("### (f) Keras 3 models"):]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    (xt, yt), (xs, ys) = digits_data
+    monkeypatch.setattr(tfprune.datasets, "mnist", lambda *a, **k: ((xt[:640], yt[:640]), (xs[:200], ys[:200])))
+    code = re.sub(r"epochs=\d+", "epochs=1", code)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(code, "README.md (f)", "exec"), scope)  # noqa: S102  (our own README)
+    small = scope["small"]
+    assert isinstance(small, keras3.Model) and not keras3_wrappers(small)
+    assert tfprune.prunable_layers(small).total_sparsity() == pytest.approx(0.9, abs=1e-3)
+    assert (tmp_path / "small.tflite").is_file()

@@ -30,22 +30,35 @@ L = keras.layers
 #: CPU training budgets used here (with Keras' 0.99 a few hundred steps leave them far off).
 BN_MOMENTUM = 0.9
 
+def _api(keras3: bool):
+    """The Keras to build with: tf-keras (default) or Keras 3 (``keras3=True``: ``import keras``, for `tfprune.keras3`)."""
+    if not keras3:
+        return keras
+    import keras as keras_3
+
+    return keras_3
+
+
 __all__ = ["lenet_300_100", "lenet5", "vgg_small", "plain_cnn", "resnet_cifar", "resnet20", "resnet56", "vgg_cifar", "VGG_CIFAR_STAGES",
            "compile_classifier"]
 
 
-def lenet_300_100(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
-    inp = keras.Input(tuple(input_shape), name="image")
+def lenet_300_100(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, *, keras3: bool = False) -> keras.Model:
+    k = _api(keras3)
+    L = k.layers  # noqa: N806
+    inp = k.Input(tuple(input_shape), name="image")
     x = L.Flatten(name="flatten")(inp)
     x = L.Dense(300, activation="relu", name="fc1")(x)
     x = L.Dense(100, activation="relu", name="fc2")(x)
     out = L.Dense(num_classes, name="fc3")(x)
-    return keras.Model(inp, out, name="lenet_300_100")
+    return k.Model(inp, out, name="lenet_300_100")
 
 
-def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> keras.Model:
+def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, *, keras3: bool = False) -> keras.Model:
     """Caffe's LeNet-5 variant (no activation after the convolutions, as in Caffe)."""
-    inp = keras.Input(tuple(input_shape), name="image")
+    k = _api(keras3)
+    L = k.layers  # noqa: N806
+    inp = k.Input(tuple(input_shape), name="image")
     x = L.Conv2D(20, 5, name="conv1")(inp)
     x = L.MaxPooling2D(2, name="pool1")(x)
     x = L.Conv2D(50, 5, name="conv2")(x)
@@ -53,7 +66,7 @@ def lenet5(input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10) -> k
     x = L.Flatten(name="flatten")(x)
     x = L.Dense(500, activation="relu", name="fc1")(x)
     out = L.Dense(num_classes, name="fc2")(x)
-    return keras.Model(inp, out, name="lenet5")
+    return k.Model(inp, out, name="lenet5")
 
 
 def vgg_small(
@@ -100,28 +113,29 @@ def plain_cnn(
     return keras.Model(inp, out, name="plain_cnn")
 
 
-def _regularizer(weight_decay: float):
+def _regularizer(weight_decay: float, k=keras):
     """L2 on a kernel with PyTorch's ``weight_decay`` convention: the loss gets ``wd / 2 * sum(w ** 2)``, the gradient ``wd * w``."""
     if weight_decay < 0:
         raise ValueError(f"weight_decay must be >= 0, got {weight_decay}")
-    return keras.regularizers.L2(weight_decay / 2) if weight_decay else None
+    return k.regularizers.L2(weight_decay / 2) if weight_decay else None
 
 
-def _input(input_shape: Sequence[int], normalize: bool | None):
+def _input(input_shape: Sequence[int], normalize: bool | None, k=keras):
     """The image input and, for CIFAR-10 (``normalize``; None: when the shape is (32, 32, 3)), the normalisation layer after it."""
     shape = tuple(int(d) for d in input_shape)
-    inp = keras.Input(shape, name="image")
+    inp = k.Input(shape, name="image")
     if normalize is None:
         normalize = shape == (32, 32, 3)
     if not normalize:
         return inp, inp
     if shape[-1] != 3:
         raise ValueError(f"normalize=True applies the CIFAR-10 RGB statistics: the input needs 3 channels, got shape {shape}")
-    norm = L.Normalization(axis=-1, mean=list(CIFAR10_MEAN), variance=[s * s for s in CIFAR10_STD], name="normalize")
+    norm = k.layers.Normalization(axis=-1, mean=list(CIFAR10_MEAN), variance=[s * s for s in CIFAR10_STD], name="normalize")
     return inp, norm(inp)
 
 
-def _basic_block(x, filters: int, stride: int, name: str, reg=None):
+def _basic_block(x, filters: int, stride: int, name: str, reg=None, k=keras):
+    L = k.layers  # noqa: N806
     shortcut = x
     y = L.Conv2D(filters, 3, strides=stride, padding="same", use_bias=False, kernel_regularizer=reg, name=f"{name}_conv1")(x)
     y = L.BatchNormalization(momentum=BN_MOMENTUM, name=f"{name}_bn1")(y)
@@ -142,6 +156,7 @@ def resnet_cifar(
     *,
     normalize: bool | None = None,
     weight_decay: float = 0.0,
+    keras3: bool = False,
 ) -> keras.Model:
     """CIFAR ResNet of ``depth = 6n + 2`` layers (20, 32, 44, 56, 110), He et al. 2016 section 4.2.
 
@@ -172,25 +187,27 @@ def resnet_cifar(
     (He et al.: 0.27 M and 0.85 M parameters.) BN moving statistics and the
     normalisation constants add 1,568 / 4,256 non-trainable values. ``normalize``: put the CIFAR-10
     per-channel normalisation first (raw pixels 0-255 in); None (default):
-    only when ``input_shape == (32, 32, 3)``. ``weight_decay``: L2 on every
+    only when ``input_shape == (32, 32, 3)``. ``keras3``: build a Keras 3 model (``import keras``) instead of tf-keras. ``weight_decay``: L2 on every
     conv and dense kernel in PyTorch's convention (gradient ``wd * w``;
     He et al. use 1e-4); 0 (default) adds no regularizer.
     """
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n+2 (20, 32, 44, 56, 110), got {depth}")
     n = (depth - 2) // 6
-    reg = _regularizer(weight_decay)
-    inp, x = _input(input_shape, normalize)
+    k = _api(keras3)
+    L = k.layers  # noqa: N806
+    reg = _regularizer(weight_decay, k)
+    inp, x = _input(input_shape, normalize, k)
     x = L.Conv2D(16, 3, padding="same", use_bias=False, kernel_regularizer=reg, name="stem_conv")(x)
     x = L.BatchNormalization(momentum=BN_MOMENTUM, name="stem_bn")(x)
     x = L.ReLU(name="stem_relu")(x)
     for stage, filters in enumerate((16, 32, 64), start=1):
         for b in range(n):
             stride = 2 if (stage > 1 and b == 0) else 1
-            x = _basic_block(x, filters, stride, f"stage{stage}_block{b + 1}", reg)
+            x = _basic_block(x, filters, stride, f"stage{stage}_block{b + 1}", reg, k)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(num_classes, kernel_regularizer=reg, name="fc")(x)
-    return keras.Model(inp, out, name=f"resnet{depth}")
+    return k.Model(inp, out, name=f"resnet{depth}")
 
 
 def resnet20(input_shape: Sequence[int] = (32, 32, 3), num_classes: int = 10, **kwargs: object) -> keras.Model:
@@ -219,6 +236,7 @@ def vgg_cifar(
     num_classes: int = 10,
     normalize: bool | None = None,
     weight_decay: float = 0.0,
+    keras3: bool = False,
 ) -> keras.Model:
     """The CIFAR VGG of the pruning literature (LAMP, RD-Prune: VGG-16 with BN), with a width multiplier.
 
@@ -249,14 +267,16 @@ def vgg_cifar(
     Layer names: ``block{s}_conv{c}``, ``block{s}_bn{c}``, ``block{s}_relu{c}``,
     ``block{s}_pool``, ``gap``, ``fc``; ``normalize`` first when present.
     ``normalize`` and ``weight_decay`` as in `resnet_cifar` (LAMP's recipe
-    uses weight decay 5e-4 for VGG-16).
+    uses weight decay 5e-4 for VGG-16); ``keras3`` as in `resnet_cifar`.
     """
     if depth not in VGG_CIFAR_STAGES:
         raise ValueError(f"depth must be one of {sorted(VGG_CIFAR_STAGES)}, got {depth}")
     if not width > 0:
         raise ValueError(f"width must be > 0, got {width}")
-    reg = _regularizer(weight_decay)
-    inp, x = _input(input_shape, normalize)
+    k = _api(keras3)
+    L = k.layers  # noqa: N806
+    reg = _regularizer(weight_decay, k)
+    inp, x = _input(input_shape, normalize, k)
     for s, stage in enumerate(VGG_CIFAR_STAGES[depth], start=1):
         for c, filters in enumerate(stage, start=1):
             x = L.Conv2D(max(1, round(filters * width)), 3, padding="same", use_bias=not batch_norm, kernel_regularizer=reg,
@@ -267,7 +287,7 @@ def vgg_cifar(
         x = L.MaxPooling2D(2, name=f"block{s}_pool")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(num_classes, kernel_regularizer=reg, name="fc")(x)
-    return keras.Model(inp, out, name=f"vgg{depth}" + ("" if width == 1 else f"_w{width:g}"))
+    return k.Model(inp, out, name=f"vgg{depth}" + ("" if width == 1 else f"_w{width:g}"))
 
 
 def compile_classifier(model: keras.Model, learning_rate: float = 1e-3, decay_steps: int | None = None) -> keras.Model:

@@ -20,17 +20,18 @@ __all__ = ["stable_argsort", "mask_ops", "update_due_ops", "ramp_sparsity_ops"]
 
 
 def stable_argsort(x: Any, axis: int = -1) -> Any:
-    """``argsort`` that keeps equal values in index order (``keras.ops.argsort`` is not stable on TensorFlow)."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
+    """``argsort`` that keeps equal values in index order (``keras.ops.argsort`` is not stable on TensorFlow).
+
+    TensorFlow: ``tf.argsort(stable=True)``; JAX and numpy sort stably. On
+    PyTorch (untested here) ``keras.ops.argsort`` is used: equal scores may be
+    ranked in another order there, which changes which of several equal
+    weights (e.g. zeros) are masked, never how many.
+    """
+    if keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
         return tf.argsort(x, axis=axis, stable=True)
-    if backend == "torch":
-        import torch
-
-        return torch.sort(x, dim=axis, stable=True).indices
-    return ops.argsort(x, axis=axis)  # jax and numpy sort stably
+    return ops.argsort(x, axis=axis)
 
 
 def _ranks(scores: Any, axis: int = -1) -> Any:

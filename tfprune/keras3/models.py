@@ -16,7 +16,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfprune.inventory.layers import LayerInventory, PrunableLayer, SkippedLayer
+from tfprune.inventory.entries import LayerInventory, PrunableLayer, SkippedLayer
 from tfprune.inventory.selectors import as_selectors, check_selectors_match, selector_matches
 from tfprune.keras3.wrapper import WRAPPER_PREFIX, PruneWrapper, pruned_weight_name, refuse_channel
 from tfprune.masks.granularity import check_block_size, layer_units, parse_granularity

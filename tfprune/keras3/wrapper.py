@@ -29,13 +29,13 @@ from typing import Any, Iterator
 import keras
 from keras import ops
 
+from tfprune.inventory.entries import WRAPPER_PREFIX  # the same names as on the tf-keras path
 from tfprune.keras3.masks import mask_ops, ramp_sparsity_ops, update_due_ops
 from tfprune.masks.granularity import RULE_IDS, Granularity, parse_granularity
 from tfprune.validation import schedule_values
 
 __all__ = ["PruneWrapper", "KerasSchedule", "WRAPPER_PREFIX", "pruned_weight_name", "refuse_channel"]
 
-WRAPPER_PREFIX = "prune_low_magnitude_"  # the same names as on the tf-keras path
 _RULES = {v: k for k, v in RULE_IDS.items()}
 L = keras.layers
 #: Keras 3 layer type -> attribute of the weight tfprune prunes (most specific first).

@@ -89,6 +89,15 @@ KERAS3_SUPPORTED = ("On Keras 3 models (import keras) these work: tfprune.wrap, 
                     "tfprune.load_model and tfprune.export_tflite.")
 
 
+def keras_of(obj: Any) -> Any:
+    """The Keras module ``obj`` belongs to: Keras 3 (``import keras``) for a Keras 3 object, else tf-keras."""
+    if is_keras3_object(obj):
+        import keras as keras3
+
+        return keras3
+    return keras
+
+
 def check_keras2(obj: Any, argname: str = "model") -> None:
     """Raise TypeError if ``obj`` is a Keras 3 object or not a tf-keras Model/Layer."""
     if is_keras3_object(obj):
@@ -128,4 +137,4 @@ def check_model(model: Any, argname: str = "model") -> None:
         )
 
 
-__all__ = ["KERAS3_SUPPORTED", "keras", "check_keras2", "check_is_model", "check_model", "ensure_legacy_keras", "is_keras3_object"]
+__all__ = ["KERAS3_SUPPORTED", "keras", "keras_of", "check_keras2", "check_is_model", "check_model", "ensure_legacy_keras", "is_keras3_object"]

@@ -99,7 +99,7 @@ def _inputs(data: Any, n_samples: int) -> Any:
 @register_importance("capacity_activation", needs_data=True)
 def capacity_activation(ctx: ImportanceContext) -> np.ndarray:
     """Effective rank of each layer's output-channel correlation on data, over its channel count (ours; needs data)."""
-    from tfprune._keras import keras
+    from tfprune._keras import keras_of
     from tfprune.masks.wrapping import is_wrapped, strip
 
     opts = ctx.options
@@ -110,7 +110,7 @@ def capacity_activation(ctx: ImportanceContext) -> np.ndarray:
     top = {layer.name for layer in work.layers}
     names = [n for n in ctx.names if n in top]
     x = _inputs(ctx.data, n_samples)
-    probe = keras.Model(work.inputs, [work.get_layer(n).output for n in names])
+    probe = keras_of(work).Model(work.inputs, [work.get_layer(n).output for n in names])
     acc = {n: CorrelationAccumulator(int(work.get_layer(n).output.shape[-1])) for n in names}
     for i in range(0, len(x), batch):
         outs = probe(x[i:i + batch], training=False)

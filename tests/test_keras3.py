@@ -283,3 +283,15 @@ def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
     assert isinstance(small, keras3.Model) and not keras3_wrappers(small)
     assert tfprune.prunable_layers(small).total_sparsity() == pytest.approx(0.9, abs=1e-3)
     assert (tmp_path / "small.tflite").is_file()
+
+
+def test_profile_and_the_model_zoo_twins():
+    """tfprune.models builds the same network in Keras 3 (keras3=True); profile counts both alike, wrapped or not."""
+    for build in (lambda k3: tfprune.models.lenet5(keras3=k3), lambda k3: tfprune.models.resnet_cifar(20, keras3=k3)):
+        tf_model, k3_model = build(False), build(True)
+        assert isinstance(k3_model, keras3.Model)
+        a, b = tfprune.profile(tf_model), tfprune.profile(k3_model)
+        assert (a.params, a.macs) == (b.params, b.macs) and a.macs > 0
+        assert [w.shape for w in tf_model.get_weights()] == [w.shape for w in k3_model.get_weights()]
+        c = tfprune.profile(tfprune.wrap(k3_model))
+        assert (c.params, c.macs) == (b.params, b.macs)

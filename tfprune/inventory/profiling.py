@@ -14,12 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from tfprune._keras import check_is_model, keras
+from tfprune._keras import check_is_model, keras, keras_of
 from tfprune.report import Report, Table
 
 __all__ = ["profile", "Profile", "LayerProfile"]
 
-L = keras.layers
 
 
 @dataclass
@@ -63,10 +62,13 @@ def _positions(shape) -> int:
 def _macs(layer: Any, shapes_from: Any = None) -> int:
     """MACs of ``layer``, with input/output shapes read from ``shapes_from`` (a wrapper) or the layer."""
     src = shapes_from if shapes_from is not None else layer
+    L = keras_of(layer).layers  # noqa: N806  (tf-keras or Keras 3 classes, as the layer's)
     try:
-        out_shape = src.output_shape
-        in_shape = src.input_shape
-    except (AttributeError, RuntimeError):
+        if hasattr(src, "output_shape"):  # tf-keras
+            out_shape, in_shape = src.output_shape, src.input_shape
+        else:  # Keras 3: the symbolic tensors of the layer's (first) call
+            out_shape, in_shape = (tuple(t.shape) if hasattr(t, "shape") else [tuple(u.shape) for u in t] for t in (src.output, src.input))
+    except (AttributeError, RuntimeError, ValueError):
         return 0
     if isinstance(out_shape, list) or isinstance(in_shape, list):
         return 0
@@ -89,11 +91,15 @@ def _macs(layer: Any, shapes_from: Any = None) -> int:
 
 
 def profile(model: Any) -> Profile:
-    """Per-layer parameters and MACs (per example) of a built tf-keras model; nested models are expanded.
+    """Per-layer parameters and MACs (per example) of a built tf-keras or Keras 3 model; nested models are expanded.
 
     ``model`` must be a Model: a single layer is refused with the fix (put it in a model with its input shape).
     """
-    check_is_model(model)
+    k = keras_of(model)
+    if k is keras:
+        check_is_model(model)
+    elif not isinstance(model, k.Model):
+        raise TypeError(f"`model` must be a Keras 3 Model, got {type(model).__name__}. Fix: put the layer in a keras.Sequential with keras.Input")
     if not model.built:
         raise ValueError(f"model {model.name!r} is not built, so it has no weights or shapes to count. Fix: give it an input shape "
                          "(keras.Input(...) as its first layer) or call model.build((None, ...)) first")
@@ -101,11 +107,11 @@ def profile(model: Any) -> Profile:
 
     def visit(m: Any, prefix: str) -> None:
         for layer in m.layers:
-            if isinstance(layer, keras.Model):
+            if isinstance(layer, k.Model):
                 visit(layer, f"{prefix}{layer.name}/")
                 continue
             inner = getattr(layer, "layer", None)
-            base = inner if inner is not None and isinstance(layer, L.Wrapper) else layer
+            base = inner if inner is not None and isinstance(layer, k.layers.Wrapper) else layer
             params = int(sum(int(np.prod(w.shape)) for w in base.weights))
             macs = _macs(base, shapes_from=layer)
             prof.layers.append(LayerProfile(f"{prefix}{base.name}", type(base).__name__, params, macs))

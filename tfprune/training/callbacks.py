@@ -282,6 +282,8 @@ class Pruning(keras.callbacks.Callback):
         self.importance_seconds_ = 0.0
         self.notes_: list[str] = []
         self._next_check = 0
+        self._batches_done = self._epoch_batches = 0
+        self._step_at_start = None
         self._ready = False
 
     @staticmethod
@@ -589,10 +591,15 @@ class Pruning(keras.callbacks.Callback):
             self._layers()  # fail early on an unwrapped model
         self._initial_epoch = 0
         self._next_check = 0
+        self._batches_done = 0  # batches of this fit before the current epoch (for the step estimate between checks)
+        self._epoch_batches = 0
+        self._step_at_start = None
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         if not self._ready:
             self._initial_epoch = epoch
+        self._batches_done += self._epoch_batches
+        self._epoch_batches = 0
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         # Set up at the first batch, after every callback's on_train_begin (BackupAndRestore restores there).
@@ -639,7 +646,16 @@ class Pruning(keras.callbacks.Callback):
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         if not self._ready or self.end_step_ is None:
             return
+        self._epoch_batches = batch + 1
+        if self._step_at_start is not None:
+            # Reading the step variable every batch would sync the device (and, on JAX, the whole state) each step: estimate it
+            # from the batches seen (one wrapper call per optimizer step) and read it only when a check may be due.
+            estimate = self._step_at_start + self._batches_done + self._epoch_batches
+            if estimate < self._next_check or estimate < (self.begin_step_ or 0):
+                return
         step = self._step_now()
+        if self._step_at_start is None:
+            self._step_at_start = step - self._batches_done - self._epoch_batches
         if step >= self._next_check and step >= (self.begin_step_ or 0):  # at mask-update steps (every frequency, and end_step)
             freq = max(int(self.frequency_ or 1), 1)
             self._next_check = step + freq if step < self.end_step_ else (1 << 62)

@@ -237,18 +237,53 @@ def test_export_tflite_takes_a_keras3_model(trained, data, tmp_path):
 def test_tf_keras_only_functions_say_what_works_and_the_fix_works(trained, data):
     (x, y), _ = data
     with pytest.raises(TypeError, match=r"works on tf-keras models only.*tfprune\.wrap.*Fix: .*import tf_keras as keras.*set_weights"):
-        tfprune.obs.prune(trained, x[:64], 0.5)
+        tfprune.training.finetune.retrain(trained, x[:64], y[:64], steps=2)
     # the fix it names: the same layers built with tf-keras, the Keras 3 weights loaded into them
     from tests.conftest import tiny_cnn
 
     twin = tiny_cnn()
     twin.set_weights(trained.get_weights())
     np.testing.assert_allclose(twin.predict(x[:32], verbose=0), trained.predict(x[:32], verbose=0), rtol=1e-5, atol=1e-5)
-    pruned, report = tfprune.obs.prune(twin, x[:64], 0.5, progress=False)
-    assert report.total_sparsity == pytest.approx(0.5, abs=0.01)
+    retrained = tfprune.training.finetune.retrain(twin, x[:64], y[:64], steps=2)
+    assert isinstance(retrained, tfprune._keras.keras.Model)
     assert json.dumps(tfprune.plan(trained, 0.5).to_dict())  # plan takes the Keras 3 model itself
 
 
+# ------------------------------------------------- the tf-keras twin route
+def test_twins_compute_the_same_function_both_ways():
+    from tfprune.keras3.convert import to_keras3, to_tf_keras
+
+    rng = np.random.default_rng(0)
+    x = (rng.random((4, 32, 32, 3)) * 255).astype(np.float32)
+    inner = keras3.Sequential([keras3.Input((32, 32, 3)), keras3.layers.Conv2D(8, 3, name="c"), keras3.layers.BatchNormalization(name="bn"),
+                               keras3.layers.DepthwiseConv2D(3, name="dw")], name="block")
+    inp = keras3.Input((32, 32, 3))
+    nested = keras3.Model(inp, keras3.layers.Dense(5, name="head")(keras3.layers.GlobalAveragePooling2D(name="gap")(inner(inp))))
+    for k3_model in (tfprune.models.resnet_cifar(20, keras3=True), nested):
+        for w in k3_model.weights:  # non-trivial BN statistics, so a mismatch would show
+            value = np.asarray(w.numpy()) + rng.normal(0, 0.05, w.shape).astype(np.float32)
+            w.assign(np.abs(value) + 0.5 if "variance" in w.path else value)
+        tf_model = to_tf_keras(k3_model)
+        assert isinstance(tf_model, tfprune._keras.keras.Model) and [la.name for la in tf_model.layers] == [la.name for la in k3_model.layers]
+        want = k3_model.predict(x, verbose=0)
+        np.testing.assert_allclose(tf_model.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)
+        again = to_keras3(tf_model)
+        assert isinstance(again, keras3.Model)
+        np.testing.assert_allclose(again.predict(x, verbose=0), want, rtol=1e-5, atol=1e-5)
+
+
+def test_obs_shrink_and_shallow_serve_keras3_models(trained, data):
+    (x, y), (xs, ys) = data
+    pruned, report = tfprune.obs.prune(trained, x[:128], 0.5, progress=False)
+    assert isinstance(pruned, keras3.Model) and report.total_sparsity == pytest.approx(0.5, abs=0.01)
+    assert tfprune.prunable_layers(pruned).total_sparsity() == pytest.approx(0.5, abs=0.01)
+    groups = tfprune.channel_graph(trained)
+    conv1 = next(g for g in groups.prunable if "conv1" in g.name)
+    small, rep = tfprune.shrink(trained, remove={conv1.name: [0, 1]})
+    assert isinstance(small, keras3.Model) and small.get_layer("conv1").filters == 6
+    assert rep.params_after < rep.params_before
+    probes = tfprune.shallow.probe_layers(trained, (x, y), progress=False)
+    assert len(probes.rows) == 4
 # ------------------------------------------------------------------- backends
 def test_jax_backend_prunes_strips_and_saves(tmp_path):
     """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save, reload."""

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from tfprune._keras import check_model
+from tfprune._keras import check_model, is_keras3_object
 from tfprune.allocation import Allocation
 from tfprune.data import check_inputs
 from tfprune.masks.wrapping import clone, is_wrapped, strip
@@ -115,6 +115,12 @@ def prune(
       ``(pruned_model, OBSReport)``; the pruned model is plain (no wrappers),
       use `tfprune.training.finetune.retrain` for light retraining that keeps these zeros.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(prune, model, data, sparsity, targets=targets, tolerance=tolerance, solver=solver, importance=importance,
+                                allocation=allocation, damp=damp, n_samples=n_samples, batch_size=batch_size, max_bytes=max_bytes,
+                                progress=progress)
     check_model(model)
     one_of(solver, "solver", METHODS)
     damp = number(damp, "damp (Hessian damping, relative to its mean diagonal)", minimum=0.0)

@@ -13,7 +13,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model, is_keras3_object, keras
 from tfprune.data import Split, split, take
 from tfprune.files import save_figure
 from tfprune.inventory.profiling import profile
@@ -122,6 +122,11 @@ def probe_layers(model: Any, data: Any, pooling: str | Callable = "avg", train_f
       train_fraction: share of the samples that trains the probes; the rest scores them.
       multilabel: sigmoid probes + mAP; default: True when y is 2-D with several columns.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(probe_layers, model, data, pooling=pooling, train_fraction=train_fraction, multilabel=multilabel,
+                                n_samples=n_samples, batch_size=batch_size, seed=seed, progress=progress)
     check_model(model)
     graph = flat_graph(model)
     flat = graph.build()  # a flat copy (weights copied): the features are read from it, the input model is not touched
@@ -191,6 +196,12 @@ def shallow(model: Any, data: Any = None, tau: float | None = None, target_flops
     functional model (rebuilt from ``model.get_config()``, weights copied by
     layer name, nested models inlined); ``model`` is not changed.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(shallow, model, data, tau=tau, target_flops_reduction=target_flops_reduction,
+                                target_params_reduction=target_params_reduction, probes=probes, reestimate_bn=reestimate_bn,
+                                bn_samples=bn_samples, **probe_kwargs)
     check_model(model)
     if sum(v is not None for v in (tau, target_flops_reduction, target_params_reduction)) != 1:
         raise ValueError("give exactly one of tau=, target_flops_reduction=, target_params_reduction=")

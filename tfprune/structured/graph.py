@@ -103,7 +103,7 @@ from typing import Any, Iterable
 import numpy as np
 import tensorflow as tf
 
-from tfprune._keras import check_model, keras
+from tfprune._keras import check_model, is_keras3_object, keras
 from tfprune.report import Report, Table
 
 __all__ = ["ChannelGraph", "ChannelGroup", "LayerNode", "channel_graph", "TensorKey", "conv_groups", "is_channel_scale"]
@@ -542,8 +542,13 @@ def channel_graph(model: Any, include_outputs: bool = False) -> ChannelGraph:
         (changes the output shape). Off by default: the layers producing the
         outputs keep all their channels.
 
-    Returns a `ChannelGraph` (``print`` it for the table of groups).
+    Returns a `ChannelGraph` (``print`` it for the table of groups). A Keras 3 model is read through its tf-keras twin
+    (`tfprune.keras3.convert`): the groups, names and channel counts are the same.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(channel_graph, model, include_outputs)
     check_model(model)
     plain = _plain(model)
     graph = _flat(plain)

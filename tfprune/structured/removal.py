@@ -77,7 +77,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import tensorflow as tf
 
-from tfprune._keras import keras
+from tfprune._keras import is_keras3_object, keras
 from tfprune.inventory.profiling import profile
 from tfprune.masks.wrapping import plain
 from tfprune.report import Report, Table
@@ -981,7 +981,12 @@ def shrink(
     Returns ``(new_model, ShrinkReport)``.
     Raises ValueError for groups that cannot be pruned or bad channel
     indices, and RuntimeError if the outputs differ by more than the bound.
+    A Keras 3 model is shrunk on its tf-keras twin (`tfprune.keras3.convert`) and comes back as Keras 3.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(shrink, model, remove, include_outputs=include_outputs, on_inexact=on_inexact, x=x, atol=atol)
     t0 = time.perf_counter()
     policy = on_inexact or ("error" if remove is not None else "keep")
     if policy not in ("keep", "error"):

@@ -65,6 +65,7 @@ def test_allocation_cifar_schema_resume_and_budget_guard(tmp_path, tiny_setup):
     assert "default (`importance`)" in (tmp_path / "alloc.md").read_text()
 
 
+@pytest.mark.slow  # a benchmark script end to end (make test-all)
 def test_lobs_cifar_records_one_shot_bn_and_retrained(tmp_path, tiny_setup):
     pack, ck = tiny_setup
     script = _script("lobs_cifar")
@@ -82,6 +83,7 @@ def test_lobs_cifar_records_one_shot_bn_and_retrained(tmp_path, tiny_setup):
     assert "one-shot" in (tmp_path / "lobs.md").read_text()
 
 
+@pytest.mark.slow  # a benchmark script end to end (make test-all)
 def test_structured_cifar_shrinks_and_times(tmp_path, tiny_setup):
     pack, ck = tiny_setup
     script = _script("structured_cifar")
@@ -98,6 +100,7 @@ def test_structured_cifar_shrinks_and_times(tmp_path, tiny_setup):
     assert entry["dense_macs"] > max(run["macs"] for run in data["runs"])
 
 
+@pytest.mark.slow  # a benchmark script end to end (make test-all)
 def test_global_ratio_cifar_pattern_and_accuracies(tmp_path, tiny_setup):
     pack, ck = tiny_setup
     script = _script("global_ratio_cifar")
@@ -116,6 +119,7 @@ def test_global_ratio_cifar_pattern_and_accuracies(tmp_path, tiny_setup):
     assert (tmp_path / "gr.png").is_file()
 
 
+@pytest.mark.slow  # a benchmark script end to end (make test-all)
 def test_shallow_cifar_kd_and_ce(tmp_path, tiny_setup):
     pack, ck = tiny_setup
     save_model(models.resnet_cifar(8), ck / "resnet8.keras")

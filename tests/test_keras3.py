@@ -139,6 +139,7 @@ def test_block_and_n_m_rules(trained, data, granularity):
             assert np.all(groups.sum(axis=1) == 2), name
 
 
+@pytest.mark.slow  # 30 s; nested models are also covered by test_twins_compute_the_same_function_both_ways
 def test_nested_keras_applications_backbone(data):
     backbone = keras3.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, include_top=False, weights=None)
     inp = keras3.Input((32, 32, 3))

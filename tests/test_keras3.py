@@ -331,3 +331,26 @@ def test_profile_and_the_model_zoo_twins():
         assert [w.shape for w in tf_model.get_weights()] == [w.shape for w in k3_model.get_weights()]
         c = tfprune.profile(tfprune.wrap(k3_model))
         assert (c.params, c.macs) == (b.params, b.macs)
+
+
+# -------------------------------------------------------------- channel groups
+def test_channel_groups_masked_in_fit_then_shrunk(trained, data, tmp_path):
+    """granularity='channel' on Keras 3: ChannelMask wrappers mask coupled groups in the train step; finalize() removes them."""
+    from tfprune.keras3.models import keras3_channel_masks
+
+    (x, y), (xs, _) = data
+    w = _compiled(tfprune.wrap(trained, granularity="channel"), steps_per_execution=2)
+    masks = keras3_channel_masks(w)
+    assert [m.layer.name for m in masks] == ["conv1", "conv2", "fc1"]  # fc2 makes the logits: kept whole
+    cb = tfprune.Pruning(macs=0.5, granularity="channel", end_step=10, frequency=2)
+    hist = w.fit(x, y, batch_size=64, epochs=2, callbacks=[cb], verbose=0)
+    assert hist.history["macs_masked"][-1] == pytest.approx(cb.plan_.achieved, abs=0.02)
+    masked = cb.channels_masked()
+    assert sum(len(v) for v in masked.values()) == sum(len(v) for v in cb.plan_.channels.values()) > 0
+    w.save(tmp_path / "masked.keras")  # the masks and ranks are saved with the model
+    again = tfprune.load_model(tmp_path / "masked.keras")
+    assert all(np.array_equal(a.keep.numpy(), b.keep.numpy()) for a, b in zip(keras3_channel_masks(again), keras3_channel_masks(w)))
+    small = cb.finalize(x=xs[:8])
+    assert isinstance(small, keras3.Model) and not keras3_channel_masks(small)
+    assert tfprune.profile(small).macs == pytest.approx((1 - cb.plan_.achieved) * tfprune.profile(trained).macs, rel=0.02)
+    np.testing.assert_allclose(small.predict(xs[:16], verbose=0), w.predict(xs[:16], verbose=0), rtol=1e-4, atol=1e-4)

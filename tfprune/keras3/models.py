@@ -18,11 +18,12 @@ from keras import ops
 
 from tfprune.inventory.entries import LayerInventory, PrunableLayer, SkippedLayer
 from tfprune.inventory.selectors import as_selectors, check_selectors_match, selector_matches
-from tfprune.keras3.wrapper import WRAPPER_PREFIX, PruneWrapper, pruned_weight_name, refuse_channel
+from tfprune.keras3.wrapper import WRAPPER_PREFIX, ChannelMask, PruneWrapper, pruned_weight_name
 from tfprune.masks.granularity import check_block_size, layer_units, parse_granularity
 from tfprune.validation import check_sparsity, schedule_values
 
-__all__ = ["keras3_wrappers", "is_keras3", "check_keras3_model", "walk", "keras3_inventory", "wrap_keras3", "strip_keras3", "output_layer_names"]
+__all__ = ["keras3_wrappers", "keras3_channel_masks", "is_keras3", "check_keras3_model", "walk", "keras3_inventory", "wrap_keras3",
+           "strip_keras3", "output_layer_names"]
 
 
 def is_keras3(obj: Any) -> bool:
@@ -61,7 +62,12 @@ def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
 
 
 def _strip_prefix(name: str) -> str:
-    return name[len(WRAPPER_PREFIX):] if name.startswith(WRAPPER_PREFIX) else name
+    from tfprune.masks.channel_mask import CHANNEL_MASK_PREFIX
+
+    for prefix in (WRAPPER_PREFIX, CHANNEL_MASK_PREFIX):
+        if name.startswith(prefix):
+            return name[len(prefix):]
+    return name
 
 
 def keras3_inventory(model: Any) -> LayerInventory:
@@ -69,7 +75,7 @@ def keras3_inventory(model: Any) -> LayerInventory:
     prunable, skipped = [], []
     for path, layer in walk(model):
         wrapped = isinstance(layer, PruneWrapper)
-        inner = layer.layer if wrapped else layer
+        inner = layer.layer if wrapped or isinstance(layer, ChannelMask) else layer
         attr = pruned_weight_name(inner)
         if attr is not None and inner.built:
             w = getattr(inner, attr)
@@ -77,7 +83,7 @@ def keras3_inventory(model: Any) -> LayerInventory:
             name = _strip_prefix(layer.name)
             prunable.append(PrunableLayer(name=name, path=path.rsplit("/", 1)[0] + "/" + name if "/" in path else name,
                                           layer_type=type(inner).__name__, weight=attr, shape=shape, n_params=int(np.prod(shape)),
-                                          wrapped=wrapped, layer=layer))
+                                          wrapped=wrapped, layer=layer if wrapped else inner))
             continue
         n = int(sum(int(np.prod(v.shape)) for v in layer.weights))
         if isinstance(layer, keras.layers.InputLayer):
@@ -119,6 +125,11 @@ def keras3_wrappers(model: Any) -> list[PruneWrapper]:
     return [layer for _, layer in walk(model) if isinstance(layer, PruneWrapper)]
 
 
+def keras3_channel_masks(model: Any) -> list[ChannelMask]:
+    """Every Keras 3 `ChannelMask` of a Keras 3 model, nested models included, in layer order."""
+    return [layer for _, layer in walk(model) if isinstance(layer, ChannelMask)]
+
+
 def _plain_path(path: str) -> str:
     return "/".join(_strip_prefix(part) for part in path.split("/"))
 
@@ -134,9 +145,11 @@ def _copy_weights(source: Any, target: Any) -> None:
         old = src.get(_plain_path(path))
         if old is None:
             continue
-        new_inner = layer.layer if isinstance(layer, PruneWrapper) else layer
-        old_inner = old.layer if isinstance(old, PruneWrapper) else old
+        new_inner = layer.layer if isinstance(layer, (PruneWrapper, ChannelMask)) else layer
+        old_inner = old.layer if isinstance(old, (PruneWrapper, ChannelMask)) else old
         values = [ops.convert_to_numpy(v.value) for v in old_inner.weights]
+        if isinstance(old, ChannelMask) and not isinstance(layer, ChannelMask):  # strip: the keep-vector folded into the weights
+            values = old.folded_weights()
         if isinstance(old, PruneWrapper) and not isinstance(layer, PruneWrapper):  # strip: the zeros go into the weight
             masked = ops.convert_to_numpy(old.masked_weight())
             var = getattr(old_inner, old.weight_attr)
@@ -145,9 +158,45 @@ def _copy_weights(source: Any, target: Any) -> None:
             var.assign(value)
 
 
+def _wrap_channels(model: Any, inc: list | None, exc: list | None, include_outputs: bool) -> Any:
+    """`wrap_keras3` under ``channel``: a Keras 3 `ChannelMask` on each weighted layer whose output holds a prunable group's channels.
+
+    The groups come from `tfprune.channel_graph` (read through the model's tf-keras twin: the same names and channels).
+    """
+    from tfprune.masks.channel_mask import foldable
+    from tfprune.structured.graph import channel_graph
+
+    cg = channel_graph(model, include_outputs)
+    prunable = np.concatenate([g.labels for g in cg.prunable] or [np.zeros(0, np.int64)])
+    if not prunable.size:
+        raise ValueError(f"model {model.name!r} has no channel group tfprune can remove (all {len(cg.groups)} are frozen). "
+                         "See tfprune.channel_graph(model).table()")
+    by_name = {layer.name: layer for _, layer in walk(model)}
+    chosen = set()
+    for name, node in cg.nodes.items():
+        src = by_name.get(name)
+        if src is None or not src.weights or not node.outputs or node.outputs[0] not in cg.labels:
+            continue
+        if not np.isin(cg.labels[node.outputs[0]], prunable).any() or not foldable(src):
+            continue
+        if (inc is not None and not selector_matches(src, inc)) or (exc is not None and selector_matches(src, exc)):
+            continue
+        chosen.add(name)
+    if not chosen:
+        raise ValueError("include/exclude selected no layer of a prunable channel group. See tfprune.channel_graph(model).table()")
+
+    def clone(layer: Any) -> Any:
+        copy = _copy_layer(layer)
+        return ChannelMask(copy) if layer.name in chosen else copy
+
+    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
+    _copy_weights(model, new)
+    return new
+
+
 def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude: Any = None, granularity: str = "unstructured",
                 block_size: tuple[int, int] | None = None, begin_step: int = 0, end_step: int = 1000, frequency: int = 10,
-                initial_sparsity: float = 0.0, power: float = 3.0) -> Any:
+                initial_sparsity: float = 0.0, power: float = 3.0, include_outputs: bool = False) -> Any:
     """`tfprune.wrap` for a Keras 3 model: a copy with every selected prunable layer in a `PruneWrapper` (same arguments).
 
     Under ``N:M`` a layer whose input size is not a multiple of M is left
@@ -159,9 +208,8 @@ def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude
         if granularity == "unstructured" and block_size != (1, 1):
             granularity = "block"
     g = parse_granularity(granularity, block_size)
-    refuse_channel(g)
     layers = [layer for _, layer in walk(model)]
-    if any(isinstance(layer, PruneWrapper) for layer in layers):
+    if any(isinstance(layer, (PruneWrapper, ChannelMask)) for layer in layers):
         raise ValueError(f"model {model.name!r} already holds pruning wrappers. Fix: train it as it is, or tfprune.strip(model) first to wrap it anew")
     inventory = keras3_inventory(model)
     if not len(inventory):
@@ -169,6 +217,11 @@ def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude
     inc, exc = as_selectors(include, "include"), as_selectors(exclude, "exclude")
     check_selectors_match(layers, inc, "include", model.name)
     check_selectors_match(layers, exc, "exclude", model.name)
+    if g.kind == "channel":
+        if targets is not None:
+            raise ValueError("targets= sets per-layer weight sparsities; under granularity='channel' the Pruning callback plans the "
+                             "channel groups. Fix: drop targets= and pass macs=/params= to tfprune.Pruning (or tfprune.plan)")
+        return _wrap_channels(model, inc, exc, include_outputs)
     names = set(inventory.names)
     if targets is None or isinstance(targets, Mapping) or hasattr(targets, "targets"):
         per_layer = {_strip_prefix(k): v for k, v in dict(getattr(targets, "targets", targets) or {}).items()}
@@ -213,7 +266,7 @@ def strip_keras3(model: Any) -> Any:
     check_keras3_model(model)
 
     def clone(layer: Any) -> Any:
-        return _copy_layer(layer.layer if isinstance(layer, PruneWrapper) else layer)
+        return _copy_layer(layer.layer if isinstance(layer, (PruneWrapper, ChannelMask)) else layer)
 
     new = keras.models.clone_model(model, clone_function=clone, recursive=True)
     _copy_weights(model, new)

@@ -34,7 +34,7 @@ from tfprune.keras3.masks import mask_ops, ramp_sparsity_ops, update_due_ops
 from tfprune.masks.granularity import RULE_IDS, Granularity, parse_granularity
 from tfprune.validation import schedule_values
 
-__all__ = ["PruneWrapper", "KerasSchedule", "WRAPPER_PREFIX", "pruned_weight_name", "refuse_channel"]
+__all__ = ["PruneWrapper", "ChannelMask", "ChannelSchedule", "KerasSchedule", "WRAPPER_PREFIX", "pruned_weight_name", "refuse_channel"]
 
 _RULES = {v: k for k, v in RULE_IDS.items()}
 L = keras.layers
@@ -126,8 +126,8 @@ class KerasSchedule:
 
 def refuse_channel(g: Granularity) -> None:
     if g.kind == "channel":
-        raise ValueError("granularity='channel' on a Keras 3 model is not supported yet (coupled channel groups run on the tf-keras path). "
-                         "Fix: prune weights ('unstructured', 'block' or 'N:M') on Keras 3, or build the model with tf-keras for channels")
+        raise ValueError("PruneWrapper masks the weights of one layer; channels are removed by coupled groups. Fix: "
+                         "tfprune.wrap(model, granularity='channel') (ChannelMask wrappers) and tfprune.Pruning(macs=...)")
 
 
 @keras.saving.register_keras_serializable(package="tfprune", name="PruneWrapper")
@@ -288,4 +288,98 @@ class PruneWrapper(keras.layers.Wrapper):
             "schedule": self.pruning_schedule.get_config()["config"],
             "plan_sparsity": float(ops.convert_to_numpy(self.plan_sparsity.value)) if self.built else self._initial_plan_sparsity,
         })
+        return config
+
+
+class ChannelSchedule(KerasSchedule):
+    """The ramp of one Keras 3 `ChannelMask` (begin, end, frequency, power; ``target_sparsity`` = share of its channels masked at the end)."""
+
+
+@keras.saving.register_keras_serializable(package="tfprune", name="ChannelMask")
+class ChannelMask(keras.layers.Wrapper):
+    """The Keras 3 twin of `tfprune.masks.channel_mask.ChannelMask`: a layer's output channels times a keep-vector computed in the train step.
+
+    Variables (saved with the model): ``keep`` (C,) 1 = kept; ``rank`` (C,) the
+    channel's place in its group's removal order (`NEVER` when never removed);
+    ``count`` (C,) the channels its group loses at the end of the ramp;
+    ``pruning_step``; the ramp; ``plan_total``. At every update step ``t``
+    channel ``c`` is masked when ``rank[c] < floor(count[c] * ramp(t) + 0.5)``
+    (`tfprune.masks.channel_mask.keep_vector`), so all layers of a group mask
+    the same channels at the same step. Ranks and counts are float32 (exact
+    for channel counts below 2**24; `NEVER` = 2**40 is a power of two).
+    """
+
+    masks_output_channels = True
+
+    def __init__(self, layer: Any, schedule: dict | None = None, plan_total: float = -1.0, budget: str = "macs", **kwargs: Any) -> None:
+        from tfprune.masks.channel_mask import CHANNEL_MASK_PREFIX
+
+        kwargs.setdefault("name", CHANNEL_MASK_PREFIX + layer.name)
+        super().__init__(layer, **kwargs)
+        self._schedule_config = schedule_values(**{"target_sparsity": 0.0, "begin_step": 0, "end_step": 1000, "frequency": 10,
+                                                   "initial_sparsity": 0.0, "power": 3.0, **dict(schedule or {})})
+        self._initial_plan_total = float(plan_total)
+        self.budget = str(budget)
+
+    def build(self, input_shape: Any = None) -> None:
+        from tfprune.masks.channel_mask import NEVER
+
+        if not self.layer.built:
+            self.layer.build(input_shape)
+        channels = int(self.layer.compute_output_shape(input_shape)[-1])
+        self.channels = channels
+        self.pruning_step = self.add_weight(name="pruning_step", shape=(), dtype="int32", initializer="zeros", trainable=False)
+        self.keep = self.add_weight(name="keep", shape=(channels,), dtype="float32", initializer="ones", trainable=False)
+        self.rank = self.add_weight(name="rank", shape=(channels,), dtype="float32", initializer=keras.initializers.Constant(float(NEVER)),
+                                    trainable=False)
+        self.count = self.add_weight(name="count", shape=(channels,), dtype="float32", initializer="zeros", trainable=False)
+        self.plan_total = self.add_weight(name="plan_total", shape=(), dtype="float32",
+                                          initializer=keras.initializers.Constant(self._initial_plan_total), trainable=False)
+        for field in KerasSchedule._FIELDS:
+            dtype = "float32" if field in ("target_sparsity", "initial_sparsity", "power") else "int32"
+            setattr(self, f"schedule_{field}", self.add_weight(name=f"schedule_{field}", shape=(), dtype=dtype, trainable=False,
+                                                               initializer=keras.initializers.Constant(self._schedule_config[field])))
+        self.built = True
+
+    @property
+    def pruning_schedule(self) -> ChannelSchedule:
+        return ChannelSchedule(self)
+
+    def keep_at(self, step: Any) -> Any:
+        """The keep-vector (C,) at ``step``: 0 where ``rank < floor(count * ramp(step) + 0.5)``."""
+        v = lambda name: getattr(self, f"schedule_{name}").value  # noqa: E731
+        ramp = ramp_sparsity_ops(step, 0.0, 1.0, v("begin_step"), v("end_step"), v("power"))
+        n = ops.floor(self.count.value * ramp + 0.5)
+        return ops.cast(ops.greater_equal(self.rank.value, n), "float32")
+
+    def call(self, inputs: Any, training: Any = None, **kwargs: Any) -> Any:
+        if training:
+            step = self.pruning_step.value + 1
+            self.pruning_step.assign(step)
+            due = update_due_ops(step, self.schedule_begin_step.value, self.schedule_end_step.value, self.schedule_frequency.value)
+            self.keep.assign(ops.where(due, self.keep_at(step), self.keep.value))
+        if "training" in inspect.signature(self.layer.call).parameters:
+            kwargs["training"] = training
+        out = self.layer.call(inputs, **kwargs)
+        return out * ops.cast(self.keep.value, out.dtype)
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return self.layer.compute_output_shape(input_shape)
+
+    def masked(self) -> Any:
+        """Indices of the output channels masked now (sorted)."""
+        import numpy as np
+
+        return np.flatnonzero(ops.convert_to_numpy(self.keep.value) == 0)
+
+    def folded_weights(self) -> list:
+        """The inner layer's weights with the masked channels zeroed (`tfprune.masks.channel_mask.fold_keep`)."""
+        from tfprune.masks.channel_mask import fold_keep
+
+        return fold_keep(self.layer, ops.convert_to_numpy(self.keep.value))
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update({"schedule": self.pruning_schedule.get_config()["config"], "budget": self.budget,
+                       "plan_total": float(ops.convert_to_numpy(self.plan_total.value)) if self.built else self._initial_plan_total})
         return config

@@ -54,16 +54,18 @@ CHANNEL_MASK_PREFIX = "channel_mask_"
 NEVER = 2**40
 
 L = keras.layers
-_PRODUCERS = (L.Conv1D, L.Conv2D, L.Conv3D, L.Dense, L.SeparableConv1D, L.SeparableConv2D, L.Embedding)
-_TRANSPOSE = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-_DEPTHWISE = tuple(c for c in (getattr(L, "DepthwiseConv1D", None), L.DepthwiseConv2D) if c is not None)
+
+
+_FOLDABLE = {"Conv1D", "Conv2D", "Conv3D", "Dense", "SeparableConv1D", "SeparableConv2D", "Embedding", "Conv1DTranspose",
+             "Conv2DTranspose", "Conv3DTranspose", "DepthwiseConv1D", "DepthwiseConv2D"}
 
 
 def foldable(layer: Any) -> bool:
-    """True when `fold_keep` knows which weights of ``layer`` carry its output channels (channels-last layers)."""
-    if isinstance(layer, L.BatchNormalization):
+    """True when `fold_keep` knows which weights of ``layer`` carry its output channels (channels-last layers; tf-keras or Keras 3)."""
+    kinds = {cls.__name__ for cls in type(layer).__mro__ if cls.__module__.startswith(("tf_keras", "keras"))}
+    if "BatchNormalization" in kinds:
         return True  # channel_graph only lets a BatchNormalization over the channel axis into a group
-    if isinstance(layer, _TRANSPOSE + _DEPTHWISE + _PRODUCERS):
+    if kinds & _FOLDABLE:
         return getattr(layer, "data_format", "channels_last") in (None, "channels_last")
     return False
 
@@ -88,17 +90,18 @@ def fold_keep(layer: Any, keep: np.ndarray) -> list[np.ndarray]:
     ``gamma``, ``beta`` and moving mean (the variance is left as it is).
     """
     keep = np.asarray(keep, dtype=np.float64).reshape(-1)
+    kinds = {cls.__name__ for cls in type(layer).__mro__}  # by class name: tf-keras and Keras 3 layers alike
     out = []
     for w in layer.weights:
         name = w.name.split("/")[-1].split(":")[0]
-        v = w.numpy()
-        if isinstance(layer, L.BatchNormalization):
+        v = np.asarray(w.numpy())
+        if "BatchNormalization" in kinds:
             v = _scale(v, keep, 0) if name in ("gamma", "beta", "moving_mean") else v
         elif name == "bias":
             v = _scale(v, keep, 0)
-        elif isinstance(layer, _DEPTHWISE) and name == "depthwise_kernel":
+        elif kinds & {"DepthwiseConv1D", "DepthwiseConv2D"} and name == "depthwise_kernel":
             v = (v.reshape(v.shape[:-2] + (-1,)) * keep.astype(v.dtype)).reshape(v.shape)
-        elif isinstance(layer, _TRANSPOSE) and name == "kernel":
+        elif kinds & {"Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"} and name == "kernel":
             v = _scale(v, keep, v.ndim - 2)
         elif name in ("kernel", "pointwise_kernel", "embeddings"):
             v = _scale(v, keep, v.ndim - 1)

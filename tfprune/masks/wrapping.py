@@ -211,9 +211,11 @@ def wrappers(model: Any) -> list[Any]:
 
 
 def channel_masks(model: Any) -> list[Any]:
-    """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order (none in a Keras 3 model)."""
+    """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order (a Keras 3 model: its Keras 3 `ChannelMask` s)."""
     if is_keras3_object(model):
-        return []
+        from tfprune.keras3.models import keras3_channel_masks
+
+        return keras3_channel_masks(model)
     return _layers_of(model, ChannelMask)
 
 
@@ -339,13 +341,14 @@ def wrap(
 
     A Keras 3 model (``import keras``) gets Keras 3 wrappers
     (`tfprune.keras3.wrapper.PruneWrapper`, any Keras backend) with the same
-    arguments; ``granularity="channel"`` is tf-keras only for now.
+    arguments (``channel``: Keras 3 `ChannelMask` s, the groups read through the model's tf-keras twin).
     """
     if is_keras3_object(model):
         from tfprune.keras3.models import wrap_keras3
 
         return wrap_keras3(model, targets, include=include, exclude=exclude, granularity=granularity, block_size=block_size,
-                           begin_step=begin_step, end_step=end_step, frequency=frequency, initial_sparsity=initial_sparsity, power=power)
+                           begin_step=begin_step, end_step=end_step, frequency=frequency, initial_sparsity=initial_sparsity, power=power,
+                           include_outputs=include_outputs)
     check_is_model(model)
     _refuse_subclassed(model, "wrap")  # before the built check: its fix is the route, whether built or not
     check_model(model)

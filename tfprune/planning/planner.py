@@ -24,6 +24,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from tfprune._keras import is_keras3_object
 from tfprune.allocation import Allocation, allocate_sparsity, allocator_needs_scores, get_allocator
 from tfprune.importance import ImportanceScores, get_importance, score_layers
 from tfprune.inventory.layers import prunable_layers
@@ -288,6 +289,11 @@ def plan(
         if isinstance(model, (list,)) or not hasattr(model, "get_config"):
             raise TypeError("a channel plan needs the Keras model itself (its graph), not its prunable_layers()")
         check_sparsity(value, budget)
+        if is_keras3_object(model):  # planned on its tf-keras twin: the same groups, names and channels
+            from tfprune.keras3.convert import to_tf_keras
+            from tfprune.masks.wrapping import is_wrapped, strip
+
+            model = to_tf_keras(strip(model) if is_wrapped(model) else model)
         return plan_and_shrink(_plain(model), macs, params, importance=importance or default_methods(g)[0],
                                allocation=allocation or default_methods(g)[1], layer_importance=layer_importance, gamma=gamma,
                                min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, max_iter=max_iter,

@@ -238,15 +238,15 @@ def test_export_tflite_takes_a_keras3_model(trained, data, tmp_path):
 def test_tf_keras_only_functions_say_what_works_and_the_fix_works(trained, data):
     (x, y), _ = data
     with pytest.raises(TypeError, match=r"works on tf-keras models only.*tfprune\.wrap.*Fix: .*import tf_keras as keras.*set_weights"):
-        tfprune.training.finetune.retrain(trained, x[:64], y[:64], steps=2)
+        tfprune.pqat(trained, x[:64], y[:64], epochs=1)
     # the fix it names: the same layers built with tf-keras, the Keras 3 weights loaded into them
     from tests.conftest import tiny_cnn
 
-    twin = tiny_cnn()
+    twin = tfprune.models.compile_classifier(tiny_cnn())
     twin.set_weights(trained.get_weights())
     np.testing.assert_allclose(twin.predict(x[:32], verbose=0), trained.predict(x[:32], verbose=0), rtol=1e-5, atol=1e-5)
-    retrained = tfprune.training.finetune.retrain(twin, x[:64], y[:64], steps=2)
-    assert isinstance(retrained, tfprune._keras.keras.Model)
+    qat = tfprune.pqat(twin, x[:64], y[:64], epochs=1)
+    assert qat is not None
     assert json.dumps(tfprune.plan(trained, 0.5).to_dict())  # plan takes the Keras 3 model itself
 
 
@@ -285,6 +285,13 @@ def test_obs_shrink_and_shallow_serve_keras3_models(trained, data):
     assert rep.params_after < rep.params_before
     probes = tfprune.shallow.probe_layers(trained, (x, y), progress=False)
     assert len(probes.rows) == 4
+    retrained = tfprune.training.finetune.retrain(pruned, x[:128], y[:128], steps=2)
+    assert isinstance(retrained, keras3.Model)
+    assert tfprune.prunable_layers(retrained).total_sparsity() == pytest.approx(0.5, abs=0.01)  # the zeros stay
+    scores = tfprune.score_layers(trained, "sensitivity", data=(x[:128], y[:128]), progress=False)
+    assert set(scores.scores) == {"conv1", "conv2", "fc1", "fc2"}
+    report = tfprune.analyze(trained, (x[:128], y[:128]), progress=False)
+    assert report is not None
 # ------------------------------------------------------------------- backends
 def test_jax_backend_prunes_strips_and_saves(tmp_path):
     """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save, reload."""

@@ -60,9 +60,8 @@ def keras3_model():
 @pytest.mark.parametrize(
     "fn",
     [
-        lambda m: tfprune.training.finetune.retrain(m, np.zeros((2, 4), np.float32), np.zeros(2), steps=1),
-        lambda m: tfprune.training.finetune.reestimate_batchnorm(m, np.zeros((2, 4), np.float32)),
-        lambda m: tfprune.analyze(m, (np.zeros((2, 4), np.float32), np.zeros(2))),
+        lambda m: tfprune.pqat(m, np.zeros((2, 4), np.float32), np.zeros(2)),
+        lambda m: tfprune.structured.prune_channels(m, 0.5, data=(np.zeros((2, 4), np.float32), np.zeros(2))),
     ],
 )
 def test_keras3_objects_get_typeerror_naming_what_works_and_the_fix(keras3_model, fn):
@@ -80,6 +79,8 @@ def test_keras3_objects_get_typeerror_naming_what_works_and_the_fix(keras3_model
         lambda m: tfprune.allocation.allocate_sparsity(m, 0.5),
         lambda m: tfprune.plan(m, 0.5),
         lambda m: tfprune.profile(m),
+        lambda m: tfprune.training.finetune.retrain(m, np.zeros((2, 4), np.float32), np.zeros(2), steps=1),
+        lambda m: tfprune.training.finetune.reestimate_batchnorm(m, np.zeros((2, 4), np.float32)),
     ],
 )
 def test_keras3_models_are_served(keras3_model, fn):

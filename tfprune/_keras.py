@@ -84,10 +84,10 @@ def is_keras3_object(obj: Any) -> bool:
 
 
 #: What works on Keras 3 models (said by every refusal of one).
-KERAS3_SUPPORTED = ("On Keras 3 models (import keras) these work: tfprune.wrap, tfprune.Pruning in model.fit, tfprune.strip, "
-                    "tfprune.plan and the allocators, the data-free importance scorers and capacity_activation, tfprune.prunable_layers, tfprune.profile, "
-                    "tfprune.load_model and tfprune.export_tflite; tfprune.obs.prune, tfprune.shrink, tfprune.channel_graph, "
-                    "tfprune.shallow.probe_layers and tfprune.shallow.shallow (on a tf-keras twin, the result converted back).")
+KERAS3_SUPPORTED = ("On Keras 3 models (import keras) these work: tfprune.wrap and tfprune.Pruning in model.fit (weights and channel "
+                    "groups), tfprune.strip, tfprune.plan, every allocator and importance scorer, tfprune.prunable_layers, tfprune.profile, "
+                    "tfprune.load_model, tfprune.export_tflite, tfprune.obs.prune, tfprune.channel_graph, tfprune.shrink, tfprune.analyze, "
+                    "tfprune.shallow, retrain and reestimate_batchnorm (the last ones on a tf-keras twin, the result converted back).")
 
 
 def keras_of(obj: Any) -> Any:

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from tfprune._keras import check_model
+from tfprune._keras import check_model, is_keras3_object
 from tfprune.allocation import get_allocator
 from tfprune.files import save_figure
 from tfprune.importance import score_layers
@@ -226,6 +226,11 @@ def analyze(
     """
     from tfprune.evaluate import OneShotEvaluator
 
+    if is_keras3_object(model):  # on its tf-keras twin: the same layers, names and weights
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(analyze, model, data, sparsity=sparsity, importance=importance, allocation=allocation, delta=delta,
+                                grid=grid, n_samples=n_samples, progress=progress, loss=loss, batch_size=batch_size, curves=curves)
     grid_desc = _check_grid(grid)[::-1]
     report, rows = _prepare(model, data, sparsity, importance, allocation, delta, progress)
     if data is not None:

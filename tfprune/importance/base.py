@@ -192,6 +192,13 @@ def score_layers(model_or_layers: Any, importance: str = "capacity", data: Any =
         raise ValueError(f"importance {importance!r} needs calibration data: pass data=(x, y)")
     if wants_data and model is None:
         raise ValueError(f"importance {importance!r} needs the model, not only its layers")
+    from tfprune._keras import is_keras3_object
+
+    if wants_data and is_keras3_object(model):  # data-driven scores of a Keras 3 model: measured on its tf-keras twin (same names)
+        from tfprune.keras3.convert import to_tf_keras
+        from tfprune.masks.wrapping import is_wrapped, strip
+
+        return score_layers(to_tf_keras(strip(model) if is_wrapped(model) else model), importance, data, **options)
     t0 = time.perf_counter()
     ctx = ImportanceContext(
         names=[p.name for p in layers],

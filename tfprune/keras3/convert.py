@@ -30,7 +30,7 @@ import numpy as np
 
 from tfprune._keras import keras as tf_keras
 
-__all__ = ["to_tf_keras", "to_keras3"]
+__all__ = ["to_tf_keras", "to_keras3", "copy_weights", "on_tf_keras_twin"]
 
 _TENSOR = "__keras_tensor__"
 #: Arguments one Keras has and the other's class lacks, with the value that means "not used" (dropped then; any other value is
@@ -223,14 +223,15 @@ def _build(config: dict, target: Any) -> Any:
     return target.Model.from_config(config["config"])
 
 
-def _copy_weights(src: Any, dst: Any) -> None:
+def copy_weights(src: Any, dst: Any) -> None:
+    """Copy every layer's weights of ``src`` into the same-named layer of its twin ``dst`` (either Keras; nested models too)."""
     by_name = {layer.name: layer for layer in dst.layers}
     for layer in src.layers:
         twin = by_name.get(layer.name)
         if twin is None:
             raise RuntimeError(f"internal error: the translated model has no layer {layer.name!r}")
         if hasattr(layer, "layers") and hasattr(twin, "layers") and not hasattr(layer, "weight_attr"):
-            _copy_weights(layer, twin)
+            copy_weights(layer, twin)
             continue
         values = [np.asarray(v) for v in layer.get_weights()]
         shapes = [tuple(w.shape) for w in twin.get_weights()]
@@ -244,7 +245,7 @@ def _translate(model: Any, target: Any) -> Any:
 
     cfg = json.loads(model.to_json())
     new = _build(_model_config(cfg, target, _output_shapes(model)), target)
-    _copy_weights(model, new)
+    copy_weights(model, new)
     return new
 
 

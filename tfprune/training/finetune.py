@@ -269,6 +269,11 @@ def retrain(
     """
     from tfprune.masks.wrapping import clone, strip
 
+    if is_keras3_object(model):  # trained as its tf-keras twin (same layers and weights), returned as Keras 3
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(retrain, model, data, y, steps=steps, batch_size=batch_size, learning_rate=learning_rate, loss=loss,
+                                optimizer=optimizer, seed=seed)
     check_model(model)
     spec = model_loss(model, loss)
     steps = check_int(steps, "steps", 0)
@@ -378,8 +383,16 @@ def reestimate_batchnorm(model: Any, data: Any, batch_size: int | None = None, n
     forward pass (memory: one pass over ``n_samples`` at once). A
     ``batch_size`` streams the data in batches with less memory; later
     BatchNorms then see inputs normalised with per-batch statistics (close,
-    not identical). Only inputs are read; labels are ignored.
+    not identical). Only inputs are read; labels are ignored. A Keras 3 model's statistics are computed on its tf-keras twin and
+    copied back into it.
     """
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import copy_weights, to_tf_keras
+
+        twin = to_tf_keras(model)
+        reestimate_batchnorm(twin, data, batch_size=batch_size, n_samples=n_samples)
+        copy_weights(twin, model)
+        return model
     check_model(model)
     if not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.submodules):
         return model

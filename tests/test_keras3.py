@@ -326,6 +326,8 @@ def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
     assert isinstance(small, keras3.Model) and not keras3_wrappers(small)
     assert tfprune.prunable_layers(small).total_sparsity() == pytest.approx(0.9, abs=1e-3)
     assert (tmp_path / "small.tflite").is_file()
+    assert isinstance(scope["smaller"], keras3.Model) and tfprune.profile(scope["smaller"]).macs < tfprune.profile(scope["dense"]).macs
+    assert isinstance(scope["pruned"], keras3.Model) and scope["report"].total_sparsity == pytest.approx(0.9, abs=0.01)
 
 
 def test_profile_and_the_model_zoo_twins():

@@ -12,9 +12,32 @@ from typing import Any, Iterator
 
 import numpy as np
 
-__all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "WRAPPER_PREFIX"]
+__all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "WRAPPER_PREFIX", "PRUNED_WEIGHT_NAMES", "pruned_weight_table"]
 
 WRAPPER_PREFIX = "prune_low_magnitude_"
+
+#: Layer class name -> attribute of the weight tfprune prunes (None: never pruned), most specific first. The same table for
+#: tf-keras and Keras 3 (`pruned_weight_table` resolves it against either's ``layers`` module); in tf-keras the depthwise
+#: convolutions subclass Conv, hence their entries first.
+PRUNED_WEIGHT_NAMES: tuple[tuple[str, str | None], ...] = (
+    ("DepthwiseConv1D", None),
+    ("DepthwiseConv2D", None),
+    ("SeparableConv1D", "pointwise_kernel"),
+    ("SeparableConv2D", "pointwise_kernel"),
+    ("Conv1DTranspose", "kernel"),
+    ("Conv2DTranspose", "kernel"),
+    ("Conv3DTranspose", "kernel"),
+    ("Conv1D", "kernel"),
+    ("Conv2D", "kernel"),
+    ("Conv3D", "kernel"),
+    ("Dense", "kernel"),
+    ("Embedding", "embeddings"),
+)
+
+
+def pruned_weight_table(layers_module: Any) -> list[tuple[type, str | None]]:
+    """`PRUNED_WEIGHT_NAMES` as ``(class, attribute)`` of one Keras's ``layers`` module (classes it lacks are left out)."""
+    return [(getattr(layers_module, name), attr) for name, attr in PRUNED_WEIGHT_NAMES if hasattr(layers_module, name)]
 
 
 @dataclass

@@ -16,7 +16,7 @@ import numpy as np
 
 from tfprune._keras import check_model, is_keras3_object, keras
 from tfprune.compat import PruneLowMagnitude
-from tfprune.inventory.entries import WRAPPER_PREFIX, LayerInventory, PrunableLayer, SkippedLayer
+from tfprune.inventory.entries import WRAPPER_PREFIX, LayerInventory, PrunableLayer, SkippedLayer, pruned_weight_table
 
 __all__ = ["PrunableLayer", "SkippedLayer", "LayerInventory", "prunable_layers", "nested_wrappers", "PRUNABLE_WEIGHTS", "WRAPPER_PREFIX"]
 
@@ -24,18 +24,7 @@ _KERAS_MODULES = ("tf_keras.", "keras.")
 
 L = keras.layers
 #: Layer type -> attribute name of the weight tfprune prunes (most specific first).
-PRUNABLE_WEIGHTS: list[tuple[type, str]] = [
-    (L.SeparableConv1D, "pointwise_kernel"),
-    (L.SeparableConv2D, "pointwise_kernel"),
-    (L.Conv1DTranspose, "kernel"),
-    (L.Conv2DTranspose, "kernel"),
-    (L.Conv3DTranspose, "kernel"),
-    (L.Conv1D, "kernel"),
-    (L.Conv2D, "kernel"),
-    (L.Conv3D, "kernel"),
-    (L.Dense, "kernel"),
-    (L.Embedding, "embeddings"),
-]
+PRUNABLE_WEIGHTS: list[tuple[type, str | None]] = pruned_weight_table(L)
 
 _SKIP_REASONS: list[tuple[type, str]] = [
     (L.DepthwiseConv2D, "depthwise kernels are tiny and tfmot does not prune them"),

@@ -163,27 +163,11 @@ def _wrap_channels(model: Any, inc: list | None, exc: list | None, include_outpu
 
     The groups come from `tfprune.channel_graph` (read through the model's tf-keras twin: the same names and channels).
     """
-    from tfprune.masks.channel_mask import foldable
-    from tfprune.structured.graph import channel_graph
+    from tfprune.structured.graph import channel_graph, channel_mask_owners
 
     cg = channel_graph(model, include_outputs)
-    prunable = np.concatenate([g.labels for g in cg.prunable] or [np.zeros(0, np.int64)])
-    if not prunable.size:
-        raise ValueError(f"model {model.name!r} has no channel group tfprune can remove (all {len(cg.groups)} are frozen). "
-                         "See tfprune.channel_graph(model).table()")
     by_name = {layer.name: layer for _, layer in walk(model)}
-    chosen = set()
-    for name, node in cg.nodes.items():
-        src = by_name.get(name)
-        if src is None or not src.weights or not node.outputs or node.outputs[0] not in cg.labels:
-            continue
-        if not np.isin(cg.labels[node.outputs[0]], prunable).any() or not foldable(src):
-            continue
-        if (inc is not None and not selector_matches(src, inc)) or (exc is not None and selector_matches(src, exc)):
-            continue
-        chosen.add(name)
-    if not chosen:
-        raise ValueError("include/exclude selected no layer of a prunable channel group. See tfprune.channel_graph(model).table()")
+    chosen = channel_mask_owners(cg, by_name.get, inc, exc)
 
     def clone(layer: Any) -> Any:
         copy = _copy_layer(layer)

@@ -29,37 +29,23 @@ from typing import Any, Iterator
 import keras
 from keras import ops
 
-from tfprune.inventory.entries import WRAPPER_PREFIX  # the same names as on the tf-keras path
+from tfprune.inventory.entries import WRAPPER_PREFIX, pruned_weight_table  # the same names as on the tf-keras path
 from tfprune.keras3.masks import mask_ops, ramp_sparsity_ops, update_due_ops
 from tfprune.masks.granularity import RULE_IDS, Granularity, parse_granularity
 from tfprune.validation import schedule_values
 
-__all__ = ["PruneWrapper", "ChannelMask", "ChannelSchedule", "KerasSchedule", "WRAPPER_PREFIX", "pruned_weight_name", "refuse_channel"]
+__all__ = ["PruneWrapper", "ChannelMask", "ChannelSchedule", "KerasSchedule", "WRAPPER_PREFIX", "pruned_weight_name", "refuse_channel", "PRUNABLE_WEIGHTS"]
 
 _RULES = {v: k for k, v in RULE_IDS.items()}
-L = keras.layers
-#: Keras 3 layer type -> attribute of the weight tfprune prunes (most specific first).
-PRUNED_WEIGHTS: list[tuple[type, str]] = [
-    (L.SeparableConv1D, "pointwise_kernel"),
-    (L.SeparableConv2D, "pointwise_kernel"),
-    (L.DepthwiseConv1D, ""),
-    (L.DepthwiseConv2D, ""),
-    (L.Conv1DTranspose, "kernel"),
-    (L.Conv2DTranspose, "kernel"),
-    (L.Conv3DTranspose, "kernel"),
-    (L.Conv1D, "kernel"),
-    (L.Conv2D, "kernel"),
-    (L.Conv3D, "kernel"),
-    (L.Dense, "kernel"),
-    (L.Embedding, "embeddings"),
-]
+#: Keras 3 layer type -> attribute of the weight tfprune prunes (the one table of `tfprune.inventory.entries`).
+PRUNABLE_WEIGHTS = pruned_weight_table(keras.layers)
 
 
 def pruned_weight_name(layer: Any) -> str | None:
     """The attribute of the weight tfprune prunes in a Keras 3 layer (``kernel``, ...), or None (depthwise, other layers)."""
-    for cls, attr in PRUNED_WEIGHTS:
+    for cls, attr in PRUNABLE_WEIGHTS:
         if isinstance(layer, cls):
-            return attr or None
+            return attr
     return None
 
 

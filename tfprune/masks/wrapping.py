@@ -13,14 +13,13 @@ import contextlib
 import re
 from typing import Any, Iterable, Iterator, Mapping, Union
 
-import numpy as np
 import tensorflow as tf
 
 from tfprune._keras import check_is_model, check_model, is_keras3_object, keras
 from tfprune.compat import PruneLowMagnitude, batch_input_shape, is_graph_network, set_batch_input_shape, tfmot_can_prune
 from tfprune.inventory.layers import WRAPPER_PREFIX, nested_wrappers, prunable_layers, weight_kind
 from tfprune.inventory.selectors import as_selectors, check_selectors_match, selector_matches
-from tfprune.masks.channel_mask import ChannelMask, foldable
+from tfprune.masks.channel_mask import ChannelMask
 from tfprune.masks.granularity import check_block_size, parse_granularity
 from tfprune.masks.schedule import LayerwiseSchedule
 from tfprune.masks.wrapper import PruneLayer
@@ -427,32 +426,16 @@ def wrap(
 
 def _wrap_channels(model: Any, inc: list[Any] | None, exc: list[Any] | None, include_outputs: bool) -> Any:
     """`wrap` under ``channel``: a `ChannelMask` on each weighted layer whose output holds a prunable group's channels."""
-    from tfprune.structured.graph import channel_graph
+    from tfprune.structured.graph import channel_graph, channel_mask_owners
 
     cg = channel_graph(model, include_outputs)
-    prunable = np.concatenate([g.labels for g in cg.prunable] or [np.zeros(0, np.int64)])
-    if not prunable.size:
-        reasons = sorted({r for reason in cg.frozen.values() for r in reason.split("; ")})[:4]
-        raise ValueError(f"model {model.name!r} has no channel group tfprune can remove: all {len(cg.groups)} are frozen ({'; '.join(reasons)}). "
-                         "See tfprune.channel_graph(model).table(). Fix: build the frozen blocks from Keras built-in layers, or pass "
-                         "include_outputs=True if only the outputs are left")
-    chosen: set[int] = set()
-    for name, node in cg.nodes.items():
-        src = cg.graph.sources.get(name)
-        if src is None or not src.weights or not node.outputs or node.outputs[0] not in cg.labels:
-            continue
-        if not np.isin(cg.labels[node.outputs[0]], prunable).any() or not foldable(src):
-            continue
-        if (inc is not None and not selector_matches(src, inc)) or (exc is not None and selector_matches(src, exc)):
-            continue
-        chosen.add(id(src))
+    owners = channel_mask_owners(cg, cg.graph.sources.get, inc, exc)
+    chosen = {id(cg.graph.sources[name]) for name in owners}
 
     def wrap_layer(layer: Any) -> Any:
         new = _clone_layer(layer)
         return ChannelMask(new) if id(layer) in chosen else new
 
-    if not chosen:
-        raise ValueError("include/exclude selected no layer of a prunable channel group. See tfprune.channel_graph(model).table().")
     return _rebuild(model, wrap_layer)
 
 

@@ -697,3 +697,33 @@ def _groups(labels: dict[TensorKey, np.ndarray], nodes: dict[str, LayerNode], fr
         groups.append(ChannelGroup(len(groups), name, len(cls), prod, consumers, members, tensors, "; ".join(reasons),
                                    np.asarray(cls, dtype=np.int64)))
     return groups
+
+
+def channel_mask_owners(cg: ChannelGraph, layer_of: Any, include: list | None = None, exclude: list | None = None) -> set[str]:
+    """Names of the layers that get a channel mask: weighted, foldable, and producing channels of a prunable group.
+
+    ``layer_of(name)`` gives the model's layer of that name (tf-keras or Keras 3) or None; ``include`` / ``exclude``
+    are selector lists (`tfprune.inventory.selectors`). Raises ValueError when the model has no prunable group.
+    """
+    from tfprune.inventory.selectors import selector_matches
+    from tfprune.masks.channel_mask import foldable
+
+    prunable = np.concatenate([g.labels for g in cg.prunable] or [np.zeros(0, np.int64)])
+    if not prunable.size:
+        reasons = sorted({r for reason in cg.frozen.values() for r in reason.split("; ")})[:4]
+        raise ValueError(f"model {cg.graph.name!r} has no channel group tfprune can remove: all {len(cg.groups)} are frozen ({'; '.join(reasons)}). "
+                         "See tfprune.channel_graph(model).table(). Fix: build the frozen blocks from Keras built-in layers, or pass "
+                         "include_outputs=True if only the outputs are left")
+    chosen: set[str] = set()
+    for name, node in cg.nodes.items():
+        src = layer_of(name)
+        if src is None or not src.weights or not node.outputs or node.outputs[0] not in cg.labels:
+            continue
+        if not np.isin(cg.labels[node.outputs[0]], prunable).any() or not foldable(src):
+            continue
+        if (include is not None and not selector_matches(src, include)) or (exclude is not None and selector_matches(src, exclude)):
+            continue
+        chosen.add(name)
+    if not chosen:
+        raise ValueError("include/exclude selected no layer of a prunable channel group. See tfprune.channel_graph(model).table().")
+    return chosen

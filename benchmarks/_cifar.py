@@ -10,6 +10,7 @@ stopped command continues where it stopped (``--resume``).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -68,6 +69,35 @@ def accuracy_on(model: keras.Model, xs: np.ndarray, ys: np.ndarray) -> float:
     """Top-1 accuracy (fraction) on the test images (the model may be uncompiled)."""
     logits = model.predict(tp.datasets.cifar10_pipeline(xs, ys, 500, train=False).map(lambda x, y: x), verbose=0)
     return float(np.mean(np.argmax(logits, axis=-1) == np.asarray(ys).reshape(-1)))
+
+
+def common_arguments(ap: argparse.ArgumentParser, default_out: str) -> None:
+    """The options every CIFAR pruning benchmark takes: batch, resume, time limit, data, output, checkpoints (and the tests' subset)."""
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--resume", action="store_true", help="continue the runs already in --out")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop before a configuration would pass this many minutes")
+    ap.add_argument("--data", default=None, help="CIFAR-10 source for tfprune.datasets.cifar10 (default: its search order)")
+    ap.add_argument("--out", default=default_out)
+    ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
+    ap.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # tests: first N train / N // 5 test images
+
+
+def check_subset(ap: argparse.ArgumentParser, args: argparse.Namespace, default_out: str) -> None:
+    """``--subset`` (tests) never writes the committed results."""
+    if args.subset and os.path.abspath(args.out) == os.path.abspath(default_out):
+        ap.error("--subset runs are tests: give --out outside benchmarks/results")
+
+
+def dense_entry(ledger: Ledger, tag: str, args: argparse.Namespace, test: tuple[np.ndarray, np.ndarray]) -> tuple[keras.Model, dict]:
+    """The dense checkpoint of ``tag`` and its entry in the ledger's ``models`` (dense accuracy, MACs, params, checkpoint path)."""
+    xs, ys = test
+    dense = load_dense(tag, args.checkpoint_dir)
+    entry = ledger.data["models"].setdefault(tag, {})
+    if entry.get("n_test") != len(xs) or "dense_acc" not in entry:
+        entry.update(dense_acc=accuracy_on(dense, xs, ys), n_test=len(xs))
+    prof = tp.profile(dense)
+    entry.update(dense_macs=int(prof.macs), dense_params=int(prof.params), checkpoint=repo_path(os.path.join(args.checkpoint_dir, f"{tag}.keras")))
+    return dense, entry
 
 
 class Ledger:

@@ -50,7 +50,18 @@ sys.path.insert(0, HERE)
 
 import allocation as mnist_allocation  # noqa: E402  (the MNIST benchmark: its gradual re-ranking)
 import numpy as np  # noqa: E402
-from _cifar import CHECKPOINTS, RESULTS, Deadline, Ledger, accuracy_on, command_line, compile_finetune, load_data, load_dense, repo_path  # noqa: E402
+from _cifar import (  # noqa: E402
+    RESULTS,
+    Deadline,
+    Ledger,
+    accuracy_on,
+    check_subset,
+    command_line,
+    common_arguments,
+    compile_finetune,
+    dense_entry,
+    load_data,
+)
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
@@ -244,14 +255,8 @@ def main(argv=None) -> int:
     ap.add_argument("--ramp-epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--resume", action="store_true", help="continue the runs already in --out")
-    ap.add_argument("--max-minutes", type=float, default=None, help="stop before a configuration would pass this many minutes")
     ap.add_argument("--summarize", action="store_true", help="only rewrite the markdown and plot from --out")
-    ap.add_argument("--data", default=None, help="CIFAR-10 source for tfprune.datasets.cifar10 (default: its search order)")
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
-    ap.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)  # tests: first N train / N // 5 test images
+    common_arguments(ap, DEFAULT_OUT)
     args = ap.parse_args(argv)
     if args.summarize:
         import json
@@ -268,8 +273,7 @@ def main(argv=None) -> int:
     sparsities = [float(s) for s in args.sparsities.split(",")]
     if args.ramp_epochs < 1 or args.finetune_epochs < 0 or args.seeds < 1 or args.lr <= 0:
         ap.error("--ramp-epochs and --seeds must be >= 1, --finetune-epochs >= 0, --lr > 0")
-    if args.subset and os.path.abspath(args.out) == DEFAULT_OUT:
-        ap.error("--subset runs are tests: give --out outside benchmarks/results")
+    check_subset(ap, args, DEFAULT_OUT)
     (xt, yt), (xs, ys) = load_data(args.data, args.subset)
     budget = {"ramp_epochs": args.ramp_epochs, "finetune_epochs": args.finetune_epochs, "lr": args.lr, "batch_size": args.batch_size,
               "n_train": len(xt), "n_test": len(xs), "calibration_images": CALIBRATION_IMAGES}
@@ -279,12 +283,8 @@ def main(argv=None) -> int:
     deadline = Deadline(args.max_minutes)
     last = 0.0
     for tag in args.models.split(","):
-        dense = load_dense(tag, args.checkpoint_dir)
-        entry = data["models"].setdefault(tag, {})
-        if "dense_acc" not in entry or entry.get("n_test") != len(xs):
-            entry.update(dense_acc=accuracy_on(dense, xs, ys), n_test=len(xs))
-        entry.update(default_allocation=DEFAULT_ALLOCATION, checkpoint=repo_path(os.path.join(args.checkpoint_dir, f"{tag}.keras")),
-                     params=int(tp.profile(dense).params))
+        dense, entry = dense_entry(ledger, tag, args, (xs, ys))
+        entry["default_allocation"] = DEFAULT_ALLOCATION
         for seed, sparsity, allocation in grid(sparsities, allocations, args.seeds):
             if ledger.done(model=tag, allocation=allocation, sparsity=sparsity, seed=seed):
                 continue

@@ -32,7 +32,18 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-from _cifar import CHECKPOINTS, RESULTS, Deadline, Ledger, accuracy_on, command_line, compile_finetune, load_data, load_dense, repo_path  # noqa: E402
+from _cifar import (  # noqa: E402
+    RESULTS,
+    Deadline,
+    Ledger,
+    accuracy_on,
+    check_subset,
+    command_line,
+    common_arguments,
+    compile_finetune,
+    dense_entry,
+    load_data,
+)
 
 import tfprune as tp  # noqa: E402
 from tfprune._keras import keras  # noqa: E402
@@ -98,30 +109,19 @@ def main(argv=None) -> int:
     ap.add_argument("--n-calib", type=int, default=2000)
     ap.add_argument("--retrain-epochs", type=int, default=1)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--batch-size", type=int, default=128)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
-    ap.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)
+    common_arguments(ap, DEFAULT_OUT)
     args = ap.parse_args(argv)
     solvers = args.solvers.split(",")
     if set(solvers) - set(SOLVERS):
         ap.error(f"--solvers: choose from {', '.join(SOLVERS)}")
-    if args.subset and os.path.abspath(args.out) == DEFAULT_OUT:
-        ap.error("--subset runs are tests: give --out outside benchmarks/results")
+    check_subset(ap, args, DEFAULT_OUT)
     (xt, yt), (xs, ys) = load_data(args.data, args.subset)
     budget = {"n_calib": args.n_calib, "retrain_epochs": args.retrain_epochs, "lr": args.lr, "batch_size": args.batch_size,
               "n_train": len(xt), "n_test": len(xs)}
     ledger = Ledger(args.out, budget, command_line(__file__, argv), args.resume, ("model", "budget", "solver"))
     deadline, last = Deadline(args.max_minutes), 0.0
     for tag in args.models.split(","):
-        dense = load_dense(tag, args.checkpoint_dir)
-        entry = ledger.data["models"].setdefault(tag, {})
-        if entry.get("n_test") != len(xs):
-            entry.update(dense_acc=accuracy_on(dense, xs, ys), n_test=len(xs))
-        entry["checkpoint"] = repo_path(os.path.join(args.checkpoint_dir, f"{tag}.keras"))
+        dense, entry = dense_entry(ledger, tag, args, (xs, ys))
         for budget_ in (float(b) for b in args.budgets.split(",")):
             for solver in solvers:
                 if ledger.done(model=tag, budget=budget_, solver=solver):

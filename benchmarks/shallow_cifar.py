@@ -32,16 +32,16 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 from _cifar import (  # noqa: E402
-    CHECKPOINTS,
     RESULTS,
     Deadline,
     Ledger,
     accuracy_on,
+    check_subset,
     command_line,
+    common_arguments,
     compile_finetune,
+    dense_entry,
     load_data,
-    load_dense,
-    repo_path,
     tflite_latency_ms,
 )
 
@@ -106,20 +106,13 @@ def main(argv=None) -> int:
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--temperature", type=float, default=4.0)
     ap.add_argument("--alpha", type=float, default=0.9)
-    ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--latency-rounds", type=int, default=20)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
-    ap.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)
+    common_arguments(ap, DEFAULT_OUT)
     args = ap.parse_args(argv)
     variants = args.variants.split(",")
     if set(variants) - set(VARIANTS) or args.finetune_epochs < 1:
         ap.error(f"--variants: choose from {', '.join(VARIANTS)}; --finetune-epochs >= 1")
-    if args.subset and os.path.abspath(args.out) == DEFAULT_OUT:
-        ap.error("--subset runs are tests: give --out outside benchmarks/results")
+    check_subset(ap, args, DEFAULT_OUT)
     (xt, yt), (xs, ys) = load_data(args.data, args.subset)
     budget = {"probe_images": min(args.probe_images, len(xt)), "finetune_epochs": args.finetune_epochs, "lr": args.lr,
               "temperature": args.temperature, "alpha": args.alpha, "batch_size": args.batch_size, "n_train": len(xt), "n_test": len(xs)}
@@ -127,12 +120,7 @@ def main(argv=None) -> int:
     deadline, last = Deadline(args.max_minutes), 0.0
     probe_data = (xt[:budget["probe_images"]].astype(np.float32), yt[:budget["probe_images"]])
     for tag in args.models.split(","):
-        dense = load_dense(tag, args.checkpoint_dir)
-        entry = ledger.data["models"].setdefault(tag, {})
-        prof = tp.profile(dense)
-        if entry.get("n_test") != len(xs):
-            entry.update(dense_acc=accuracy_on(dense, xs, ys), n_test=len(xs))
-        entry.update(dense_macs=int(prof.macs), dense_params=int(prof.params), checkpoint=repo_path(os.path.join(args.checkpoint_dir, f"{tag}.keras")))
+        dense, entry = dense_entry(ledger, tag, args, (xs, ys))
         probes = None
         for target in (float(t) for t in args.targets.split(",")):
             todo = [v for v in variants if not ledger.done(model=tag, target=target, variant=v)]

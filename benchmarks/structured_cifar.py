@@ -34,16 +34,16 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 from _cifar import (  # noqa: E402
-    CHECKPOINTS,
     RESULTS,
     Deadline,
     Ledger,
     accuracy_on,
+    check_subset,
     command_line,
+    common_arguments,
     compile_finetune,
+    dense_entry,
     load_data,
-    load_dense,
-    repo_path,
     tflite_latency_ms,
 )
 
@@ -136,34 +136,22 @@ def main(argv=None) -> int:
     ap.add_argument("--ramp-epochs", type=int, default=2)
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.01)
-    ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--latency-rounds", type=int, default=20)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--data", default=None)
-    ap.add_argument("--out", default=DEFAULT_OUT)
-    ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
-    ap.add_argument("--subset", type=int, default=None, help=argparse.SUPPRESS)
+    common_arguments(ap, DEFAULT_OUT)
     args = ap.parse_args(argv)
     allocations = args.allocations.split(",")
     if set(allocations) - set(ALLOCATIONS):
         ap.error(f"--allocations: choose from {', '.join(ALLOCATIONS)}")
     if args.ramp_epochs < 1 or args.finetune_epochs < 0:
         ap.error("--ramp-epochs must be >= 1 and --finetune-epochs >= 0")
-    if args.subset and os.path.abspath(args.out) == DEFAULT_OUT:
-        ap.error("--subset runs are tests: give --out outside benchmarks/results")
+    check_subset(ap, args, DEFAULT_OUT)
     (xt, yt), (xs, ys) = load_data(args.data, args.subset)
     budget = {"ramp_epochs": args.ramp_epochs, "finetune_epochs": args.finetune_epochs, "lr": args.lr, "batch_size": args.batch_size,
               "n_train": len(xt), "n_test": len(xs)}
     ledger = Ledger(args.out, budget, command_line(__file__, argv), args.resume, ("model", "allocation", "macs_removed", "seed"))
     deadline, last = Deadline(args.max_minutes), 0.0
     for tag in args.models.split(","):
-        dense = load_dense(tag, args.checkpoint_dir)
-        entry = ledger.data["models"].setdefault(tag, {})
-        if entry.get("n_test") != len(xs):
-            entry.update(dense_acc=accuracy_on(dense, xs, ys), n_test=len(xs))
-        prof = tp.profile(dense)
-        entry.update(dense_macs=int(prof.macs), dense_params=int(prof.params), checkpoint=repo_path(os.path.join(args.checkpoint_dir, f"{tag}.keras")))
+        dense, entry = dense_entry(ledger, tag, args, (xs, ys))
         for seed in range(args.seeds):
             for macs in (float(m) for m in args.macs.split(",")):
                 for allocation in allocations:

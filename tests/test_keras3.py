@@ -294,7 +294,8 @@ def test_obs_shrink_and_shallow_serve_keras3_models(trained, data):
     assert report is not None
 # ------------------------------------------------------------------- backends
 def test_jax_backend_prunes_strips_and_saves(tmp_path):
-    """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save, reload."""
+    """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save,
+    reload; then channel groups (Pruning(macs=0.5)) masked in fit and finalize() to a smaller model."""
     script = os.path.join(os.path.dirname(__file__), "scripts", "keras3_backend.py")
     env = {**os.environ, "KERAS_BACKEND": "jax"}
     out = subprocess.run([sys.executable, script, str(tmp_path)], capture_output=True, text=True, env=env, timeout=600)
@@ -305,6 +306,9 @@ def test_jax_backend_prunes_strips_and_saves(tmp_path):
         assert layer["zeros"] == layer["planned_zeros"] > 0 and layer["step"] == 16, name
     assert result["sparsity_log"][-1] == pytest.approx(0.8, abs=1e-3)
     assert result["max_abs_diff"] < 1e-5 and "PruneWrapper" not in result["plain_layers"]
+    # channel groups masked in the JAX train step, then shrunk: the planned MACs gone, the same outputs
+    assert result["small_macs_ratio"] == pytest.approx(1 - result["planned_macs_removed"], abs=1e-6)
+    assert result["channel_max_abs_diff"] < 1e-4 and result["small_backend_module"].startswith("keras.")
 
 
 def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):

@@ -332,6 +332,7 @@ def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
     assert (tmp_path / "small.tflite").is_file()
     assert isinstance(scope["smaller"], keras3.Model) and tfprune.profile(scope["smaller"]).macs < tfprune.profile(scope["dense"]).macs
     assert isinstance(scope["pruned"], keras3.Model) and scope["report"].total_sparsity == pytest.approx(0.9, abs=0.01)
+    assert isinstance(scope["student"], keras3.Model) and scope["result"].macs_reduction >= 0.3 and scope["result"].removed
 
 
 def test_profile_and_the_model_zoo_twins():

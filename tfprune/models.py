@@ -86,7 +86,8 @@ def vgg_small(
 
 
 def plain_cnn(
-    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, stages: Sequence[tuple[int, int]] = ((16, 2), (32, 3), (64, 3))
+    input_shape: Sequence[int] = (28, 28, 1), num_classes: int = 10, stages: Sequence[tuple[int, int]] = ((16, 2), (32, 3), (64, 3)),
+    *, keras3: bool = False,
 ) -> keras.Model:
     """A plain (no shortcut) VGG-style CNN of conv-BN-ReLU units: ``stages`` is ``((width, n_convs), ...)``.
 
@@ -94,11 +95,13 @@ def plain_cnn(
     logits layer. The default has 8 convs (``conv0``..``conv7``); doubling the
     width as the resolution halves gives every conv after a stage's first about
     the same MACs (1.8 M at 28x28 input), and every conv but a stage's first
-    keeps its input's shape, so it is a candidate for shallowing.
+    keeps its input's shape, so it is a candidate for shallowing. ``keras3``: build a Keras 3 model.
     """
     if not stages or any(w < 1 or n < 1 for w, n in stages):
         raise ValueError(f"stages must be a non-empty list of (width >= 1, n_convs >= 1), got {stages!r}")
-    inp = keras.Input(tuple(input_shape), name="image")
+    k = _api(keras3)
+    L = k.layers  # noqa: N806
+    inp = k.Input(tuple(input_shape), name="image")
     x, i = inp, 0
     for s, (width, n) in enumerate(stages):
         for _ in range(n):
@@ -110,7 +113,7 @@ def plain_cnn(
             x = L.MaxPooling2D(2, name=f"pool{s + 1}")(x)
     x = L.GlobalAveragePooling2D(name="gap")(x)
     out = L.Dense(num_classes, name="fc")(x)
-    return keras.Model(inp, out, name="plain_cnn")
+    return k.Model(inp, out, name="plain_cnn")
 
 
 def _regularizer(weight_decay: float, k=keras):

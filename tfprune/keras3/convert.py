@@ -62,7 +62,7 @@ def _node_to_tf(node: dict, layer: str, models: set[str]) -> list:
     refs: list = []
     _k3_refs(node.get("args", []), refs)
     refs = [[r[0], r[1] + 1 if r[0] in models else r[1], r[2]] for r in refs]
-    kwargs = dict(node.get("kwargs", {}))
+    kwargs = {k: v for k, v in dict(node.get("kwargs", {})).items() if v is not None}  # Keras 3 records mask=None and the like
     tensor_kwargs: list = []
     _k3_refs(kwargs, tensor_kwargs)
     if tensor_kwargs:

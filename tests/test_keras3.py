@@ -368,3 +368,22 @@ def test_channel_groups_masked_in_fit_then_shrunk(trained, data, tmp_path):
     assert isinstance(small, keras3.Model) and not keras3_channel_masks(small)
     assert tfprune.profile(small).macs == pytest.approx((1 - cb.plan_.achieved) * tfprune.profile(trained).macs, rel=0.02)
     np.testing.assert_allclose(small.predict(xs[:16], verbose=0), w.predict(xs[:16], verbose=0), rtol=1e-4, atol=1e-4)
+
+
+def test_the_command_line_takes_keras3_files(trained, data, tmp_path, capsys):
+    """Every CLI command reads a Keras 3 file (as its tf-keras twin) and writes --out files as Keras 3."""
+    from tfprune import cli
+
+    (x, y), (xs, ys) = data
+    path, npz = str(tmp_path / "k3.keras"), str(tmp_path / "d.npz")
+    trained.save(path)
+    np.savez(npz, x_train=x, y_train=y, x_test=xs, y_test=ys)
+    assert cli.main(["layers", path]) == 0 and "conv1" in capsys.readouterr().out
+    assert cli.main(["plan", path, "--sparsity", "0.8"]) == 0
+    assert cli.main(["obs", path, "--data", npz, "--sparsity", "0.5", "--n-samples", "128", "--out", str(tmp_path / "obs.keras")]) == 0
+    out = tfprune.load_model(tmp_path / "obs.keras")
+    assert isinstance(out, keras3.Model) and tfprune.prunable_layers(out).total_sparsity() == pytest.approx(0.5, abs=0.01)
+    assert cli.main(["channels", path, "--data", npz, "--macs", "0.4", "--out", str(tmp_path / "small.keras")]) == 0
+    assert isinstance(tfprune.load_model(tmp_path / "small.keras"), keras3.Model)
+    assert cli.main(["export", path, "--data", npz, "--mode", "float", "--out", str(tmp_path / "m.tflite")]) == 0
+    assert "Keras 3 model" in capsys.readouterr().err

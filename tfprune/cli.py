@@ -133,12 +133,35 @@ def _load(args: argparse.Namespace, **kwargs: Any) -> Any:
     import tfprune
 
     try:
-        return tfprune.load_model(args.model, unsafe=args.unsafe, **kwargs)
+        model = tfprune.load_model(args.model, unsafe=args.unsafe, **kwargs)
+        if _is_keras3(model):  # every command runs on its tf-keras twin; --out files are written back as Keras 3
+            from tfprune.keras3.convert import to_tf_keras
+
+            args.keras3_source = True
+            print(f"model: {args.model} is a Keras 3 model, processed as its tf-keras twin (the same layers and weights); files written "
+                  "with --out are Keras 3 again", file=sys.stderr)
+            return to_tf_keras(tfprune.strip(model) if tfprune.masks.wrapping.is_wrapped(model) else model)
+        return model
     except Exception as err:  # noqa: BLE001 - whatever a damaged or foreign file makes h5py / zipfile / Keras raise
         if isinstance(err, (ValueError, OSError)) and "Fix:" in str(err):
             raise CLIError(f"MODEL: {_fold(err)}") from err
         raise CLIError(f"MODEL {args.model!r} cannot be loaded ({type(err).__name__}: {_fold(err, 300)}): it is damaged, truncated, "
                        f"or not a tf-keras model. Fix: {MODEL_FIX}") from err
+
+
+def _is_keras3(model: Any) -> bool:
+    from tfprune._keras import is_keras3_object
+
+    return is_keras3_object(model)
+
+
+def _save(args: argparse.Namespace, model: Any) -> None:
+    """Write ``model`` to ``--out`` (as Keras 3 when MODEL was a Keras 3 file)."""
+    if getattr(args, "keras3_source", False):
+        from tfprune.keras3.convert import to_keras3
+
+        model = to_keras3(model)
+    save_model(model, args.out)
 
 
 def _data(args: argparse.Namespace, model, labels: bool = False) -> tuple:
@@ -288,7 +311,7 @@ def _cmd_obs(args: argparse.Namespace) -> int:
     print(report.table())
     _compile_for_accuracy(pruned)
     print(f"test accuracy: {pruned.evaluate(*_arrays(test), verbose=0)[1]:.4f}")
-    save_model(pruned, args.out)
+    _save(args, pruned)
     print(f"saved {args.out}")
     return 0
 
@@ -312,7 +335,7 @@ def _cmd_shallow(args: argparse.Namespace) -> int:
     print(f"test accuracy: {student.evaluate(x_test, y_test, verbose=0)[1]:.4f}")
     if args.plot:
         print(f"plot: {result.probes.plot(args.plot, set(result.removed))}")
-    save_model(student, args.out)
+    _save(args, student)
     print(f"saved {args.out}")
     return 0
 
@@ -340,7 +363,7 @@ def _cmd_channels(args: argparse.Namespace) -> int:
             small, report = prune_channels(model, macs, args.params, data=data, **kw)
     print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else report.table())
     if args.out:
-        save_model(small, args.out)
+        _save(args, small)
         print(f"saved {args.out}")
     return 0
 

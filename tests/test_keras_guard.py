@@ -61,7 +61,7 @@ def keras3_model():
     "fn",
     [
         lambda m: tfprune.pqat(m, np.zeros((2, 4), np.float32), np.zeros(2)),
-        lambda m: tfprune.structured.prune_channels(m, 0.5, data=(np.zeros((2, 4), np.float32), np.zeros(2))),
+        lambda m: tfprune.Distiller(m, m),
     ],
 )
 def test_keras3_objects_get_typeerror_naming_what_works_and_the_fix(keras3_model, fn):

@@ -87,7 +87,8 @@ def is_keras3_object(obj: Any) -> bool:
 KERAS3_SUPPORTED = ("On Keras 3 models (import keras) these work: tfprune.wrap and tfprune.Pruning in model.fit (weights and channel "
                     "groups), tfprune.strip, tfprune.plan, every allocator and importance scorer, tfprune.prunable_layers, tfprune.profile, "
                     "tfprune.load_model, tfprune.export_tflite, tfprune.obs.prune, tfprune.channel_graph, tfprune.shrink, tfprune.analyze, "
-                    "tfprune.shallow, retrain and reestimate_batchnorm (the last ones on a tf-keras twin, the result converted back).")
+                    "tfprune.shallow, tfprune.structured.prune_channels, retrain and reestimate_batchnorm (the last ones on a tf-keras twin, "
+                    "the result converted back), and the command line.")
 
 
 def keras_of(obj: Any) -> Any:

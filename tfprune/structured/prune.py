@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from tfprune import data as _data
-from tfprune._keras import check_model
+from tfprune._keras import check_model, is_keras3_object
 from tfprune.planning.plans import Plan
 from tfprune.report import Report, Table
 from tfprune.structured.plan import plan_and_shrink
@@ -150,6 +150,14 @@ def prune_channels(
     """
     from tfprune.training.finetune import adam_cosine, check_labels, model_loss
 
+    if is_keras3_object(model):  # planned, shrunk and fine-tuned as its tf-keras twin; the small model comes back as Keras 3
+        from tfprune.keras3.convert import on_tf_keras_twin
+
+        return on_tf_keras_twin(prune_channels, model, macs, params, data=data, eval_data=eval_data, finetune_epochs=finetune_epochs,
+                                batch_size=batch_size, learning_rate=learning_rate, loss=loss, importance=importance,
+                                importance_options=importance_options, allocation=allocation, layer_importance=layer_importance,
+                                min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance,
+                                recalibrate_bn=recalibrate_bn, seed=seed, verbose=verbose)
     t0 = time.perf_counter()
     check_model(model)
     if macs is not None and params is not None:

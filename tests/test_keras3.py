@@ -292,6 +292,8 @@ def test_obs_shrink_and_shallow_serve_keras3_models(trained, data):
     assert set(scores.scores) == {"conv1", "conv2", "fc1", "fc2"}
     report = tfprune.analyze(trained, (x[:128], y[:128]), progress=False)
     assert report is not None
+    small2, rep2 = tfprune.structured.prune_channels(trained, 0.3)
+    assert isinstance(small2, keras3.Model) and tfprune.profile(small2).macs < tfprune.profile(trained).macs
 # ------------------------------------------------------------------- backends
 def test_jax_backend_prunes_strips_and_saves(tmp_path):
     """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save,

@@ -187,6 +187,8 @@ def targets_lines(data: dict) -> list[str]:
                 met = "" if du is None else ("yes" if du >= UNIFORM_MARGIN else "no") + " (>= uniform + 10)"
             else:
                 met = "" if dl is None else ("yes" if dl >= WIN_MARGIN else "no") + " (>= LAMP + 0.5)"
+                if met and min(d["n_seeds"], lamp["n_seeds"]) < 2:
+                    met += ", provisional: the target is a mean over 2 seeds"
             lines.append(f"| {tag} | {s:g} | {fmt(d)} | {fmt(lamp)} | {fmt(uni)} | {best['allocation']} {100 * best['acc_mean']:.2f} | "
                          f"{'' if dl is None else f'{100 * dl:+.2f}'} | {'' if du is None else f'{100 * du:+.2f}'} | {met} |")
     return lines

@@ -34,6 +34,7 @@ def tiny_setup(tmp_path, monkeypatch):
     return pack, ck
 
 
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_allocation_cifar_schema_resume_and_budget_guard(tmp_path, tiny_setup):
     pack, ck = tiny_setup
     script = _script("allocation_cifar")

@@ -168,6 +168,7 @@ def _cli(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "tfprune.cli", *args], capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
 
 
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_cli_layers_and_export(trained_tiny, tmp_path):
     path = str(tmp_path / "m.keras")
     tfprune.wrap(trained_tiny, 0.5).save(path)

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 import tfprune
+from tfprune.keras3.inventory import keras3_wrappers
 from tfprune.keras3.masks import mask_ops
-from tfprune.keras3.models import keras3_wrappers
 from tfprune.keras3.wrapper import PruneWrapper
 from tfprune.masks.granularity import block_mask_np, kept_count, nm_mask_np, parse_granularity, unstructured_mask_np
 
@@ -177,7 +177,7 @@ class _Stop(keras3.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-@pytest.mark.parametrize("how", ["keras", "save_weights", "backup_and_restore"])
+@pytest.mark.parametrize("how", ["keras", pytest.param("save_weights", marks=pytest.mark.slow), "backup_and_restore"])
 def test_interrupted_and_uninterrupted_runs_give_identical_masks(trained, data, tmp_path, how, monkeypatch):
     (x, y), _ = data
     fresh = lambda: _compiled(tfprune.wrap(trained))  # noqa: E731
@@ -225,6 +225,7 @@ def test_load_model_gives_each_file_its_own_keras(trained, tmp_path, tiny):
     assert isinstance(tfprune.load_model(tmp_path / "tf.keras"), tfprune._keras.keras.Model)
 
 
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_export_tflite_takes_a_keras3_model(trained, data, tmp_path):
     (x, y), (xs, ys) = data
     w = _compiled(tfprune.wrap(trained))
@@ -352,7 +353,7 @@ def test_profile_and_the_model_zoo_twins():
 # -------------------------------------------------------------- channel groups
 def test_channel_groups_masked_in_fit_then_shrunk(trained, data, tmp_path):
     """granularity='channel' on Keras 3: ChannelMask wrappers mask coupled groups in the train step; finalize() removes them."""
-    from tfprune.keras3.models import keras3_channel_masks
+    from tfprune.keras3.inventory import keras3_channel_masks
 
     (x, y), (xs, _) = data
     w = _compiled(tfprune.wrap(trained, granularity="channel"), steps_per_execution=2)

@@ -198,6 +198,7 @@ def test_obs_importance_scorer(trained_tiny, digits_data):
 
 
 @pytest.mark.skipif(mnist_path() is None, reason="needs mnist.npz for the CLI's --data")
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_cli_obs(trained_tiny, tmp_path):
     from tests.test_data_models_cli import _cli
 

@@ -76,6 +76,7 @@ def test_zeros_survive_qat_exactly(pruned, qat):
     assert moved > 1e-5, "pqat did not train"
 
 
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_zeros_survive_into_tflite(pruned, qat):
     before = kernel_zeros(pruned)
     sparse = convert_qat(qat)

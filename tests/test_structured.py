@@ -568,6 +568,7 @@ def test_fold_delta_matches_keras():
     assert rng is not None
 
 
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_mobilenetv2_groups_and_shrink():
     """MobileNetV2 (alpha 0.35, 96x96, weights=None: no download): about 5 s."""
     keras.utils.set_random_seed(0)

@@ -29,7 +29,7 @@ def trained_resnet():
     return model, small, rep, train, test
 
 
-@pytest.mark.parametrize("mode", ["float", "int8"])
+@pytest.mark.parametrize("mode", ["float", pytest.param("int8", marks=pytest.mark.slow)])
 def test_shrunk_model_goes_through_the_verified_export(trained_resnet, mode, tmp_path):
     model, small, rep, train, test = trained_resnet
     assert profile(small).macs == rep.plan.macs_after <= 0.52 * profile(model).macs
@@ -44,6 +44,7 @@ def test_shrunk_model_goes_through_the_verified_export(trained_resnet, mode, tmp
     assert ex.bytes < dense.bytes
 
 
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
 def test_keras_cv_yolov8_backbone_flow(tmp_path):
     """keras-cv YOLOV8Backbone built offline with constructor arguments: plan 30% of MACs, shrink (checked inside
     against the masked model), export float TFLite with parity; its Rescaling input and its output stay."""

@@ -137,7 +137,7 @@ def export_tflite(
     """
     keras3 = is_keras3_object(model)
     if keras3:
-        from tfprune.keras3.models import check_keras3_model
+        from tfprune.keras3.inventory import check_keras3_model
 
         check_keras3_model(model)
     else:

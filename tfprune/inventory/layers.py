@@ -93,7 +93,7 @@ def prunable_layers(model: Any) -> LayerInventory:
     A Keras 3 model is read by `tfprune.keras3.models.keras3_inventory` (same result types).
     """
     if is_keras3_object(model):
-        from tfprune.keras3.models import keras3_inventory
+        from tfprune.keras3.inventory import keras3_inventory
 
         return keras3_inventory(model)
     check_model(model)

@@ -254,7 +254,7 @@ def to_tf_keras(model: Any) -> Any:
 
     Wrapped models are refused: `tfprune.strip` them first.
     """
-    from tfprune.keras3.models import check_keras3_model, keras3_wrappers
+    from tfprune.keras3.inventory import check_keras3_model, keras3_wrappers
 
     check_keras3_model(model)
     if keras3_wrappers(model):
@@ -265,10 +265,10 @@ def to_tf_keras(model: Any) -> Any:
 def to_keras3(model: Any) -> Any:
     """A Keras 3 twin of a plain tf-keras Sequential or functional ``model`` (same layers, names and weights; not compiled)."""
     from tfprune._keras import check_model
-    from tfprune.masks.wrapping import is_wrapped
+    from tfprune.inventory.layers import prunable_layers
 
     check_model(model)
-    if is_wrapped(model):
+    if any(p.wrapped for p in prunable_layers(model)):
         raise ValueError(f"model {model.name!r} holds pruning wrappers. Fix: tfprune.strip(model) first")
     return _translate(model, keras3)
 
@@ -281,7 +281,8 @@ def on_tf_keras_twin(fn: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
     ``notes`` list says the route. How tfprune's tf-keras-only functions
     (Layer-wise OBS, channel removal, shallowing) serve Keras 3 models.
     """
-    from tfprune.keras3.models import keras3_wrappers, strip_keras3
+    from tfprune.keras3.cloning import strip_keras3
+    from tfprune.keras3.inventory import keras3_wrappers
 
     plain = strip_keras3(model) if keras3_wrappers(model) else model
     result = fn(to_tf_keras(plain), *args, **kwargs)

@@ -10,104 +10,19 @@ changed. Subclassed Keras 3 models are refused with the route that works.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Iterator
+from typing import Any
 
 import keras
-import numpy as np
 from keras import ops
 
-from tfprune.inventory.entries import LayerInventory, PrunableLayer, SkippedLayer
 from tfprune.inventory.selectors import as_selectors, check_selectors_match, selector_matches
-from tfprune.keras3.wrapper import WRAPPER_PREFIX, ChannelMask, PruneWrapper, pruned_weight_name
+from tfprune.keras3.cloning import copy_layer, copy_model_weights
+from tfprune.keras3.inventory import check_keras3_model, keras3_inventory, strip_prefix, walk
+from tfprune.keras3.wrapper import ChannelMask, PruneWrapper, pruned_weight_name
 from tfprune.masks.granularity import check_block_size, layer_units, parse_granularity
 from tfprune.validation import check_sparsity, schedule_values
 
-__all__ = ["keras3_wrappers", "keras3_channel_masks", "is_keras3", "check_keras3_model", "walk", "keras3_inventory", "wrap_keras3",
-           "strip_keras3", "output_layer_names"]
-
-
-def is_keras3(obj: Any) -> bool:
-    """True for a Keras 3 layer or model."""
-    return isinstance(obj, keras.layers.Layer)
-
-
-def check_keras3_model(model: Any, argname: str = "model") -> None:
-    """A built Keras 3 Sequential or functional model, else a ValueError/TypeError with the fix."""
-    if not isinstance(model, keras.Model):
-        raise TypeError(f"`{argname}` must be a Keras 3 Model, got {type(model).__name__}. Fix: put the layer in a "
-                        "keras.Sequential([keras.Input(shape=...), layer]) or a functional model")
-    if not isinstance(model, (keras.Sequential, keras.models.Model)) or not _is_graph_model(model):
-        raise TypeError(f"`{argname}` ({model.name}) is a subclassed Keras 3 model; tfprune prunes Keras 3 Sequential and functional "
-                        "models (nested ones too). Fix: build the model with the functional API (keras.Input -> layers -> keras.Model), "
-                        "or wrap the layers yourself with tfprune.keras3.wrapper.PruneWrapper inside your subclass")
-    if not model.built:
-        raise ValueError(f"`{argname}` ({model.name}) is not built, so its weights do not exist yet. Fix: start it with keras.Input(shape=...) "
-                         "or call model.build(input_shape)")
-
-
-def _is_graph_model(model: Any) -> bool:
-    from keras.src.models.functional import Functional
-
-    return isinstance(model, (keras.Sequential, Functional))
-
-
-def walk(model: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    """``(path, layer)`` of every layer, depth first, descending into nested models (not into wrappers)."""
-    for layer in model.layers:
-        path = f"{prefix}{layer.name}"
-        if isinstance(layer, keras.Model) and _is_graph_model(layer):
-            yield from walk(layer, path + "/")
-        else:
-            yield path, layer
-
-
-def _strip_prefix(name: str) -> str:
-    from tfprune.masks.channel_mask import CHANNEL_MASK_PREFIX
-
-    for prefix in (WRAPPER_PREFIX, CHANNEL_MASK_PREFIX):
-        if name.startswith(prefix):
-            return name[len(prefix):]
-    return name
-
-
-def keras3_inventory(model: Any) -> LayerInventory:
-    """`tfprune.prunable_layers` for a Keras 3 model: one `PrunableLayer` per prunable weight (wrapped or not), the rest skipped with why."""
-    prunable, skipped = [], []
-    for path, layer in walk(model):
-        wrapped = isinstance(layer, PruneWrapper)
-        inner = layer.layer if wrapped or isinstance(layer, ChannelMask) else layer
-        attr = pruned_weight_name(inner)
-        if attr is not None and inner.built:
-            w = getattr(inner, attr)
-            shape = tuple(int(d) for d in w.shape)
-            name = _strip_prefix(layer.name)
-            prunable.append(PrunableLayer(name=name, path=path.rsplit("/", 1)[0] + "/" + name if "/" in path else name,
-                                          layer_type=type(inner).__name__, weight=attr, shape=shape, n_params=int(np.prod(shape)),
-                                          wrapped=wrapped, layer=layer if wrapped else inner))
-            continue
-        n = int(sum(int(np.prod(v.shape)) for v in layer.weights))
-        if isinstance(layer, keras.layers.InputLayer):
-            reason = "input placeholder"
-        elif "Depthwise" in type(layer).__name__:
-            reason = "depthwise kernels are tiny and tfprune does not prune them"
-        elif "Normalization" in type(layer).__name__:
-            reason = "normalization parameters are not pruned"
-        elif not layer.weights:
-            reason = "no weights"
-        else:
-            reason = f"{type(layer).__name__} weights are not pruned by tfprune"
-        inside = sum(int(np.prod(getattr(sub, pruned_weight_name(sub)).shape)) for sub in _sublayers(layer)
-                     if pruned_weight_name(sub) and sub.built) if not isinstance(layer, keras.Model) else 0
-        skipped.append(SkippedLayer(name=layer.name, path=path, layer_type=type(layer).__name__, reason=reason, n_params=n,
-                                    kernels_inside=inside))
-    return LayerInventory(prunable, skipped)
-
-
-def _sublayers(layer: Any) -> list[Any]:
-    try:
-        return [s for s in layer._flatten_layers(include_self=False, recursive=True)]
-    except AttributeError:
-        return []
+__all__ = ["wrap_keras3", "output_layer_names"]
 
 
 def output_layer_names(model: Any) -> set[str]:
@@ -116,46 +31,8 @@ def output_layer_names(model: Any) -> set[str]:
     for t in model.outputs or []:
         hist = getattr(t, "_keras_history", None)
         if hist is not None:
-            names.add(_strip_prefix(hist[0].name))
+            names.add(strip_prefix(hist[0].name))
     return names
-
-
-def keras3_wrappers(model: Any) -> list[PruneWrapper]:
-    """Every `PruneWrapper` of a Keras 3 model, nested models included, in layer order."""
-    return [layer for _, layer in walk(model) if isinstance(layer, PruneWrapper)]
-
-
-def keras3_channel_masks(model: Any) -> list[ChannelMask]:
-    """Every Keras 3 `ChannelMask` of a Keras 3 model, nested models included, in layer order."""
-    return [layer for _, layer in walk(model) if isinstance(layer, ChannelMask)]
-
-
-def _plain_path(path: str) -> str:
-    return "/".join(_strip_prefix(part) for part in path.split("/"))
-
-
-def _copy_layer(layer: Any) -> Any:
-    return layer.__class__.from_config(layer.get_config())
-
-
-def _copy_weights(source: Any, target: Any) -> None:
-    """Copy every variable of the layers of ``source`` into the same-named layers of ``target`` (wrappers: into the inner layer)."""
-    src = {_plain_path(path): layer for path, layer in walk(source)}
-    for path, layer in walk(target):
-        old = src.get(_plain_path(path))
-        if old is None:
-            continue
-        new_inner = layer.layer if isinstance(layer, (PruneWrapper, ChannelMask)) else layer
-        old_inner = old.layer if isinstance(old, (PruneWrapper, ChannelMask)) else old
-        values = [ops.convert_to_numpy(v.value) for v in old_inner.weights]
-        if isinstance(old, ChannelMask) and not isinstance(layer, ChannelMask):  # strip: the keep-vector folded into the weights
-            values = old.folded_weights()
-        if isinstance(old, PruneWrapper) and not isinstance(layer, PruneWrapper):  # strip: the zeros go into the weight
-            masked = ops.convert_to_numpy(old.masked_weight())
-            var = getattr(old_inner, old.weight_attr)
-            values = [masked if v is var else ops.convert_to_numpy(v.value) for v in old_inner.weights]
-        for var, value in zip(new_inner.weights, values):
-            var.assign(value)
 
 
 def _wrap_channels(model: Any, inc: list | None, exc: list | None, include_outputs: bool) -> Any:
@@ -170,11 +47,11 @@ def _wrap_channels(model: Any, inc: list | None, exc: list | None, include_outpu
     chosen = channel_mask_owners(cg, by_name.get, inc, exc)
 
     def clone(layer: Any) -> Any:
-        copy = _copy_layer(layer)
+        copy = copy_layer(layer)
         return ChannelMask(copy) if layer.name in chosen else copy
 
     new = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    _copy_weights(model, new)
+    copy_model_weights(model, new)
     return new
 
 
@@ -208,7 +85,7 @@ def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude
         return _wrap_channels(model, inc, exc, include_outputs)
     names = set(inventory.names)
     if targets is None or isinstance(targets, Mapping) or hasattr(targets, "targets"):
-        per_layer = {_strip_prefix(k): v for k, v in dict(getattr(targets, "targets", targets) or {}).items()}
+        per_layer = {strip_prefix(k): v for k, v in dict(getattr(targets, "targets", targets) or {}).items()}
         unknown = sorted(set(per_layer) - names)
         if unknown:
             raise ValueError(f"unknown layer name(s) in targets: {unknown}. Prunable layers: {sorted(names)}. Fix: use those names")
@@ -222,7 +99,7 @@ def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude
 
     def clone(layer: Any) -> Any:
         attr = pruned_weight_name(layer)
-        copy = _copy_layer(layer)
+        copy = copy_layer(layer)
         if attr is None or (inc is not None and not selector_matches(layer, inc)) or (exc is not None and selector_matches(layer, exc)):
             return copy
         if g.kind == "n:m" and layer_units(tuple(int(d) for d in getattr(layer, attr).shape), g, "Transpose" in type(layer).__name__)[2]:
@@ -237,7 +114,7 @@ def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude
     not_selected = [n for n in per_layer if n not in selected and per_layer[n] > 0]
     if not_selected:
         raise ValueError(f"targets name layer(s) {not_selected} that include/exclude left unwrapped")
-    _copy_weights(model, new)
+    copy_model_weights(model, new)
     if g.kind == "frozen":
         for _, layer in walk(new):
             if isinstance(layer, PruneWrapper):
@@ -245,13 +122,3 @@ def wrap_keras3(model: Any, targets: Any = None, *, include: Any = None, exclude
     return new
 
 
-def strip_keras3(model: Any) -> Any:
-    """A plain Keras 3 copy of ``model``: no wrappers, every pruned weight multiplied by its mask (exact zeros). ``model`` is not changed."""
-    check_keras3_model(model)
-
-    def clone(layer: Any) -> Any:
-        return _copy_layer(layer.layer if isinstance(layer, (PruneWrapper, ChannelMask)) else layer)
-
-    new = keras.models.clone_model(model, clone_function=clone, recursive=True)
-    _copy_weights(model, new)
-    return new

@@ -203,7 +203,7 @@ def _layers_of(model: Any, cls: type, inside_custom: bool = True) -> list[Any]:
 def wrappers(model: Any) -> list[Any]:
     """All pruning wrappers in ``model`` (nested models included): tfmot ``PruneLowMagnitude`` ones, or a Keras 3 model's `PruneWrapper`s."""
     if is_keras3_object(model):
-        from tfprune.keras3.models import keras3_wrappers
+        from tfprune.keras3.inventory import keras3_wrappers
 
         return keras3_wrappers(model)
     return _layers_of(model, PruneLowMagnitude)
@@ -212,7 +212,7 @@ def wrappers(model: Any) -> list[Any]:
 def channel_masks(model: Any) -> list[Any]:
     """All `ChannelMask` wrappers in ``model`` (nested models included), in layer order (a Keras 3 model: its Keras 3 `ChannelMask` s)."""
     if is_keras3_object(model):
-        from tfprune.keras3.models import keras3_channel_masks
+        from tfprune.keras3.inventory import keras3_channel_masks
 
         return keras3_channel_masks(model)
     return _layers_of(model, ChannelMask)
@@ -455,7 +455,7 @@ def strip(model: Any) -> Any:
     A Keras 3 model gives a plain Keras 3 model (no tfprune class left in it).
     """
     if is_keras3_object(model):
-        from tfprune.keras3.models import strip_keras3
+        from tfprune.keras3.cloning import strip_keras3
 
         return strip_keras3(model)
     check_is_model(model)

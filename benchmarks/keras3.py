@@ -134,7 +134,8 @@ def write(results: dict, out: str) -> None:
         json.dump(results, f, indent=2)
     lines = []
     for name, m in results["models"].items():
-        lines += [f"### {name}: dense {100 * m['dense_acc']:.2f}%, plan total {m['plan_sparsity']:.4f} ({m['plan_allocation']})", "",
+        lines += [f"### {name}: dense {100 * m['dense_acc']:.2f}%, plan total {m['plan_sparsity']:.4f} ({m['plan_allocation']}), "
+                  f"{m['n_train']:,} train / {m['n_test']:,} test images", "",
                   "| path | accuracy % (seeds) | mean | step ms, plain fit | step ms, fit + Pruning | ratio |", "|---|---|---:|---:|---:|---:|"]
         for path in PATHS:
             accs = m["acc"].get(path, [])
@@ -161,7 +162,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--timing-steps", type=int, default=60)
     ap.add_argument("--timing-frequency", type=int, default=10)
-    ap.add_argument("--mnist", default=None)
+    ap.add_argument("--mnist", default=os.environ.get("TFPRUNE_MNIST") or os.path.join(HERE, "..", "..", "shared", "data", "mnist", "mnist.npz"))
     ap.add_argument("--cifar10", default=None)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "keras3.json"))
     args = ap.parse_args(argv)
@@ -175,6 +176,7 @@ def main(argv=None) -> int:
         dense, twin, train, test, steps, lr = setup(name, args)
         plan = tp.plan(dense, args.sparsity)
         entry = {"dense_acc": accuracy(dense, test), "dense_acc_keras3": accuracy(twin, test), "plan_sparsity": plan.achieved,
+                 "n_train": len(train[0]), "n_test": len(test[0]),
                  "plan_allocation": plan.allocator, "acc": {p: [] for p in PATHS}}
         results["models"][name] = entry
         for seed in range(args.seeds):

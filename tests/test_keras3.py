@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 import tfprune
-from tfprune.keras3.inventory import keras3_wrappers
+from tfprune.keras3.inventory import keras3_channel_masks, keras3_wrappers
 from tfprune.keras3.masks import mask_ops
-from tfprune.keras3.wrapper import PruneWrapper
+from tfprune.keras3.wrapper import ChannelMask, PruneWrapper
 from tfprune.masks.granularity import block_mask_np, kept_count, nm_mask_np, parse_granularity, unstructured_mask_np
 
 assert keras3.__version__.startswith("3.")
@@ -161,8 +161,11 @@ def test_nested_keras_applications_backbone(data):
 RESUME_END = 30  # steps 0..30, frequency 3; 10 steps per epoch
 
 
-def _run(model, x, y, epochs, initial_epoch=0, callbacks=()):
-    cb = tfprune.Pruning(0.8, begin_step=0, end_step=RESUME_END, frequency=3)
+def _run(model, x, y, epochs, initial_epoch=0, callbacks=(), granularity="unstructured"):
+    if granularity == "channel":
+        cb = tfprune.Pruning(macs=0.5, granularity="channel", begin_step=0, end_step=RESUME_END, frequency=3)
+    else:
+        cb = tfprune.Pruning(0.8, begin_step=0, end_step=RESUME_END, frequency=3)
     model.fit(x, y, batch_size=64, epochs=epochs, initial_epoch=initial_epoch, shuffle=False, callbacks=[cb, *callbacks], verbose=0)
     return cb
 
@@ -177,26 +180,33 @@ class _Stop(keras3.callbacks.Callback):
             raise KeyboardInterrupt("simulated interruption")
 
 
-@pytest.mark.parametrize("how", ["keras", pytest.param("save_weights", marks=pytest.mark.slow), "backup_and_restore"])
-def test_interrupted_and_uninterrupted_runs_give_identical_masks(trained, data, tmp_path, how, monkeypatch):
+def _channel_keeps(model) -> dict[str, np.ndarray]:
+    return {m.name: np.asarray(m.keep.numpy()) for m in keras3_channel_masks(model)}
+
+
+@pytest.mark.parametrize(("how", "granularity"), [
+    ("keras", "unstructured"), pytest.param("save_weights", "unstructured", marks=pytest.mark.slow), ("backup_and_restore", "unstructured"),
+    ("keras", "channel"), ("backup_and_restore", "channel")])
+def test_interrupted_and_uninterrupted_runs_give_identical_masks(trained, data, tmp_path, how, granularity, monkeypatch):
     (x, y), _ = data
-    fresh = lambda: _compiled(tfprune.wrap(trained))  # noqa: E731
+    fresh = lambda: _compiled(tfprune.wrap(trained, granularity=granularity))  # noqa: E731
+    run = lambda *a, **k: _run(*a, granularity=granularity, **k)  # noqa: E731
     reference = fresh()
-    _run(reference, x, y, epochs=4)
+    run(reference, x, y, epochs=4)
     if how == "backup_and_restore":
         with pytest.raises(KeyboardInterrupt):
-            _run(fresh(), x, y, epochs=4, callbacks=[keras3.callbacks.BackupAndRestore(str(tmp_path / "b")), _Stop(1)])
+            run(fresh(), x, y, epochs=4, callbacks=[keras3.callbacks.BackupAndRestore(str(tmp_path / "b")), _Stop(1)])
         calls = []
         monkeypatch.setattr("tfprune.training.callbacks.plan", lambda *a, **k: calls.append(1))
         resumed = fresh()
-        cb = _run(resumed, x, y, epochs=4, callbacks=[keras3.callbacks.BackupAndRestore(str(tmp_path / "b"))])
+        cb = run(resumed, x, y, epochs=4, callbacks=[keras3.callbacks.BackupAndRestore(str(tmp_path / "b"))])
     else:
         first = fresh()
-        _run(first, x, y, epochs=2)
+        run(first, x, y, epochs=2)
         if how == "keras":
             first.save(tmp_path / "mid.keras")
             resumed = tfprune.load_model(tmp_path / "mid.keras")
-            assert isinstance(resumed.layers[1], PruneWrapper)
+            assert any(isinstance(layer, (PruneWrapper, ChannelMask)) for layer in resumed.layers)
         else:
             first.save_weights(tmp_path / "mid.weights.h5")
             resumed = fresh()
@@ -205,12 +215,17 @@ def test_interrupted_and_uninterrupted_runs_give_identical_masks(trained, data, 
             resumed.optimizer.build(resumed.trainable_variables)
             resumed.optimizer.iterations.assign(first.optimizer.iterations.numpy())
         assert all(np.array_equal(m, _masks(resumed)[k]) for k, m in _masks(first).items())
+        assert all(np.array_equal(m, _channel_keeps(resumed)[k]) for k, m in _channel_keeps(first).items())
         calls = []
         monkeypatch.setattr("tfprune.training.callbacks.plan", lambda *a, **k: calls.append(1))
-        cb = _run(resumed, x, y, epochs=4, initial_epoch=2)
+        cb = run(resumed, x, y, epochs=4, initial_epoch=2)
     assert not calls and cb.action_ == "resumed"  # the saved ramp goes on; nothing is planned again
     ref, got = _masks(reference), _masks(resumed)
     assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    ref, got = _channel_keeps(reference), _channel_keeps(resumed)
+    assert ref.keys() == got.keys() and all(np.array_equal(ref[k], got[k]) for k in ref)
+    if granularity == "channel":  # the ramp reached its end: channels really removed, the same ones
+        assert ref and any((k == 0).any() for k in ref.values())
     for a, b in zip(_weights(reference), _weights(resumed)):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
@@ -390,3 +405,70 @@ def test_the_command_line_takes_keras3_files(trained, data, tmp_path, capsys):
     assert isinstance(tfprune.load_model(tmp_path / "small.keras"), keras3.Model)
     assert cli.main(["export", path, "--data", npz, "--mode", "float", "--out", str(tmp_path / "m.tflite")]) == 0
     assert "Keras 3 model" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------- keras-hub backbones
+def _hub_classifier(backbone) -> keras3.Model:
+    inp = keras3.Input((32, 32, 3))
+    x = keras3.layers.GlobalAveragePooling2D()(backbone(inp))
+    return keras3.Model(inp, keras3.layers.Dense(10, name="head")(x))
+
+
+def _hub_data():
+    rng = np.random.default_rng(0)
+    return rng.random((64, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, 64)
+
+
+def test_keras_hub_backbone_weights_and_channels():
+    """A keras-hub backbone (a functional subclass whose config holds constructor arguments) nested in a classifier:
+    weights pruned in fit and stripped; channel groups masked in fit and shrunk through the twin, exactness checked."""
+    import keras_hub
+
+    x, y = _hub_data()
+    build = lambda: _hub_classifier(keras_hub.models.VGGBackbone(stackwise_num_repeats=[1, 2], stackwise_num_filters=[16, 32],  # noqa: E731
+                                                                 image_shape=(32, 32, 3)))
+    model = build()
+    w = tfprune.wrap(model)
+    assert len(keras3_wrappers(w)) == 4  # the three convolutions inside the backbone, and the head
+    w.compile("sgd", keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = tfprune.Pruning(0.6, end_step=4, frequency=1)
+    w.fit(x, y, batch_size=16, epochs=1, callbacks=[cb], verbose=0)
+    for p in tfprune.prunable_layers(w):
+        k = p.kernel()
+        assert int((k == 0).sum()) == k.size - kept_count(k.size, cb.targets_[p.name]), p.name
+    np.testing.assert_allclose(tfprune.strip(w).predict(x[:8], verbose=0), w.predict(x[:8], verbose=0), rtol=1e-5, atol=1e-6)
+
+    c = tfprune.wrap(model, granularity="channel")
+    c.compile("sgd", keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    ccb = tfprune.Pruning(macs=0.3, granularity="channel", end_step=4, frequency=1)
+    c.fit(x, y, batch_size=16, epochs=1, callbacks=[ccb], verbose=0)
+    small, report = tfprune.shrink(c)
+    assert isinstance(small, keras3.Model) and report.max_rel_diff <= 1e-4
+    assert tfprune.profile(small).macs / tfprune.profile(model).macs == pytest.approx(1 - ccb.plan_.achieved, abs=1e-6)
+    np.testing.assert_allclose(small.predict(x[:8], verbose=0), c.predict(x[:8], verbose=0), rtol=1e-4, atol=1e-5)
+
+
+def test_keras_hub_blocks_that_rename_themselves_keep_their_weights():
+    """keras-hub's MobileNet blocks rename themselves on from_config: wrap/strip copy their weights by position (the outputs of the
+    unpruned wrap are the model's own, exactly), say so, and warn that the Conv kernels inside the custom blocks are not pruned."""
+    import keras_hub
+
+    x, y = _hub_data()
+    backbone = keras_hub.models.MobileNetBackbone(
+        stackwise_expansion=[[1], [4]], stackwise_num_blocks=[1, 1], stackwise_num_filters=[[16], [24]], stackwise_kernel_size=[[3], [3]],
+        stackwise_num_strides=[[2], [2]], stackwise_se_ratio=[[None], [None]], stackwise_activation=[["relu"], ["relu"]],
+        stackwise_padding=[[1], [1]], output_num_filters=64, depthwise_filters=8, depthwise_stride=1, depthwise_residual=False,
+        last_layer_filter=64, image_shape=(32, 32, 3))
+    model = _hub_classifier(backbone)
+    want = model.predict(x[:8], verbose=0)
+    with pytest.warns(UserWarning, match=r"renamed by their own class.*copied by position"):
+        w = tfprune.wrap(model)
+    np.testing.assert_array_equal(w.predict(x[:8], verbose=0), want)
+    w.compile("sgd", keras3.losses.SparseCategoricalCrossentropy(from_logits=True))
+    cb = tfprune.Pruning(0.5, end_step=2, frequency=1)
+    with pytest.warns(UserWarning, match=r"Conv/Dense weights .* sit inside layers tfprune cannot wrap"):
+        w.fit(x, y, batch_size=32, epochs=1, callbacks=[cb], verbose=0)
+    assert any("cannot wrap" in n for n in cb.notes_)
+    with pytest.warns(UserWarning, match="renamed"):
+        plain = tfprune.strip(w)
+    np.testing.assert_allclose(plain.predict(x[:8], verbose=0), w.predict(x[:8], verbose=0), rtol=1e-5, atol=1e-6)

@@ -13,6 +13,10 @@ places, translated here:
 * arguments one Keras has and the other lacks (e.g. Keras 3's ``lora_rank``)
   are dropped when they hold their default, and refused otherwise.
 
+A functional subclass whose configuration holds constructor arguments (a
+keras-hub backbone) is read as a plain functional model over the same layers
+(`plain_graph`); the twin, and what comes back from it, is plain functional.
+
 Functions of tfprune that work on tf-keras models only use this to serve a
 Keras 3 model (`to_tf_keras`, run, `to_keras3` of the result). Custom layers
 cannot be translated (their class exists for one Keras only): refused with the
@@ -30,7 +34,7 @@ import numpy as np
 
 from tfprune._keras import keras as tf_keras
 
-__all__ = ["to_tf_keras", "to_keras3", "copy_weights", "on_tf_keras_twin"]
+__all__ = ["to_tf_keras", "to_keras3", "copy_weights", "on_tf_keras_twin", "plain_graph"]
 
 _TENSOR = "__keras_tensor__"
 #: Arguments one Keras has and the other's class lacks, with the value that means "not used" (dropped then; any other value is
@@ -240,9 +244,35 @@ def copy_weights(src: Any, dst: Any) -> None:
         twin.set_weights(values)
 
 
+def _subclassed_graph(model: Any) -> bool:
+    """A functional model of a subclass whose configuration holds its constructor arguments, not its graph (keras-hub backbones, tasks)."""
+    from keras.src.models.functional import Functional, functional_like_constructor
+
+    return isinstance(model, Functional) and type(model) is not Functional and not functional_like_constructor(type(model))
+
+
+def plain_graph(model: Any) -> Any:
+    """``model`` with every functional subclass in it (itself included) rebuilt as a plain functional model over the same layers.
+
+    A keras-hub ``Backbone`` is a functional model whose ``get_config`` holds
+    its constructor arguments, so its graph cannot be read from the
+    configuration; the plain view has the same layer objects (weights shared,
+    nothing copied) and a configuration that lists them. ``model`` itself is
+    returned when nothing needs rebuilding; it is never changed.
+    """
+    def needs(m: Any) -> bool:
+        return _subclassed_graph(m) or any(isinstance(la, keras3.Model) and needs(la) for la in getattr(m, "layers", []))
+
+    if not needs(model):
+        return model
+    return keras3.models.clone_model(model, clone_function=lambda la: plain_graph(la) if isinstance(la, keras3.Model) else la)
+
+
 def _translate(model: Any, target: Any) -> Any:
     import json
 
+    if target is tf_keras:
+        model = plain_graph(model)
     cfg = json.loads(model.to_json())
     new = _build(_model_config(cfg, target, _output_shapes(model)), target)
     copy_weights(model, new)
@@ -254,10 +284,10 @@ def to_tf_keras(model: Any) -> Any:
 
     Wrapped models are refused: `tfprune.strip` them first.
     """
-    from tfprune.keras3.inventory import check_keras3_model, keras3_wrappers
+    from tfprune.keras3.inventory import check_keras3_model, keras3_channel_masks, keras3_wrappers
 
     check_keras3_model(model)
-    if keras3_wrappers(model):
+    if keras3_wrappers(model) or keras3_channel_masks(model):
         raise ValueError(f"model {model.name!r} holds pruning wrappers. Fix: tfprune.strip(model) first")
     return _translate(model, tf_keras)
 
@@ -282,9 +312,9 @@ def on_tf_keras_twin(fn: Any, model: Any, *args: Any, **kwargs: Any) -> Any:
     (Layer-wise OBS, channel removal, shallowing) serve Keras 3 models.
     """
     from tfprune.keras3.cloning import strip_keras3
-    from tfprune.keras3.inventory import keras3_wrappers
+    from tfprune.keras3.inventory import keras3_channel_masks, keras3_wrappers
 
-    plain = strip_keras3(model) if keras3_wrappers(model) else model
+    plain = strip_keras3(model) if keras3_wrappers(model) or keras3_channel_masks(model) else model
     result = fn(to_tf_keras(plain), *args, **kwargs)
     note = (f"{getattr(fn, '__name__', 'this function')} ran on a tf-keras twin of the Keras 3 model {model.name!r} (same layers, names "
             "and weights, tfprune.keras3.convert); the model returned is Keras 3 again")

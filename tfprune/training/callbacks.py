@@ -517,9 +517,10 @@ class Pruning(keras.callbacks.Callback):
             over_all = ""
         else:
             over_all = f"; the requested sparsity {total:.4f} of the wrapped weights is {total * wrapped / (wrapped + hidden):.4f} of all of them"
+        layer_wrapper = "tfprune.keras3.wrapper.PruneWrapper" if is_keras3_object(self.model) else "tfprune.PruneLayer"
         note = (f"{hidden} of {wrapped + hidden} Conv/Dense weights ({hidden / (wrapped + hidden):.1%}) sit inside layers tfprune cannot "
                 f"wrap and are not pruned: {', '.join(owners[:6])}{' ...' if len(owners) > 6 else ''}{over_all}. Fix: build those blocks "
-                "from Keras layers in the functional model, or put tfprune.PruneLayer around the layers inside the custom layer")
+                f"from Keras layers in the functional model, or put {layer_wrapper} around the layers inside the custom layer")
         self.notes_.append(note)
         warnings.warn(note, stacklevel=4)
 

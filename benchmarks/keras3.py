@@ -143,6 +143,8 @@ def write(results: dict, out: str) -> None:
             lines.append(f"| {path} | {' / '.join(f'{100 * a:.2f}' for a in accs)} | {100 * np.mean(accs) if accs else float('nan'):.2f} | "
                          f"{t.get('plain_ms', float('nan')):.2f} | {t.get('pruning_ms', float('nan')):.2f} | {t.get('ratio', float('nan')):.3f} |")
         lines.append("")
+        if m.get("command"):
+            lines += [f"Budget: {m.get('budget', '')}. CPU time: {m.get('cpu_minutes') or 0:.1f} min. Command: `{m['command']}`", ""]
     c = results["config"]
     lines += [f"Budget: {c['budget']}. Step time: TensorFlow backend, median seconds between batches over {c['timing_steps']} steps "
               f"(the better of two alternated rounds), masks updated every {c['timing_frequency']} steps. CPU time: {c.get('cpu_minutes', 0):.1f} min.",
@@ -172,21 +174,32 @@ def main(argv=None) -> int:
                                         "budget": f"plan {args.sparsity} from the dense tf-keras weights, given to both paths; "
                                                   f"{args.ramp_epochs} ramp + {args.finetune_epochs} fine-tuning epoch(s), batch {args.batch_size}; "
                                                   f"seeds {args.seeds}"}}
+    if os.path.exists(args.out):  # models of an earlier run that this one does not redo are kept, each with its own command
+        with open(args.out) as f:
+            earlier = json.load(f)
+        for name, entry in earlier.get("models", {}).items():
+            if name not in args.models.split(","):
+                entry.setdefault("command", earlier.get("config", {}).get("command"))
+                entry.setdefault("cpu_minutes", earlier.get("config", {}).get("cpu_minutes"))
+                results["models"][name] = entry
     for name in args.models.split(","):
+        c_model = time.process_time()
         dense, twin, train, test, steps, lr = setup(name, args)
         plan = tp.plan(dense, args.sparsity)
         entry = {"dense_acc": accuracy(dense, test), "dense_acc_keras3": accuracy(twin, test), "plan_sparsity": plan.achieved,
                  "n_train": len(train[0]), "n_test": len(test[0]),
-                 "plan_allocation": plan.allocator, "acc": {p: [] for p in PATHS}}
+                 "plan_allocation": plan.allocator, "acc": {p: [] for p in PATHS}, "command": command, "budget": results["config"]["budget"]}
         results["models"][name] = entry
         for seed in range(args.seeds):
             for path, base in (("tf_keras", dense), ("keras3", twin)):
                 entry["acc"][path].append(run_accuracy(name, path, base, plan, train, test, steps, lr, seed, args))
                 results["config"]["cpu_minutes"] = (time.process_time() - c0) / 60
+                entry["cpu_minutes"] = (time.process_time() - c_model) / 60
                 write(results, args.out)
                 print(f"[keras3] {name} {path} seed {seed}: {100 * entry['acc'][path][-1]:.2f}% ({time.time() - t0:.0f} s)", flush=True)
         entry["step_time"] = step_times(name, {"tf_keras": dense, "keras3": twin}, plan, train, steps, lr, args)
         results["config"]["cpu_minutes"] = (time.process_time() - c0) / 60
+        entry["cpu_minutes"] = (time.process_time() - c_model) / 60
         write(results, args.out)
         print(f"[keras3] {name} step times: {entry['step_time']}", flush=True)
     print(open(os.path.splitext(args.out)[0] + ".md").read())

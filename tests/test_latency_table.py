@@ -1,0 +1,127 @@
+"""Latency lookup tables: the numpy side (interpolation, calibration, files) without TensorFlow, and a table built for a small CNN."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from tfprune.latency.table import FORMAT, LatencyTable, LayerTiming, calibrate_remainder, channel_grid, interpolate
+
+
+def test_channel_grid_is_ascending_distinct_and_ends_at_n():
+    assert channel_grid(16, 4).tolist() == [4, 8, 12, 16]
+    assert channel_grid(3, 6).tolist() == [1, 2, 3]
+    assert channel_grid(1, 5).tolist() == [1]
+    with pytest.raises(ValueError, match="n >= 1"):
+        channel_grid(0, 3)
+
+
+def test_interpolate_is_exact_on_a_bilinear_function_and_clamps():
+    gi, go = np.array([2, 4, 8]), np.array([1, 3])
+    f = lambda a, b: 0.5 + 0.25 * a + 0.1 * b + 0.01 * a * b  # noqa: E731  bilinear: interpolation reproduces it on each cell
+    ms = np.array([[f(a, b) for b in go] for a in gi])
+    for a, b in [(2, 1), (3, 2), (5.5, 1.5), (8, 3), (7, 2.9)]:
+        assert interpolate(gi, go, ms, a, b) == pytest.approx(f(a, b))
+    assert interpolate(gi, go, ms, 1, 0) == pytest.approx(f(2, 1))  # below the grid: its first point
+    assert interpolate(gi, go, ms, 100, 100) == pytest.approx(f(8, 3))
+    assert interpolate([4], [7], [[2.5]], 1, 100) == 2.5  # one point: constant
+
+
+def test_calibration_recovers_a_linear_remainder():
+    sums = [10.0, 7.0, 5.0]
+    shares = [1.0, 0.7, 0.4]
+    measured = [s + 0.3 + 2.0 * sh for s, sh in zip(sums, shares)]
+    assert calibrate_remainder(measured, sums, shares) == pytest.approx((0.3, 2.0))
+    assert calibrate_remainder([11.0], [10.0], [1.0]) == pytest.approx((1.0, 0.0))  # one variant: a constant
+    base, per = calibrate_remainder([10.0, 7.5, 5.5], sums, shares)  # less element-wise work costs more here: a constant instead
+    assert per == 0.0 and base == pytest.approx(np.mean([0.0, 0.5, 0.5]))
+
+
+def _table() -> LatencyTable:
+    t = LayerTiming(np.array([4, 8]), np.array([8, 16]), np.array([[1.0, 2.0], [2.0, 4.0]]), "conv")
+    d = LayerTiming(np.array([16]), np.array([10]), np.array([[0.5]]), "dense")
+    return LatencyTable(timings={"conv": t, "dense": d}, layers={"c1": ("conv", 8, 16), "c2": ("conv", 8, 16), "fc": ("dense", 16, 10)},
+                        base_ms=0.2, elementwise_ms=1.0, model="m")
+
+
+def test_prediction_sums_the_layers_and_the_remainder():
+    t = _table()
+    assert t.dense_ms == pytest.approx(4.0 + 4.0 + 0.5 + 0.2 + 1.0)
+    assert t.predict({"c1": (4, 8)}, share=0.5) == pytest.approx(1.0 + 4.0 + 0.5 + 0.2 + 0.5)
+    assert t.layer_ms("c1", 6, 12) == pytest.approx(2.25)
+    with pytest.raises(KeyError, match="not in the latency table"):
+        t.predict({"nope": (1, 1)})
+
+
+def test_table_files_round_trip_and_bad_files_say_what_is_wrong(tmp_path):
+    t = _table()
+    path = tmp_path / "t.json"
+    t.save(str(path))
+    again = LatencyTable.load(str(path))
+    assert again.to_dict() == t.to_dict() and json.loads(path.read_text())["format"] == FORMAT
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"format": "something else"}))
+    with pytest.raises(ValueError, match="not a tfprune latency table.*Fix"):
+        LatencyTable.load(str(bad))
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="is not JSON"):
+        LatencyTable.load(str(bad))
+    d = t.to_dict()
+    d["timings"]["conv"]["ms"] = [[1.0, 2.0]]
+    with pytest.raises(ValueError, match="expected \\(2, 2\\)"):
+        LatencyTable.from_dict(d)
+    d = t.to_dict()
+    d["timings"]["conv"]["grid_in"] = [8, 4]
+    with pytest.raises(ValueError, match="ascending"):
+        LatencyTable.from_dict(d)
+    d = t.to_dict()
+    del d["timings"]["dense"]
+    with pytest.raises(ValueError, match="signatures the table does not time"):
+        LatencyTable.from_dict(d)
+
+
+def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, monkeypatch):
+    import tfprune
+    from tfprune.latency import LatencyCost, build_table, measure
+    from tfprune.structured.graph import channel_graph
+
+    keras = tfprune._keras.keras
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c3")(x)  # the same signature as c2
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
+    built = []
+    real = measure._one_layer_model
+    monkeypatch.setattr(measure, "_one_layer_model", lambda *a: built.append(a[0].name) or real(*a))
+    cache = str(tmp_path / "cache.json")
+    table = build_table(model, points=2, rounds=1, block=2, calibrate=(0.5,), cache=cache)
+    assert set(table.layers) == {"c1", "c2", "c3", "fc"}
+    assert table.layers["c2"][0] == table.layers["c3"][0] != table.layers["c1"][0]
+    assert len(table.timings) == 3 and len(built) == 2 + 4 + 2  # c1: 2 outputs (3 inputs fixed); c2 = c3: 2 x 2; fc: 2 inputs
+    t = table.timings[table.layers["c2"][0]]
+    assert t.grid_in.tolist() == [4, 8] and t.grid_out.tolist() == [4, 8] and np.all(np.isfinite(t.ms)) and np.all(t.ms >= 0)
+    assert table.timings[table.layers["fc"][0]].grid_out.tolist() == [4]  # the logits stay whole
+    assert any(n.startswith("calibration dense: measured") for n in table.notes) and table.base_ms >= 0 and table.elementwise_ms >= 0
+    cost = LatencyCost(channel_graph(model), table)
+    assert cost.estimate(np.zeros(cost.all_labels.size, bool)) == pytest.approx(table.dense_ms)
+
+    built.clear()
+    again = build_table(model, points=2, rounds=1, block=2, calibrate=(), cache=cache)
+    assert not built and {s: t.ms.tolist() for s, t in again.timings.items()} == {s: t.ms.tolist() for s, t in table.timings.items()}
+
+
+def test_build_table_refuses_what_it_cannot_time():
+    import tfprune
+    from tfprune.latency import build_table
+
+    keras = tfprune._keras.keras
+    inp = keras.Input((None, None, 3))
+    model = keras.Model(inp, keras.layers.Conv2D(4, 3)(inp))
+    with pytest.raises(ValueError, match="unknown size.*Fix: build the model with a fixed input"):
+        build_table(model, cache=False)
+    with pytest.raises(ValueError, match="threads"):
+        build_table(model, threads=0, cache=False)

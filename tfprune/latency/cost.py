@@ -1,0 +1,79 @@
+"""The latency of a channel-pruned model predicted from a `LatencyTable`, for any set of removed channels, without building it.
+
+The twin of `tfprune.structured.plan.CostModel` (MACs and params): the same
+channel graph, the same "removed id classes" input, milliseconds out. Each
+timed layer is looked up at the channel counts it keeps; the element-wise
+remainder scales with the share of element-wise activations kept.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from tfprune.latency.table import LatencyTable
+from tfprune.structured.graph import FROZEN, INPUT, PRODUCER, ChannelGraph, TensorKey
+from tfprune.structured.plan import CostModel
+
+__all__ = ["LatencyCost", "timed_layer_keys"]
+
+
+def timed_layer_keys(cg: ChannelGraph, name: str) -> tuple[TensorKey | None, TensorKey | None]:
+    """The (input, output) tensors of layer ``name`` whose channels the graph tracks (None where it tracks none)."""
+    node = cg.nodes[name]
+    kin = node.inputs[0] if node.inputs and node.inputs[0] in cg.labels else None
+    kout = node.outputs[0] if node.outputs and node.outputs[0] in cg.labels else None
+    return kin, kout
+
+
+class LatencyCost:
+    """Milliseconds of the shrunk model for any set of removed channels (bool per id class, as `CostModel.estimate` takes)."""
+
+    def __init__(self, cg: ChannelGraph, table: LatencyTable) -> None:
+        missing = sorted(n for n in table.layers if n not in cg.nodes)
+        if missing:
+            raise ValueError(f"the latency table names layers the model does not have: {missing[:5]}. Fix: build the table for this model "
+                             f"(tfprune.latency.build_table(model)); it was built for {table.model!r}")
+        self.cg, self.table = cg, table
+        self.macs = CostModel(cg)
+        self.all_labels, self.index = self.macs.all_labels, self.macs.index
+        self.timed = []
+        for name, (_, dense_in, dense_out) in table.layers.items():
+            kin, kout = timed_layer_keys(cg, name)
+            if cg.nodes[name].kind != PRODUCER:  # depthwise: its outputs are its inputs' channels
+                kout = None
+            self.timed.append((name, kin, kout, dense_in, dense_out))
+        self.elementwise: list[tuple[TensorKey, float]] = []
+        for name, node in cg.nodes.items():
+            if name in table.layers or node.kind in (INPUT, FROZEN) or not node.outputs:
+                continue
+            key = node.outputs[0]
+            shape = cg.shapes.get(key)
+            if key in cg.labels and shape is not None:
+                self.elementwise.append((key, float(np.prod([d for d in shape[1:] if d is not None]))))
+        self.elementwise_total = sum(e for _, e in self.elementwise)
+
+    def removed_mask(self, labels: np.ndarray) -> np.ndarray:
+        return self.macs.removed_mask(labels)
+
+    def _kept(self, removed: np.ndarray, key: TensorKey | None) -> float:
+        if key is None:
+            return 1.0
+        idx = self.index[key]
+        return (idx.size - int(removed[idx].sum())) / max(idx.size, 1)
+
+    def channels(self, removed: np.ndarray) -> dict[str, tuple[float, float]]:
+        """Layer -> (input, output) channels kept."""
+        out = {}
+        for name, kin, kout, dense_in, dense_out in self.timed:
+            out[name] = (dense_in * self._kept(removed, kin), dense_out * self._kept(removed, kout if kout is not None else kin))
+        return out
+
+    def share(self, removed: np.ndarray) -> float:
+        """Fraction of the dense model's element-wise activations kept."""
+        if not self.elementwise_total:
+            return 1.0
+        return sum(e * self._kept(removed, k) for k, e in self.elementwise) / self.elementwise_total
+
+    def estimate(self, removed: np.ndarray) -> float:
+        """Predicted milliseconds with the id classes ``removed`` (bool per label) gone."""
+        return self.table.predict(self.channels(removed), self.share(removed))

@@ -1,0 +1,263 @@
+"""Build a `LatencyTable` for a model by timing its own layers with ai-edge-litert on this machine (``device="host"``).
+
+For every layer tfprune times (Conv1D/2D, DepthwiseConv2D, SeparableConv2D,
+Conv2DTranspose, Dense) a one-layer model with the layer's configuration and
+input size is converted to float TFLite at each point of a grid of input and
+output channel counts (`tfprune.latency.table.channel_grid`; only the sides
+whose channels a prunable group can remove get a grid) and timed at batch 1,
+interleaved with the others (median of blocks of invocations), less the time
+of an almost empty model (the interpreter's own cost per invocation). Layers
+that compute the same thing share a signature and are timed once; timings are
+cached per signature, device and thread count in
+``~/.cache/tfprune/latency/`` (``$TFPRUNE_CACHE`` moves it), so a second model
+with the same layers costs nothing.
+
+The remainder (element-wise layers, the interpreter's overhead) is calibrated
+on whole-model timings of the dense model and of ``calibrate`` uniformly
+channel-pruned copies (`tfprune.latency.table.calibrate_remainder`); the
+notes of the table give each variant's measured and predicted milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from tfprune._keras import keras
+from tfprune.latency.cost import LatencyCost, timed_layer_keys
+from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder, channel_grid
+from tfprune.structured.graph import ChannelGraph, channel_graph
+from tfprune.validation import check_int, fraction
+
+__all__ = ["build_table", "time_tflite", "tflite_bytes", "TIMED_LAYERS", "measure_model_ms"]
+
+L = keras.layers
+#: the layer classes a table times one by one (everything else is the remainder)
+TIMED_LAYERS = (L.Conv1D, L.Conv2D, L.DepthwiseConv2D, L.SeparableConv2D, L.Conv2DTranspose, L.Dense)
+_DROP = ("name", "trainable", "dtype", "kernel_initializer", "bias_initializer", "kernel_regularizer", "bias_regularizer",
+         "activity_regularizer", "kernel_constraint", "bias_constraint", "depthwise_initializer", "pointwise_initializer",
+         "depthwise_regularizer", "pointwise_regularizer", "depthwise_constraint", "pointwise_constraint", "filters", "units")
+
+
+def tflite_bytes(model: Any) -> bytes:
+    """Float TFLite of a plain tf-keras model (builtin ops)."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    return converter.convert()
+
+
+def time_tflite(contents: Mapping[Any, bytes], threads: int = 1, rounds: int = 10, block: int = 10, warmup: int = 3) -> tuple[dict[Any, float], str]:
+    """Median milliseconds per batch-1 invocation of each .tflite, timed in interleaved blocks; and the runtime used.
+
+    Every model runs ``rounds`` blocks of ``block`` invocations, the models
+    taking turns, so a change of machine load touches all of them alike.
+    """
+    from tfprune.export.runtime import make_interpreter
+
+    rng = np.random.default_rng(0)
+    interps, runtimes = {}, set()
+    for key, content in contents.items():
+        interp, runtime = make_interpreter(content, num_threads=threads)
+        for d in interp.get_input_details():
+            interp.set_tensor(d["index"], rng.standard_normal(d["shape"]).astype(d["dtype"]))
+        for _ in range(warmup):
+            interp.invoke()
+        interps[key] = interp
+        runtimes.add(runtime)
+    times: dict[Any, list[float]] = {k: [] for k in contents}
+    clock = time.perf_counter
+    for _ in range(rounds):
+        for key, interp in interps.items():
+            for _ in range(block):
+                t = clock()
+                interp.invoke()
+                times[key].append(clock() - t)
+    return {k: float(np.median(v) * 1000.0) for k, v in times.items()}, ", ".join(sorted(runtimes))
+
+
+def measure_model_ms(models: Mapping[Any, Any], threads: int = 1, rounds: int = 20, block: int = 10) -> dict[Any, float]:
+    """Median milliseconds per batch-1 invocation of each tf-keras model as float TFLite (interleaved)."""
+    return time_tflite({k: tflite_bytes(m) for k, m in models.items()}, threads, rounds, block)[0]
+
+
+# ------------------------------------------------------------------ layers
+def _input_shape(layer: Any) -> tuple:
+    shape = tuple(layer.input.shape)[1:]
+    if any(d is None for d in shape):
+        raise ValueError(f"layer {layer.name!r} has input shape {shape} with an unknown size; a latency table times layers at the "
+                         "model's input size. Fix: build the model with a fixed input, keras.Input(shape=(H, W, C))")
+    return tuple(int(d) for d in shape)
+
+
+def _signature(layer: Any, in_shape: tuple, n_out: int) -> str:
+    config = {k: v for k, v in layer.get_config().items() if k not in _DROP}
+    return json.dumps({"class": type(layer).__name__, "config": config, "input": list(in_shape), "out": int(n_out)}, sort_keys=True,
+                      default=str)
+
+
+def _one_layer_model(layer: Any, in_shape: tuple, n_in: int, n_out: int) -> Any:
+    config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
+    if "filters" in config:
+        config["filters"] = int(n_out)
+    if "units" in config:
+        config["units"] = int(n_out)
+    inp = keras.Input(shape=in_shape[:-1] + (int(n_in),))
+    return keras.Model(inp, type(layer).from_config(config)(inp))
+
+
+def _grid(n: int, points: int, groups: int, prunable: bool) -> np.ndarray:
+    if not prunable:
+        return np.asarray([n], dtype=np.int64)
+    if groups > 1:
+        return channel_grid(n // groups, points) * groups
+    return channel_grid(n, points)
+
+
+def _cache_file(threads: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), cpu)
+    except OSError:
+        pass
+    import ai_edge_litert
+
+    tag = hashlib.sha256(f"{cpu}|{getattr(ai_edge_litert, '__version__', '')}".encode()).hexdigest()[:12]
+    root = os.environ.get("TFPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tfprune")
+    return os.path.join(root, "latency", f"host-{tag}-threads{threads}.json")
+
+
+def _read_cache(path: str) -> dict:
+    try:
+        with open(path) as f:
+            data = json.load(f)
+        return data if isinstance(data, dict) else {}
+    except (OSError, json.JSONDecodeError):
+        return {}
+
+
+def _write_cache(path: str, data: dict) -> None:
+    from tfprune.files import atomic_write
+
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with atomic_write(path, "w") as f:
+        json.dump(data, f)
+
+
+def _removed_by_plan(cost: LatencyCost, cg: ChannelGraph, channels: Mapping[str, Sequence[int]]) -> np.ndarray:
+    labels = [int(cg.group(g).labels[c]) for g, cs in channels.items() for c in cs]
+    return cost.removed_mask(np.asarray(labels, dtype=np.int64)) if labels else np.zeros(cost.all_labels.size, bool)
+
+
+def build_table(
+    model: Any,
+    *,
+    threads: int = 1,
+    points: int = 6,
+    rounds: int = 10,
+    block: int = 10,
+    calibrate: Sequence[float] = (0.3, 0.6),
+    cache: bool | str = True,
+    progress: Callable[[str], None] | None = None,
+) -> LatencyTable:
+    """Time ``model``'s own layers at the channel counts it can take; a `LatencyTable` for ``device="host"``.
+
+    Args:
+      model: a built tf-keras model with a fixed input size (a Keras 3 model is timed through its tf-keras twin).
+      threads: interpreter threads (the table is for this thread count).
+      points: grid points per channel axis (about ``n/points`` apart).
+      rounds, block: each one-layer model runs ``rounds`` blocks of ``block`` invocations (interleaved).
+      calibrate: fractions of MACs removed (uniform channel pruning) of the whole-model variants, beside the dense model,
+        on which the remainder is calibrated.
+      cache: True (the default cache file), False (time everything), or a path to a JSON cache file.
+      progress: called with a line of text as the work goes on (None: quiet).
+    """
+    from tfprune._keras import is_keras3_object
+    from tfprune.structured.plan import plan_and_shrink
+
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import to_tf_keras
+
+        model = to_tf_keras(model)
+    threads = check_int(threads, "threads", 1)
+    points = check_int(points, "points", 1)
+    rounds = check_int(rounds, "rounds", 1)
+    block = check_int(block, "block", 1)
+    calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
+    say = progress or (lambda _: None)
+    cg = channel_graph(model)
+    prunable_keys = {k for g in cg.prunable for k in g.tensors}
+    layers: dict[str, tuple[str, int, int]] = {}
+    todo: dict[str, tuple[Any, tuple, np.ndarray, np.ndarray]] = {}
+    for name in cg.nodes:
+        layer = cg.flat.get_layer(name)
+        if not isinstance(layer, TIMED_LAYERS):
+            continue
+        in_shape = _input_shape(layer)
+        n_in, n_out = in_shape[-1], int(layer.output.shape[-1])
+        sig = _signature(layer, in_shape, n_out)
+        kin, kout = timed_layer_keys(cg, name)
+        groups = int(getattr(layer, "groups", 1) or 1)
+        depthwise = isinstance(layer, L.DepthwiseConv2D)
+        g_in = _grid(n_in, points, groups, kin in prunable_keys)
+        g_out = np.asarray([n_out], np.int64) if depthwise else _grid(n_out, points, groups, kout in prunable_keys)
+        layers[name] = (sig, n_in, n_out)
+        if sig in todo:  # the union of the grids of the layers that share the signature
+            _, _, a, b = todo[sig]
+            todo[sig] = (layer, in_shape, np.union1d(a, g_in), np.union1d(b, g_out))
+        else:
+            todo[sig] = (layer, in_shape, g_in, g_out)
+    if not layers:
+        raise ValueError(f"model {model.name!r} has no layer tfprune times (Conv, DepthwiseConv2D, SeparableConv2D, Dense)")
+    cache_path = (cache if isinstance(cache, str) else _cache_file(threads)) if cache else None
+    stored = _read_cache(cache_path) if cache_path else {}
+    empty = keras.Model(inp := keras.Input((1,)), L.ReLU()(inp))
+    timings: dict[str, LayerTiming] = {}
+    runtime = ""
+    for i, (sig, (layer, in_shape, g_in, g_out)) in enumerate(todo.items(), 1):
+        hit = stored.get(sig)
+        if hit and set(g_in.tolist()) <= set(hit["grid_in"]) and set(g_out.tolist()) <= set(hit["grid_out"]):
+            t = LayerTiming(np.asarray(hit["grid_in"]), np.asarray(hit["grid_out"]), np.asarray(hit["ms"]), hit.get("description", ""))
+            timings[sig] = t
+            say(f"[latency] {i}/{len(todo)} {type(layer).__name__} {layer.name}: cached")
+            continue
+        contents = {"empty": tflite_bytes(empty)}
+        for a in g_in:
+            for b in g_out:
+                contents[(int(a), int(b))] = tflite_bytes(_one_layer_model(layer, in_shape, int(a), int(b)))
+        ms, runtime = time_tflite(contents, threads, rounds, block)
+        base = ms.pop("empty")
+        grid = np.asarray([[max(ms[(int(a), int(b))] - base, 0.0) for b in g_out] for a in g_in])
+        desc = f"{type(layer).__name__} like {layer.name!r}, input {in_shape}"
+        timings[sig] = LayerTiming(g_in, g_out, grid, desc)
+        stored[sig] = {"grid_in": g_in.tolist(), "grid_out": g_out.tolist(), "ms": grid.tolist(), "description": desc}
+        if cache_path:
+            _write_cache(cache_path, stored)
+        say(f"[latency] {i}/{len(todo)} {desc}: {grid.size} points, {grid.min():.4f}-{grid.max():.4f} ms")
+    table = LatencyTable(timings=timings, layers=layers, device="host", threads=threads, runtime=runtime, model=model.name,
+                         notes=[f"grid of {points} points per prunable channel axis; {rounds} x {block} invocations per point, less an "
+                                "empty model's time"])
+    cost = LatencyCost(cg, table)
+    variants = {"dense": (model, np.zeros(cost.all_labels.size, bool))}
+    for f in calibrate:
+        if f <= 0:
+            continue
+        plan, small, _ = plan_and_shrink(model, macs=f, allocation="uniform")
+        variants[f"uniform macs={f:g}"] = (small, _removed_by_plan(cost, cg, plan.channels))
+    measured = measure_model_ms({k: m for k, (m, _) in variants.items()}, threads, rounds=max(rounds, 10), block=block)
+    sums = [sum(table.layer_ms(n, *c) for n, c in cost.channels(r).items()) for _, r in variants.values()]
+    shares = [cost.share(r) for _, r in variants.values()]
+    table.base_ms, table.elementwise_ms = calibrate_remainder([measured[k] for k in variants], sums, shares)
+    for (key, (_, removed)), m in zip(variants.items(), [measured[k] for k in variants]):
+        table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {cost.estimate(removed):.4f} ms")
+    say(f"[latency] remainder: {table.base_ms:.4f} ms + {table.elementwise_ms:.4f} ms x element-wise share")
+    return table

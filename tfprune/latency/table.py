@@ -1,0 +1,221 @@
+"""Latency lookup tables: milliseconds of each layer at the channel counts it can take (numpy only).
+
+A `LatencyTable` holds, for every **signature** (what a layer computes apart
+from its channel counts: its class, kernel, strides, padding, input size...),
+a grid of measured milliseconds per batch-1 invocation over input and output
+channel counts; every layer of the model names its signature, so the many
+identical convolutions of a ResNet stage share one row. A layer's time at any
+channel counts is read by bilinear interpolation on its grid (clamped to the
+grid's ends).
+
+The rest of the model (element-wise layers, pooling, the interpreter's own
+overhead) is not timed layer by layer; it is modelled as ``base_ms +
+elementwise_ms * share``, where ``share`` is the fraction of the dense model's
+element-wise activations that are kept, and the two numbers are calibrated on
+whole-model timings (`calibrate_remainder`). The prediction for a model is
+the sum of its layers' times plus that remainder.
+
+Units: milliseconds per invocation at batch 1; channel counts are counts
+(kept), not fractions.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["LayerTiming", "LatencyTable", "interpolate", "calibrate_remainder", "channel_grid", "FORMAT"]
+
+#: The ``format`` field of a table file: bumped when the layout changes.
+FORMAT = "tfprune-latency-table/1"
+
+
+def channel_grid(n: int, points: int) -> np.ndarray:
+    """Up to ``points`` channel counts from about ``n / points`` to ``n`` (ascending, distinct, each at least 1). Shape ``(k,)``, int."""
+    if n < 1 or points < 1:
+        raise ValueError(f"channel_grid needs n >= 1 and points >= 1, got n={n}, points={points}")
+    counts = {max(1, int(round(n * (i + 1) / points))) for i in range(points)}
+    return np.asarray(sorted(counts | {n}), dtype=np.int64)
+
+
+def interpolate(grid_in: np.ndarray, grid_out: np.ndarray, ms: np.ndarray, n_in: float, n_out: float) -> float:
+    """Bilinear interpolation of ``ms`` (shape ``(len(grid_in), len(grid_out))``) at ``(n_in, n_out)``, clamped to the grid.
+
+    A grid of one point along an axis is constant along it.
+    """
+    grid_in, grid_out, ms = np.asarray(grid_in, float), np.asarray(grid_out, float), np.asarray(ms, float)
+    if ms.shape != (grid_in.size, grid_out.size):
+        raise ValueError(f"ms has shape {ms.shape}, expected {(grid_in.size, grid_out.size)}")
+
+    def bracket(grid: np.ndarray, v: float) -> tuple[int, int, float]:
+        v = min(max(float(v), grid[0]), grid[-1])
+        hi = int(np.searchsorted(grid, v))
+        if hi == 0:
+            return 0, 0, 0.0
+        lo = hi - 1
+        return lo, hi, (v - grid[lo]) / (grid[hi] - grid[lo])
+
+    i0, i1, ti = bracket(grid_in, n_in)
+    j0, j1, tj = bracket(grid_out, n_out)
+    top = ms[i0, j0] * (1 - tj) + ms[i0, j1] * tj
+    bottom = ms[i1, j0] * (1 - tj) + ms[i1, j1] * tj
+    return float(top * (1 - ti) + bottom * ti)
+
+
+def calibrate_remainder(measured: list[float], layer_sums: list[float], shares: list[float]) -> tuple[float, float]:
+    """``(base_ms, elementwise_ms)``: least squares of ``measured - layer_sums = base + elementwise * share``, both kept >= 0.
+
+    ``measured``: whole-model milliseconds of a few variants of the model (the
+    dense one first); ``layer_sums``: the table's sum over their layers;
+    ``shares``: the fraction of the dense model's element-wise activations
+    each keeps. With one variant, or shares that do not differ, the remainder
+    is a constant.
+    """
+    r = np.asarray(measured, float) - np.asarray(layer_sums, float)
+    s = np.asarray(shares, float)
+    if r.size == 0:
+        return 0.0, 0.0
+    if r.size == 1 or np.ptp(s) < 1e-6:
+        return max(float(r.mean()), 0.0), 0.0
+    b, a = np.polyfit(s, r, 1)
+    if b < 0:  # less elementwise work never costs more: a constant then
+        return max(float(r.mean()), 0.0), 0.0
+    if a < 0:  # the fit through the origin
+        return 0.0, max(float(np.dot(s, r) / np.dot(s, s)), 0.0)
+    return float(a), float(b)
+
+
+@dataclass
+class LayerTiming:
+    """Measured milliseconds of one signature over a grid of channel counts.
+
+    Attributes:
+      grid_in: input channel counts, ascending, shape ``(a,)``.
+      grid_out: output channel counts, ascending, shape ``(b,)`` (a depthwise
+        layer, whose outputs follow its inputs, has ``grid_out == [1]``).
+      ms: milliseconds per batch-1 invocation, shape ``(a, b)``.
+      description: what was timed (human-readable).
+    """
+
+    grid_in: np.ndarray
+    grid_out: np.ndarray
+    ms: np.ndarray
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        self.grid_in = np.asarray(self.grid_in, dtype=np.int64)
+        self.grid_out = np.asarray(self.grid_out, dtype=np.int64)
+        self.ms = np.asarray(self.ms, dtype=np.float64)
+        if self.ms.shape != (self.grid_in.size, self.grid_out.size):
+            raise ValueError(f"ms has shape {self.ms.shape}, expected {(self.grid_in.size, self.grid_out.size)} (grid_in x grid_out)")
+        for name, g in (("grid_in", self.grid_in), ("grid_out", self.grid_out)):
+            if g.size == 0 or np.any(g < 1) or np.any(np.diff(g) <= 0):
+                raise ValueError(f"{name} must be ascending channel counts >= 1, got {g.tolist()}")
+        if not np.all(np.isfinite(self.ms)) or np.any(self.ms < 0):
+            raise ValueError("ms must hold finite times >= 0")
+
+    def at(self, n_in: float, n_out: float) -> float:
+        """Milliseconds at ``n_in`` input and ``n_out`` output channels (interpolated, clamped to the grid)."""
+        return interpolate(self.grid_in, self.grid_out, self.ms, n_in, n_out)
+
+
+@dataclass
+class LatencyTable:
+    """Per-layer latency of one model on one device, and the model's latency predicted from it.
+
+    Attributes:
+      timings: signature -> `LayerTiming`.
+      layers: layer name -> ``(signature, dense input channels, dense output channels)``.
+      base_ms, elementwise_ms: the remainder ``base_ms + elementwise_ms * share`` (see the module docstring).
+      device: where it was measured (``"host"``: ai-edge-litert on this machine, or a free text for imported tables).
+      threads: interpreter threads.
+      runtime: the interpreter's runtime (``"xnnpack"``...).
+      model: the name of the model it was built for.
+      notes: how it was built (grid, rounds, calibration variants and their errors).
+    """
+
+    timings: dict[str, LayerTiming]
+    layers: dict[str, tuple[str, int, int]]
+    base_ms: float = 0.0
+    elementwise_ms: float = 0.0
+    device: str = "host"
+    threads: int = 1
+    runtime: str = ""
+    model: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        missing = sorted({sig for sig, _, _ in self.layers.values()} - set(self.timings))
+        if missing:
+            raise ValueError(f"layers name signatures the table does not time: {missing[:3]}")
+        for name, v in (("base_ms", self.base_ms), ("elementwise_ms", self.elementwise_ms)):
+            if not math.isfinite(float(v)) or float(v) < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+    def layer_ms(self, name: str, n_in: float | None = None, n_out: float | None = None) -> float:
+        """Milliseconds of layer ``name`` at ``n_in`` / ``n_out`` channels (default: its dense counts)."""
+        if name not in self.layers:
+            raise KeyError(f"layer {name!r} is not in the latency table (built for model {self.model!r}). Fix: build the table for this model")
+        sig, dense_in, dense_out = self.layers[name]
+        return self.timings[sig].at(dense_in if n_in is None else n_in, dense_out if n_out is None else n_out)
+
+    def predict(self, channels: Mapping[str, tuple[float, float]] | None = None, share: float = 1.0) -> float:
+        """Milliseconds of the model with ``channels`` (layer -> (input, output) channels kept; absent layers dense) and ``share``
+        of its element-wise activations kept."""
+        channels = dict(channels or {})
+        unknown = sorted(set(channels) - set(self.layers))
+        if unknown:
+            raise KeyError(f"layers not in the latency table: {unknown[:5]}")
+        total = sum(self.layer_ms(n, *channels.get(n, (None, None))) for n in self.layers)
+        return float(total + self.base_ms + self.elementwise_ms * float(share))
+
+    @property
+    def dense_ms(self) -> float:
+        """The prediction for the dense model."""
+        return self.predict()
+
+    # ----------------------------------------------------------------- files
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": FORMAT, "model": self.model, "device": self.device, "threads": int(self.threads), "runtime": self.runtime,
+                "base_ms": float(self.base_ms), "elementwise_ms": float(self.elementwise_ms), "notes": list(self.notes),
+                "layers": {n: [s, int(i), int(o)] for n, (s, i, o) in self.layers.items()},
+                "timings": {s: {"grid_in": t.grid_in.tolist(), "grid_out": t.grid_out.tolist(), "ms": t.ms.tolist(),
+                                "description": t.description} for s, t in self.timings.items()}}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> LatencyTable:
+        if not isinstance(d, Mapping) or d.get("format") != FORMAT:
+            got = d.get("format") if isinstance(d, Mapping) else type(d).__name__
+            raise ValueError(f"not a tfprune latency table: format {got!r}, expected {FORMAT!r}. Fix: build one with "
+                             "tfprune.latency.build_table, or write the format docs/guide/latency.md describes")
+        try:
+            timings = {s: LayerTiming(np.asarray(t["grid_in"]), np.asarray(t["grid_out"]), np.asarray(t["ms"]), str(t.get("description", "")))
+                       for s, t in d["timings"].items()}
+            layers = {str(n): (str(v[0]), int(v[1]), int(v[2])) for n, v in d["layers"].items()}
+        except (KeyError, TypeError, IndexError) as err:
+            raise ValueError(f"latency table is missing a field or has a wrong one ({err!r}). Fix: see docs/guide/latency.md") from None
+        return cls(timings=timings, layers=layers, base_ms=float(d.get("base_ms", 0.0)), elementwise_ms=float(d.get("elementwise_ms", 0.0)),
+                   device=str(d.get("device", "")), threads=int(d.get("threads", 1)), runtime=str(d.get("runtime", "")),
+                   model=str(d.get("model", "")), notes=[str(n) for n in d.get("notes", [])])
+
+    def save(self, path: str) -> None:
+        """Write the table as JSON (atomically)."""
+        from tfprune.files import atomic_write
+
+        with atomic_write(str(path), "w") as f:
+            json.dump(self.to_dict(), f, indent=1)
+
+    @classmethod
+    def load(cls, path: str) -> LatencyTable:
+        """Read a table written by `save` (or by hand in the same format)."""
+        with open(path) as f:
+            try:
+                d = json.load(f)
+            except json.JSONDecodeError as err:
+                raise ValueError(f"latency table {path!r} is not JSON ({err}). Fix: pass a file written by LatencyTable.save") from None
+        return cls.from_dict(d)

@@ -125,3 +125,46 @@ def test_build_table_refuses_what_it_cannot_time():
         build_table(model, cache=False)
     with pytest.raises(ValueError, match="threads"):
         build_table(model, threads=0, cache=False)
+
+
+def _cnn(keras):
+    inp = keras.Input((12, 12, 3))
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
+
+
+def _linear_table() -> LatencyTable:
+    """A hand-made table: each convolution costs 0.01 ms per (input x output) channel pair, exactly (bilinear, so interpolation is exact)."""
+    conv = lambda n_in, n_out: LayerTiming(np.array([1, n_in]), np.array([1, n_out]),  # noqa: E731
+                                           0.01 * np.outer([1, n_in], [1, n_out]).astype(float))
+    return LatencyTable(timings={"c1": conv(3, 8), "c2": conv(8, 16), "fc": LayerTiming(np.array([16]), np.array([4]), np.array([[0.05]]))},
+                        layers={"c1": ("c1", 3, 8), "c2": ("c2", 8, 16), "fc": ("fc", 16, 4)}, base_ms=0.1, elementwise_ms=0.2,
+                        device="a test table", model="m")
+
+
+def test_a_channel_plan_meets_a_latency_ratio_on_the_table():
+    import tfprune
+
+    model = _cnn(tfprune._keras.keras)
+    table = _linear_table()
+    dense = table.dense_ms
+    plan = tfprune.plan(model, latency=0.6, latency_table=table, granularity="channel", tolerance=0.05)
+    assert plan.budget == "latency" and plan.requested == pytest.approx(0.4)
+    kept = {g: plan.n_units[g] - len(plan.channels[g]) for g in plan.channels}
+    assert kept["c1"] < 8 and kept["c2"] < 16
+    # the prediction at the kept channels, computed here by hand: c1 3 x k1, c2 k1 x k2, fc k2 rows (one point: constant)
+    k1, k2 = kept["c1"], kept["c2"]
+    share = k2 / 16  # the element-wise remainder: the pooling's output (the activations are fused into the convolutions)
+    hand = 0.01 * (3 * k1 + k1 * k2) + 0.05 + 0.1 + 0.2 * share
+    assert dense == pytest.approx(0.01 * (3 * 8 + 8 * 16) + 0.05 + 0.1 + 0.2)
+    assert 1 - plan.achieved == pytest.approx(hand / dense, rel=1e-9)
+    assert hand / dense <= 0.6 + 0.01 * 16 / dense  # reached (within one channel of c2)
+    assert any("a test table" in n for n in plan.notes)
+    with pytest.raises(ValueError, match="latency.*ratio of the dense model's latency"):
+        tfprune.plan(model, latency=1.5, latency_table=table, granularity="channel")
+    with pytest.raises(ValueError, match="granularity='channel' with latency="):
+        tfprune.plan(model, latency=0.5, latency_table=table)
+    with pytest.raises(TypeError, match="LatencyTable"):
+        tfprune.plan(model, latency=0.5, latency_table={"not": "a table"}, granularity="channel")

@@ -51,6 +51,7 @@ class LatencyCost:
             if key in cg.labels and shape is not None:
                 self.elementwise.append((key, float(np.prod([d for d in shape[1:] if d is not None]))))
         self.elementwise_total = sum(e for _, e in self.elementwise)
+        self.description = f"a latency table for {table.device!r} ({table.threads} thread(s), {table.runtime or 'runtime unknown'})"
 
     def removed_mask(self, labels: np.ndarray) -> np.ndarray:
         return self.macs.removed_mask(labels)

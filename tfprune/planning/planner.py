@@ -211,6 +211,8 @@ def plan(
     *,
     macs: float | None = None,
     params: float | None = None,
+    latency: float | None = None,
+    latency_table: Any = None,
     importance: str | ImportanceScores | Mapping[str, float] | None = None,
     allocation: str | None = None,
     granularity: str | Granularity = "unstructured",
@@ -235,7 +237,12 @@ def plan(
     * ``sparsity``: fraction of all prunable kernel weights removed (weight granularities);
     * ``params``: fraction of the model's parameters removed (any granularity);
     * ``macs``: fraction of the model's multiply-accumulates removed (``channel``:
-      only physical removal lowers MACs).
+      only physical removal lowers MACs);
+    * ``latency`` (``channel``): the latency wanted, as a **ratio** of the dense
+      model's (0.5: half the milliseconds), predicted by ``latency_table`` (a
+      `tfprune.latency.LatencyTable`; built with `tfprune.latency.build_table`,
+      timing the model's layers on this machine, when None). The plan's
+      ``requested`` and ``achieved`` are then fractions of the latency removed.
 
     Args:
       model: a tf-keras model (wrapped or not), or ``tfprune.prunable_layers(model)``.
@@ -275,11 +282,17 @@ def plan(
     """
     t0 = time.perf_counter()
     g = parse_granularity(granularity)
-    given = {k: v for k, v in (("sparsity", sparsity), ("macs", macs), ("params", params)) if v is not None}
+    given = {k: v for k, v in (("sparsity", sparsity), ("macs", macs), ("params", params), ("latency", latency)) if v is not None}
     if len(given) != 1:
         raise ValueError(f"give exactly one budget: sparsity= (fraction of prunable weights removed), macs= or params= (fractions of the "
-                         f"model's MACs / parameters removed); got {sorted(given) or 'none'}")
+                         f"model's MACs / parameters removed), or latency= (channel plans: a ratio of the dense model's latency); "
+                         f"got {sorted(given) or 'none'}")
     (budget, value), = given.items()
+    if budget == "latency" and g.kind != "channel":
+        raise ValueError(f"granularity={g.name!r} keeps every multiply of the dense kernels on this machine's LiteRT, so it cannot lower "
+                         "the latency a table predicts. Fix: granularity='channel' with latency=")
+    if latency_table is not None and budget != "latency":
+        raise ValueError("latency_table= is read only with a latency= budget. Fix: drop it, or pass latency=")
     if g.kind == "channel":
         if budget == "sparsity":
             raise ValueError("granularity='channel' removes whole channels: its budget is counted in MACs or parameters. "
@@ -288,13 +301,24 @@ def plan(
 
         if isinstance(model, (list,)) or not hasattr(model, "get_config"):
             raise TypeError("a channel plan needs the Keras model itself (its graph), not its prunable_layers()")
-        check_sparsity(value, budget)
+        if budget != "latency":
+            check_sparsity(value, budget)
         if is_keras3_object(model):  # planned on its tf-keras twin: the same groups, names and channels
             from tfprune.keras3.convert import to_tf_keras
             from tfprune.masks.wrapping import is_wrapped, strip
 
             model = to_tf_keras(strip(model) if is_wrapped(model) else model)
-        return plan_and_shrink(_plain(model), macs, params, importance=importance or default_methods(g)[0],
+        latency_cost = None
+        if budget == "latency":
+            from tfprune.latency import LatencyCost, LatencyTable, build_table
+
+            table = build_table(_plain(model)) if latency_table is None else latency_table
+            if not isinstance(table, LatencyTable):
+                raise TypeError(f"latency_table must be a tfprune.latency.LatencyTable, got {type(table).__name__}. Fix: "
+                                "tfprune.latency.build_table(model), or tfprune.latency.LatencyTable.load(path)")
+            latency_cost = lambda cg: LatencyCost(cg, table)  # noqa: E731
+        return plan_and_shrink(_plain(model), macs, params, latency=latency, latency_cost=latency_cost,
+                               importance=importance or default_methods(g)[0],
                                allocation=allocation or default_methods(g)[1], layer_importance=layer_importance, gamma=gamma,
                                min_channels=min_channels, include_outputs=include_outputs, tolerance=tolerance, max_iter=max_iter,
                                data=data, importance_options=importance_kwargs)[0]

@@ -60,7 +60,7 @@ from tfprune.inventory.profiling import profile
 from tfprune.planning.plans import Plan
 from tfprune.structured.graph import DEPTHWISE, DEPTHWISE_GROUPS, PRODUCER, VALUE, ChannelGraph, TensorKey, channel_graph
 from tfprune.structured.importance import channel_importance
-from tfprune.validation import UnreachableTarget, check_int, check_sparsity, number
+from tfprune.validation import UnreachableTarget, check_int, check_sparsity, fraction, number
 
 __all__ = ["group_importance", "plan_and_shrink", "removal_order", "smallest_prefix", "CostModel"]
 
@@ -211,11 +211,18 @@ class CostModel:
 
 
 # ------------------------------------------------------------ planning
-def _check_args(macs: float | None, params: float | None, allocation: str, min_channels: int) -> tuple[str, float]:
-    if (macs is None) == (params is None):
-        raise ValueError("give exactly one target: macs=fraction of MACs removed (e.g. 0.5) or params=fraction of parameters removed")
-    target, frac = ("macs", macs) if macs is not None else ("params", params)
-    frac = check_sparsity(frac, target)
+def _check_args(macs: float | None, params: float | None, allocation: str, min_channels: int,
+                latency: float | None = None) -> tuple[str, float]:
+    if sum(v is not None for v in (macs, params, latency)) != 1:
+        raise ValueError("give exactly one target: macs=fraction of MACs removed (e.g. 0.5), params=fraction of parameters removed, "
+                         "or latency=the latency wanted as a ratio of the dense model's (e.g. 0.5: half the time)")
+    if latency is not None:
+        ratio = fraction(latency, "latency", unit="ratio of the dense model's latency", low=0.0, high=1.0, include_low=False,
+                         include_high=True, example="0.5 asks for half the dense model's milliseconds")
+        target, frac = "latency", 1.0 - ratio
+    else:
+        target, frac = ("macs", macs) if macs is not None else ("params", params)
+        frac = check_sparsity(frac, target)
     group_keys(allocation)  # validates the name: an allocator with a channel-group form
     check_int(min_channels, "min_channels (a layer needs a channel)", 1)
     return target, float(frac)
@@ -237,17 +244,24 @@ def plan_and_shrink(
     x: Any = None,
     data: Any = None,
     importance_options: Mapping[str, Any] | None = None,
+    latency: float | None = None,
+    latency_cost: Callable[[ChannelGraph], Any] | None = None,
 ) -> tuple[Plan, Any, Any]:
-    """Plan channel groups under one MACs/params target; ``(plan, small_model, shrink_report)``.
+    """Plan channel groups under one MACs, params or latency target; ``(plan, small_model, shrink_report)``.
 
     The public entry is ``tfprune.plan(model, macs=..., granularity="channel")``;
     see the module docstring for the algorithm and `tfprune.plan` for the arguments.
-    The achieved total is measured on the shrunk model (returned with its `ShrinkReport`).
+    The achieved MACs / params are measured on the shrunk model (returned with
+    its `ShrinkReport`); a ``latency`` target (ratio of the dense model's) is
+    met on the prediction of ``latency_cost(channel_graph)`` (an object whose
+    ``estimate(removed)`` gives milliseconds, `tfprune.latency.LatencyCost`),
+    and the plan's ``requested`` / ``achieved`` are then fractions of the
+    latency removed.
     """
     from tfprune.structured.removal import shrink
 
     t0 = time.perf_counter()
-    target, frac = _check_args(macs, params, allocation, min_channels)
+    target, frac = _check_args(macs, params, allocation, min_channels, latency)
     min_channels = check_int(min_channels, "min_channels", 1)
     gamma = number(gamma, "gamma", minimum=0.0)
     tolerance = number(tolerance, "tolerance (the accepted miss, a fraction of MACs/params)", minimum=0.0)
@@ -284,11 +298,18 @@ def plan_and_shrink(
     label_index = np.searchsorted(cost.all_labels, labels)
     which = 0 if target == "macs" else 1
     dense_total = cost.dense[which]
+    notes: list[str] = []
+    if target == "latency":
+        if latency_cost is None:
+            raise ValueError("a latency target needs latency_cost (tfprune.plan builds it from a tfprune.latency.LatencyTable)")
+        timing = latency_cost(cg)
+        dense_total = timing.estimate(np.zeros(cost.all_labels.size, bool))
+        notes.append(f"latency predicted by {getattr(timing, 'description', type(timing).__name__)}: dense {dense_total:.4f} ms")
 
     def estimate(k: int) -> float:
         removed = np.zeros_like(pos)
         removed[label_index[:k]] = True
-        return cost.estimate(removed)[which]
+        return timing.estimate(removed) if target == "latency" else cost.estimate(removed)[which]
 
     goal = (1.0 - frac) * dense_total
     est_goal = goal
@@ -302,6 +323,10 @@ def plan_and_shrink(
             order.setdefault(groups[g].name, []).append(int(c))
         remove = {n: sorted(v) for n, v in order.items()}
         small, rep = shrink(model, remove, include_outputs=include_outputs, x=x) if remove else _unchanged(model, include_outputs, x)
+        if target == "latency":  # the table's prediction is the measure: nothing to correct
+            achieved = 1.0 - estimate(k) / dense_total if dense_total else 0.0
+            best = (order, small, rep, achieved, it)
+            break
         total_before = rep.macs_before if target == "macs" else rep.params_before
         total_after = rep.macs_after if target == "macs" else rep.params_after
         achieved = 1.0 - total_after / total_before if total_before else 0.0
@@ -313,10 +338,13 @@ def plan_and_shrink(
     if achieved < frac - tolerance:
         done = sum(len(v) for v in order.values())
         if done >= labels.size:  # every channel the bounds allow is gone: no plan reaches the target
+            what = {"macs": "MACs", "params": "parameters"}.get(target, "latency")
+            ask = f">= {1 - achieved:.3f}" if target == "latency" else f"<= {achieved:.3f}"
+            asked = (1 - frac) if target == "latency" else frac
             raise UnreachableTarget(
-                f"{target}={frac:g}: removing every channel the bounds allow (min_channels={min_channels}, {len(cg.frozen)} frozen "
-                f"group(s), include_outputs={include_outputs}) removes only {achieved:.4f} of the {'MACs' if target == 'macs' else 'parameters'}. "
-                f"Fix: ask for {target} <= {achieved:.3f}, lower min_channels, or unfreeze groups (tfprune.channel_graph(model).table() lists why)")
+                f"{target}={asked:g}: removing every channel the bounds allow (min_channels={min_channels}, {len(cg.frozen)} frozen "
+                f"group(s), include_outputs={include_outputs}) removes only {achieved:.4f} of the {what}. "
+                f"Fix: ask for {target} {ask}, lower min_channels, or unfreeze groups (tfprune.channel_graph(model).table() lists why)")
     if abs(achieved - frac) > tolerance:
         warnings.warn(f"channel plan for {model.name!r}: {target} removed {achieved:.4f}, requested {frac:g} (tolerance {tolerance:g}): "
                       "one channel step is larger than the tolerance. Fix: pass a larger tolerance=, or a target nearer a reachable value",
@@ -329,7 +357,7 @@ def plan_and_shrink(
         channels={n: order.get(n, []) for n in names}, group_importance={n: float(i) for n, i in zip(names, imps)},
         measured=float(achieved), macs_before=rep.macs_before, macs_after=rep.macs_after, params_before=rep.params_before,
         params_after=rep.params_after, importance_name=importance, layer_importance=layer_importance if allocation == "importance" else "",
-        tolerance=float(tolerance), iterations=iters, notes=list(scores.notes), model_name=model.name,
+        tolerance=float(tolerance), iterations=iters, notes=list(scores.notes) + notes, model_name=model.name,
     )
     return plan, small, rep
 

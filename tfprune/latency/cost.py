@@ -26,22 +26,30 @@ def timed_layer_keys(cg: ChannelGraph, name: str) -> tuple[TensorKey | None, Ten
 
 
 class LatencyCost:
-    """Milliseconds of the shrunk model for any set of removed channels (bool per id class, as `CostModel.estimate` takes)."""
+    """Milliseconds of the shrunk model for any set of removed channels (bool per id class, as `CostModel.estimate` takes).
+
+    ``cg`` may be the graph of the model the table was built for or of a
+    smaller copy of it (channels removed, layers removed): layers are found by
+    name, their current channel counts read from the graph, and a layer of the
+    table the model no longer has costs nothing.
+    """
 
     def __init__(self, cg: ChannelGraph, table: LatencyTable) -> None:
-        missing = sorted(n for n in table.layers if n not in cg.nodes)
-        if missing:
-            raise ValueError(f"the latency table names layers the model does not have: {missing[:5]}. Fix: build the table for this model "
-                             f"(tfprune.latency.build_table(model)); it was built for {table.model!r}")
+        present = [n for n in table.layers if n in cg.nodes]
+        if not present:
+            raise ValueError(f"the latency table names none of the model's layers (it was built for {table.model!r}). Fix: build the "
+                             "table for this model, tfprune.latency.build_table(model)")
         self.cg, self.table = cg, table
         self.macs = CostModel(cg)
         self.all_labels, self.index = self.macs.all_labels, self.macs.index
+        self.absent = [n for n in table.layers if n not in cg.nodes]
         self.timed = []
-        for name, (_, dense_in, dense_out) in table.layers.items():
+        for name in present:
+            layer = cg.flat.get_layer(name)
             kin, kout = timed_layer_keys(cg, name)
             if cg.nodes[name].kind != PRODUCER:  # depthwise: its outputs are its inputs' channels
                 kout = None
-            self.timed.append((name, kin, kout, dense_in, dense_out))
+            self.timed.append((name, kin, kout, int(layer.input.shape[-1]), int(layer.output.shape[-1])))
         self.elementwise: list[tuple[TensorKey, float]] = []
         for name, node in cg.nodes.items():
             if name in table.layers or node.kind in (INPUT, FROZEN) or not node.outputs:
@@ -50,7 +58,7 @@ class LatencyCost:
             shape = cg.shapes.get(key)
             if key in cg.labels and shape is not None:
                 self.elementwise.append((key, float(np.prod([d for d in shape[1:] if d is not None]))))
-        self.elementwise_total = sum(e for _, e in self.elementwise)
+        self.elementwise_total = table.elementwise_elements or sum(e for _, e in self.elementwise)
         self.description = f"a latency table for {table.device!r} ({table.threads} thread(s), {table.runtime or 'runtime unknown'})"
 
     def removed_mask(self, labels: np.ndarray) -> np.ndarray:
@@ -63,18 +71,20 @@ class LatencyCost:
         return (idx.size - int(removed[idx].sum())) / max(idx.size, 1)
 
     def channels(self, removed: np.ndarray) -> dict[str, tuple[float, float]]:
-        """Layer -> (input, output) channels kept."""
-        out = {}
-        for name, kin, kout, dense_in, dense_out in self.timed:
-            out[name] = (dense_in * self._kept(removed, kin), dense_out * self._kept(removed, kout if kout is not None else kin))
+        """Layer -> (input, output) channels kept (layers the model no longer has: ``(0, 0)``)."""
+        out = {name: (0.0, 0.0) for name in self.absent}
+        for name, kin, kout, n_in, n_out in self.timed:
+            out[name] = (n_in * self._kept(removed, kin), n_out * self._kept(removed, kout if kout is not None else kin))
         return out
 
     def share(self, removed: np.ndarray) -> float:
-        """Fraction of the dense model's element-wise activations kept."""
+        """Element-wise activations kept, as a fraction of the dense model's (the table's)."""
         if not self.elementwise_total:
             return 1.0
         return sum(e * self._kept(removed, k) for k, e in self.elementwise) / self.elementwise_total
 
-    def estimate(self, removed: np.ndarray) -> float:
-        """Predicted milliseconds with the id classes ``removed`` (bool per label) gone."""
+    def estimate(self, removed: np.ndarray | None = None) -> float:
+        """Predicted milliseconds with the id classes ``removed`` (bool per label; None: nothing) gone."""
+        if removed is None:
+            removed = np.zeros(self.all_labels.size, bool)
         return self.table.predict(self.channels(removed), self.share(removed))

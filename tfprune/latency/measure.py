@@ -247,6 +247,7 @@ def build_table(
                          notes=[f"grid of {points} points per prunable channel axis; {rounds} x {block} invocations per point, less an "
                                 "empty model's time"])
     cost = LatencyCost(cg, table)
+    table.elementwise_elements = cost.elementwise_total
     variants = {"dense": (model, np.zeros(cost.all_labels.size, bool))}
     for f in calibrate:
         if f <= 0:

@@ -137,6 +137,8 @@ class LatencyTable:
       runtime: the interpreter's runtime (``"xnnpack"``...).
       model: the name of the model it was built for.
       notes: how it was built (grid, rounds, calibration variants and their errors).
+      elementwise_elements: the dense model's element-wise activations (entries per example) that ``share`` is a fraction of
+        (0: the model's own, read from its graph).
     """
 
     timings: dict[str, LayerTiming]
@@ -148,6 +150,7 @@ class LatencyTable:
     runtime: str = ""
     model: str = ""
     notes: list[str] = field(default_factory=list)
+    elementwise_elements: float = 0.0
 
     def __post_init__(self) -> None:
         missing = sorted({sig for sig, _, _ in self.layers.values()} - set(self.timings))
@@ -158,11 +161,15 @@ class LatencyTable:
                 raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
 
     def layer_ms(self, name: str, n_in: float | None = None, n_out: float | None = None) -> float:
-        """Milliseconds of layer ``name`` at ``n_in`` / ``n_out`` channels (default: its dense counts)."""
+        """Milliseconds of layer ``name`` at ``n_in`` / ``n_out`` channels (default: its dense counts; 0 channels: the layer is gone, 0 ms)."""
         if name not in self.layers:
             raise KeyError(f"layer {name!r} is not in the latency table (built for model {self.model!r}). Fix: build the table for this model")
         sig, dense_in, dense_out = self.layers[name]
-        return self.timings[sig].at(dense_in if n_in is None else n_in, dense_out if n_out is None else n_out)
+        n_in = dense_in if n_in is None else n_in
+        n_out = dense_out if n_out is None else n_out
+        if n_in <= 0 or n_out <= 0:
+            return 0.0
+        return self.timings[sig].at(n_in, n_out)
 
     def predict(self, channels: Mapping[str, tuple[float, float]] | None = None, share: float = 1.0) -> float:
         """Milliseconds of the model with ``channels`` (layer -> (input, output) channels kept; absent layers dense) and ``share``
@@ -183,6 +190,7 @@ class LatencyTable:
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "model": self.model, "device": self.device, "threads": int(self.threads), "runtime": self.runtime,
                 "base_ms": float(self.base_ms), "elementwise_ms": float(self.elementwise_ms), "notes": list(self.notes),
+                "elementwise_elements": float(self.elementwise_elements),
                 "layers": {n: [s, int(i), int(o)] for n, (s, i, o) in self.layers.items()},
                 "timings": {s: {"grid_in": t.grid_in.tolist(), "grid_out": t.grid_out.tolist(), "ms": t.ms.tolist(),
                                 "description": t.description} for s, t in self.timings.items()}}
@@ -201,7 +209,8 @@ class LatencyTable:
             raise ValueError(f"latency table is missing a field or has a wrong one ({err!r}). Fix: see docs/guide/latency.md") from None
         return cls(timings=timings, layers=layers, base_ms=float(d.get("base_ms", 0.0)), elementwise_ms=float(d.get("elementwise_ms", 0.0)),
                    device=str(d.get("device", "")), threads=int(d.get("threads", 1)), runtime=str(d.get("runtime", "")),
-                   model=str(d.get("model", "")), notes=[str(n) for n in d.get("notes", [])])
+                   model=str(d.get("model", "")), notes=[str(n) for n in d.get("notes", [])],
+                   elementwise_elements=float(d.get("elementwise_elements", 0.0)))
 
     def save(self, path: str) -> None:
         """Write the table as JSON (atomically)."""

@@ -8,9 +8,10 @@ from tfprune._keras import ensure_legacy_keras as _ensure  # noqa: I001  (must c
 
 _ensure()
 
-from tfprune import allocation, data, datasets, importance, inventory, masks, models, obs, planning, quantize, report, shallow, structured, training  # noqa: E402, F401
+from tfprune import allocation, data, datasets, importance, inventory, latency, masks, models, obs, planning, quantize, report, shallow, structured, training  # noqa: E402, F401, E501
 from tfprune.allocation import list_allocators  # noqa: E402
 from tfprune.analysis import analyze  # noqa: E402
+from tfprune.compress import compress  # noqa: E402
 from tfprune.export import export_tflite  # noqa: E402
 from tfprune.importance import list_importance, score_layers  # noqa: E402
 from tfprune.inventory.layers import prunable_layers  # noqa: E402
@@ -29,9 +30,10 @@ from tfprune.training.tasks import TaskModel  # noqa: E402
 
 __version__ = "0.1.0"
 
-#: The public API at the top level (24 names). Everything else lives in a subpackage, one per stage:
+#: The public API at the top level (25 names). Everything else lives in a subpackage, one per stage:
 #: .inventory, .importance / .allocation (registries), .planning, .masks, .training, .structured (channel graph,
-#: shrink), .obs, .shallow, .export, .quantize, .data, .datasets (MNIST and CIFAR-10 loaders, the CIFAR-10 input pipeline) and .models (the model zoo).
+#: shrink), .obs, .shallow, .latency (LiteRT latency tables), .compress (search to a latency budget), .export, .quantize,
+#: .data, .datasets (MNIST and CIFAR-10 loaders, the CIFAR-10 input pipeline) and .models (the model zoo).
 __all__ = [
     # plan and prune in fit
     "plan",
@@ -54,6 +56,7 @@ __all__ = [
     "profile",
     "Distiller",
     "TaskModel",
+    "compress",
     # export and files
     "pqat",
     "convert_qat",

@@ -1,0 +1,146 @@
+"""What `tfprune.compress` returns: the model, the search's path, measured latencies and accuracies, a table and a plot."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from tfprune.report import Report, Table
+
+__all__ = ["SearchStep", "CompressResult"]
+
+
+@dataclass
+class SearchStep:
+    """One accepted step of the search.
+
+    Attributes:
+      iteration: 1, 2, ...
+      group: the channel group cut (named after its first producer layer).
+      removed: channels removed from it in this step.
+      predicted_ms: the table's latency of the model after the step (ms per batch-1 invocation).
+      proxy_accuracy: the proposal's score (validation accuracy on the proposal images before fine-tuning).
+      accuracy: the same images' accuracy after the step's fine-tuning.
+      proposals: how many groups proposed a cut.
+      seconds: wall time of the step.
+    """
+
+    iteration: int
+    group: str
+    removed: int
+    predicted_ms: float
+    proxy_accuracy: float
+    accuracy: float
+    proposals: int
+    seconds: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class CompressResult(Report):
+    """The result of `tfprune.compress`.
+
+    Latencies are milliseconds per batch-1 invocation: ``*_predicted_ms`` from
+    the latency table, ``dense_ms`` / ``final_ms`` measured on float TFLite
+    files of the dense and final models (interleaved, same machine and
+    threads). Accuracies are fractions on the validation images.
+    """
+
+    model: Any = field(repr=False)
+    steps: list[SearchStep]
+    latency_kind: str
+    latency_budget: float
+    budget_ms: float
+    dense_predicted_ms: float
+    final_predicted_ms: float
+    dense_ms: float
+    final_ms: float
+    dense_accuracy: float
+    final_accuracy: float
+    max_accuracy_drop: float
+    search_seconds: float
+    total_seconds: float
+    threads: int = 1
+    device: str = "host"
+    export: Any = field(default=None, repr=False)
+    out: str | None = None
+
+    @property
+    def latency_ratio(self) -> float:
+        """Measured final / dense latency."""
+        return self.final_ms / self.dense_ms if self.dense_ms else float("nan")
+
+    @property
+    def predicted_ratio(self) -> float:
+        """Predicted final / dense latency (the table's)."""
+        return self.final_predicted_ms / self.dense_predicted_ms if self.dense_predicted_ms else float("nan")
+
+    @property
+    def table_error(self) -> float:
+        """The table's relative error on the final model: predicted / measured - 1."""
+        return self.final_predicted_ms / self.final_ms - 1.0 if self.final_ms else float("nan")
+
+    @property
+    def meets_latency(self) -> bool:
+        """The measured final latency is within the budget (a ratio: of the measured dense latency)."""
+        if self.latency_kind == "ratio":
+            return self.latency_ratio <= self.latency_budget
+        return self.final_ms <= self.latency_budget
+
+    @property
+    def meets_accuracy(self) -> bool:
+        return self.dense_accuracy - self.final_accuracy <= self.max_accuracy_drop
+
+    def _extra_dict(self) -> dict[str, Any]:
+        return {"latency_ratio": self.latency_ratio, "predicted_ratio": self.predicted_ratio, "table_error": self.table_error,
+                "meets_latency": self.meets_latency, "meets_accuracy": self.meets_accuracy,
+                "tflite_bytes": getattr(self.export, "bytes", None) if self.export is not None else None}
+
+    def _blocks(self) -> list[str | Table]:
+        budget = f"{self.latency_budget:g}x dense" if self.latency_kind == "ratio" else f"{self.latency_budget:g} ms"
+        rows = [[0, "dense", "", round(self.dense_predicted_ms, 4), 1.0, "", ""]]
+        for s in self.steps:
+            rows.append([s.iteration, s.group, s.removed, round(s.predicted_ms, 4), round(s.predicted_ms / self.dense_predicted_ms, 3),
+                         round(s.proxy_accuracy, 4), round(s.accuracy, 4)])
+        return [
+            f"compress: budget {budget} ({self.budget_ms:.4f} ms predicted), {len(self.steps)} step(s), search {self.search_seconds:.0f} s, "
+            f"total {self.total_seconds:.0f} s; table for {self.device!r}, {self.threads} thread(s)",
+            Table(["step", "group cut", "channels", "predicted ms", "ratio", "proxy acc", "acc after fine-tune"], rows),
+            f"measured (float TFLite, batch 1): dense {self.dense_ms:.4f} ms, final {self.final_ms:.4f} ms, ratio {self.latency_ratio:.3f} "
+            f"(predicted {self.predicted_ratio:.3f}; table error on the final model {self.table_error:+.1%}); "
+            f"{'meets' if self.meets_latency else 'MISSES'} the budget",
+            f"accuracy: dense {self.dense_accuracy:.4f}, final {self.final_accuracy:.4f} (drop {self.dense_accuracy - self.final_accuracy:+.4f}, "
+            f"allowed {self.max_accuracy_drop:g}: {'within' if self.meets_accuracy else 'OVER'})",
+        ]
+
+    def plot(self, path: str, others: dict[str, tuple[float, float]] | None = None) -> str:
+        """Accuracy vs predicted latency ratio of every accepted step (the search's path), the final point measured, and ``others``
+        (label -> (measured latency ratio, accuracy), e.g. uniform channel pruning at the same latency). Writes a PNG; returns ``path``."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from tfprune.files import atomic_path
+
+        fig, ax = plt.subplots(figsize=(6, 4))
+        xs = [1.0] + [s.predicted_ms / self.dense_predicted_ms for s in self.steps]
+        ys = [self.dense_accuracy] + [s.accuracy for s in self.steps]
+        ax.plot(xs, ys, "o-", color="tab:blue", label="search path (predicted latency, proposal images)")
+        ax.plot([self.latency_ratio], [self.final_accuracy], "*", ms=14, color="tab:red", label="final (measured, after fine-tuning)")
+        for i, (label, (lx, ly)) in enumerate((others or {}).items()):
+            ax.plot([lx], [ly], "s", ms=8, color=f"C{i + 2}", label=label)
+        if self.latency_kind == "ratio":
+            ax.axvline(self.latency_budget, ls="--", color="grey", lw=1, label="budget")
+        ax.set_xlabel("latency / dense latency")
+        ax.set_ylabel("accuracy")
+        ax.invert_xaxis()
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+        return path

@@ -1,0 +1,342 @@
+"""`compress`: from a trained model to the most accurate smaller model under a latency budget (a NetAdapt-style search).
+
+The search (Yang et al., NetAdapt, ECCV 2018), on a `LatencyTable` of the
+model's own layers (`tfprune.latency`):
+
+1. Start from the dense model; its predicted latency is ``L0``; the budget
+   ``T`` is ``latency * L0`` (a ratio) or a number of milliseconds.
+2. Each iteration asks for a step of latency ``d = (L0 - T) / iterations``
+   (the last one lands on ``T``). For every prunable channel group of the
+   current model it proposes the **smallest** cut of its lowest-scored
+   channels (L2 over all coupled weights) whose predicted latency is at most
+   ``L_i - d``; a group that cannot save ``d`` on its own proposes nothing
+   (when no group can, ``d`` is halved).
+3. Each proposal is shrunk (`tfprune.shrink`, exact), its BatchNorm
+   statistics re-estimated on training inputs, and scored by the accuracy
+   on ``proposal_samples`` validation images (the proxy; with
+   ``proposal_steps > 0`` after that many fine-tuning steps, NetAdapt's
+   short-term fine-tune).
+4. The best proposal is kept and fine-tuned for ``finetune_steps`` steps;
+   the state is written to ``state_dir`` (the model and a JSON of the path),
+   so an interrupted search resumes from its last accepted step.
+5. When the prediction is under the budget (or ``time_budget`` seconds are
+   spent), the model is fine-tuned for ``final_steps`` steps, exported to
+   float TFLite (parity checked) and timed beside the dense model: the
+   result gives the measured latency ratio and the table's error on it.
+
+Every random choice (data order, fine-tuning) is seeded by ``seed`` and the
+iteration, so a resumed search ends with the same model as an
+uninterrupted one (on the same machine and thread settings).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from tfprune._keras import is_keras3_object, keras
+from tfprune.compress.result import CompressResult, SearchStep
+from tfprune.latency import LatencyCost, LatencyTable, build_table, measure_model_ms
+from tfprune.structured.graph import channel_graph
+from tfprune.structured.importance import channel_importance
+from tfprune.structured.plan import smallest_prefix
+from tfprune.structured.removal import shrink
+from tfprune.validation import check_int, fraction, number
+
+__all__ = ["compress", "parse_latency"]
+
+
+def parse_latency(latency: Any) -> tuple[str, float]:
+    """``("ratio", r)`` for a number in (0, 1], ``("ms", v)`` for ``"3.5ms"``; ValueError otherwise."""
+    if isinstance(latency, str) and latency.strip().lower().endswith("ms"):
+        v = number(latency.strip()[:-2], "latency (milliseconds)", minimum=0.0, strict=True, what="a time such as '3.5ms'")
+        return "ms", float(v)
+    r = fraction(latency, "latency", unit="ratio of the dense model's latency, or a string such as '3.5ms'", low=0.0, high=1.0,
+                 include_low=False, include_high=True, example="0.5 asks for half the dense model's milliseconds")
+    return "ratio", float(r)
+
+
+def _as_arrays(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise TypeError(f"{name} must be (x, y) arrays, got {type(data).__name__}. Fix: pass {name}=(x, y)")
+    x, y = np.asarray(data[0]), np.asarray(data[1])
+    if len(x) != len(y) or len(x) == 0:
+        raise ValueError(f"{name}: x has {len(x)} examples and y {len(y)}. Fix: pass the same number of inputs and labels (at least one)")
+    return x, y
+
+
+def _accuracy(model: Any, x: np.ndarray, y: np.ndarray, batch_size: int) -> float:
+    logits = np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    labels = y.reshape(-1) if y.ndim == 1 or y.shape[-1] == 1 else np.argmax(y, -1)
+    return float(np.mean(np.argmax(logits, -1) == labels))
+
+
+def _train_batches(train: Any, batch_size: int, seed: int) -> Any:
+    """A repeated tf.data pipeline: the caller's dataset, or (x, y) arrays shuffled with ``seed``."""
+    import tensorflow as tf
+
+    if isinstance(train, tf.data.Dataset):
+        return train.repeat()
+    x, y = train
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(len(x), seed=seed, reshuffle_each_iteration=True)
+    return ds.batch(batch_size).repeat()
+
+
+def _finetune(model: Any, train: Any, steps: int, lr: float, batch_size: int, seed: int, loss: Any) -> None:
+    from tfprune.training.finetune import adam_cosine
+
+    if steps <= 0:
+        return
+    keras.utils.set_random_seed(seed)
+    model.compile(optimizer=adam_cosine(lr, steps), loss=loss)
+    model.fit(_train_batches(train, batch_size, seed), steps_per_epoch=steps, epochs=1, verbose=0)
+
+
+def _calibration_inputs(train: Any, n: int) -> np.ndarray:
+    import tensorflow as tf
+
+    if isinstance(train, tf.data.Dataset):
+        xs = []
+        for xb, _ in train.take(max(1, n // 32 + 1)):
+            xs.append(np.asarray(xb))
+            if sum(len(v) for v in xs) >= n:
+                break
+        return np.concatenate(xs)[:n]
+    return np.asarray(train[0][:n])
+
+
+def _config_hash(model: Any, settings: dict) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for w in model.get_weights():
+        h.update(np.ascontiguousarray(w).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _save_state(state_dir: str, model: Any, state: dict) -> None:
+    from tfprune.files import atomic_path, atomic_write
+
+    os.makedirs(state_dir, exist_ok=True)
+    with atomic_path(os.path.join(state_dir, "model.keras")) as tmp:
+        model.save(tmp)
+    with atomic_write(os.path.join(state_dir, "state.json"), "w") as f:
+        json.dump(state, f, indent=1)
+
+
+def _load_state(state_dir: str | None, key: str) -> tuple[dict | None, Any]:
+    if not state_dir or not os.path.isfile(os.path.join(state_dir, "state.json")):
+        return None, None
+    with open(os.path.join(state_dir, "state.json")) as f:
+        state = json.load(f)
+    if state.get("key") != key:
+        raise ValueError(f"state_dir {state_dir!r} holds a search of another model or with other settings. Fix: pass a new state_dir, "
+                         "or delete that folder to start over")
+    from tfprune.io import load_model
+
+    return state, load_model(os.path.join(state_dir, "model.keras"), compile=False)
+
+
+def compress(
+    model: Any,
+    data: Any,
+    *,
+    latency: float | str = 0.5,
+    max_accuracy_drop: float = 0.01,
+    validation: Any = None,
+    table: LatencyTable | None = None,
+    threads: int = 1,
+    iterations: int = 8,
+    min_channels: int = 1,
+    proposal_samples: int = 1000,
+    proposal_steps: int = 0,
+    finetune_steps: int = 100,
+    final_steps: int = 1000,
+    learning_rate: float = 1e-3,
+    batch_size: int = 64,
+    loss: Any = None,
+    time_budget: float | None = None,
+    state_dir: str | None = None,
+    out: str | None = None,
+    seed: int = 0,
+    verbose: int = 1,
+    progress: Callable[[str], None] | None = None,
+) -> CompressResult:
+    """The most accurate channel-pruned copy of ``model`` whose LiteRT latency is within ``latency``.
+
+    Args:
+      model: a trained tf-keras (or Keras 3) classifier with a fixed input size; not changed.
+      data: training data: ``(x, y)`` arrays, or a ``tf.data.Dataset`` of ``(x, y)`` batches (then ``validation`` is required).
+      latency: the budget: a ratio of the dense model's latency (0.5: half the milliseconds) or a string like ``"3.5ms"``.
+      max_accuracy_drop: the accuracy the search may lose (a fraction: 0.01 is one point); the result says whether it holds.
+      validation: ``(x, y)`` arrays to score and report accuracy (default: the last 10% of ``data``'s arrays, kept out of training).
+      table: a `LatencyTable` for the model (default: `tfprune.latency.build_table` on this machine, ``threads`` threads).
+      iterations: planned search iterations (each removes about ``1/iterations`` of the latency to remove).
+      min_channels: channels every group keeps.
+      proposal_samples: validation images scoring each proposal.
+      proposal_steps: fine-tuning steps before a proposal is scored (0: BatchNorm re-estimation only).
+      finetune_steps: fine-tuning steps of each accepted step.
+      final_steps: fine-tuning steps of the final model.
+      learning_rate, batch_size, loss: fine-tuning (Adam with a cosine decay; the model's compiled loss by default).
+      time_budget: seconds the search may take (checked between iterations; the final fine-tune comes after). None: no limit.
+      state_dir: a folder for the search's state: an interrupted search resumes there from its last accepted step.
+      out: a path for the final float ``.tflite`` (verified against the Keras model); None: not written.
+      seed: seeds data order and fine-tuning.
+      verbose: 1 shows progress (tqdm over iterations) and the report; 0 is quiet.
+      progress: called with each line of progress text instead of printing it.
+
+    Returns a `CompressResult`: the model, the search's path (every accepted step), the measured latency of the dense and
+    final models as float TFLite, the table's error on the final model, accuracies, and ``plot()``.
+    """
+    from tfprune.training.finetune import model_loss, reestimate_batchnorm
+
+    t_start = time.perf_counter()
+    keras3_in = is_keras3_object(model)
+    if keras3_in:
+        from tfprune.keras3.convert import to_tf_keras
+
+        model = to_tf_keras(model)
+    kind, budget_value = parse_latency(latency)
+    max_accuracy_drop = fraction(max_accuracy_drop, "max_accuracy_drop", unit="fraction of accuracy (0.01 = one point)")
+    iterations = check_int(iterations, "iterations", 1)
+    min_channels = check_int(min_channels, "min_channels", 1)
+    proposal_samples = check_int(proposal_samples, "proposal_samples", 1)
+    proposal_steps = check_int(proposal_steps, "proposal_steps", 0)
+    finetune_steps = check_int(finetune_steps, "finetune_steps", 0)
+    final_steps = check_int(final_steps, "final_steps", 0)
+    batch_size = check_int(batch_size, "batch_size", 1)
+    learning_rate = number(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    if time_budget is not None:
+        time_budget = number(time_budget, "time_budget (seconds)", minimum=0.0, strict=True)
+    import tensorflow as tf
+
+    if isinstance(data, tf.data.Dataset):
+        if validation is None:
+            raise ValueError("data is a tf.data.Dataset, so compress cannot split off validation images. Fix: pass validation=(x, y)")
+        train = data
+    else:
+        x, y = _as_arrays(data, "data")
+        if validation is None:
+            n_val = max(1, len(x) // 10)
+            train, validation = (x[:-n_val], y[:-n_val]), (x[-n_val:], y[-n_val:])
+        else:
+            train = (x, y)
+    xv, yv = _as_arrays(validation, "validation")
+    loss_spec = model_loss(model, loss)
+    say = progress or (print if verbose else (lambda _: None))
+    if table is None:
+        table = build_table(model, threads=threads, progress=say if verbose else None)
+    elif not isinstance(table, LatencyTable):
+        raise TypeError(f"table must be a tfprune.latency.LatencyTable, got {type(table).__name__}. Fix: tfprune.latency.build_table(model), "
+                        "or LatencyTable.load(path)")
+    dense_cost = LatencyCost(channel_graph(model), table)
+    dense_pred = dense_cost.estimate()
+    goal = budget_value * dense_pred if kind == "ratio" else budget_value
+    settings = {"latency": [kind, budget_value], "iterations": iterations, "min_channels": min_channels, "proposal_samples": proposal_samples,
+                "proposal_steps": proposal_steps, "finetune_steps": finetune_steps, "learning_rate": learning_rate, "batch_size": batch_size,
+                "seed": seed, "table": table.to_dict()}
+    key = _config_hash(model, settings)
+    xp, yp = xv[:proposal_samples], yv[:proposal_samples]
+    x_cal = _calibration_inputs(train, 1024)
+    dense_acc = _accuracy(model, xv, yv, 256)
+
+    state, current = _load_state(state_dir, key)
+    if state is None:
+        current = keras.models.clone_model(model)
+        current.set_weights(model.get_weights())
+        state = {"key": key, "steps": [], "delta": (dense_pred - goal) / iterations}
+        say(f"[compress] dense: {dense_pred:.4f} ms predicted, accuracy {dense_acc:.4f}; budget {goal:.4f} ms")
+    else:
+        say(f"[compress] resumed from {state_dir!r} after {len(state['steps'])} accepted step(s)")
+    steps = [SearchStep(**s) for s in state["steps"]]
+    iterator: Any = range(10 * iterations)
+    if verbose and progress is None:
+        from tqdm.auto import tqdm
+
+        iterator = tqdm(iterator, desc="compress", unit="step", leave=False)
+    for _ in iterator:
+        cg = channel_graph(current)
+        cost = LatencyCost(cg, table)
+        now = cost.estimate()
+        if now <= goal * (1 + 1e-9):
+            break
+        if time_budget is not None and time.perf_counter() - t_start > time_budget:
+            say(f"[compress] time budget of {time_budget:.0f} s spent at {now:.4f} ms (budget {goal:.4f} ms)")
+            break
+        it = len(steps) + 1
+        t_it = time.perf_counter()
+        scores = channel_importance(current, "l2", graph=cg).scores
+        proposals = []
+        delta = state["delta"]
+        while not proposals and delta > 1e-6 * dense_pred:
+            target = max(now - delta, goal)
+            for g in cg.prunable:
+                order = np.argsort(np.asarray(scores[g.name]), kind="stable")
+                removable = g.channels - min_channels
+                if removable <= 0:
+                    continue
+                labels = np.asarray([int(g.labels[c]) for c in order[:removable]], dtype=np.int64)
+                idx = np.searchsorted(cost.all_labels, labels)
+
+                def est(k: int, idx: np.ndarray = idx, cost: LatencyCost = cost) -> float:
+                    removed = np.zeros(cost.all_labels.size, bool)
+                    removed[idx[:k]] = True
+                    return cost.estimate(removed)
+
+                k = smallest_prefix(est, removable, target)
+                if k > 0 and est(k) <= target:
+                    proposals.append((g.name, sorted(int(c) for c in order[:k]), est(k)))
+            if not proposals:
+                delta /= 2
+        if not proposals:
+            say(f"[compress] no channel group can lower the latency any further at {now:.4f} ms (budget {goal:.4f} ms)")
+            break
+        scored = []
+        for name, chans, pred in proposals:
+            small, _ = shrink(current, {name: chans}, x=x_cal[:4])
+            reestimate_batchnorm(small, x_cal)
+            if proposal_steps:
+                _finetune(small, train, proposal_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+            scored.append((_accuracy(small, xp, yp, 256), -pred, name, chans, pred, small))
+        scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
+        acc, _, name, chans, pred, small = scored[0]
+        _finetune(small, train, finetune_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+        acc_after = _accuracy(small, xp, yp, 256)
+        current = small
+        step = SearchStep(iteration=it, group=name, removed=len(chans), predicted_ms=float(pred), proxy_accuracy=float(acc),
+                          accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it)
+        steps.append(step)
+        state["steps"] = [s.to_dict() for s in steps]
+        say(f"[compress] step {it}: {name} -{len(chans)} channels -> {pred:.4f} ms ({pred / dense_pred:.3f}x), proxy {acc:.4f}, "
+            f"after fine-tuning {acc_after:.4f} ({len(proposals)} proposals, {step.seconds:.0f} s)")
+        if state_dir:
+            _save_state(state_dir, current, state)
+    search_seconds = time.perf_counter() - t_start
+    final = current
+    _finetune(final, train, final_steps, learning_rate, batch_size, seed * 100003 + 99991, loss_spec.loss)
+    final_acc = _accuracy(final, xv, yv, 256)
+    final_pred = LatencyCost(channel_graph(final), table).estimate()
+    measured = measure_model_ms({"dense": model, "final": final}, threads=table.threads)
+    export_report = None
+    if out is not None:
+        from tfprune.export.pipeline import export_tflite
+
+        export_report = export_tflite(final, out, mode="float", sample_inputs=(xv[:256], yv[:256]))
+    if keras3_in:
+        from tfprune.keras3.convert import to_keras3
+
+        final = to_keras3(final)
+    result = CompressResult(
+        model=final, steps=steps, latency_kind=kind, latency_budget=float(budget_value), budget_ms=float(goal),
+        dense_predicted_ms=float(dense_pred), final_predicted_ms=float(final_pred), dense_ms=float(measured["dense"]),
+        final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
+        search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
+        export=export_report, out=out,
+    )
+    if verbose:
+        say(result.table())
+    return result

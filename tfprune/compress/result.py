@@ -62,6 +62,7 @@ class CompressResult(Report):
     max_accuracy_drop: float
     search_seconds: float
     total_seconds: float
+    dense_proposal_accuracy: float = float("nan")
     threads: int = 1
     device: str = "host"
     export: Any = field(default=None, repr=False)
@@ -100,7 +101,7 @@ class CompressResult(Report):
 
     def _blocks(self) -> list[str | Table]:
         budget = f"{self.latency_budget:g}x dense" if self.latency_kind == "ratio" else f"{self.latency_budget:g} ms"
-        rows = [[0, "dense", "", round(self.dense_predicted_ms, 4), 1.0, "", ""]]
+        rows = [[0, "dense", "", round(self.dense_predicted_ms, 4), 1.0, "", round(self.dense_proposal_accuracy, 4)]]
         for s in self.steps:
             rows.append([s.iteration, s.group, s.removed, round(s.predicted_ms, 4), round(s.predicted_ms / self.dense_predicted_ms, 3),
                          round(s.proxy_accuracy, 4), round(s.accuracy, 4)])
@@ -127,7 +128,7 @@ class CompressResult(Report):
 
         fig, ax = plt.subplots(figsize=(6, 4))
         xs = [1.0] + [s.predicted_ms / self.dense_predicted_ms for s in self.steps]
-        ys = [self.dense_accuracy] + [s.accuracy for s in self.steps]
+        ys = [self.dense_proposal_accuracy] + [s.accuracy for s in self.steps]
         ax.plot(xs, ys, "o-", color="tab:blue", label="search path (predicted latency, proposal images)")
         ax.plot([self.latency_ratio], [self.final_accuracy], "*", ms=14, color="tab:red", label="final (measured, after fine-tuning)")
         for i, (label, (lx, ly)) in enumerate((others or {}).items()):

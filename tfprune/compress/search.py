@@ -55,8 +55,14 @@ __all__ = ["compress", "parse_latency"]
 def parse_latency(latency: Any) -> tuple[str, float]:
     """``("ratio", r)`` for a number in (0, 1], ``("ms", v)`` for ``"3.5ms"``; ValueError otherwise."""
     if isinstance(latency, str) and latency.strip().lower().endswith("ms"):
-        v = number(latency.strip()[:-2], "latency (milliseconds)", minimum=0.0, strict=True, what="a time such as '3.5ms'")
-        return "ms", float(v)
+        try:
+            v = float(latency.strip()[:-2])
+        except ValueError:
+            v = float("nan")
+        if not (np.isfinite(v) and v > 0):
+            raise ValueError(f"latency must be a ratio in (0, 1] or a time such as '3.5ms', got {latency!r}. Fix: pass e.g. latency=0.5 "
+                             "or latency='3.5ms'")
+        return "ms", v
     r = fraction(latency, "latency", unit="ratio of the dense model's latency, or a string such as '3.5ms'", low=0.0, high=1.0,
                  include_low=False, include_high=True, example="0.5 asks for half the dense model's milliseconds")
     return "ratio", float(r)
@@ -243,6 +249,7 @@ def compress(
     xp, yp = xv[:proposal_samples], yv[:proposal_samples]
     x_cal = _calibration_inputs(train, 1024)
     dense_acc = _accuracy(model, xv, yv, 256)
+    dense_proposal_acc = _accuracy(model, xp, yp, 256)
 
     state, current = _load_state(state_dir, key)
     if state is None:
@@ -311,10 +318,10 @@ def compress(
                           accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it)
         steps.append(step)
         state["steps"] = [s.to_dict() for s in steps]
-        say(f"[compress] step {it}: {name} -{len(chans)} channels -> {pred:.4f} ms ({pred / dense_pred:.3f}x), proxy {acc:.4f}, "
-            f"after fine-tuning {acc_after:.4f} ({len(proposals)} proposals, {step.seconds:.0f} s)")
         if state_dir:
             _save_state(state_dir, current, state)
+        say(f"[compress] step {it}: {name} -{len(chans)} channels -> {pred:.4f} ms ({pred / dense_pred:.3f}x), proxy {acc:.4f}, "
+            f"after fine-tuning {acc_after:.4f} ({len(proposals)} proposals, {step.seconds:.0f} s)")
     search_seconds = time.perf_counter() - t_start
     final = current
     _finetune(final, train, final_steps, learning_rate, batch_size, seed * 100003 + 99991, loss_spec.loss)
@@ -333,6 +340,7 @@ def compress(
     result = CompressResult(
         model=final, steps=steps, latency_kind=kind, latency_budget=float(budget_value), budget_ms=float(goal),
         dense_predicted_ms=float(dense_pred), final_predicted_ms=float(final_pred), dense_ms=float(measured["dense"]),
+        dense_proposal_accuracy=dense_proposal_acc,
         final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
         search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
         export=export_report, out=out,

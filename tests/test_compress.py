@@ -1,0 +1,110 @@
+"""`tfprune.compress`: the search reaches the table's budget, resumes exactly, and refuses bad input with the fix."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import tfprune
+from tfprune._keras import keras
+from tfprune.compress import parse_latency
+from tfprune.latency import LatencyTable, LayerTiming
+
+
+def _cnn() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((28, 28, 1))
+    x = keras.layers.Conv2D(12, 3, strides=2, activation="relu", name="c1")(inp)
+    x = keras.layers.Conv2D(24, 3, strides=2, activation="relu", name="c2")(x)
+    x = keras.layers.Flatten()(x)
+    x = keras.layers.Dense(32, activation="relu", name="fc1")(x)
+    return keras.Model(inp, keras.layers.Dense(10, name="fc2")(x))
+
+
+def _table(model) -> LatencyTable:
+    """A hand-made table (timings of tiny layers are mostly noise; the search is tested on a known cost): every layer costs
+    1e-6 ms per multiply-accumulate at its channel counts, which is bilinear in (input, output) channels, so interpolation is exact."""
+    timings, layers = {}, {}
+    for layer in model.layers:
+        if not isinstance(layer, (keras.layers.Conv2D, keras.layers.Dense)):
+            continue
+        n_in, n_out = int(layer.input.shape[-1]), int(layer.output.shape[-1])
+        per_pair = float(np.prod(layer.output.shape[1:-1])) * (float(np.prod(layer.kernel_size)) if hasattr(layer, "kernel_size") else 1.0)
+        g_in, g_out = np.unique([1, n_in]), np.unique([1, n_out])  # c1 reads one channel
+        timings[layer.name] = LayerTiming(g_in, g_out, 1e-6 * per_pair * np.outer(g_in, g_out))
+        layers[layer.name] = (layer.name, n_in, n_out)
+    return LatencyTable(timings=timings, layers=layers, base_ms=0.001, device="a test table (MACs as time)", model=model.name)
+
+
+@pytest.fixture(scope="module")
+def setup(digits_data):
+    (xt, yt), (xs, ys) = digits_data
+    model = tfprune.models.compile_classifier(_cnn())
+    model.fit(xt, yt, epochs=2, batch_size=64, verbose=0)
+    return model, _table(model), (xt, yt), (xs[:300], ys[:300])
+
+
+def _run(setup, **kw):
+    model, table, train, val = setup
+    args = dict(validation=val, table=table, latency=0.6, iterations=3, proposal_samples=200, finetune_steps=4, final_steps=6,
+                batch_size=32, verbose=0, seed=3)
+    args.update(kw)
+    return tfprune.compress(model, train, **args)
+
+
+def test_parse_latency_reads_ratios_and_milliseconds():
+    assert parse_latency(0.5) == ("ratio", 0.5) and parse_latency(1) == ("ratio", 1.0) and parse_latency("3.5ms") == ("ms", 3.5)
+    for bad in (0, 1.5, -0.1, "fast", "-2ms", True):
+        with pytest.raises((ValueError, TypeError), match="latency"):
+            parse_latency(bad)
+
+
+def test_the_search_meets_the_predicted_budget_and_reports_its_path(setup, tmp_path):
+    model, table, _, _ = setup
+    before = [w.copy() for w in model.get_weights()]
+    res = _run(setup, out=str(tmp_path / "small.tflite"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the user's model is untouched
+    assert res.steps and res.final_predicted_ms <= res.budget_ms * (1 + 1e-9)
+    assert res.budget_ms == pytest.approx(0.6 * res.dense_predicted_ms)
+    assert [s.iteration for s in res.steps] == list(range(1, len(res.steps) + 1))
+    assert all(a.predicted_ms > b.predicted_ms for a, b in zip(res.steps, res.steps[1:]))  # every accepted step is faster
+    assert tfprune.profile(res.model).macs < tfprune.profile(model).macs
+    assert (tmp_path / "small.tflite").stat().st_size == res.export.bytes and res.export.top1_agreement >= 0.99
+    d = res.to_dict()
+    assert {"latency_ratio", "predicted_ratio", "table_error", "meets_latency", "meets_accuracy"} <= set(d)
+    assert "group cut" in res.table() and res.plot(str(tmp_path / "path.png")).endswith("path.png")
+    assert (tmp_path / "path.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_an_interrupted_search_resumes_to_the_same_model(setup, tmp_path):
+    reference = _run(setup, state_dir=str(tmp_path / "ref"))
+    assert len(reference.steps) >= 2
+
+    def stop_after_first(line: str) -> None:
+        if line.startswith("[compress] step 1:"):
+            raise KeyboardInterrupt("simulated interruption")
+
+    with pytest.raises(KeyboardInterrupt):
+        _run(setup, state_dir=str(tmp_path / "s"), progress=stop_after_first)
+    lines = []
+    resumed = _run(setup, state_dir=str(tmp_path / "s"), progress=lines.append)
+    assert any("resumed" in ln for ln in lines)
+    assert [s.group for s in resumed.steps] == [s.group for s in reference.steps]
+    for a, b in zip(resumed.model.get_weights(), reference.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError, match="another model or with other settings"):
+        _run(setup, state_dir=str(tmp_path / "s"), latency=0.7)
+
+
+def test_bad_arguments_name_the_fix(setup):
+    model, table, train, val = setup
+    with pytest.raises(ValueError, match="max_accuracy_drop"):
+        _run(setup, max_accuracy_drop=2)
+    with pytest.raises(TypeError, match="LatencyTable"):
+        _run(setup, table={"a": 1})
+    with pytest.raises(ValueError, match="validation=\\(x, y\\)"):
+        import tensorflow as tf
+
+        tfprune.compress(model, tf.data.Dataset.from_tensor_slices(train).batch(8), table=table, verbose=0)
+    with pytest.raises(ValueError, match="x has 5 examples and y 4"):
+        tfprune.compress(model, (train[0][:5], train[1][:4]), table=table, verbose=0)

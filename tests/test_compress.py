@@ -108,3 +108,21 @@ def test_bad_arguments_name_the_fix(setup):
         tfprune.compress(model, tf.data.Dataset.from_tensor_slices(train).batch(8), table=table, verbose=0)
     with pytest.raises(ValueError, match="x has 5 examples and y 4"):
         tfprune.compress(model, (train[0][:5], train[1][:4]), table=table, verbose=0)
+
+
+def test_the_command_line_runs_the_same_engine(setup, tmp_path, capsys):
+    import json
+
+    from tfprune.cli import main
+
+    model, table, (xt, yt), (xs, ys) = setup
+    model.save(tmp_path / "m.keras")
+    table.save(str(tmp_path / "table.json"))
+    np.savez(tmp_path / "d.npz", x_train=xt[:1000], y_train=yt[:1000], x_test=xs, y_test=ys)
+    rc = main(["compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"), "--latency", "0.6", "--out", str(tmp_path / "s.tflite"),
+               "--device-table", str(tmp_path / "table.json"), "--iterations", "2", "--finetune-steps", "3", "--final-steps", "3",
+               "--plot", str(tmp_path / "p.png"), "--quiet", "--json"])
+    assert rc == 0
+    d = json.loads(capsys.readouterr().out)
+    assert d["final_predicted_ms"] <= d["budget_ms"] * (1 + 1e-9) and d["steps"] and d["tflite_bytes"] == (tmp_path / "s.tflite").stat().st_size
+    assert (tmp_path / "p.png").is_file()

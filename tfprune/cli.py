@@ -72,6 +72,21 @@ def _count(minimum: int, what: str, example: str) -> Callable[[str], int]:
     return _option_type(f"a whole number >= {minimum} ({what})", f"give e.g. {example}", int, lambda v: v >= minimum, "count")
 
 
+def _latency(text: str) -> float | str:
+    """``--latency``: a ratio of the dense model's latency in (0, 1], or milliseconds such as ``3.5ms``."""
+    from tfprune.compress import parse_latency
+
+    value: float | str = text if text.strip().lower().endswith("ms") else _option_type(
+        "a ratio in (0, 1] of the dense model's latency, or milliseconds such as 3.5ms", "give e.g. 0.5 or 3.5ms", float,
+        lambda v: math.isfinite(v), "latency")(text)
+    try:
+        parse_latency(value)
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a ratio in (0, 1] of the dense model's latency, or milliseconds such as "
+                                         "3.5ms. Fix: give e.g. 0.5 or 3.5ms") from err
+    return value
+
+
 def _keep(text: str) -> list[float]:
     """``--keep``: comma-separated fractions kept per OBS layer, each in (0, 1]."""
     values = []
@@ -368,6 +383,56 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     return 0
 
 
+def _arrays(part: Any, limit: int | None = None) -> tuple[Any, Any]:
+    """(x, y) numpy arrays of a data object from ``--data`` (a tf.data dataset: its first ``limit`` examples)."""
+    import numpy as np
+
+    if hasattr(part, "x") and hasattr(part, "y"):
+        return part.x, part.y
+    if isinstance(part, (tuple, list)):  # (x, y) or (x, y, sample weights)
+        return part[0], part[1]
+    xs, ys, n = [], [], 0
+    for xb, yb in part:
+        xs.append(np.asarray(xb))
+        ys.append(np.asarray(yb))
+        n += len(xs[-1])
+        if limit is not None and n >= limit:
+            break
+    return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
+
+
+def _cmd_compress(args: argparse.Namespace) -> int:
+    import contextlib
+
+    from tfprune.compress import compress
+    from tfprune.latency import LatencyTable
+
+    model = _load(args, compile=False)
+    train, test = _data(args, model, labels=True)
+    table = None
+    if args.device_table:
+        try:
+            table = LatencyTable.load(args.device_table)
+        except (OSError, ValueError) as err:
+            raise CLIError(_with_fix(f"--device-table {args.device_table!r}: {_fold(err, 300)}",
+                                     "give a table written by tfprune.latency.LatencyTable.save (docs/guide/latency.md)")) from err
+    if hasattr(train, "x") or isinstance(train, (tuple, list)):  # arrays; one split given (test is train): compress keeps 10% back
+        data, validation = _arrays(train), (None if test is train else _arrays(test, 5000))
+    else:  # a tf.data dataset: validation from the test split's first 5,000 examples
+        data, validation = train, _arrays(test, 5000)
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        result = compress(model, data, latency=args.latency, max_accuracy_drop=args.max_drop, validation=validation, table=table,
+                          threads=args.threads, iterations=args.iterations, finetune_steps=args.finetune_steps, final_steps=args.final_steps,
+                          batch_size=args.batch_size, learning_rate=args.lr, time_budget=args.time_budget, state_dir=args.state,
+                          out=args.out, seed=args.seed, verbose=0 if args.quiet else 1)
+    if args.plot:
+        result.plot(args.plot)
+    if args.save_model:
+        _save(argparse.Namespace(**{**vars(args), "out": args.save_model}), result.model)
+    print(json.dumps(result.to_dict(), indent=2, default=str) if args.json else result.table())
+    return 0
+
+
 DEBUG_HELP = "on an error, also print the full traceback (default: one line naming the problem and the fix)"
 
 
@@ -520,6 +585,29 @@ def build_parser() -> argparse.ArgumentParser:
     ch.add_argument("--lr", type=_real("a learning rate", "0.001", positive=True), default=1e-3, help="fine-tuning learning rate (Adam, cosine decay to 0)")
     ch.add_argument("--out", default=None, help="save the small model here (.keras)")
     ch.add_argument("--json", action="store_true")
+    co = _model_command(sub, "compress", "search for the most accurate channel-pruned model under a measured latency budget "
+                        "(NetAdapt-style, LiteRT timings of the model's own layers), fine-tune, export a verified .tflite",
+                        _cmd_compress, "labelled data: train split fine-tunes, test split scores", data_required=True)
+    co.add_argument("--latency", type=_latency, default=0.5, help="the budget: a ratio of the dense model's latency (default 0.5) or "
+                    "milliseconds such as 3.5ms")
+    co.add_argument("--max-drop", type=_fraction("accuracy the search may lose, 0.01 = one point", "0.01"), default=0.01,
+                    help="accuracy the result may lose (reported as within or OVER)")
+    co.add_argument("--out", required=True, help="the final float .tflite (parity checked)")
+    co.add_argument("--device-table", default=None, help="a latency table measured elsewhere (JSON, tfprune.latency.LatencyTable.save); "
+                    "default: time the model's layers on this machine")
+    co.add_argument("--threads", type=_count(1, "interpreter threads", "1"), default=1, help="LiteRT threads to time with")
+    co.add_argument("--iterations", type=_count(1, "search iterations", "8"), default=8)
+    co.add_argument("--finetune-steps", type=_count(0, "fine-tuning steps per accepted step", "100"), default=100)
+    co.add_argument("--final-steps", type=_count(0, "fine-tuning steps of the final model", "1000"), default=1000)
+    co.add_argument("--batch-size", type=_count(1, "samples per batch", "64"), default=64)
+    co.add_argument("--lr", type=_real("a learning rate", "0.001", positive=True), default=1e-3)
+    co.add_argument("--time-budget", type=_real("seconds the search may take", "3600", positive=True), default=None)
+    co.add_argument("--state", default=None, help="a folder for the search's state: run the same command again to resume")
+    co.add_argument("--seed", type=_count(0, "a seed", "0"), default=0)
+    co.add_argument("--plot", default=None, help="plot accuracy vs latency of the search's path here (.png, .pdf, .svg...)")
+    co.add_argument("--save-model", default=None, help="also save the final Keras model here (.keras)")
+    co.add_argument("--quiet", action="store_true", help="no progress output")
+    co.add_argument("--json", action="store_true")
     return p
 
 
@@ -631,10 +719,14 @@ def _preflight(args: argparse.Namespace) -> None:
 
             _check_name("--allocation", args.allocation, get_allocator)
         return
-    for option, attr, example, figure in (("--out", "out", "model.tflite" if cmd == "export" else "model.keras", False),
-                                          ("--c-header", "c_header", "model_data.h", False), ("--plot", "plot", "plot.png", True)):
+    for option, attr, example, figure in (("--out", "out", "model.tflite" if cmd in ("export", "compress") else "model.keras", False),
+                                          ("--c-header", "c_header", "model_data.h", False), ("--plot", "plot", "plot.png", True),
+                                          ("--save-model", "save_model", "model.keras", False)):
         if getattr(args, attr, None) is not None:
-            _check_output(option, getattr(args, attr), example, figure=figure, create=cmd == "export" and attr == "out")
+            _check_output(option, getattr(args, attr), example, figure=figure, create=cmd in ("export", "compress") and attr == "out")
+    if getattr(args, "device_table", None) is not None and not os.path.isfile(args.device_table):
+        raise CLIError(f"--device-table {args.device_table!r}: no such file. Fix: give a table written by "
+                       "tfprune.latency.LatencyTable.save, or drop --device-table to time this machine")
     _check_data_spec(args)
     if cmd == "plan":
         from tfprune.masks.granularity import parse_granularity

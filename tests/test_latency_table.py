@@ -95,8 +95,8 @@ def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, m
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inp, keras.layers.Dense(4, name="fc")(x))
     built = []
-    real = measure._one_layer_model
-    monkeypatch.setattr(measure, "_one_layer_model", lambda *a: built.append(a[0].name) or real(*a))
+    real = measure.one_layer_model
+    monkeypatch.setattr(measure, "one_layer_model", lambda *a: built.append(a[0].name) or real(*a))
     cache = str(tmp_path / "cache.json")
     table = build_table(model, points=2, rounds=1, block=2, calibrate=(0.5,), cache=cache)
     assert set(table.layers) == {"c1", "c2", "c3", "fc"}
@@ -168,3 +168,46 @@ def test_a_channel_plan_meets_a_latency_ratio_on_the_table():
         tfprune.plan(model, latency=0.5, latency_table=table)
     with pytest.raises(TypeError, match="LatencyTable"):
         tfprune.plan(model, latency=0.5, latency_table={"not": "a table"}, granularity="channel")
+
+
+def test_benchmark_model_logs_are_read_in_milliseconds():
+    from pathlib import Path
+
+    from tfprune.latency import parse_benchmark_log
+
+    example = Path(__file__).parent.parent / "docs" / "examples" / "benchmark_model_output.txt"
+    assert parse_benchmark_log(example.read_text()) == pytest.approx(0.1529)
+    assert parse_benchmark_log("INFO: count=50 first=900 curr=800 min=790 max=950 avg=812.5 std=3") == pytest.approx(0.8125)
+    with pytest.raises(ValueError, match="Inference \\(avg\\).*Fix"):
+        parse_benchmark_log("Segmentation fault")
+
+
+def test_probes_exported_for_a_device_come_back_as_a_table(tmp_path):
+    """export_probes writes every probe the host table would time; logs in benchmark_model's format (made up here, one number per
+    file) are read back into the table: each layer's grid is its log less the empty model's, the remainder fitted on the variants."""
+    import tfprune
+    from tfprune.latency import export_probes, import_probe_logs
+    from tfprune.latency.measure import probe_plan
+
+    model = _cnn(tfprune._keras.keras)
+    manifest_path = export_probes(model, str(tmp_path), points=2, calibrate=(0.5,), threads=2, runs=20)
+    manifest = json.loads(open(manifest_path).read())
+    assert "--num_threads=2 --num_runs=20" in (tmp_path / "run_on_device.sh").read_text()
+    probes = sorted(p.name for p in (tmp_path / "probes").iterdir())
+    fake_us = {name: 100.0 + 10.0 * i for i, name in enumerate(probes)}
+    (tmp_path / "logs").mkdir()
+    for name, us in fake_us.items():
+        (tmp_path / "logs" / name.replace(".tflite", ".txt")).write_text(
+            f"INFO: Inference timings in us: Init: 1, First inference: 2, Warmup (avg): 3, Inference (avg): {us}\n")
+    table = import_probe_logs(str(tmp_path), device="a made-up phone")
+    _, layers, todo = probe_plan(model, 2)
+    assert table.layers == layers and set(table.timings) == set(todo) and table.device == "a made-up phone"
+    empty = fake_us["empty.tflite"] / 1000
+    for sig, entry in manifest["signatures"].items():
+        want = [[fake_us[f.split("/")[-1]] / 1000 - empty for f in row] for row in entry["files"]]
+        np.testing.assert_allclose(table.timings[sig].ms, want)
+    assert set(manifest["variants"]) == {"dense", "uniform macs=0.5"}
+    assert sum("calibration" in n for n in table.notes) == 2
+    with pytest.raises(ValueError, match="no log for"):
+        (tmp_path / "logs" / "empty.txt").unlink()
+        import_probe_logs(str(tmp_path))

@@ -1,7 +1,9 @@
 """Measured latency: per-layer lookup tables of LiteRT timings, and the latency of a channel-pruned model predicted from them."""
 
 from tfprune.latency.cost import LatencyCost
+from tfprune.latency.device import export_probes, import_probe_logs, parse_benchmark_log
 from tfprune.latency.measure import build_table, measure_model_ms, time_tflite
 from tfprune.latency.table import LatencyTable, LayerTiming
 
-__all__ = ["LatencyTable", "LayerTiming", "LatencyCost", "build_table", "measure_model_ms", "time_tflite"]
+__all__ = ["LatencyTable", "LayerTiming", "LatencyCost", "build_table", "measure_model_ms", "time_tflite", "export_probes",
+           "import_probe_logs", "parse_benchmark_log"]

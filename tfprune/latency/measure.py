@@ -36,7 +36,8 @@ from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder
 from tfprune.structured.graph import ChannelGraph, channel_graph
 from tfprune.validation import check_int, fraction
 
-__all__ = ["build_table", "time_tflite", "tflite_bytes", "TIMED_LAYERS", "measure_model_ms"]
+__all__ = ["build_table", "time_tflite", "tflite_bytes", "TIMED_LAYERS", "measure_model_ms", "calibration_variants", "fit_remainder", "probe_plan",
+           "one_layer_model", "empty_model"]
 
 L = keras.layers
 #: the layer classes a table times one by one (everything else is the remainder)
@@ -104,7 +105,7 @@ def _signature(layer: Any, in_shape: tuple, n_out: int) -> str:
                       default=str)
 
 
-def _one_layer_model(layer: Any, in_shape: tuple, n_in: int, n_out: int) -> Any:
+def one_layer_model(layer: Any, in_shape: tuple, n_in: int, n_out: int) -> Any:
     config = {k: v for k, v in layer.get_config().items() if k not in ("name", "trainable")}
     if "filters" in config:
         config["filters"] = int(n_out)
@@ -158,42 +159,14 @@ def _removed_by_plan(cost: LatencyCost, cg: ChannelGraph, channels: Mapping[str,
     return cost.removed_mask(np.asarray(labels, dtype=np.int64)) if labels else np.zeros(cost.all_labels.size, bool)
 
 
-def build_table(
-    model: Any,
-    *,
-    threads: int = 1,
-    points: int = 6,
-    rounds: int = 10,
-    block: int = 10,
-    calibrate: Sequence[float] = (0.3, 0.6),
-    cache: bool | str = True,
-    progress: Callable[[str], None] | None = None,
-) -> LatencyTable:
-    """Time ``model``'s own layers at the channel counts it can take; a `LatencyTable` for ``device="host"``.
+def empty_model() -> Any:
+    """An almost empty model (one ReLU on one number): its time is the interpreter's own cost per invocation."""
+    inp = keras.Input((1,))
+    return keras.Model(inp, L.ReLU()(inp))
 
-    Args:
-      model: a built tf-keras model with a fixed input size (a Keras 3 model is timed through its tf-keras twin).
-      threads: interpreter threads (the table is for this thread count).
-      points: grid points per channel axis (about ``n/points`` apart).
-      rounds, block: each one-layer model runs ``rounds`` blocks of ``block`` invocations (interleaved).
-      calibrate: fractions of MACs removed (uniform channel pruning) of the whole-model variants, beside the dense model,
-        on which the remainder is calibrated.
-      cache: True (the default cache file), False (time everything), or a path to a JSON cache file.
-      progress: called with a line of text as the work goes on (None: quiet).
-    """
-    from tfprune._keras import is_keras3_object
-    from tfprune.structured.plan import plan_and_shrink
 
-    if is_keras3_object(model):
-        from tfprune.keras3.convert import to_tf_keras
-
-        model = to_tf_keras(model)
-    threads = check_int(threads, "threads", 1)
-    points = check_int(points, "points", 1)
-    rounds = check_int(rounds, "rounds", 1)
-    block = check_int(block, "block", 1)
-    calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
-    say = progress or (lambda _: None)
+def probe_plan(model: Any, points: int) -> tuple[ChannelGraph, dict[str, tuple[str, int, int]], dict[str, tuple[Any, tuple, np.ndarray, np.ndarray]]]:
+    """The channel graph; layer -> (signature, input channels, output channels); signature -> (a layer, input shape, grid in, grid out)."""
     cg = channel_graph(model)
     prunable_keys = {k for g in cg.prunable for k in g.tensors}
     layers: dict[str, tuple[str, int, int]] = {}
@@ -218,9 +191,69 @@ def build_table(
             todo[sig] = (layer, in_shape, g_in, g_out)
     if not layers:
         raise ValueError(f"model {model.name!r} has no layer tfprune times (Conv, DepthwiseConv2D, SeparableConv2D, Dense)")
+    return cg, layers, todo
+
+
+def calibration_variants(model: Any, cg: ChannelGraph, cost: LatencyCost, calibrate: Sequence[float]) -> dict[str, tuple[Any, np.ndarray]]:
+    """``{"dense": (model, nothing removed), "uniform macs=f": (smaller model, removed id classes)}`` for each ``f > 0``."""
+    from tfprune.structured.plan import plan_and_shrink
+
+    variants = {"dense": (model, np.zeros(cost.all_labels.size, bool))}
+    for f in calibrate:
+        if f > 0:
+            plan, small, _ = plan_and_shrink(model, macs=f, allocation="uniform")
+            variants[f"uniform macs={f:g}"] = (small, _removed_by_plan(cost, cg, plan.channels))
+    return variants
+
+
+def fit_remainder(table: LatencyTable, cost: LatencyCost, measured: Mapping[str, tuple[float, np.ndarray]]) -> None:
+    """Set the table's remainder from whole-model timings: ``{variant: (measured ms, removed id classes)}``; notes each variant."""
+    sums = [sum(table.layer_ms(n, *c) for n, c in cost.channels(r).items()) for _, r in measured.values()]
+    shares = [cost.share(r) for _, r in measured.values()]
+    table.base_ms, table.elementwise_ms = calibrate_remainder([m for m, _ in measured.values()], sums, shares)
+    for key, (m, removed) in measured.items():
+        table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {cost.estimate(removed):.4f} ms")
+
+
+def build_table(
+    model: Any,
+    *,
+    threads: int = 1,
+    points: int = 6,
+    rounds: int = 10,
+    block: int = 10,
+    calibrate: Sequence[float] = (0.3, 0.6),
+    cache: bool | str = True,
+    progress: Callable[[str], None] | None = None,
+) -> LatencyTable:
+    """Time ``model``'s own layers at the channel counts it can take; a `LatencyTable` for ``device="host"``.
+
+    Args:
+      model: a built tf-keras model with a fixed input size (a Keras 3 model is timed through its tf-keras twin).
+      threads: interpreter threads (the table is for this thread count).
+      points: grid points per channel axis (about ``n/points`` apart).
+      rounds, block: each one-layer model runs ``rounds`` blocks of ``block`` invocations (interleaved).
+      calibrate: fractions of MACs removed (uniform channel pruning) of the whole-model variants, beside the dense model,
+        on which the remainder is calibrated.
+      cache: True (the default cache file), False (time everything), or a path to a JSON cache file.
+      progress: called with a line of text as the work goes on (None: quiet).
+    """
+    from tfprune._keras import is_keras3_object
+
+    if is_keras3_object(model):
+        from tfprune.keras3.convert import to_tf_keras
+
+        model = to_tf_keras(model)
+    threads = check_int(threads, "threads", 1)
+    points = check_int(points, "points", 1)
+    rounds = check_int(rounds, "rounds", 1)
+    block = check_int(block, "block", 1)
+    calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
+    say = progress or (lambda _: None)
+    cg, layers, todo = probe_plan(model, points)
     cache_path = (cache if isinstance(cache, str) else _cache_file(threads)) if cache else None
     stored = _read_cache(cache_path) if cache_path else {}
-    empty = keras.Model(inp := keras.Input((1,)), L.ReLU()(inp))
+    empty = empty_model()
     timings: dict[str, LayerTiming] = {}
     runtime = ""
     for i, (sig, (layer, in_shape, g_in, g_out)) in enumerate(todo.items(), 1):
@@ -233,7 +266,7 @@ def build_table(
         contents = {"empty": tflite_bytes(empty)}
         for a in g_in:
             for b in g_out:
-                contents[(int(a), int(b))] = tflite_bytes(_one_layer_model(layer, in_shape, int(a), int(b)))
+                contents[(int(a), int(b))] = tflite_bytes(one_layer_model(layer, in_shape, int(a), int(b)))
         ms, runtime = time_tflite(contents, threads, rounds, block)
         base = ms.pop("empty")
         grid = np.asarray([[max(ms[(int(a), int(b))] - base, 0.0) for b in g_out] for a in g_in])
@@ -248,17 +281,8 @@ def build_table(
                                 "empty model's time"])
     cost = LatencyCost(cg, table)
     table.elementwise_elements = cost.elementwise_total
-    variants = {"dense": (model, np.zeros(cost.all_labels.size, bool))}
-    for f in calibrate:
-        if f <= 0:
-            continue
-        plan, small, _ = plan_and_shrink(model, macs=f, allocation="uniform")
-        variants[f"uniform macs={f:g}"] = (small, _removed_by_plan(cost, cg, plan.channels))
+    variants = calibration_variants(model, cg, cost, calibrate)
     measured = measure_model_ms({k: m for k, (m, _) in variants.items()}, threads, rounds=max(rounds, 10), block=block)
-    sums = [sum(table.layer_ms(n, *c) for n, c in cost.channels(r).items()) for _, r in variants.values()]
-    shares = [cost.share(r) for _, r in variants.values()]
-    table.base_ms, table.elementwise_ms = calibrate_remainder([measured[k] for k in variants], sums, shares)
-    for (key, (_, removed)), m in zip(variants.items(), [measured[k] for k in variants]):
-        table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {cost.estimate(removed):.4f} ms")
+    fit_remainder(table, cost, {k: (measured[k], removed) for k, (_, removed) in variants.items()})
     say(f"[latency] remainder: {table.base_ms:.4f} ms + {table.elementwise_ms:.4f} ms x element-wise share")
     return table

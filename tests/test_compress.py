@@ -7,8 +7,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.compress import parse_latency
-from tfprune.latency import LatencyTable, LayerTiming
+from tfprune.latency import LatencyTable, LayerTiming, parse_latency
 
 
 def _cnn() -> keras.Model:
@@ -126,3 +125,33 @@ def test_the_command_line_runs_the_same_engine(setup, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["final_predicted_ms"] <= d["budget_ms"] * (1 + 1e-9) and d["steps"] and d["tflite_bytes"] == (tmp_path / "s.tflite").stat().st_size
     assert (tmp_path / "p.png").is_file()
+
+
+def test_the_readme_example_runs(setup, tmp_path, monkeypatch):
+    """README section (g), as written, with the test's small CNN and its known-cost table in place of the host timing."""
+    import os
+
+    model, table, (xt, yt), (xs, ys) = setup
+    with open(os.path.join(os.path.dirname(__file__), "..", "README.md")) as f:
+        section = f.read().split("### (g) Compress to a latency budget", 1)[1]
+    code = section[section.index("```python") + len("```python"):section.index("```", section.index("```python") + 9)]
+    monkeypatch.setattr("tfprune.latency.search.build_table", lambda m, **k: table)
+    monkeypatch.chdir(tmp_path)
+    scope = {"tfprune": tfprune, "model": model, "x": xt[:1000], "y": yt[:1000], "x_val": xs, "y_val": ys}
+    exec(compile(code, "README.md (g)", "exec"), scope)  # noqa: S102  (our own README)
+    result = scope["result"]
+    assert result.final_predicted_ms <= result.budget_ms * (1 + 1e-9) and (tmp_path / "small.tflite").is_file()
+    assert (tmp_path / "state" / "state.json").is_file()
+
+
+def test_a_keras3_model_is_compressed_through_its_twin(setup):
+    import keras as keras3
+
+    from tfprune.keras3.convert import to_keras3
+
+    model, table, (xt, yt), (xs, ys) = setup
+    k3 = to_keras3(model)
+    res = tfprune.compress(k3, (xt[:800], yt[:800]), validation=(xs, ys), table=table, latency=0.7, iterations=2, finetune_steps=2,
+                           final_steps=2, verbose=0)
+    assert isinstance(res.model, keras3.Model) and res.final_predicted_ms <= res.budget_ms * (1 + 1e-9)
+    assert tfprune.profile(res.model).macs < tfprune.profile(k3).macs

@@ -175,7 +175,7 @@ def test_benchmark_model_logs_are_read_in_milliseconds():
 
     from tfprune.latency import parse_benchmark_log
 
-    example = Path(__file__).parent.parent / "docs" / "examples" / "benchmark_model_output.txt"
+    example = Path(__file__).parent.parent / "examples" / "latency" / "benchmark_model_output.txt"
     assert parse_benchmark_log(example.read_text()) == pytest.approx(0.1529)
     assert parse_benchmark_log("INFO: count=50 first=900 curr=800 min=790 max=950 avg=812.5 std=3") == pytest.approx(0.8125)
     with pytest.raises(ValueError, match="Inference \\(avg\\).*Fix"):

@@ -11,12 +11,12 @@ _ensure()
 from tfprune import allocation, data, datasets, importance, inventory, latency, masks, models, obs, planning, quantize, report, shallow, structured, training  # noqa: E402, F401, E501
 from tfprune.allocation import list_allocators  # noqa: E402
 from tfprune.analysis import analyze  # noqa: E402
-from tfprune.compress import compress  # noqa: E402
 from tfprune.export import export_tflite  # noqa: E402
 from tfprune.importance import list_importance, score_layers  # noqa: E402
 from tfprune.inventory.layers import prunable_layers  # noqa: E402
 from tfprune.inventory.profiling import profile  # noqa: E402
 from tfprune.io import custom_objects, load_model  # noqa: E402
+from tfprune.latency import compress  # noqa: E402
 from tfprune.masks.channel_mask import ChannelMask  # noqa: E402
 from tfprune.masks.schedule import LayerwiseSchedule  # noqa: E402
 from tfprune.masks.wrapper import PruneLayer  # noqa: E402
@@ -32,7 +32,7 @@ __version__ = "0.1.0"
 
 #: The public API at the top level (25 names). Everything else lives in a subpackage, one per stage:
 #: .inventory, .importance / .allocation (registries), .planning, .masks, .training, .structured (channel graph,
-#: shrink), .obs, .shallow, .latency (LiteRT latency tables), .compress (search to a latency budget), .export, .quantize,
+#: shrink), .obs, .shallow, .latency (LiteRT latency tables and compress, the search to a latency budget), .export, .quantize,
 #: .data, .datasets (MNIST and CIFAR-10 loaders, the CIFAR-10 input pipeline) and .models (the model zoo).
 __all__ = [
     # plan and prune in fit

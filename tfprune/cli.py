@@ -74,7 +74,7 @@ def _count(minimum: int, what: str, example: str) -> Callable[[str], int]:
 
 def _latency(text: str) -> float | str:
     """``--latency``: a ratio of the dense model's latency in (0, 1], or milliseconds such as ``3.5ms``."""
-    from tfprune.compress import parse_latency
+    from tfprune.latency import parse_latency
 
     value: float | str = text if text.strip().lower().endswith("ms") else _option_type(
         "a ratio in (0, 1] of the dense model's latency, or milliseconds such as 3.5ms", "give e.g. 0.5 or 3.5ms", float,
@@ -404,8 +404,7 @@ def _arrays(part: Any, limit: int | None = None) -> tuple[Any, Any]:
 def _cmd_compress(args: argparse.Namespace) -> int:
     import contextlib
 
-    from tfprune.compress import compress
-    from tfprune.latency import LatencyTable
+    from tfprune.latency import LatencyTable, compress
 
     model = _load(args, compile=False)
     train, test = _data(args, model, labels=True)

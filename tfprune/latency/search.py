@@ -41,8 +41,10 @@ from typing import Any
 import numpy as np
 
 from tfprune._keras import is_keras3_object, keras
-from tfprune.compress.result import CompressResult, SearchStep
-from tfprune.latency import LatencyCost, LatencyTable, build_table, measure_model_ms
+from tfprune.latency.cost import LatencyCost
+from tfprune.latency.measure import build_table, measure_model_ms
+from tfprune.latency.result import CompressResult, SearchStep
+from tfprune.latency.table import LatencyTable
 from tfprune.structured.graph import channel_graph
 from tfprune.structured.importance import channel_importance
 from tfprune.structured.plan import smallest_prefix

@@ -134,3 +134,23 @@ def test_shallow_cifar_kd_and_ce(tmp_path, tiny_setup):
     assert {r["variant"] for r in res} == {"kd", "ce"}
     for r in res:
         assert r["macs"] <= 0.8 * data["resnet8"]["dense_macs"] + 1 and r["removed"] and 0 <= r["acc"] <= 1
+
+
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
+def test_compress_benchmark_schema_and_resume(tmp_path, tiny_setup, monkeypatch):
+    pack, ck = tiny_setup
+    monkeypatch.setenv("TFPRUNE_CACHE", str(tmp_path / "cache"))
+    script = _script("compress")
+    out = tmp_path / "compress.json"
+    argv = ["--models", "vgg11_w0.125", "--budgets", "0.8", "--iterations", "1", "--finetune-steps", "1", "--final-steps", "1",
+            "--proposal-samples", "8", "--batch-size", "16", "--data", str(pack), "--out", str(out), "--checkpoint-dir", str(ck),
+            "--subset", "64", "--validation", "8"]
+    assert script.main(argv) == 0
+    data = json.loads(out.read_text())
+    entry = data["models"]["vgg11_w0.125"]
+    assert {r["method"] for r in entry["results"]} == {"compress", "uniform", "macs"}
+    for r in entry["results"]:
+        assert r["latency_budget"] == 0.8 and r["latency_ratio"] > 0 and r["predicted_ratio"] <= 0.8 + 0.05 and 0 <= r["acc"] <= 1
+        assert r["tflite_bytes"] > 0 and r["finetune_steps"] == 2
+    assert entry["dense_ms"] > 0 and out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
+    assert script.main(argv + ["--resume"]) == 0 and len(json.loads(out.read_text())["runs"]) == 3  # nothing redone

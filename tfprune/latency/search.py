@@ -51,7 +51,7 @@ from tfprune.structured.plan import smallest_prefix
 from tfprune.structured.removal import shrink
 from tfprune.validation import check_int, fraction, number
 
-__all__ = ["compress", "parse_latency"]
+__all__ = ["compress", "parse_latency", "fine_tune"]
 
 
 def parse_latency(latency: Any) -> tuple[str, float]:
@@ -96,7 +96,8 @@ def _train_batches(train: Any, batch_size: int, seed: int) -> Any:
     return ds.batch(batch_size).repeat()
 
 
-def _finetune(model: Any, train: Any, steps: int, lr: float, batch_size: int, seed: int, loss: Any) -> None:
+def fine_tune(model: Any, train: Any, steps: int, lr: float, batch_size: int, seed: int, loss: Any) -> None:
+    """``steps`` optimizer steps of Adam (``lr`` decayed to 0 by a cosine) on ``train`` ((x, y) arrays or a tf.data dataset of batches), seeded."""
     from tfprune.training.finetune import adam_cosine
 
     if steps <= 0:
@@ -309,11 +310,11 @@ def compress(
             small, _ = shrink(current, {name: chans}, x=x_cal[:4])
             reestimate_batchnorm(small, x_cal)
             if proposal_steps:
-                _finetune(small, train, proposal_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+                fine_tune(small, train, proposal_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
             scored.append((_accuracy(small, xp, yp, 256), -pred, name, chans, pred, small))
         scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
         acc, _, name, chans, pred, small = scored[0]
-        _finetune(small, train, finetune_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+        fine_tune(small, train, finetune_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
         acc_after = _accuracy(small, xp, yp, 256)
         current = small
         step = SearchStep(iteration=it, group=name, removed=len(chans), predicted_ms=float(pred), proxy_accuracy=float(acc),
@@ -326,7 +327,7 @@ def compress(
             f"after fine-tuning {acc_after:.4f} ({len(proposals)} proposals, {step.seconds:.0f} s)")
     search_seconds = time.perf_counter() - t_start
     final = current
-    _finetune(final, train, final_steps, learning_rate, batch_size, seed * 100003 + 99991, loss_spec.loss)
+    fine_tune(final, train, final_steps, learning_rate, batch_size, seed * 100003 + 99991, loss_spec.loss)
     final_acc = _accuracy(final, xv, yv, 256)
     final_pred = LatencyCost(channel_graph(final), table).estimate()
     measured = measure_model_ms({"dense": model, "final": final}, threads=table.threads)

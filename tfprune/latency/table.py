@@ -68,25 +68,25 @@ def interpolate(grid_in: np.ndarray, grid_out: np.ndarray, ms: np.ndarray, n_in:
 
 
 def calibrate_remainder(measured: list[float], layer_sums: list[float], shares: list[float]) -> tuple[float, float]:
-    """``(base_ms, elementwise_ms)``: least squares of ``measured - layer_sums = base + elementwise * share``, both kept >= 0.
+    """``(base_ms, elementwise_ms)``: least squares of ``measured - layer_sums = base + elementwise * share``, ``elementwise >= 0``.
 
     ``measured``: whole-model milliseconds of a few variants of the model (the
     dense one first); ``layer_sums``: the table's sum over their layers;
     ``shares``: the fraction of the dense model's element-wise activations
     each keeps. With one variant, or shares that do not differ, the remainder
-    is a constant.
+    is a constant. ``base`` may be negative: one-layer models time a little
+    more than the same layer inside a model (their own input and output
+    copies), and the fit corrects that bias.
     """
     r = np.asarray(measured, float) - np.asarray(layer_sums, float)
     s = np.asarray(shares, float)
     if r.size == 0:
         return 0.0, 0.0
     if r.size == 1 or np.ptp(s) < 1e-6:
-        return max(float(r.mean()), 0.0), 0.0
+        return float(r.mean()), 0.0
     b, a = np.polyfit(s, r, 1)
-    if b < 0:  # less elementwise work never costs more: a constant then
-        return max(float(r.mean()), 0.0), 0.0
-    if a < 0:  # the fit through the origin
-        return 0.0, max(float(np.dot(s, r) / np.dot(s, s)), 0.0)
+    if b < 0:  # less element-wise work never costs more: a constant then
+        return float(r.mean()), 0.0
     return float(a), float(b)
 
 
@@ -131,7 +131,8 @@ class LatencyTable:
     Attributes:
       timings: signature -> `LayerTiming`.
       layers: layer name -> ``(signature, dense input channels, dense output channels)``.
-      base_ms, elementwise_ms: the remainder ``base_ms + elementwise_ms * share`` (see the module docstring).
+      base_ms, elementwise_ms: the remainder ``base_ms + elementwise_ms * share`` (see the module docstring; ``base_ms`` may
+        be negative, a correction of the one-layer timings' bias).
       device: where it was measured (``"host"``: ai-edge-litert on this machine, or a free text for imported tables).
       threads: interpreter threads.
       runtime: the interpreter's runtime (``"xnnpack"``...).
@@ -156,9 +157,10 @@ class LatencyTable:
         missing = sorted({sig for sig, _, _ in self.layers.values()} - set(self.timings))
         if missing:
             raise ValueError(f"layers name signatures the table does not time: {missing[:3]}")
-        for name, v in (("base_ms", self.base_ms), ("elementwise_ms", self.elementwise_ms)):
-            if not math.isfinite(float(v)) or float(v) < 0:
-                raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+        if not math.isfinite(float(self.base_ms)):
+            raise ValueError(f"base_ms must be a finite number, got {self.base_ms!r}")
+        if not math.isfinite(float(self.elementwise_ms)) or float(self.elementwise_ms) < 0:
+            raise ValueError(f"elementwise_ms must be a finite number >= 0, got {self.elementwise_ms!r}")
 
     def layer_ms(self, name: str, n_in: float | None = None, n_out: float | None = None) -> float:
         """Milliseconds of layer ``name`` at ``n_in`` / ``n_out`` channels (default: its dense counts; 0 channels: the layer is gone, 0 ms)."""
@@ -179,7 +181,7 @@ class LatencyTable:
         if unknown:
             raise KeyError(f"layers not in the latency table: {unknown[:5]}")
         total = sum(self.layer_ms(n, *channels.get(n, (None, None))) for n in self.layers)
-        return float(total + self.base_ms + self.elementwise_ms * float(share))
+        return max(float(total + self.base_ms + self.elementwise_ms * float(share)), 0.0)
 
     @property
     def dense_ms(self) -> float:

@@ -1,0 +1,215 @@
+"""`tfprune.compress` against uniform channel pruning and a MACs-budget plan at the same latency, on CIFAR-10.
+
+    python benchmarks/compress.py --models vgg16_w0.25 --budgets 0.7,0.5 --max-minutes 110 --resume
+
+For each dense checkpoint (``benchmarks/checkpoints/<tag>.keras``) one latency
+table is built on this machine (`tfprune.latency.build_table`, 1 thread,
+cached). For each latency budget (a ratio of the dense model's predicted
+latency) three methods get the same fine-tuning budget in optimizer steps
+(``iterations * finetune_steps + final_steps``, Adam 1e-3 with a cosine decay,
+batch 128 on the augmented pipeline; the last 5,000 training images are kept
+out as the search's validation set):
+
+* ``compress``: the NetAdapt-style search (`tfprune.compress`): its accepted
+  steps' fine-tuning, then a final fine-tune with what is left of the budget;
+* ``uniform``: every channel group loses the same fraction, the fraction set
+  so the table predicts the budget (`tfprune.plan(latency=..., allocation="uniform")`);
+* ``macs``: the project's MACs-budget channel plan (``allocation="importance"``,
+  How Compact? at channel level), its MACs fraction found by bisection so the
+  table predicts the budget: an allocation that counts MACs, not milliseconds.
+
+Every pruned model is timed as float TFLite beside the dense model
+(interleaved, 1 thread): the measured ratio, the table's predicted ratio, test
+accuracy and the file size are recorded. JSON after every configuration
+(``--resume``); ``--max-minutes`` stops before a configuration would pass it.
+
+Writes ``benchmarks/results/compress.{json,md,png}``:
+``{"models": {"vgg16_w0.25": {"dense_acc": ..., "dense_ms": ..., "results": [{"method": "compress", "latency_budget": 0.5,
+"latency_ratio": ..., "predicted_ratio": ..., "acc": ..., "tflite_bytes": ...}]}}, "runs": [...], "config": {"command": ...}}``
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+from _cifar import RESULTS, Deadline, Ledger, accuracy_on, check_subset, command_line, common_arguments, dense_entry, load_data  # noqa: E402
+
+import tfprune as tp  # noqa: E402
+from tfprune.files import atomic_write  # noqa: E402
+from tfprune.latency import LatencyCost, build_table, compress, measure_model_ms  # noqa: E402
+from tfprune.latency.measure import tflite_bytes  # noqa: E402
+from tfprune.latency.search import fine_tune  # noqa: E402
+from tfprune.structured.graph import channel_graph  # noqa: E402
+from tfprune.structured.plan import plan_and_shrink  # noqa: E402
+
+DEFAULT_OUT = os.path.join(RESULTS, "compress.json")
+METHODS = ("compress", "uniform", "macs")
+
+
+def predicted_ratio(model, table, dense_ms: float) -> float:
+    return LatencyCost(channel_graph(model), table).estimate() / dense_ms
+
+
+def macs_plan_at(dense, table, budget: float, dense_pred: float, tol: float = 0.005):
+    """The ``importance`` MACs-budget plan whose shrunk model the table predicts at ``budget`` of the dense latency (bisection on MACs)."""
+    lo, hi, best = 0.0, 0.95, None
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        plan, small, _ = plan_and_shrink(dense, macs=mid, allocation="importance")
+        r = predicted_ratio(small, table, dense_pred)
+        if r <= budget:
+            best, hi = (plan, small, mid), mid
+        else:
+            lo = mid
+        if best is not None and abs(r - budget) <= tol:
+            break
+    if best is None:
+        raise SystemExit(f"no MACs target up to {hi} reaches {budget} of the dense latency")
+    return best
+
+
+def summarize(data: dict) -> dict:
+    for tag, entry in data["models"].items():
+        entry["results"] = [{k: r[k] for k in ("method", "latency_budget", "latency_ratio", "predicted_ratio", "acc", "tflite_bytes",
+                                               "macs", "params", "finetune_steps")}
+                            for r in data["runs"] if r["model"] == tag]
+    return data
+
+
+def write_markdown(data: dict, out: str) -> None:
+    lines = []
+    for tag, entry in data["models"].items():
+        lines += [f"### {tag}: dense {100 * entry['dense_acc']:.2f}%, {entry.get('dense_ms', float('nan')):.3f} ms (float TFLite, 1 thread, "
+                  f"batch 1), table predicts {entry.get('dense_predicted_ms', float('nan')):.3f} ms", "",
+                  "| budget | method | measured ratio | predicted ratio | accuracy % | MACs | params | .tflite bytes |",
+                  "|---:|---|---:|---:|---:|---:|---:|---:|"]
+        for r in sorted(entry.get("results", []), key=lambda r: (-r["latency_budget"], METHODS.index(r["method"]))):
+            lines.append(f"| {r['latency_budget']:g} | {r['method']} | {r['latency_ratio']:.3f} | {r['predicted_ratio']:.3f} | "
+                         f"{100 * r['acc']:.2f} | {r['macs']:,} | {r['params']:,} | {r['tflite_bytes']:,} |")
+        lines.append("")
+    c = data["config"]
+    lines += [f"Budget: {c['budget']}. CPU time {c.get('cpu_minutes', 0):.1f} min (wall {c.get('wall_minutes', 0):.1f} min).", "",
+              f"Command: `{c['command']}`"]
+    with atomic_write(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def plot(data: dict, out: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tags = list(data["models"])
+    if not tags:
+        return
+    fig, axes = plt.subplots(1, len(tags), figsize=(5 * len(tags), 4), squeeze=False)
+    for ax, tag in zip(axes[0], tags):
+        entry = data["models"][tag]
+        for i, m in enumerate(METHODS):
+            rs = [r for r in entry.get("results", []) if r["method"] == m]
+            ax.plot([r["latency_ratio"] for r in rs], [100 * r["acc"] for r in rs], "o", color=f"C{i}", label=m, ms=8)
+        ax.axhline(100 * entry["dense_acc"], color="grey", ls="--", lw=1, label="dense")
+        ax.set_xlabel("measured latency / dense")
+        ax.set_ylabel("test accuracy %")
+        ax.set_title(tag)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    from tfprune.files import atomic_path
+
+    with atomic_path(os.path.splitext(out)[0] + ".png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="vgg16_w0.25")
+    ap.add_argument("--budgets", default="0.7,0.5", help="latency budgets, ratios of the dense model's")
+    ap.add_argument("--iterations", type=int, default=8)
+    ap.add_argument("--finetune-steps", type=int, default=100)
+    ap.add_argument("--final-steps", type=int, default=780)
+    ap.add_argument("--proposal-samples", type=int, default=1000)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--validation", type=int, default=5000, help="training images kept out as the search's validation set")
+    common_arguments(ap, DEFAULT_OUT)
+    args = ap.parse_args(argv)
+    check_subset(ap, args, DEFAULT_OUT)
+    budgets = [float(b) for b in args.budgets.split(",")]
+    total_steps = args.iterations * args.finetune_steps + args.final_steps
+    budget = {"iterations": args.iterations, "finetune_steps": args.finetune_steps, "final_steps": args.final_steps,
+              "fine_tuning_steps_per_method": total_steps, "proposal_samples": args.proposal_samples, "lr": args.lr,
+              "batch_size": args.batch_size, "threads": args.threads, "validation": args.validation, "subset": args.subset}
+    ledger = Ledger(args.out, budget, command_line(__file__, argv), args.resume, ("model", "method", "latency_budget"))
+    deadline = Deadline(args.max_minutes)
+    (xt, yt), test = load_data(args.data, args.subset)
+    n_val = min(args.validation, len(xt) // 5)
+    xv, yv = xt[-n_val:].astype(np.float32), yt[-n_val:]
+    xtr, ytr = xt[:-n_val], yt[:-n_val]
+    last = 0.0
+    for tag in args.models.split(","):
+        dense, entry = dense_entry(ledger, tag, args, test)
+        table = build_table(dense, threads=args.threads, progress=print)
+        dense_pred = table.predict()
+        entry.update(dense_predicted_ms=dense_pred, table_notes=table.notes)
+        for b in budgets:
+            for method in METHODS:
+                if ledger.done(model=tag, method=method, latency_budget=b):
+                    continue
+                if not deadline.allows(last):
+                    print(f"[compress] stopping: the next configuration would pass --max-minutes {args.max_minutes}")
+                    return 0
+                t0, c0 = time.time(), time.process_time()
+                train = tp.datasets.cifar10_pipeline(xtr, ytr, args.batch_size, seed=7)
+                if method == "compress":
+                    res = compress(dense, train, validation=(xv, yv), latency=b, table=table, iterations=args.iterations,
+                                   proposal_samples=args.proposal_samples, finetune_steps=args.finetune_steps, final_steps=0,
+                                   learning_rate=args.lr, batch_size=args.batch_size, seed=0, verbose=0, progress=print)
+                    small = res.model
+                    # the final fine-tune: what the search's steps left of the budget, with the baselines' recipe
+                    final = total_steps - len(res.steps) * args.finetune_steps
+                    extra = {"steps": len(res.steps), "search_seconds": res.search_seconds, "final_steps": final,
+                             "path": [s.to_dict() for s in res.steps]}
+                elif method == "uniform":
+                    plan, small, _ = plan_and_shrink(dense, latency=b, allocation="uniform", latency_cost=lambda cg, table=table: LatencyCost(cg, table))
+                    extra = {"plan_latency_removed": plan.achieved}
+                else:
+                    plan, small, macs = macs_plan_at(dense, table, b, dense_pred)
+                    extra = {"macs_target": macs, "plan_macs_removed": plan.achieved}
+                fine_tune(small, train, extra["final_steps"] if method == "compress" else total_steps, args.lr, args.batch_size, 0,
+                          tp.training.finetune.model_loss(dense).loss)
+                acc = accuracy_on(small, *test)
+                ms = measure_model_ms({"dense": dense, "small": small}, threads=args.threads)
+                prof = tp.profile(small)
+                run = {"model": tag, "method": method, "latency_budget": b, "latency_ratio": ms["small"] / ms["dense"],
+                       "predicted_ratio": predicted_ratio(small, table, dense_pred), "acc": acc, "tflite_bytes": len(tflite_bytes(small)),
+                       "macs": int(prof.macs), "params": int(prof.params), "finetune_steps": total_steps, "dense_ms": ms["dense"],
+                       "small_ms": ms["small"], "minutes": (time.time() - t0) / 60, "cpu_minutes": (time.process_time() - c0) / 60, **extra}
+                entry["dense_ms"] = ms["dense"]
+                ledger.add(run)
+                summarize(ledger.data)
+                ledger.save()
+                write_markdown(ledger.data, args.out)
+                plot(ledger.data, args.out)
+                last = time.time() - t0
+                print(f"[compress] {tag} {method:8s} budget {b:g}: measured {run['latency_ratio']:.3f} (predicted {run['predicted_ratio']:.3f}), "
+                      f"acc {100 * acc:.2f}% ({run['minutes']:.1f} min)", flush=True)
+    summarize(ledger.data)
+    ledger.save()
+    write_markdown(ledger.data, args.out)
+    plot(ledger.data, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -341,6 +341,9 @@ def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
     (xt, yt), (xs, ys) = digits_data
     monkeypatch.setattr(tfprune.datasets, "mnist", lambda *a, **k: ((xt[:640], yt[:640]), (xs[:200], ys[:200])))
     code = re.sub(r"epochs=\d+", "epochs=1", code)
+    code = code.replace("latency=0.6,", "latency=0.6, iterations=2, finetune_steps=5, final_steps=5, proposal_samples=200,")  # (g): fewer steps
+    quick = lambda m, **k: tfprune.latency.build_table(m, points=2, rounds=1, block=2, calibrate=(), cache=False)  # noqa: E731
+    monkeypatch.setattr("tfprune.latency.search.build_table", quick)
     monkeypatch.chdir(tmp_path)
     scope: dict = {}
     exec(compile(code, "README.md (f)", "exec"), scope)  # noqa: S102  (our own README)
@@ -351,6 +354,8 @@ def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
     assert isinstance(scope["smaller"], keras3.Model) and tfprune.profile(scope["smaller"]).macs < tfprune.profile(scope["dense"]).macs
     assert isinstance(scope["pruned"], keras3.Model) and scope["report"].total_sparsity == pytest.approx(0.9, abs=0.01)
     assert isinstance(scope["student"], keras3.Model) and scope["result"].macs_reduction >= 0.3 and scope["result"].removed
+    assert isinstance(scope["fast"], keras3.Model) and (tmp_path / "fast.tflite").is_file()
+    assert tfprune.profile(scope["fast"]).macs < tfprune.profile(scope["dense"]).macs
 
 
 def test_profile_and_the_model_zoo_twins():

@@ -86,7 +86,9 @@ def test_an_interrupted_search_resumes_to_the_same_model(setup, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         _run(setup, state_dir=str(tmp_path / "s"), progress=stop_after_first)
     lines = []
-    resumed = _run(setup, state_dir=str(tmp_path / "s"), progress=lines.append)
+    assert (tmp_path / "s" / "table.json").is_file()
+    resumed = _run(setup, state_dir=str(tmp_path / "s"), progress=lines.append, table=None)  # the saved table is used
+    assert not any(ln.startswith("[latency]") for ln in lines)  # nothing timed again
     assert any("resumed" in ln for ln in lines)
     assert [s.group for s in resumed.steps] == [s.group for s in reference.steps]
     for a, b in zip(resumed.model.get_weights(), reference.model.get_weights()):

@@ -192,7 +192,8 @@ def compress(
       final_steps: fine-tuning steps of the final model.
       learning_rate, batch_size, loss: fine-tuning (Adam with a cosine decay; the model's compiled loss by default).
       time_budget: seconds the search may take (checked between iterations; the final fine-tune comes after). None: no limit.
-      state_dir: a folder for the search's state: an interrupted search resumes there from its last accepted step.
+      state_dir: a folder for the search's state (the table it uses, the model and path after each accepted step): an
+        interrupted search resumes there from its last accepted step, with the same table.
       out: a path for the final float ``.tflite`` (verified against the Keras model); None: not written.
       seed: seeds data order and fine-tuning.
       verbose: 1 shows progress (tqdm over iterations) and the report; 0 is quiet.
@@ -237,6 +238,9 @@ def compress(
     xv, yv = _as_arrays(validation, "validation")
     loss_spec = model_loss(model, loss)
     say = progress or (print if verbose else (lambda _: None))
+    saved_table = os.path.join(state_dir, "table.json") if state_dir else None
+    if table is None and saved_table and os.path.isfile(saved_table):  # a resumed search goes on with the table it started with
+        table = LatencyTable.load(saved_table)
     if table is None:
         table = build_table(model, threads=threads, progress=say if verbose else None)
     elif not isinstance(table, LatencyTable):
@@ -259,6 +263,9 @@ def compress(
         current = keras.models.clone_model(model)
         current.set_weights(model.get_weights())
         state = {"key": key, "steps": [], "delta": (dense_pred - goal) / iterations}
+        if saved_table:
+            os.makedirs(state_dir, exist_ok=True)
+            table.save(saved_table)
         say(f"[compress] dense: {dense_pred:.4f} ms predicted, accuracy {dense_acc:.4f}; budget {goal:.4f} ms")
     else:
         say(f"[compress] resumed from {state_dir!r} after {len(state['steps'])} accepted step(s)")

@@ -59,21 +59,41 @@ def predicted_ratio(model, table, dense_ms: float) -> float:
 
 
 def macs_plan_at(dense, table, budget: float, dense_pred: float, tol: float = 0.005):
-    """The ``importance`` MACs-budget plan whose shrunk model the table predicts at ``budget`` of the dense latency (bisection on MACs)."""
-    lo, hi, best = 0.0, 0.95, None
-    for _ in range(12):
-        mid = (lo + hi) / 2
-        plan, small, _ = plan_and_shrink(dense, macs=mid, allocation="importance")
-        r = predicted_ratio(small, table, dense_pred)
-        if r <= budget:
-            best, hi = (plan, small, mid), mid
-        else:
-            lo = mid
-        if best is not None and abs(r - budget) <= tol:
+    """The ``importance`` MACs-budget plan whose shrunk model the table predicts closest to ``budget`` of the dense latency, from below.
+
+    A coarse scan of MACs targets, then bisection inside the bracket where the prediction crosses the budget; of every plan
+    tried, the one predicted at most ``budget`` and nearest to it (the prediction need not fall monotonically with MACs).
+    """
+    tried = []
+
+    def at(f: float):
+        plan, small, _ = plan_and_shrink(dense, macs=f, allocation="importance")
+        tried.append((predicted_ratio(small, table, dense_pred), f, plan, small))
+        return tried[-1][0]
+
+    grid = [round(0.05 * i, 2) for i in range(1, 19)]
+    lo = hi = None
+    for f in grid:
+        if at(f) <= budget:
+            hi = f
             break
-    if best is None:
-        raise SystemExit(f"no MACs target up to {hi} reaches {budget} of the dense latency")
-    return best
+        lo = f
+    if hi is not None:
+        lo = lo or 0.0
+        for _ in range(8):
+            mid = (lo + hi) / 2
+            r = at(mid)
+            if r <= budget:
+                hi = mid
+            else:
+                lo = mid
+            if budget - tol <= r <= budget:
+                break
+    under = [t for t in tried if t[0] <= budget]
+    if not under:
+        raise SystemExit(f"no MACs target up to 0.9 reaches {budget} of the dense latency")
+    r, f, plan, small = max(under, key=lambda t: t[0])
+    return plan, small, f
 
 
 def summarize(data: dict) -> dict:

@@ -214,10 +214,11 @@ class _Stop(keras.callbacks.Callback):
 
 
 SAVE_PATHS = ["keras", "h5", "save_weights", "checkpoint_weights_only", "backup_and_restore"]
-# Every save path with unstructured masks and channel keep-vectors; the other granularities through a .keras file and BackupAndRestore in the
-# default run, every other pair marked slow (`make test-all`): the save paths do not depend on the mask kind.
+# Every save path with unstructured masks; channel keep-vectors through a .keras file, save_weights and BackupAndRestore in the default
+# run; every other pair marked slow (`make test-all`): the save paths do not depend on the mask kind.
 RESUME_CASES = [
-    pytest.param(how, g, marks=() if g in ("unstructured", "channel") or how in ("keras", "backup_and_restore") else pytest.mark.slow)
+    pytest.param(how, g, marks=() if g == "unstructured" or (g == "channel" and how in ("keras", "save_weights", "backup_and_restore"))
+                 else pytest.mark.slow)
     for g in ("unstructured", "block", "channel", "2:4") for how in SAVE_PATHS
 ]
 

@@ -195,14 +195,14 @@ def test_cli_layers_and_export(trained_tiny, tmp_path):
 
 
 def test_demo_short_run(tmp_path, capsys):
-    """The README demo, shortened (1+2 epochs): trains, prunes, fine-tunes, exports, prints, plots."""
+    """The README demo, shortened (1+1 epochs on 12,000 images): trains, prunes, fine-tunes, exports, prints, plots."""
     from tfprune.demo import run_demo
 
     with np.load(mnist_path()) as full:  # a 12,000 / 3,000 subset keeps this under 30 s on 2 cores (the full set is the demo's)
         subset = {k: full[k][:12_000] if k.endswith("train") else full[k][:3_000] for k in full.files}
     data = tmp_path / "mnist_subset.npz"
     np.savez(data, **subset)
-    rec = run_demo(str(data), str(tmp_path), sparsity=0.9, epochs=1, prune_epochs=2)
+    rec = run_demo(str(data), str(tmp_path), sparsity=0.9, epochs=1, prune_epochs=1)
     out = capsys.readouterr().out
     n_test = len(subset["y_test"])
     assert rec["data"].startswith(f"MNIST from {data}") and f"{n_test:,} test images" in rec["data"]

@@ -186,7 +186,7 @@ def _channel_keeps(model) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize(("how", "granularity"), [
     ("keras", "unstructured"), pytest.param("save_weights", "unstructured", marks=pytest.mark.slow), ("backup_and_restore", "unstructured"),
-    ("keras", "channel"), ("backup_and_restore", "channel")])
+    ("keras", "channel"), pytest.param("backup_and_restore", "channel", marks=pytest.mark.slow)])
 def test_interrupted_and_uninterrupted_runs_give_identical_masks(trained, data, tmp_path, how, granularity, monkeypatch):
     (x, y), _ = data
     fresh = lambda: _compiled(tfprune.wrap(trained, granularity=granularity))  # noqa: E731

@@ -266,7 +266,7 @@ def test_channels_shrink_could_not_remove_are_never_planned():
     np.testing.assert_allclose(small.predict(x_, verbose=0), w.predict(x_, verbose=0), atol=ATOL)
 
 
-@pytest.mark.parametrize("importance", ["bn_scale", "taylor"])
+@pytest.mark.parametrize("importance", [pytest.param("bn_scale", marks=pytest.mark.slow), "taylor"])  # bn_scale: make test-all
 def test_other_channel_scorers_drive_the_plan(importance):
     model = mixed_model()
     x, y = random_data(model, n=32)

@@ -383,24 +383,6 @@ def _cmd_channels(args: argparse.Namespace) -> int:
     return 0
 
 
-def _arrays(part: Any, limit: int | None = None) -> tuple[Any, Any]:
-    """(x, y) numpy arrays of a data object from ``--data`` (a tf.data dataset: its first ``limit`` examples)."""
-    import numpy as np
-
-    if hasattr(part, "x") and hasattr(part, "y"):
-        return part.x, part.y
-    if isinstance(part, (tuple, list)):  # (x, y) or (x, y, sample weights)
-        return part[0], part[1]
-    xs, ys, n = [], [], 0
-    for xb, yb in part:
-        xs.append(np.asarray(xb))
-        ys.append(np.asarray(yb))
-        n += len(xs[-1])
-        if limit is not None and n >= limit:
-            break
-    return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
-
-
 def _cmd_compress(args: argparse.Namespace) -> int:
     import contextlib
 

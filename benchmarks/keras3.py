@@ -181,6 +181,7 @@ def main(argv=None) -> int:
             if name not in args.models.split(","):
                 entry.setdefault("command", earlier.get("config", {}).get("command"))
                 entry.setdefault("cpu_minutes", earlier.get("config", {}).get("cpu_minutes"))
+                entry.setdefault("budget", earlier.get("config", {}).get("budget"))
                 results["models"][name] = entry
     for name in args.models.split(","):
         c_model = time.process_time()

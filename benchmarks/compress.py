@@ -159,7 +159,7 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--final-steps", type=int, default=780)
     ap.add_argument("--proposal-samples", type=int, default=1000)
-    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate (Adam, cosine), every method alike")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--validation", type=int, default=5000, help="training images kept out as the search's validation set")
     common_arguments(ap, DEFAULT_OUT)

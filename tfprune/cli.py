@@ -581,7 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--finetune-steps", type=_count(0, "fine-tuning steps per accepted step", "100"), default=100)
     co.add_argument("--final-steps", type=_count(0, "fine-tuning steps of the final model", "1000"), default=1000)
     co.add_argument("--batch-size", type=_count(1, "samples per batch", "64"), default=64)
-    co.add_argument("--lr", type=_real("a learning rate", "0.001", positive=True), default=1e-3)
+    co.add_argument("--lr", type=_real("a learning rate", "0.0001", positive=True), default=1e-4, help="fine-tuning learning rate (Adam, cosine)")
     co.add_argument("--time-budget", type=_real("seconds the search may take", "3600", positive=True), default=None)
     co.add_argument("--state", default=None, help="a folder for the search's state: run the same command again to resume")
     co.add_argument("--seed", type=_count(0, "a seed", "0"), default=0)

@@ -76,7 +76,7 @@ def test_the_search_meets_the_predicted_budget_and_reports_its_path(setup, tmp_p
 
 
 def test_an_interrupted_search_resumes_to_the_same_model(setup, tmp_path):
-    reference = _run(setup, state_dir=str(tmp_path / "ref"))
+    reference = _run(setup, state_dir=str(tmp_path / "ref"), iterations=2)
     assert len(reference.steps) >= 2
 
     def stop_after_first(line: str) -> None:
@@ -84,10 +84,10 @@ def test_an_interrupted_search_resumes_to_the_same_model(setup, tmp_path):
             raise KeyboardInterrupt("simulated interruption")
 
     with pytest.raises(KeyboardInterrupt):
-        _run(setup, state_dir=str(tmp_path / "s"), progress=stop_after_first)
+        _run(setup, state_dir=str(tmp_path / "s"), progress=stop_after_first, iterations=2)
     lines = []
     assert (tmp_path / "s" / "table.json").is_file()
-    resumed = _run(setup, state_dir=str(tmp_path / "s"), progress=lines.append, table=None)  # the saved table is used
+    resumed = _run(setup, state_dir=str(tmp_path / "s"), progress=lines.append, table=None, iterations=2)  # the saved table is used
     assert not any(ln.startswith("[latency]") for ln in lines)  # nothing timed again
     assert any("resumed" in ln for ln in lines)
     assert [s.group for s in resumed.steps] == [s.group for s in reference.steps]
@@ -147,6 +147,7 @@ def test_the_readme_example_runs(setup, tmp_path, monkeypatch):
     assert (tmp_path / "state" / "state.json").is_file()
 
 
+@pytest.mark.slow  # make test-all; the default suite compresses a Keras 3 model in README (f) (tests/test_keras3.py)
 def test_a_keras3_model_is_compressed_through_its_twin(setup):
     import keras as keras3
 

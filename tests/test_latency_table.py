@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from tfprune.latency.table import FORMAT, LatencyTable, LayerTiming, calibrate_remainder, channel_grid, interpolate
+from tfprune.latency.table import FORMAT, LatencyTable, LayerTiming, calibrate_remainder, channel_grid, interpolate, monotone, step_grid
 
 
 def test_channel_grid_is_ascending_distinct_and_ends_at_n():
@@ -27,6 +27,35 @@ def test_interpolate_is_exact_on_a_bilinear_function_and_clamps():
     assert interpolate(gi, go, ms, 1, 0) == pytest.approx(f(2, 1))  # below the grid: its first point
     assert interpolate(gi, go, ms, 100, 100) == pytest.approx(f(8, 3))
     assert interpolate([4], [7], [[2.5]], 1, 100) == 2.5  # one point: constant
+
+
+def test_step_grid_holds_every_multiple_and_n_and_widens_for_wide_layers():
+    assert step_grid(64, 8).tolist() == [8, 16, 24, 32, 40, 48, 56, 64]
+    assert step_grid(9, 8).tolist() == [8, 9] and step_grid(5, 8).tolist() == [5] and step_grid(1, 8).tolist() == [1]
+    wide = step_grid(512, 8)
+    assert wide.size <= 16 and wide[-1] == 512 and np.all(wide[:-1] % 8 == 0) and np.all(np.diff(wide[:-1]) == wide[0])
+    assert step_grid(130, 8, max_points=16).tolist() == list(range(16, 129, 16)) + [130]
+    with pytest.raises(ValueError, match="step_grid needs"):
+        step_grid(8, 0)
+
+
+def test_a_stepped_axis_reads_the_next_measured_count_up():
+    """Kernels compute output channels in tiles: 17 to 32 outputs cost what 32 cost. A stepped axis never interpolates."""
+    gi, go = np.array([8, 16]), np.array([16, 32, 48])
+    ms = np.array([[1.0, 2.0, 3.0], [2.0, 4.0, 6.0]])
+    for n_out, want in [(1, 1.0), (16, 1.0), (17, 2.0), (31.5, 2.0), (32, 2.0), (33, 3.0), (100, 3.0)]:
+        assert interpolate(gi, go, ms, 8, n_out, step_out=True) == want
+    assert interpolate(gi, go, ms, 12, 20, step_out=True) == pytest.approx(3.0)  # linear in inputs, stepped in outputs
+    assert interpolate(gi, go, ms, 8, 24) == pytest.approx(1.5)  # the linear read for comparison
+    assert interpolate(gi, go, ms, 9, 16, step_in=True) == 2.0
+    t = LayerTiming(gi, go, ms, "conv", step_out=True)
+    back = LayerTiming.from_dict(t.to_dict())
+    assert t.at(8, 20) == 2.0 and back.step_out and not back.step_in and back.at(8, 20) == 2.0
+
+
+def test_monotone_removes_timing_noise_that_makes_more_channels_cheaper():
+    noisy = np.array([[1.0, 0.9, 2.0], [0.8, 2.5, 2.4]])
+    assert monotone(noisy).tolist() == [[1.0, 1.0, 2.0], [1.0, 2.5, 2.5]]
 
 
 def test_calibration_recovers_a_linear_remainder():
@@ -77,6 +106,11 @@ def test_table_files_round_trip_and_bad_files_say_what_is_wrong(tmp_path):
     d["timings"]["conv"]["grid_in"] = [8, 4]
     with pytest.raises(ValueError, match="ascending"):
         LatencyTable.from_dict(d)
+    d = t.to_dict()  # a format-1 table (every axis linear, no step fields) is still read
+    d["format"] = "tfprune-latency-table/1"
+    for v in d["timings"].values():
+        del v["step_in"], v["step_out"]
+    assert LatencyTable.from_dict(d).to_dict() == t.to_dict()
     d = t.to_dict()
     del d["timings"]["dense"]
     with pytest.raises(ValueError, match="signatures the table does not time"):
@@ -99,19 +133,20 @@ def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, m
     real = measure.one_layer_model
     monkeypatch.setattr(measure, "one_layer_model", lambda *a: built.append(a[0].name) or real(*a))
     cache = str(tmp_path / "cache.json")
-    table = build_table(model, points=2, rounds=1, block=2, calibrate=(0.5,), cache=cache)
+    table = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(0.5,), cache=cache)
     assert set(table.layers) == {"c1", "c2", "c3", "fc"}
     assert table.layers["c2"][0] == table.layers["c3"][0] != table.layers["c1"][0]
     assert len(table.timings) == 3 and len(built) == 2 + 4 + 2  # c1: 2 outputs (3 inputs fixed); c2 = c3: 2 x 2; fc: 2 inputs
     t = table.timings[table.layers["c2"][0]]
     assert t.grid_in.tolist() == [4, 8] and t.grid_out.tolist() == [4, 8] and np.all(np.isfinite(t.ms)) and np.all(t.ms >= 0)
+    assert t.step_out and not t.step_in and np.all(np.diff(t.ms, axis=0) >= 0) and np.all(np.diff(t.ms, axis=1) >= 0)
     assert table.timings[table.layers["fc"][0]].grid_out.tolist() == [4]  # the logits stay whole
     assert any(n.startswith("calibration dense: measured") for n in table.notes) and table.elementwise_ms >= 0
     cost = LatencyCost(channel_graph(model), table)
     assert cost.estimate(np.zeros(cost.all_labels.size, bool)) == pytest.approx(table.dense_ms)
 
     built.clear()
-    again = build_table(model, points=2, rounds=1, block=2, calibrate=(), cache=cache)
+    again = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), cache=cache)
     assert not built and {s: t.ms.tolist() for s, t in again.timings.items()} == {s: t.ms.tolist() for s, t in table.timings.items()}
 
 
@@ -206,7 +241,8 @@ def test_probes_exported_for_a_device_come_back_as_a_table(tmp_path):
     empty = fake_us["empty.tflite"] / 1000
     for sig, entry in manifest["signatures"].items():
         want = [[fake_us[f.split("/")[-1]] / 1000 - empty for f in row] for row in entry["files"]]
-        np.testing.assert_allclose(table.timings[sig].ms, want)
+        np.testing.assert_allclose(table.timings[sig].ms, monotone(want))
+        assert table.timings[sig].step_out == entry["step_out"]
     assert set(manifest["variants"]) == {"dense", "uniform macs=0.5"}
     assert sum("calibration" in n for n in table.notes) == 2
     with pytest.raises(ValueError, match="no log for"):

@@ -32,7 +32,7 @@ import numpy as np
 
 from tfprune.latency.cost import LatencyCost
 from tfprune.latency.measure import calibration_variants, empty_model, one_layer_model, probe_plan, tflite_bytes
-from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder
+from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder, monotone
 from tfprune.validation import check_int, fraction
 
 __all__ = ["export_probes", "import_probe_logs", "parse_benchmark_log", "PROBES_FORMAT"]
@@ -72,11 +72,11 @@ def _write(path: str, data: bytes | str) -> None:
         f.write(data)
 
 
-def export_probes(model: Any, folder: str, *, points: int = 6, calibrate: Sequence[float] = (0.3, 0.6), threads: int = 1,
+def export_probes(model: Any, folder: str, *, points: int = 4, channel_step: int = 8, calibrate: Sequence[float] = (0.3, 0.6), threads: int = 1,
                   runs: int = 50) -> str:
     """Write the probe models of ``model``, their manifest and ``run_on_device.sh`` into ``folder``; returns the manifest's path.
 
-    ``points``, ``calibrate``: as `tfprune.latency.build_table`; ``threads``, ``runs``: ``benchmark_model``'s ``--num_threads`` and
+    ``points``, ``channel_step``, ``calibrate``: as `tfprune.latency.build_table`; ``threads``, ``runs``: ``benchmark_model``'s ``--num_threads`` and
     ``--num_runs`` in the script.
     """
     from tfprune._keras import is_keras3_object
@@ -86,14 +86,15 @@ def export_probes(model: Any, folder: str, *, points: int = 6, calibrate: Sequen
 
         model = to_tf_keras(model)
     points = check_int(points, "points", 1)
+    channel_step = check_int(channel_step, "channel_step", 1)
     threads = check_int(threads, "threads", 1)
     runs = check_int(runs, "runs", 1)
     calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
-    cg, layers, todo = probe_plan(model, points)
+    cg, layers, todo = probe_plan(model, points, channel_step)
     os.makedirs(os.path.join(folder, "probes"), exist_ok=True)
     _write(os.path.join(folder, "probes", "empty.tflite"), tflite_bytes(empty_model()))
     signatures = {}
-    for i, (sig, (layer, in_shape, g_in, g_out)) in enumerate(todo.items()):
+    for i, (sig, (layer, in_shape, g_in, g_out, step_in, step_out)) in enumerate(todo.items()):
         files = []
         for a in g_in:
             row = []
@@ -103,16 +104,16 @@ def export_probes(model: Any, folder: str, *, points: int = 6, calibrate: Sequen
                 row.append(name)
             files.append(row)
         signatures[sig] = {"description": f"{type(layer).__name__} like {layer.name!r}, input {in_shape}", "grid_in": g_in.tolist(),
-                           "grid_out": g_out.tolist(), "files": files}
-    table = LatencyTable(timings={s: LayerTiming(v["grid_in"], v["grid_out"], np.zeros((len(v["grid_in"]), len(v["grid_out"]))))
-                                  for s, v in signatures.items()}, layers=layers)
+                           "grid_out": g_out.tolist(), "step_in": bool(step_in), "step_out": bool(step_out), "files": files}
+    table = LatencyTable(timings={s: LayerTiming(v["grid_in"], v["grid_out"], np.zeros((len(v["grid_in"]), len(v["grid_out"]))), "",
+                                                 v["step_in"], v["step_out"]) for s, v in signatures.items()}, layers=layers)
     cost = LatencyCost(cg, table)
     variants = {}
     for j, (key, (m, removed)) in enumerate(calibration_variants(model, cg, cost, calibrate).items()):
         name = f"probes/whole_{j}.tflite"
         _write(os.path.join(folder, name), tflite_bytes(m))
         variants[key] = {"file": name, "channels": {n: list(c) for n, c in cost.channels(removed).items()}, "share": cost.share(removed)}
-    manifest = {"format": PROBES_FORMAT, "model": model.name, "threads": threads, "points": points, "empty": "probes/empty.tflite",
+    manifest = {"format": PROBES_FORMAT, "model": model.name, "threads": threads, "points": points, "channel_step": channel_step, "empty": "probes/empty.tflite",
                 "layers": {n: list(v) for n, v in layers.items()}, "signatures": signatures, "variants": variants,
                 "elementwise_elements": cost.elementwise_total}
     path = os.path.join(folder, "manifest.json")
@@ -152,8 +153,9 @@ def import_probe_logs(folder: str, logs: str | None = None, device: str = "devic
     base = ms(manifest["empty"])
     timings = {}
     for sig, v in manifest["signatures"].items():
-        grid = np.asarray([[max(ms(f) - base, 0.0) for f in row] for row in v["files"]])
-        timings[sig] = LayerTiming(np.asarray(v["grid_in"]), np.asarray(v["grid_out"]), grid, v.get("description", ""))
+        grid = monotone([[max(ms(f) - base, 0.0) for f in row] for row in v["files"]])
+        timings[sig] = LayerTiming(np.asarray(v["grid_in"]), np.asarray(v["grid_out"]), grid, v.get("description", ""),
+                                   bool(v.get("step_in", False)), bool(v.get("step_out", False)))
     layers = {n: (str(v[0]), int(v[1]), int(v[2])) for n, v in manifest["layers"].items()}
     table = LatencyTable(timings=timings, layers=layers, device=device, threads=int(manifest.get("threads", 1)), runtime="benchmark_model",
                          model=str(manifest.get("model", "")), elementwise_elements=float(manifest.get("elementwise_elements", 0.0)),

@@ -3,8 +3,11 @@
 For every layer tfprune times (Conv1D/2D, DepthwiseConv2D, SeparableConv2D,
 Conv2DTranspose, Dense) a one-layer model with the layer's configuration and
 input size is converted to float TFLite at each point of a grid of input and
-output channel counts (`tfprune.latency.table.channel_grid`; only the sides
-whose channels a prunable group can remove get a grid) and timed at batch 1,
+output channel counts and timed at batch 1 (only the sides whose channels a
+prunable group can remove get a grid): output channels (a depthwise layer's
+channels) at every multiple of ``channel_step`` (`tfprune.latency.table.step_grid`:
+the kernels compute them in tiles, so their cost grows in steps), input
+channels at ``points`` counts (`channel_grid`: their cost grows linearly),
 interleaved with the others (median of blocks of invocations), less the time
 of an almost empty model (the interpreter's own cost per invocation). Layers
 that compute the same thing share a signature and are timed once; timings are
@@ -32,7 +35,7 @@ import numpy as np
 
 from tfprune._keras import keras
 from tfprune.latency.cost import LatencyCost, timed_layer_keys
-from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder, channel_grid
+from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder, channel_grid, monotone, step_grid
 from tfprune.structured.graph import ChannelGraph, channel_graph
 from tfprune.validation import check_int, fraction
 
@@ -115,12 +118,14 @@ def one_layer_model(layer: Any, in_shape: tuple, n_in: int, n_out: int) -> Any:
     return keras.Model(inp, type(layer).from_config(config)(inp))
 
 
-def _grid(n: int, points: int, groups: int, prunable: bool) -> np.ndarray:
+def _grid(n: int, points: int, groups: int, prunable: bool, step: int = 0) -> np.ndarray:
+    """The counts a side is timed at: ``[n]`` when no group can shrink it; every multiple of ``step`` (``step > 0``) or
+    ``points`` counts (``step == 0``), per convolution group."""
     if not prunable:
         return np.asarray([n], dtype=np.int64)
-    if groups > 1:
-        return channel_grid(n // groups, points) * groups
-    return channel_grid(n, points)
+    per_group = n // groups
+    grid = step_grid(per_group, step) if step else channel_grid(per_group, points)
+    return grid * groups
 
 
 def _cache_file(threads: int) -> str:
@@ -134,7 +139,7 @@ def _cache_file(threads: int) -> str:
 
     tag = hashlib.sha256(f"{cpu}|{getattr(ai_edge_litert, '__version__', '')}".encode()).hexdigest()[:12]
     root = os.environ.get("TFPRUNE_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "tfprune")
-    return os.path.join(root, "latency", f"host-{tag}-threads{threads}.json")
+    return os.path.join(root, "latency", f"host-{tag}-threads{threads}-v2.json")
 
 
 def _read_cache(path: str) -> dict:
@@ -165,8 +170,9 @@ def empty_model() -> Any:
     return keras.Model(inp, L.ReLU()(inp))
 
 
-def probe_plan(model: Any, points: int) -> tuple[ChannelGraph, dict[str, tuple[str, int, int]], dict[str, tuple[Any, tuple, np.ndarray, np.ndarray]]]:
-    """The channel graph; layer -> (signature, input channels, output channels); signature -> (a layer, input shape, grid in, grid out)."""
+def probe_plan(model: Any, points: int, channel_step: int = 8) -> tuple[ChannelGraph, dict[str, tuple[str, int, int]], dict[str, tuple]]:
+    """The channel graph; layer -> (signature, input channels, output channels); signature -> (a layer, input shape, grid in,
+    grid out, step_in, step_out): the stepped side (outputs; a depthwise layer's channels) on multiples of ``channel_step``."""
     cg = channel_graph(model)
     prunable_keys = {k for g in cg.prunable for k in g.tensors}
     layers: dict[str, tuple[str, int, int]] = {}
@@ -181,14 +187,14 @@ def probe_plan(model: Any, points: int) -> tuple[ChannelGraph, dict[str, tuple[s
         kin, kout = timed_layer_keys(cg, name)
         groups = int(getattr(layer, "groups", 1) or 1)
         depthwise = isinstance(layer, L.DepthwiseConv2D)
-        g_in = _grid(n_in, points, groups, kin in prunable_keys)
-        g_out = np.asarray([n_out], np.int64) if depthwise else _grid(n_out, points, groups, kout in prunable_keys)
+        g_in = _grid(n_in, points, groups, kin in prunable_keys, channel_step if depthwise else 0)
+        g_out = np.asarray([n_out], np.int64) if depthwise else _grid(n_out, points, groups, kout in prunable_keys, channel_step)
         layers[name] = (sig, n_in, n_out)
         if sig in todo:  # the union of the grids of the layers that share the signature
-            _, _, a, b = todo[sig]
-            todo[sig] = (layer, in_shape, np.union1d(a, g_in), np.union1d(b, g_out))
+            _, _, a, b, _, _ = todo[sig]
+            todo[sig] = (layer, in_shape, np.union1d(a, g_in), np.union1d(b, g_out), depthwise, not depthwise)
         else:
-            todo[sig] = (layer, in_shape, g_in, g_out)
+            todo[sig] = (layer, in_shape, g_in, g_out, depthwise, not depthwise)
     if not layers:
         raise ValueError(f"model {model.name!r} has no layer tfprune times (Conv, DepthwiseConv2D, SeparableConv2D, Dense)")
     return cg, layers, todo
@@ -219,7 +225,8 @@ def build_table(
     model: Any,
     *,
     threads: int = 1,
-    points: int = 6,
+    points: int = 4,
+    channel_step: int = 8,
     rounds: int = 10,
     block: int = 10,
     calibrate: Sequence[float] = (0.3, 0.6),
@@ -231,7 +238,10 @@ def build_table(
     Args:
       model: a built tf-keras model with a fixed input size (a Keras 3 model is timed through its tf-keras twin).
       threads: interpreter threads (the table is for this thread count).
-      points: grid points per channel axis (about ``n/points`` apart).
+      points: grid points on an input-channel axis (about ``n/points`` apart; the cost is linear there).
+      channel_step: output channels (a depthwise layer's channels) are timed at every multiple of it (at most 16 counts per
+        layer): 8 matches the tiles of XNNPack's kernels on ARM and x86 (x86 with AVX-512 uses 16 or 32, which an 8-grid
+        also resolves).
       rounds, block: each one-layer model runs ``rounds`` blocks of ``block`` invocations (interleaved).
       calibrate: fractions of MACs removed (uniform channel pruning) of the whole-model variants, beside the dense model,
         on which the remainder is calibrated.
@@ -246,21 +256,22 @@ def build_table(
         model = to_tf_keras(model)
     threads = check_int(threads, "threads", 1)
     points = check_int(points, "points", 1)
+    channel_step = check_int(channel_step, "channel_step", 1)
     rounds = check_int(rounds, "rounds", 1)
     block = check_int(block, "block", 1)
     calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
     say = progress or (lambda _: None)
-    cg, layers, todo = probe_plan(model, points)
+    cg, layers, todo = probe_plan(model, points, channel_step)
     cache_path = (cache if isinstance(cache, str) else _cache_file(threads)) if cache else None
     stored = _read_cache(cache_path) if cache_path else {}
     empty = empty_model()
     timings: dict[str, LayerTiming] = {}
     runtime = ""
-    for i, (sig, (layer, in_shape, g_in, g_out)) in enumerate(todo.items(), 1):
+    for i, (sig, (layer, in_shape, g_in, g_out, step_in, step_out)) in enumerate(todo.items(), 1):
         hit = stored.get(sig)
         if hit and set(g_in.tolist()) <= set(hit["grid_in"]) and set(g_out.tolist()) <= set(hit["grid_out"]):
-            t = LayerTiming(np.asarray(hit["grid_in"]), np.asarray(hit["grid_out"]), np.asarray(hit["ms"]), hit.get("description", ""))
-            timings[sig] = t
+            timings[sig] = LayerTiming(np.asarray(hit["grid_in"]), np.asarray(hit["grid_out"]), np.asarray(hit["ms"]), hit.get("description", ""),
+                                       step_in, step_out)
             say(f"[latency] {i}/{len(todo)} {type(layer).__name__} {layer.name}: cached")
             continue
         contents = {"empty": tflite_bytes(empty)}
@@ -269,16 +280,16 @@ def build_table(
                 contents[(int(a), int(b))] = tflite_bytes(one_layer_model(layer, in_shape, int(a), int(b)))
         ms, runtime = time_tflite(contents, threads, rounds, block)
         base = ms.pop("empty")
-        grid = np.asarray([[max(ms[(int(a), int(b))] - base, 0.0) for b in g_out] for a in g_in])
+        grid = monotone([[max(ms[(int(a), int(b))] - base, 0.0) for b in g_out] for a in g_in])
         desc = f"{type(layer).__name__} like {layer.name!r}, input {in_shape}"
-        timings[sig] = LayerTiming(g_in, g_out, grid, desc)
+        timings[sig] = LayerTiming(g_in, g_out, grid, desc, step_in, step_out)
         stored[sig] = {"grid_in": g_in.tolist(), "grid_out": g_out.tolist(), "ms": grid.tolist(), "description": desc}
         if cache_path:
             _write_cache(cache_path, stored)
         say(f"[latency] {i}/{len(todo)} {desc}: {grid.size} points, {grid.min():.4f}-{grid.max():.4f} ms")
     table = LatencyTable(timings=timings, layers=layers, device="host", threads=threads, runtime=runtime, model=model.name,
-                         notes=[f"grid of {points} points per prunable channel axis; {rounds} x {block} invocations per point, less an "
-                                "empty model's time"])
+                         notes=[f"output channels every {channel_step} (stepped), input channels at {points} points (linear); "
+                                f"{rounds} x {block} invocations per point, less an empty model's time; made non-decreasing"])
     cost = LatencyCost(cg, table)
     table.elementwise_elements = cost.elementwise_total
     variants = calibration_variants(model, cg, cost, calibrate)

@@ -113,7 +113,8 @@ def export_probes(model: Any, folder: str, *, points: int = 4, channel_step: int
         name = f"probes/whole_{j}.tflite"
         _write(os.path.join(folder, name), tflite_bytes(m))
         variants[key] = {"file": name, "channels": {n: list(c) for n, c in cost.channels(removed).items()}, "share": cost.share(removed)}
-    manifest = {"format": PROBES_FORMAT, "model": model.name, "threads": threads, "points": points, "channel_step": channel_step, "empty": "probes/empty.tflite",
+    manifest = {"format": PROBES_FORMAT, "model": model.name, "threads": threads, "points": points, "channel_step": channel_step,
+                "empty": "probes/empty.tflite",
                 "layers": {n: list(v) for n, v in layers.items()}, "signatures": signatures, "variants": variants,
                 "elementwise_elements": cost.elementwise_total}
     path = os.path.join(folder, "manifest.json")

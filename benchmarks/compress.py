@@ -10,8 +10,11 @@ latency) three methods get the same fine-tuning budget in optimizer steps
 batch 128 on the augmented pipeline; the last 5,000 training images are kept
 out as the search's validation set):
 
-* ``compress``: the NetAdapt-style search (`tfprune.compress`): its accepted
-  steps' fine-tuning, then a final fine-tune with what is left of the budget;
+* ``compress``: the NetAdapt-style search (`tfprune.compress`, defaults: channel
+  cuts and shallowing's removable layers/blocks, every accepted step timed so
+  it stops on the measured budget): its accepted steps' fine-tuning, then a
+  final fine-tune with what is left of the budget (its path is plotted in
+  ``compress_path_<model>_<budget>.png``);
 * ``uniform``: every channel group loses the same fraction, the fraction set
   so the table predicts the budget (`tfprune.plan(latency=..., allocation="uniform")`);
 * ``macs``: the project's MACs-budget channel plan (``allocation="importance"``,
@@ -199,7 +202,8 @@ def main(argv=None) -> int:
                     # the final fine-tune: what the search's steps left of the budget, with the baselines' recipe
                     final = total_steps - len(res.steps) * args.finetune_steps
                     extra = {"steps": len(res.steps), "search_seconds": res.search_seconds, "final_steps": final,
-                             "path": [s.to_dict() for s in res.steps]}
+                             "path": [s.to_dict() for s in res.steps], "units_removed": sum(s.kind != "channels" for s in res.steps)}
+                    res.plot(os.path.join(os.path.dirname(args.out), f"compress_path_{tag}_{b:g}.png"))
                 elif method == "uniform":
                     plan, small, _ = plan_and_shrink(dense, latency=b, allocation="uniform", latency_cost=lambda cg, table=table: LatencyCost(cg, table))
                     extra = {"plan_latency_removed": plan.achieved}

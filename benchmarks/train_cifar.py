@@ -1,9 +1,10 @@
-"""Dense CIFAR-10 baselines (ResNet-20, ResNet-56, a CIFAR VGG), resumable, for the CIFAR benchmarks to start from.
+"""Dense CIFAR-10 baselines (ResNet-20, ResNet-56, a CIFAR VGG, a CIFAR MobileNetV2), resumable, for the CIFAR benchmarks to start from.
 
     python benchmarks/train_cifar.py --model resnet20 --epochs 60 --max-minutes 115
     python benchmarks/train_cifar.py --model resnet20 --epochs 60 --max-minutes 115 --resume   # again until done
     python benchmarks/train_cifar.py --model resnet56 --epochs 40 --max-minutes 115 --resume   # (first run too)
     python benchmarks/train_cifar.py --model vgg16 --width 0.25 --epochs 60 --max-minutes 115 --resume
+    python benchmarks/train_cifar.py --model mobilenetv2 --width 0.5 --epochs 15 --weight-decay 4e-5 --max-minutes 110 --resume
 
 Recipe (the same for every model; each value is an option): SGD, momentum 0.9,
 Nesterov; batch 128; learning rate 0.1, 1 epoch of linear warm-up from 0
@@ -60,23 +61,29 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 DEFAULT_OUT = os.path.join(HERE, "results", "cifar_baselines.json")
 DEFAULT_CHECKPOINTS = os.path.join(HERE, "checkpoints")
-MODELS = ("resnet20", "resnet56", "vgg11", "vgg16")
+MODELS = ("resnet20", "resnet56", "vgg11", "vgg16", "mobilenetv2")
 DEFAULT_WIDTH = 0.25  # the VGGs' width multiplier (tfprune.models.vgg_cifar's default)
 
 
+def has_width(model: str) -> bool:
+    return model.startswith("vgg") or model == "mobilenetv2"
+
+
 def model_tag(args) -> str:
-    return f"{args.model}_w{args.width:g}" if args.model.startswith("vgg") else args.model
+    return f"{args.model}_w{args.width:g}" if has_width(args.model) else args.model
 
 
 def build(args, weight_decay: float) -> keras.Model:
     if args.model.startswith("resnet"):
         return tp.models.resnet_cifar(int(args.model[6:]), weight_decay=weight_decay)
+    if args.model == "mobilenetv2":
+        return tp.models.mobilenet_v2_cifar(args.width, weight_decay=weight_decay)
     return tp.models.vgg_cifar(int(args.model[3:]), args.width, weight_decay=weight_decay)
 
 
 def recipe(args, n_train: int, n_test: int) -> dict:
     return {
-        "model": args.model, "width": args.width if args.model.startswith("vgg") else None, "epochs": args.epochs,
+        "model": args.model, "width": args.width if has_width(args.model) else None, "epochs": args.epochs,
         "batch_size": args.batch_size, "optimizer": "SGD momentum 0.9 nesterov", "lr": args.lr, "warmup_epochs": args.warmup_epochs,
         "schedule": "linear warm-up, then cosine to 0 (per step)", "weight_decay": args.weight_decay,
         "weight_decay_form": "L2 on conv/dense kernels, gradient wd*w", "label_smoothing": 0.0,
@@ -199,7 +206,7 @@ class EpochEnd(keras.callbacks.Callback):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=MODELS, required=True)
-    ap.add_argument("--width", type=float, default=DEFAULT_WIDTH, help=f"VGG width multiplier (default {DEFAULT_WIDTH}; ignored for ResNets)")
+    ap.add_argument("--width", type=float, default=DEFAULT_WIDTH, help=f"VGG / MobileNetV2 width multiplier (default {DEFAULT_WIDTH}; ignored for ResNets)")
     ap.add_argument("--epochs", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.1, help="peak learning rate (after warm-up)")

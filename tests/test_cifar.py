@@ -206,6 +206,21 @@ def test_cifar_models_sizes_and_normalisation():
     assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in models.vgg_cifar(11, 0.25, batch_norm=False).layers)
 
 
+def test_cifar_mobilenet_v2_shape_sizes_and_channel_pruning():
+    """Inverted residuals on 32x32 (strides 1, 1, 1, 2, 2, 1, 2, 1: a 4x4 map before pooling); expansion groups prunable through
+    the depthwise convs, residual stages coupled; a uniform channel plan shrinks it with the masked model's outputs."""
+    m = models.mobilenet_v2_cifar(0.5)
+    assert _trainable(m) == 590_410 and tfprune.profile(m).macs == 26_324_224
+    assert m.get_layer("head_conv").input.shape[1:3] == (4, 4) and m.get_layer("head_conv").filters == 640
+    assert [ly.name for ly in m.layers if isinstance(ly, keras.layers.Add)][:2] == ["block2_add", "block4_add"]
+    graph = tfprune.channel_graph(m)
+    assert any("block3_expand" in g.name for g in graph.prunable)
+    plan, small, _ = tfprune.structured.plan.plan_and_shrink(m, macs=0.4, allocation="uniform")
+    assert tfprune.profile(small).macs <= 0.62 * tfprune.profile(m).macs
+    with pytest.raises(ValueError, match="width"):
+        models.mobilenet_v2_cifar(0)
+
+
 @pytest.mark.parametrize("build", [lambda: models.resnet_cifar(20), lambda: models.vgg_cifar(16, 0.25)], ids=["resnet20", "vgg16"])
 def test_cifar_models_prune_channels_and_weights(build):
     m = build()

@@ -69,6 +69,11 @@ def test_the_search_meets_the_predicted_budget_and_reports_its_path(setup, tmp_p
     assert all(a.predicted_ms > b.predicted_ms for a, b in zip(res.steps, res.steps[1:]))  # every accepted step is faster
     assert tfprune.profile(res.model).macs < tfprune.profile(model).macs
     assert (tmp_path / "small.tflite").stat().st_size == res.export.bytes and res.export.top1_agreement >= 0.99
+    # quantize="auto": both files were made and timed; int8 is kept exactly when it is no slower and keeps the accuracy
+    c = res.file_choice
+    assert c["int8_bytes"] < 0.5 * c["float_bytes"] and res.export.bytes == c[f"{c['format']}_bytes"]
+    keep = c["int8_ms"] <= 1.02 * c["float_ms"] and (res.dense_accuracy - c["int8_accuracy"] <= 0.01 or c["int8_accuracy"] >= c["float_accuracy"] - 0.002)
+    assert c["format"] == ("int8" if keep else "float") and c["reason"] in res.table()
     d = res.to_dict()
     assert {"latency_ratio", "predicted_ratio", "table_error", "meets_latency", "meets_accuracy"} <= set(d)
     assert "group cut" in res.table() and res.plot(str(tmp_path / "path.png")).endswith("path.png")
@@ -103,6 +108,8 @@ def test_bad_arguments_name_the_fix(setup):
         _run(setup, max_accuracy_drop=2)
     with pytest.raises(TypeError, match="LatencyTable"):
         _run(setup, table={"a": 1})
+    with pytest.raises(ValueError, match="quantize must be.*Fix"):
+        _run(setup, quantize="int4")
     with pytest.raises(ValueError, match="validation=\\(x, y\\)"):
         import tensorflow as tf
 
@@ -159,3 +166,63 @@ def test_a_keras3_model_is_compressed_through_its_twin(setup):
                            final_steps=2, verbose=0)
     assert isinstance(res.model, keras3.Model) and res.final_predicted_ms <= res.budget_ms * (1 + 1e-9)
     assert tfprune.profile(res.model).macs < tfprune.profile(k3).macs
+
+
+def test_a_removable_layer_is_proposed_and_removed_when_it_saves_the_step(setup):
+    """Shallowing's units join the proposals: an identity convolution inserted into the trained CNN costs most of the (MACs-as-time)
+    latency; with every channel group held at 12 channels no channel cut can save the step, so removing the layer is the only
+    proposal. The result is the trained CNN again (outputs equal); without shallowing the layer stays."""
+    trained, _, train, val = setup
+    model = keras.models.clone_model(trained)  # its layers are called on a new input below: the fixture's model stays as it is
+    model.set_weights(trained.get_weights())
+    inp = keras.Input((28, 28, 1))
+    x = model.get_layer("c1")(inp)
+    mid = keras.layers.Conv2D(12, 3, padding="same", activation="relu", name="mid")
+    x = mid(x)
+    kernel = np.zeros((3, 3, 12, 12), np.float32)
+    kernel[1, 1] = np.eye(12)
+    mid.set_weights([kernel, np.zeros(12, np.float32)])  # relu(identity) of relu outputs: the layer changes nothing
+    for name in ("c2", "flatten", "fc1", "fc2"):
+        layer = next(ly for ly in model.layers if ly.name == name or (name == "flatten" and isinstance(ly, keras.layers.Flatten)))
+        x = layer(x)
+    deeper = keras.Model(inp, x)
+    deeper.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    table = _table(deeper)
+    assert table.layer_ms("mid") > 0.5 * table.dense_ms
+    args = dict(validation=val, table=table, latency=0.6, iterations=1, min_channels=12, proposal_samples=100, finetune_steps=0,
+                final_steps=0, verbose=0, seed=1)
+    res = tfprune.compress(deeper, train, **args)
+    assert [(s.kind, s.group, s.removed) for s in res.steps] == [("layer", "mid", 1)]
+    assert "mid" not in [ly.name for ly in res.model.layers] and res.final_predicted_ms <= res.budget_ms
+    np.testing.assert_allclose(res.model.predict(val[0][:64], verbose=0), model.predict(val[0][:64], verbose=0), rtol=1e-4, atol=1e-4)
+    assert "(layer removed)" in res.table()
+    plain = tfprune.compress(deeper, train, shallowing=False, **args)  # channel cuts only (the step halves until a group can save it)
+    assert all(s.kind == "channels" for s in plain.steps) and "mid" in [ly.name for ly in plain.model.layers]
+
+
+def test_checked_latencies_stop_the_search_on_the_measured_budget_not_the_predicted_one(setup, monkeypatch):
+    """With check_latency every accepted step is timed beside the dense model and the search stops when the *measured* ratio meets
+    the budget. Timing is replaced here by a known stand-in (deterministic): pruned models measure 1.3x their predicted ratio, as a
+    table that under-predicts would. The search then goes on past the predicted budget to 0.6 / 1.3 and stops at the first step
+    whose measured ratio is within 0.6."""
+    from tfprune.latency import LatencyCost, search
+    from tfprune.structured.graph import channel_graph
+
+    model, table, _, _ = setup
+    dense_pred = table.dense_ms
+
+    def fake_time(contents, threads=1, rounds=10, block=10, warmup=3):
+        out = {}
+        for key, m in contents.items():
+            pred = LatencyCost(channel_graph(m), table).estimate()
+            out[key] = pred if key == "dense" else dense_pred * min(1.0, 1.3 * pred / dense_pred)
+        return out, "stand-in"
+
+    monkeypatch.setattr(search, "tflite_bytes", lambda m: m)
+    monkeypatch.setattr(search, "time_tflite", fake_time)
+    res = _run(setup, check_latency=True, iterations=4, final_steps=0)
+    ratios = [s.measured_ratio for s in res.steps]
+    assert ratios[-1] <= 0.6 and all(r > 0.6 for r in ratios[:-1])
+    assert all(r == pytest.approx(min(1.0, 1.3 * s.predicted_ms / dense_pred)) for r, s in zip(ratios, res.steps))
+    assert res.steps[-1].predicted_ms <= 0.6 / 1.3 * dense_pred * (1 + 1e-9) < res.budget_ms
+    assert "measured ratio" in res.table()

@@ -405,7 +405,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         result = compress(model, data, latency=args.latency, max_accuracy_drop=args.max_drop, validation=validation, table=table,
                           threads=args.threads, iterations=args.iterations, finetune_steps=args.finetune_steps, final_steps=args.final_steps,
                           batch_size=args.batch_size, learning_rate=args.lr, time_budget=args.time_budget, state_dir=args.state,
-                          out=args.out, seed=args.seed, verbose=0 if args.quiet else 1)
+                          out=args.out, quantize=args.quantize, seed=args.seed, verbose=0 if args.quiet else 1)
     if args.plot:
         result.plot(args.plot)
     if args.save_model:
@@ -573,7 +573,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "milliseconds such as 3.5ms")
     co.add_argument("--max-drop", type=_fraction("accuracy the search may lose, 0.01 = one point", "0.01"), default=0.01,
                     help="accuracy the result may lose (reported as within or OVER)")
-    co.add_argument("--out", required=True, help="the final float .tflite (parity checked)")
+    co.add_argument("--out", required=True, help="the final .tflite (parity checked): int8 where it is no slower and as accurate, else float")
+    co.add_argument("--quantize", choices=("auto", "int8", "float"), default="auto",
+                    help="the file's format: auto (default) keeps int8 when it is no slower than float and keeps the accuracy")
     co.add_argument("--device-table", default=None, help="a latency table measured elsewhere (JSON, tfprune.latency.LatencyTable.save); "
                     "default: time the model's layers on this machine")
     co.add_argument("--threads", type=_count(1, "interpreter threads", "1"), default=1, help="LiteRT threads to time with")
@@ -582,7 +584,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--final-steps", type=_count(0, "fine-tuning steps of the final model", "1000"), default=1000)
     co.add_argument("--batch-size", type=_count(1, "samples per batch", "64"), default=64)
     co.add_argument("--lr", type=_real("a learning rate", "0.0001", positive=True), default=1e-4, help="fine-tuning learning rate (Adam, cosine)")
-    co.add_argument("--time-budget", type=_real("seconds the search may take", "3600", positive=True), default=None)
+    co.add_argument("--time-budget", type=_real("seconds the search may take", "3600", positive=True), default=3600.0,
+                    help="seconds the search may take (checked before each iteration; default 3600)")
     co.add_argument("--state", default=None, help="a folder for the search's state: run the same command again to resume")
     co.add_argument("--seed", type=_count(0, "a seed", "0"), default=0)
     co.add_argument("--plot", default=None, help="plot accuracy vs latency of the search's path here (.png, .pdf, .svg...)")

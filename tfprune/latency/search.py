@@ -10,8 +10,10 @@ model's own layers (`tfprune.latency`):
    current model it proposes the **smallest** cut of its lowest-scored
    channels (L2 over all coupled weights) whose predicted latency is at most
    ``L_i - d``; a group that cannot save ``d`` on its own proposes nothing
-   (when no group can, ``d`` is halved).
-3. Each proposal is shrunk (`tfprune.shrink`, exact), its BatchNorm
+   (when no group can, ``d`` is halved). With ``shallowing``, every layer
+   or residual block whose removal keeps the graph valid (Shallowing Deep
+   Networks' units) is proposed too when removing it saves at least ``d``.
+3. Each proposal is built (`tfprune.shrink`, exact; or the unit removed), its BatchNorm
    statistics re-estimated on training inputs, and scored by the accuracy
    on ``proposal_samples`` validation images (the proxy; with
    ``proposal_steps > 0`` after that many fine-tuning steps, NetAdapt's
@@ -20,9 +22,17 @@ model's own layers (`tfprune.latency`):
    the state is written to ``state_dir`` (the model and a JSON of the path),
    so an interrupted search resumes from its last accepted step.
 5. When the prediction is under the budget (or ``time_budget`` seconds are
-   spent), the model is fine-tuned for ``final_steps`` steps, exported to
-   float TFLite (parity checked) and timed beside the dense model: the
-   result gives the measured latency ratio and the table's error on it.
+   spent), the model is fine-tuned for ``final_steps`` steps, converted to
+   float TFLite and timed beside the dense model: the result gives the
+   measured latency ratio and the table's error on it.
+6. With ``out``, the file is written (parity checked against the Keras
+   model). ``quantize="auto"`` also converts it to int8 (calibrated on
+   training inputs, checked on validation images) and keeps the int8 file
+   when it is no slower than the float one and its accuracy holds (within
+   ``max_accuracy_drop`` of the dense model, or within 0.2 points of the
+   float file): about 4x smaller at no cost in latency. Weight sparsity is
+   not applied: a sparse .tflite is no smaller unless it is compressed,
+   and LiteRT's CPU kernels do not run it faster on x86 hosts.
 
 Every random choice (data order, fine-tuning) is seeded by ``seed`` and the
 iteration, so a resumed search ends with the same model as an
@@ -42,7 +52,7 @@ import numpy as np
 
 from tfprune._keras import is_keras3_object, keras
 from tfprune.latency.cost import LatencyCost
-from tfprune.latency.measure import build_table, measure_model_ms
+from tfprune.latency.measure import build_table, measure_model_ms, tflite_bytes, time_tflite
 from tfprune.latency.result import CompressResult, SearchStep
 from tfprune.latency.table import LatencyTable
 from tfprune.structured.graph import channel_graph
@@ -150,6 +160,70 @@ def _load_state(state_dir: str | None, key: str) -> tuple[dict | None, Any]:
     return state, load_model(os.path.join(state_dir, "model.keras"), compile=False)
 
 
+def _unit_removals(model: Any, table: LatencyTable) -> list[tuple[str, str, int, float, Any]]:
+    """Every layer or residual block shallowing may remove from ``model`` (`tfprune.shallow.graph.find_units`), as
+    ``(end layer, "layer" | "block", layers removed, predicted ms without it, the model without it)``."""
+    from tfprune.shallow.graph import find_units, remove_units
+
+    out = []
+    for unit in find_units(model):
+        if not unit.removable:
+            continue
+        try:
+            small = remove_units(model, [unit])
+        except (ValueError, RuntimeError):
+            continue
+        out.append((unit.end, unit.kind, len(unit.layers), LatencyCost(channel_graph(small), table).estimate(), small))
+    return out
+
+
+def _write_file(model: Any, out: str, quantize: str, x_cal: np.ndarray, validation: tuple[np.ndarray, np.ndarray], dense_acc: float,
+                max_drop: float, threads: int, say: Callable[[str], None]) -> tuple[Any, dict]:
+    """Export ``model`` to ``out`` as float or int8 (see `compress`); the export report and what was chosen, with the numbers."""
+    import shutil
+    import tempfile
+
+    from tfprune.export.pipeline import export_tflite
+    from tfprune.latency.measure import time_tflite
+
+    xv, yv = validation
+    sample = (xv[:1000], yv[:1000])
+    folder = tempfile.mkdtemp(prefix="tfprune-compress-")
+    try:
+        reports = {}
+        for mode in (("float", "int8") if quantize == "auto" else (quantize,)):
+            path = os.path.join(folder, f"{mode}.tflite")
+            kwargs = {"representative_data": x_cal} if mode == "int8" else {}
+            reports[mode] = export_tflite(model, path, mode="float" if mode == "float" else "int8", sample_inputs=sample, **kwargs)
+        contents = {}
+        for mode in reports:
+            with open(os.path.join(folder, f"{mode}.tflite"), "rb") as f:
+                contents[mode] = f.read()
+        ms, _ = time_tflite(contents, threads, rounds=20, block=10)
+        choice = {"quantize": quantize, **{f"{m}_ms": ms[m] for m in reports}, **{f"{m}_bytes": reports[m].bytes for m in reports},
+                  **{f"{m}_accuracy": reports[m].tflite_accuracy for m in reports}}
+        chosen = quantize
+        if quantize == "auto":
+            acc8, accf = reports["int8"].tflite_accuracy, reports["float"].tflite_accuracy
+            faster = ms["int8"] <= 1.02 * ms["float"]
+            accurate = dense_acc - acc8 <= max_drop or acc8 >= accf - 0.002
+            chosen = "int8" if faster and accurate else "float"
+            choice["reason"] = (f"int8 {ms['int8']:.4f} ms vs float {ms['float']:.4f} ms, accuracy {acc8:.4f} vs {accf:.4f} on "
+                                f"{len(sample[0])} validation images: " + ("kept int8" if chosen == "int8" else
+                                ("float: int8 is slower" if not faster else "float: int8 loses accuracy")))
+            say(f"[compress] {choice['reason']}")
+        choice["format"] = chosen
+        from tfprune.files import atomic_path
+
+        with atomic_path(out) as tmp:
+            shutil.copyfile(os.path.join(folder, f"{chosen}.tflite"), tmp)
+        report = reports[chosen]
+        report.path = out
+        return report, choice
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def compress(
     model: Any,
     data: Any,
@@ -159,8 +233,10 @@ def compress(
     validation: Any = None,
     table: LatencyTable | None = None,
     threads: int = 1,
+    check_latency: bool | None = None,
     iterations: int = 8,
     min_channels: int = 1,
+    shallowing: bool = True,
     proposal_samples: int = 1000,
     proposal_steps: int = 0,
     finetune_steps: int = 100,
@@ -168,9 +244,10 @@ def compress(
     learning_rate: float = 1e-4,
     batch_size: int = 64,
     loss: Any = None,
-    time_budget: float | None = None,
+    time_budget: float | None = 3600.0,
     state_dir: str | None = None,
     out: str | None = None,
+    quantize: str = "auto",
     seed: int = 0,
     verbose: int = 1,
     progress: Callable[[str], None] | None = None,
@@ -184,8 +261,13 @@ def compress(
       max_accuracy_drop: the accuracy the search may lose (a fraction: 0.01 is one point); the result says whether it holds.
       validation: ``(x, y)`` arrays to score and report accuracy (default: the last 10% of ``data``'s arrays, kept out of training).
       table: a `LatencyTable` for the model (default: `tfprune.latency.build_table` on this machine, ``threads`` threads).
+      check_latency: time every accepted step as float TFLite beside the dense model (a few seconds each) and stop when the
+        *measured* latency meets the budget, aiming each step at the table's milliseconds corrected by the last measured/predicted
+        ratio. None (default): when the table is for ``"host"`` (a table imported from another device cannot be checked here).
       iterations: planned search iterations (each removes about ``1/iterations`` of the latency to remove).
       min_channels: channels every group keeps.
+      shallowing: also propose removing each layer or residual block that shallowing may remove (one whose output has its
+        input's shape: `tfprune.shallow.graph.find_units`), when that saves at least the step's latency.
       proposal_samples: validation images scoring each proposal.
       proposal_steps: fine-tuning steps before a proposal is scored (0: BatchNorm re-estimation only).
       finetune_steps: fine-tuning steps of each accepted step.
@@ -193,10 +275,13 @@ def compress(
       learning_rate, batch_size, loss: fine-tuning (Adam, ``learning_rate`` decayed to 0 by a cosine; the model's compiled loss by default).
         The default 1e-4 is gentle on purpose: 100 steps of Adam at 1e-3 cost a CIFAR-10 VGG (trained with SGD) 3.6 points that the
         pruning step itself had not cost (benchmarks/compress.py, first attempt).
-      time_budget: seconds the search may take (checked between iterations; the final fine-tune comes after). None: no limit.
+      time_budget: seconds the search may take (checked before each iteration, so one iteration may pass it; the final
+        fine-tune comes after). Default one hour; None: no limit.
       state_dir: a folder for the search's state (the table it uses, the model and path after each accepted step): an
         interrupted search resumes there from its last accepted step, with the same table.
-      out: a path for the final float ``.tflite`` (verified against the Keras model); None: not written.
+      out: a path for the final ``.tflite`` (verified against the Keras model); None: not written.
+      quantize: ``"auto"`` (write int8 when it is no slower and keeps the accuracy, else float), ``"int8"`` or ``"float"``
+        (that format, whatever it costs); only with ``out``.
       seed: seeds data order and fine-tuning.
       verbose: 1 shows progress (tqdm over iterations) and the report; 0 is quiet.
       progress: called with each line of progress text instead of printing it.
@@ -222,6 +307,9 @@ def compress(
     final_steps = check_int(final_steps, "final_steps", 0)
     batch_size = check_int(batch_size, "batch_size", 1)
     learning_rate = number(learning_rate, "learning_rate", minimum=0.0, strict=True)
+    if quantize not in ("auto", "int8", "float"):
+        raise ValueError(f"quantize must be 'auto', 'int8' or 'float', got {quantize!r}. Fix: quantize='auto' keeps int8 where it "
+                         "is no slower and as accurate")
     if time_budget is not None:
         time_budget = number(time_budget, "time_budget (seconds)", minimum=0.0, strict=True)
     import tensorflow as tf
@@ -248,10 +336,12 @@ def compress(
     elif not isinstance(table, LatencyTable):
         raise TypeError(f"table must be a tfprune.latency.LatencyTable, got {type(table).__name__}. Fix: tfprune.latency.build_table(model), "
                         "or LatencyTable.load(path)")
+    check = (table.device == "host") if check_latency is None else bool(check_latency)
     dense_cost = LatencyCost(channel_graph(model), table)
     dense_pred = dense_cost.estimate()
     goal = budget_value * dense_pred if kind == "ratio" else budget_value
-    settings = {"latency": [kind, budget_value], "iterations": iterations, "min_channels": min_channels, "proposal_samples": proposal_samples,
+    settings = {"latency": [kind, budget_value], "iterations": iterations, "min_channels": min_channels, "shallowing": bool(shallowing), "check_latency": check,
+                "proposal_samples": proposal_samples,
                 "proposal_steps": proposal_steps, "finetune_steps": finetune_steps, "learning_rate": learning_rate, "batch_size": batch_size,
                 "seed": seed, "table": table.to_dict()}
     key = _config_hash(model, settings)
@@ -272,6 +362,16 @@ def compress(
     else:
         say(f"[compress] resumed from {state_dir!r} after {len(state['steps'])} accepted step(s)")
     steps = [SearchStep(**s) for s in state["steps"]]
+    dense_bytes: list[bytes] = []
+
+    def dense_file() -> bytes:
+        if not dense_bytes:
+            dense_bytes.append(tflite_bytes(model))
+        return dense_bytes[0]
+
+    if check and kind == "ms" and state.get("dense_ms") is None:
+        state["dense_ms"] = time_tflite({"dense": dense_file()}, table.threads, rounds=20, block=10)[0]["dense"]
+    r_budget = budget_value if kind == "ratio" else (budget_value / state["dense_ms"] if check else goal / dense_pred)
     iterator: Any = range(10 * iterations)
     if verbose and progress is None:
         from tqdm.auto import tqdm
@@ -281,18 +381,26 @@ def compress(
         cg = channel_graph(current)
         cost = LatencyCost(cg, table)
         now = cost.estimate()
-        if now <= goal * (1 + 1e-9):
-            break
+        if check:  # the budget is met when the measured latency is: the table only chooses the cuts
+            measured = steps[-1].measured_ratio if steps else 1.0
+            if measured <= r_budget:
+                break
+            goal_now = now * r_budget / measured  # the table's milliseconds that the measured budget corresponds to here
+        else:
+            if now <= goal * (1 + 1e-9):
+                break
+            goal_now = goal
         if time_budget is not None and time.perf_counter() - t_start > time_budget:
             say(f"[compress] time budget of {time_budget:.0f} s spent at {now:.4f} ms (budget {goal:.4f} ms)")
             break
         it = len(steps) + 1
         t_it = time.perf_counter()
         scores = channel_importance(current, "l2", graph=cg).scores
-        proposals = []
+        removals = _unit_removals(current, table) if shallowing else []
+        proposals: list[tuple[str, str, int, float, Callable[[], Any]]] = []  # (what, kind, count, predicted ms, build)
         delta = state["delta"]
         while not proposals and delta > 1e-6 * dense_pred:
-            target = max(now - delta, goal)
+            target = max(now - delta, goal_now)
             for g in cg.prunable:
                 order = np.argsort(np.asarray(scores[g.name]), kind="stable")
                 removable = g.channels - min_channels
@@ -308,31 +416,43 @@ def compress(
 
                 k = smallest_prefix(est, removable, target)
                 if k > 0 and est(k) <= target:
-                    proposals.append((g.name, sorted(int(c) for c in order[:k]), est(k)))
+                    chans = sorted(int(c) for c in order[:k])
+                    proposals.append((g.name, "channels", k, est(k),
+                                      lambda name=g.name, chans=chans, m=current: shrink(m, {name: chans}, x=x_cal[:4])[0]))
+            for what, kind, count, pred, small in removals:  # a unit is proposed when it saves at least the step
+                if pred <= target:
+                    proposals.append((what, kind, count, pred, lambda small=small: small))
             if not proposals:
                 delta /= 2
         if not proposals:
             say(f"[compress] no channel group can lower the latency any further at {now:.4f} ms (budget {goal:.4f} ms)")
             break
         scored = []
-        for name, chans, pred in proposals:
-            small, _ = shrink(current, {name: chans}, x=x_cal[:4])
+        for n, (what, kind, count, pred, build) in enumerate(proposals):
+            small = build()
             reestimate_batchnorm(small, x_cal)
             if proposal_steps:
                 fine_tune(small, train, proposal_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
-            scored.append((_accuracy(small, xp, yp, 256), -pred, name, chans, pred, small))
-        scored.sort(key=lambda s: (s[0], s[1]), reverse=True)
-        acc, _, name, chans, pred, small = scored[0]
+            scored.append((_accuracy(small, xp, yp, 256), -pred, -n, what, kind, count, pred, small))
+        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+        acc, _, _, name, kind, count, pred, small = scored[0]
         fine_tune(small, train, finetune_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
         acc_after = _accuracy(small, xp, yp, 256)
         current = small
-        step = SearchStep(iteration=it, group=name, removed=len(chans), predicted_ms=float(pred), proxy_accuracy=float(acc),
-                          accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it)
+        measured_ratio = float("nan")
+        if check:
+            ms = time_tflite({"dense": dense_file(), "step": tflite_bytes(current)}, table.threads, rounds=20, block=10)[0]
+            measured_ratio = ms["step"] / ms["dense"]
+        step = SearchStep(iteration=it, group=name, removed=count, predicted_ms=float(pred), proxy_accuracy=float(acc),
+                          accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it, kind=kind,
+                          measured_ratio=measured_ratio)
         steps.append(step)
         state["steps"] = [s.to_dict() for s in steps]
         if state_dir:
             _save_state(state_dir, current, state)
-        say(f"[compress] step {it}: {name} -{len(chans)} channels -> {pred:.4f} ms ({pred / dense_pred:.3f}x), proxy {acc:.4f}, "
+        cut = f"{name} -{count} channels" if kind == "channels" else f"removed {kind} {name} ({count} layers)"
+        seen = f", measured {measured_ratio:.3f}x" if check else ""
+        say(f"[compress] step {it}: {cut} -> {pred:.4f} ms ({pred / dense_pred:.3f}x{seen}), proxy {acc:.4f}, "
             f"after fine-tuning {acc_after:.4f} ({len(proposals)} proposals, {step.seconds:.0f} s)")
     search_seconds = time.perf_counter() - t_start
     final = current
@@ -340,11 +460,10 @@ def compress(
     final_acc = _accuracy(final, xv, yv, 256)
     final_pred = LatencyCost(channel_graph(final), table).estimate()
     measured = measure_model_ms({"dense": model, "final": final}, threads=table.threads)
-    export_report = None
+    export_report, file_choice = None, None
     if out is not None:
-        from tfprune.export.pipeline import export_tflite
-
-        export_report = export_tflite(final, out, mode="float", sample_inputs=(xv[:256], yv[:256]))
+        export_report, file_choice = _write_file(final, out, quantize, x_cal[:256], (xv, yv), dense_acc, max_accuracy_drop,
+                                                 table.threads, say)
     if keras3_in:
         from tfprune.keras3.convert import to_keras3
 
@@ -355,7 +474,7 @@ def compress(
         dense_proposal_accuracy=dense_proposal_acc,
         final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
         search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
-        export=export_report, out=out,
+        export=export_report, out=out, file_choice=file_choice,
     )
     if verbose:
         say(result.table())

@@ -15,11 +15,16 @@ out as the search's validation set):
   it stops on the measured budget): its accepted steps' fine-tuning, then a
   final fine-tune with what is left of the budget (its path is plotted in
   ``compress_path_<model>_<budget>.png``);
-* ``uniform``: every channel group loses the same fraction, the fraction set
-  so the table predicts the budget (`tfprune.plan(latency=..., allocation="uniform")`);
+* ``uniform``: every channel group loses the same fraction
+  (`tfprune.plan(latency=..., allocation="uniform")`), the fraction found by
+  bisection so the shrunk model's **measured** ratio is at most the budget and
+  nearest to it;
 * ``macs``: the project's MACs-budget channel plan (``allocation="importance"``,
-  How Compact? at channel level), its MACs fraction found by bisection so the
-  table predicts the budget: an allocation that counts MACs, not milliseconds.
+  How Compact? at channel level), its MACs fraction found the same way, on
+  the measured ratio: an allocation that counts MACs, not milliseconds.
+
+All three land at or under the budget *measured* (compress stops on its own
+timings), so they are compared at the same measured latency.
 
 Every pruned model is timed as float TFLite beside the dense model
 (interleaved, 1 thread): the measured ratio, the table's predicted ratio, test
@@ -48,12 +53,13 @@ from _cifar import RESULTS, Deadline, Ledger, accuracy_on, check_subset, command
 import tfprune as tp  # noqa: E402
 from tfprune.files import atomic_write  # noqa: E402
 from tfprune.latency import LatencyCost, build_table, compress, measure_model_ms  # noqa: E402
-from tfprune.latency.measure import tflite_bytes  # noqa: E402
+from tfprune.latency.measure import tflite_bytes, time_tflite  # noqa: E402
 from tfprune.latency.search import fine_tune  # noqa: E402
 from tfprune.structured.graph import channel_graph  # noqa: E402
 from tfprune.structured.plan import plan_and_shrink  # noqa: E402
 
 DEFAULT_OUT = os.path.join(RESULTS, "compress.json")
+GRID = [round(0.05 * i, 2) for i in range(1, 19)]  # the baselines' knobs: fraction of predicted latency / of MACs removed
 METHODS = ("compress", "uniform", "macs")
 
 
@@ -61,20 +67,28 @@ def predicted_ratio(model, table, dense_ms: float) -> float:
     return LatencyCost(channel_graph(model), table).estimate() / dense_ms
 
 
-def macs_plan_at(dense, table, budget: float, dense_pred: float, tol: float = 0.005):
-    """The ``importance`` MACs-budget plan whose shrunk model the table predicts closest to ``budget`` of the dense latency, from below.
+class MeasuredRatio:
+    """The measured latency ratio of a model to the dense one (float TFLite, interleaved with the dense file, 1 thread)."""
 
-    A coarse scan of MACs targets, then bisection inside the bracket where the prediction crosses the budget; of every plan
-    tried, the one predicted at most ``budget`` and nearest to it (the prediction need not fall monotonically with MACs).
-    """
+    def __init__(self, dense, threads: int) -> None:
+        self.dense_file, self.threads = tflite_bytes(dense), threads
+
+    def __call__(self, small) -> float:
+        ms, _ = time_tflite({"dense": self.dense_file, "small": tflite_bytes(small)}, self.threads, rounds=20, block=10)
+        return ms["small"] / ms["dense"]
+
+
+def matched_plan(make, budget: float, ratio_of, grid: list[float], tol: float = 0.01):
+    """The plan ``make(f)`` (``f``: a knob that makes the model faster as it grows) whose shrunk model's ``ratio_of`` is at most
+    ``budget`` and nearest to it: a coarse scan of ``grid``, then bisection inside the bracket where the ratio crosses the budget;
+    of every plan tried, the one at most ``budget`` and nearest (a measured ratio need not fall monotonically)."""
     tried = []
 
     def at(f: float):
-        plan, small, _ = plan_and_shrink(dense, macs=f, allocation="importance")
-        tried.append((predicted_ratio(small, table, dense_pred), f, plan, small))
+        plan, small = make(f)
+        tried.append((ratio_of(small), f, plan, small))
         return tried[-1][0]
 
-    grid = [round(0.05 * i, 2) for i in range(1, 19)]
     lo = hi = None
     for f in grid:
         if at(f) <= budget:
@@ -94,9 +108,9 @@ def macs_plan_at(dense, table, budget: float, dense_pred: float, tol: float = 0.
                 break
     under = [t for t in tried if t[0] <= budget]
     if not under:
-        raise SystemExit(f"no MACs target up to 0.9 reaches {budget} of the dense latency")
+        raise SystemExit(f"no setting up to {grid[-1]} reaches {budget} of the dense latency")
     r, f, plan, small = max(under, key=lambda t: t[0])
-    return plan, small, f
+    return plan, small, f, r
 
 
 def summarize(data: dict) -> dict:
@@ -183,6 +197,7 @@ def main(argv=None) -> int:
     for tag in args.models.split(","):
         dense, entry = dense_entry(ledger, tag, args, test)
         table = build_table(dense, threads=args.threads, progress=print)
+        measured = MeasuredRatio(dense, args.threads)
         dense_pred = table.predict()
         entry.update(dense_predicted_ms=dense_pred, table_notes=table.notes)
         for b in budgets:
@@ -204,12 +219,19 @@ def main(argv=None) -> int:
                     extra = {"steps": len(res.steps), "search_seconds": res.search_seconds, "final_steps": final,
                              "path": [s.to_dict() for s in res.steps], "units_removed": sum(s.kind != "channels" for s in res.steps)}
                     res.plot(os.path.join(os.path.dirname(args.out), f"compress_path_{tag}_{b:g}.png"))
-                elif method == "uniform":
-                    plan, small, _ = plan_and_shrink(dense, latency=b, allocation="uniform", latency_cost=lambda cg, table=table: LatencyCost(cg, table))
-                    extra = {"plan_latency_removed": plan.achieved}
-                else:
-                    plan, small, macs = macs_plan_at(dense, table, b, dense_pred)
-                    extra = {"macs_target": macs, "plan_macs_removed": plan.achieved}
+                elif method == "uniform":  # the predicted-latency knob, set so the *measured* ratio meets the budget
+                    def make(f, table=table, dense=dense):
+                        plan, small, _ = plan_and_shrink(dense, latency=1.0 - f, allocation="uniform",
+                                                         latency_cost=lambda cg: LatencyCost(cg, table))
+                        return plan, small
+                    plan, small, knob, matched = matched_plan(make, b, measured, GRID)
+                    extra = {"predicted_latency_removed_target": knob, "matched_ratio": matched}
+                else:  # the MACs knob, set so the *measured* ratio meets the budget
+                    def make(f, dense=dense):
+                        plan, small, _ = plan_and_shrink(dense, macs=f, allocation="importance")
+                        return plan, small
+                    plan, small, knob, matched = matched_plan(make, b, measured, GRID)
+                    extra = {"macs_target": knob, "plan_macs_removed": plan.achieved, "matched_ratio": matched}
                 fine_tune(small, train, extra["final_steps"] if method == "compress" else total_steps, args.lr, args.batch_size, 0,
                           tp.training.finetune.model_loss(dense).loss)
                 acc = accuracy_on(small, *test)

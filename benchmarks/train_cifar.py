@@ -4,7 +4,7 @@
     python benchmarks/train_cifar.py --model resnet20 --epochs 60 --max-minutes 115 --resume   # again until done
     python benchmarks/train_cifar.py --model resnet56 --epochs 40 --max-minutes 115 --resume   # (first run too)
     python benchmarks/train_cifar.py --model vgg16 --width 0.25 --epochs 60 --max-minutes 115 --resume
-    python benchmarks/train_cifar.py --model mobilenetv2 --width 0.5 --epochs 15 --weight-decay 4e-5 --max-minutes 110 --resume
+    python benchmarks/train_cifar.py --model mobilenetv2 --width 0.5 --epochs 15 --max-minutes 110 --resume
 
 Recipe (the same for every model; each value is an option): SGD, momentum 0.9,
 Nesterov; batch 128; learning rate 0.1, 1 epoch of linear warm-up from 0

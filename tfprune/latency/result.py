@@ -73,6 +73,7 @@ class CompressResult(Report):
     export: Any = field(default=None, repr=False)
     out: str | None = None
     file_choice: dict | None = None
+    final_steps: int = 0
 
     @property
     def latency_ratio(self) -> float:
@@ -159,7 +160,8 @@ class CompressResult(Report):
         xs = [1.0] + [s.measured_ratio if measured else s.predicted_ms / self.dense_predicted_ms for s in self.steps]
         ys = [self.dense_proposal_accuracy] + [s.accuracy for s in self.steps]
         ax.plot(xs, ys, "o-", color="tab:blue", label=f"search path ({'measured' if measured else 'predicted'} latency, proposal images)")
-        ax.plot([self.latency_ratio], [self.final_accuracy], "*", ms=14, color="tab:red", label="final (measured, after fine-tuning)")
+        tuned = f", after {self.final_steps} fine-tuning steps" if self.final_steps else ", before a final fine-tune"
+        ax.plot([self.latency_ratio], [self.final_accuracy], "*", ms=14, color="tab:red", label=f"final (measured{tuned}; all validation images)")
         for i, (label, (lx, ly)) in enumerate((others or {}).items()):
             ax.plot([lx], [ly], "s", ms=8, color=f"C{i + 2}", label=label)
         if self.latency_kind == "ratio":

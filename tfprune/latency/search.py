@@ -474,7 +474,7 @@ def compress(
         dense_proposal_accuracy=dense_proposal_acc,
         final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
         search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
-        export=export_report, out=out, file_choice=file_choice,
+        export=export_report, out=out, file_choice=file_choice, final_steps=final_steps,
     )
     if verbose:
         say(result.table())

@@ -226,3 +226,20 @@ def test_checked_latencies_stop_the_search_on_the_measured_budget_not_the_predic
     assert all(r == pytest.approx(min(1.0, 1.3 * s.predicted_ms / dense_pred)) for r, s in zip(ratios, res.steps))
     assert res.steps[-1].predicted_ms <= 0.6 / 1.3 * dense_pred * (1 + 1e-9) < res.budget_ms
     assert "measured ratio" in res.table()
+
+
+def test_propose_gives_each_group_its_smallest_cut_that_saves_the_step(setup):
+    from tfprune.latency import LatencyCost
+    from tfprune.latency.search import propose
+    from tfprune.structured.graph import channel_graph
+
+    model, table, _, _ = setup
+    now = table.dense_ms
+    step = 0.1 * now
+    proposals = propose(model, table, step, 0.0)
+    assert proposals and {kind for _, kind, _, _, _ in proposals} == {"channels"}  # this CNN has no removable layer
+    assert [(w, c) for w, _, c, _, _ in propose(model, table, step, 0.0)] == [(w, c) for w, _, c, _, _ in proposals]  # deterministic
+    for _, _, count, pred, build in proposals:
+        assert pred <= now - step
+        assert LatencyCost(channel_graph(build()), table).estimate() == pytest.approx(pred)
+    assert all(p[3] < now for p in propose(model, table, 10 * now, 0.0))  # a step larger than the model halves until something fits

@@ -61,7 +61,7 @@ from tfprune.structured.plan import smallest_prefix
 from tfprune.structured.removal import shrink
 from tfprune.validation import check_int, fraction, number
 
-__all__ = ["compress", "parse_latency", "fine_tune"]
+__all__ = ["compress", "parse_latency", "fine_tune", "propose"]
 
 
 def parse_latency(latency: Any) -> tuple[str, float]:
@@ -158,6 +158,53 @@ def _load_state(state_dir: str | None, key: str) -> tuple[dict | None, Any]:
     from tfprune.io import load_model
 
     return state, load_model(os.path.join(state_dir, "model.keras"), compile=False)
+
+
+Proposal = tuple[str, str, int, float, Callable[[], Any]]
+
+
+def propose(model: Any, table: LatencyTable, step_ms: float, goal_ms: float, *, min_channels: int = 1, shallowing: bool = True,
+            x: np.ndarray | None = None, graph: Any = None, cost: LatencyCost | None = None) -> list[Proposal]:
+    """One iteration's proposals (step 2 of the search): ``[(what, kind, count, predicted ms, build)]``.
+
+    For every prunable channel group, the smallest cut of its lowest-L2 channels whose predicted latency is at most
+    ``max(now - step_ms, goal_ms)`` (``kind "channels"``, ``what`` the group, ``count`` channels); with ``shallowing``, every
+    removable layer or block that saves as much (``kind "layer" | "block"``, ``count`` layers). ``step_ms`` is halved until
+    something qualifies (down to a millionth of the current prediction; then the list is empty). ``build()`` returns the
+    smaller model (``model`` is not changed); ``x``: a few inputs for `tfprune.shrink`'s exactness check.
+    """
+    cg = graph if graph is not None else channel_graph(model)
+    cost = cost if cost is not None else LatencyCost(cg, table)
+    now = cost.estimate()
+    scores = channel_importance(model, "l2", graph=cg).scores
+    removals = _unit_removals(model, table) if shallowing else []
+    proposals: list[Proposal] = []
+    delta = float(step_ms)
+    while not proposals and delta > 1e-6 * now:
+        target = max(now - delta, goal_ms)
+        for g in cg.prunable:
+            order = np.argsort(np.asarray(scores[g.name]), kind="stable")
+            removable = g.channels - min_channels
+            if removable <= 0:
+                continue
+            labels = np.asarray([int(g.labels[c]) for c in order[:removable]], dtype=np.int64)
+            idx = np.searchsorted(cost.all_labels, labels)
+
+            def est(k: int, idx: np.ndarray = idx) -> float:
+                removed = np.zeros(cost.all_labels.size, bool)
+                removed[idx[:k]] = True
+                return cost.estimate(removed)
+
+            k = smallest_prefix(est, removable, target)
+            if k > 0 and est(k) <= target:
+                chans = sorted(int(c) for c in order[:k])
+                proposals.append((g.name, "channels", k, est(k), lambda name=g.name, chans=chans: shrink(model, {name: chans}, x=x)[0]))
+        for what, kind, count, pred, small in removals:  # a unit is proposed when it saves at least the step
+            if pred <= target:
+                proposals.append((what, kind, count, pred, lambda small=small: small))
+        if not proposals:
+            delta /= 2
+    return proposals
 
 
 def _unit_removals(model: Any, table: LatencyTable) -> list[tuple[str, str, int, float, Any]]:
@@ -395,35 +442,8 @@ def compress(
             break
         it = len(steps) + 1
         t_it = time.perf_counter()
-        scores = channel_importance(current, "l2", graph=cg).scores
-        removals = _unit_removals(current, table) if shallowing else []
-        proposals: list[tuple[str, str, int, float, Callable[[], Any]]] = []  # (what, kind, count, predicted ms, build)
-        delta = state["delta"]
-        while not proposals and delta > 1e-6 * dense_pred:
-            target = max(now - delta, goal_now)
-            for g in cg.prunable:
-                order = np.argsort(np.asarray(scores[g.name]), kind="stable")
-                removable = g.channels - min_channels
-                if removable <= 0:
-                    continue
-                labels = np.asarray([int(g.labels[c]) for c in order[:removable]], dtype=np.int64)
-                idx = np.searchsorted(cost.all_labels, labels)
-
-                def est(k: int, idx: np.ndarray = idx, cost: LatencyCost = cost) -> float:
-                    removed = np.zeros(cost.all_labels.size, bool)
-                    removed[idx[:k]] = True
-                    return cost.estimate(removed)
-
-                k = smallest_prefix(est, removable, target)
-                if k > 0 and est(k) <= target:
-                    chans = sorted(int(c) for c in order[:k])
-                    proposals.append((g.name, "channels", k, est(k),
-                                      lambda name=g.name, chans=chans, m=current: shrink(m, {name: chans}, x=x_cal[:4])[0]))
-            for what, kind, count, pred, small in removals:  # a unit is proposed when it saves at least the step
-                if pred <= target:
-                    proposals.append((what, kind, count, pred, lambda small=small: small))
-            if not proposals:
-                delta /= 2
+        proposals = propose(current, table, state["delta"], goal_now, min_channels=min_channels, shallowing=shallowing, x=x_cal[:4],
+                            graph=cg, cost=cost)
         if not proposals:
             say(f"[compress] no channel group can lower the latency any further at {now:.4f} ms (budget {goal:.4f} ms)")
             break

@@ -239,7 +239,7 @@ def test_propose_gives_each_group_its_smallest_cut_that_saves_the_step(setup):
     proposals = propose(model, table, step, 0.0)
     assert proposals and {kind for _, kind, _, _, _ in proposals} == {"channels"}  # this CNN has no removable layer
     assert [(w, c) for w, _, c, _, _ in propose(model, table, step, 0.0)] == [(w, c) for w, _, c, _, _ in proposals]  # deterministic
-    for _, _, count, pred, build in proposals:
+    for _, _, _, pred, build in proposals:
         assert pred <= now - step
         assert LatencyCost(channel_graph(build()), table).estimate() == pytest.approx(pred)
     assert all(p[3] < now for p in propose(model, table, 10 * now, 0.0))  # a step larger than the model halves until something fits

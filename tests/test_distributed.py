@@ -65,6 +65,7 @@ def _same_as_one_device(one: dict, other: dict, replicas: int, granularity: str)
         assert one["masks"] == other["masks"]
 
 
+@pytest.mark.slow  # a second TensorFlow start (~25 s): make test-all runs it (it was the default suite's last mirrored test)
 @pytest.mark.parametrize("granularity", GRANULARITIES)
 def test_mirrored_strategy_matches_one_device(results, granularity):
     _same_as_one_device(results[granularity]["one"], results[granularity]["mirrored"], 2, granularity)

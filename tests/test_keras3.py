@@ -311,6 +311,7 @@ def test_obs_shrink_and_shallow_serve_keras3_models(trained, data):
     small2, rep2 = tfprune.structured.prune_channels(trained, 0.3)
     assert isinstance(small2, keras3.Model) and tfprune.profile(small2).macs < tfprune.profile(trained).macs
 # ------------------------------------------------------------------- backends
+@pytest.mark.slow  # a JAX-backend subprocess (~20 s); make test-all runs it
 def test_jax_backend_prunes_strips_and_saves(tmp_path):
     """A fresh process with KERAS_BACKEND=jax: wrap, fit with Pruning(0.8), every layer exactly at its planned zeros, strip, save,
     reload; then channel groups (Pruning(macs=0.5)) masked in fit and finalize() to a smaller model."""
@@ -341,7 +342,8 @@ def test_the_readme_keras3_example_runs(tmp_path, monkeypatch, digits_data):
     (xt, yt), (xs, ys) = digits_data
     monkeypatch.setattr(tfprune.datasets, "mnist", lambda *a, **k: ((xt[:640], yt[:640]), (xs[:200], ys[:200])))
     code = re.sub(r"epochs=\d+", "epochs=1", code)
-    code = code.replace("latency=0.6,", "latency=0.6, iterations=2, finetune_steps=5, final_steps=5, proposal_samples=200,")  # (g): fewer steps
+    code = code.replace("latency=0.6,", "latency=0.6, iterations=2, finetune_steps=5, final_steps=5, proposal_samples=200, "
+                        "check_latency=False, quantize='float',")  # (g): fewer steps; measured checks and int8 are tested in test_compress
     quick = lambda m, **k: tfprune.latency.build_table(m, points=2, rounds=1, block=2, calibrate=(), cache=False)  # noqa: E731
     monkeypatch.setattr("tfprune.latency.search.build_table", quick)
     monkeypatch.chdir(tmp_path)

@@ -189,6 +189,7 @@ def test_decode_sparse_csr_and_blocks():
         decode_sparse(np.array([3, 5, 7, 9], np.int8), (2, 4), [0, 1], [], [("dense", 2), ("csr", [0, 1, 3], [1, 0, 3])])
 
 
+@pytest.mark.slow  # ~9 s of PQAT fitting; make test-all runs it
 def test_conv_batchnorm_kept_and_depthwise_warned():
     inp = keras.Input((28, 28, 1))
     x = keras.layers.Conv2D(8, 3, use_bias=False, name="c1")(inp)

@@ -471,6 +471,7 @@ def test_distiller_with_alpha_zero_is_plain_cross_entropy(digits_data, tmp_path)
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow  # the CLI end to end (~11 s); its argument errors stay in the default suite (tests/test_cli_errors.py)
 def test_cli_shallow(tmp_path):
     from tests.conftest import mnist_path
     from tests.test_data_models_cli import _cli

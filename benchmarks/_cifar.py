@@ -155,6 +155,15 @@ class Ledger:
             json.dump(self.data, f, indent=2)
 
 
+def write_markdown_with_footer(lines: list[str], data: dict, out: str) -> None:
+    """Write ``lines`` plus the budget, CPU time and command of ``data["config"]`` to ``out``'s ``.md`` (atomically)."""
+    c = data["config"]
+    lines = lines + [f"Budget: {c['budget']}. CPU time {c.get('cpu_minutes', 0):.1f} min (wall {c.get('wall_minutes', 0):.1f} min).", "",
+                     f"Command: `{c['command']}`"]
+    with atomic_write(os.path.splitext(out)[0] + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 class Deadline:
     """``--max-minutes``: whether a configuration expected to take ``seconds`` still fits."""
 

@@ -48,10 +48,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-from _cifar import RESULTS, Deadline, Ledger, accuracy_on, check_subset, command_line, common_arguments, dense_entry, load_data  # noqa: E402
+from _cifar import RESULTS, Deadline, Ledger, accuracy_on, check_subset, command_line, common_arguments, dense_entry, load_data, write_markdown_with_footer  # noqa: E402
 
 import tfprune as tp  # noqa: E402
-from tfprune.files import atomic_write  # noqa: E402
 from tfprune.latency import LatencyCost, build_table, compress, measure_model_ms  # noqa: E402
 from tfprune.latency.measure import tflite_bytes, time_tflite  # noqa: E402
 from tfprune.latency.search import fine_tune  # noqa: E402
@@ -132,11 +131,7 @@ def write_markdown(data: dict, out: str) -> None:
             lines.append(f"| {r['latency_budget']:g} | {r['method']} | {r['latency_ratio']:.3f} | {r['predicted_ratio']:.3f} | "
                          f"{100 * r['acc']:.2f} | {r['macs']:,} | {r['params']:,} | {r['tflite_bytes']:,} |")
         lines.append("")
-    c = data["config"]
-    lines += [f"Budget: {c['budget']}. CPU time {c.get('cpu_minutes', 0):.1f} min (wall {c.get('wall_minutes', 0):.1f} min).", "",
-              f"Command: `{c['command']}`"]
-    with atomic_write(os.path.splitext(out)[0] + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown_with_footer(lines, data, out)
 
 
 def plot(data: dict, out: str) -> None:

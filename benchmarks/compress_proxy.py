@@ -38,10 +38,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
-from _cifar import RESULTS, Deadline, Ledger, check_subset, command_line, common_arguments, dense_entry, load_data  # noqa: E402
+from _cifar import RESULTS, Deadline, Ledger, check_subset, command_line, common_arguments, dense_entry, load_data, write_markdown_with_footer  # noqa: E402
 
 import tfprune as tp  # noqa: E402
-from tfprune.files import atomic_write  # noqa: E402
 from tfprune.latency import LatencyCost, build_table  # noqa: E402
 from tfprune.latency.search import fine_tune, propose  # noqa: E402
 from tfprune.structured.graph import channel_graph  # noqa: E402
@@ -84,11 +83,7 @@ def write_markdown(data: dict, out: str) -> None:
             lines.append(f"| {st['state']:g} | {len(st['proposals'])} | {st['spearman']:.2f} | {'yes' if st['same_pick'] else 'no'} | "
                          f"{100 * st['regret']:.2f} |")
         lines.append("")
-    c = data["config"]
-    lines += [f"Budget: {c['budget']}. CPU time {c.get('cpu_minutes', 0):.1f} min (wall {c.get('wall_minutes', 0):.1f} min).", "",
-              f"Command: `{c['command']}`"]
-    with atomic_write(os.path.splitext(out)[0] + ".md", "w") as f:
-        f.write("\n".join(lines) + "\n")
+    write_markdown_with_footer(lines, data, out)
 
 
 def main(argv=None) -> int:

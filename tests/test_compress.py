@@ -76,6 +76,15 @@ def test_the_search_meets_the_predicted_budget_and_reports_its_path(setup, tmp_p
     assert c["format"] == ("int8" if keep else "float") and c["reason"] in res.table()
     d = res.to_dict()
     assert {"latency_ratio", "predicted_ratio", "table_error", "meets_latency", "meets_accuracy"} <= set(d)
+    # the per-stage table: dense -> search -> fine-tune -> file, with parameters, bytes, latency and accuracy
+    stages = {s["stage"]: s for s in d["stages"]}
+    assert list(stages) == ["dense", "search", "fine-tune", "file"]
+    assert stages["dense"]["params"] == model.count_params() and stages["fine-tune"]["params"] == res.model.count_params()
+    assert stages["search"]["params"] == res.steps[-1].params == res.model.count_params() < model.count_params()
+    assert 0 < stages["fine-tune"]["bytes"] < stages["dense"]["bytes"] and stages["file"]["bytes"] == res.export.bytes
+    assert stages["fine-tune"]["latency_ratio"] == pytest.approx(res.latency_ratio)
+    assert stages["fine-tune"]["accuracy"] == res.final_accuracy and stages["file"]["accuracy"] == c[f"{c['format']}_accuracy"]
+    assert "stages:" in res.table() and "fine-tune" in res.to_markdown()
     assert "group cut" in res.table() and res.plot(str(tmp_path / "path.png")).endswith("path.png")
     assert (tmp_path / "path.png").read_bytes()[:4] == b"\x89PNG"
 
@@ -134,6 +143,13 @@ def test_the_command_line_runs_the_same_engine(setup, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert d["final_predicted_ms"] <= d["budget_ms"] * (1 + 1e-9) and d["steps"] and d["tflite_bytes"] == (tmp_path / "s.tflite").stat().st_size
     assert (tmp_path / "p.png").is_file()
+    # --device-table macs: the same search on the MACs proxy (its "ms" are millions of MACs; nothing timed)
+    rc = main(["compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"), "--latency", "0.6", "--out", str(tmp_path / "m.tflite"),
+               "--device-table", "macs", "--iterations", "1", "--finetune-steps", "0", "--final-steps", "0", "--quantize", "float",
+               "--quiet", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["device"] == "macs" and d["final_predicted_ms"] <= d["budget_ms"] * (1 + 1e-9)
+    assert d["dense_predicted_ms"] == pytest.approx(tfprune.profile(model).macs / 1e6)
 
 
 def test_the_readme_example_runs(setup, tmp_path, monkeypatch):
@@ -212,14 +228,22 @@ def test_checked_latencies_stop_the_search_on_the_measured_budget_not_the_predic
     model, table, _, _ = setup
     dense_pred = table.dense_ms
 
+    class File(bytes):  # a stand-in .tflite: some bytes that remember their model
+        model = None
+
+    def fake_bytes(m):
+        f = File(b"\0" * m.count_params())
+        f.model = m
+        return f
+
     def fake_time(contents, threads=1, rounds=10, block=10, warmup=3):
         out = {}
-        for key, m in contents.items():
-            pred = LatencyCost(channel_graph(m), table).estimate()
+        for key, f in contents.items():
+            pred = LatencyCost(channel_graph(f.model), table).estimate()
             out[key] = pred if key == "dense" else dense_pred * min(1.0, 1.3 * pred / dense_pred)
         return out, "stand-in"
 
-    monkeypatch.setattr(search, "tflite_bytes", lambda m: m)
+    monkeypatch.setattr(search, "tflite_bytes", fake_bytes)
     monkeypatch.setattr(search, "time_tflite", fake_time)
     res = _run(setup, check_latency=True, iterations=4, final_steps=0)
     ratios = [s.measured_ratio for s in res.steps]
@@ -244,3 +268,58 @@ def test_propose_gives_each_group_its_smallest_cut_that_saves_the_step(setup):
         assert pred <= now - step
         assert LatencyCost(channel_graph(build()), table).estimate() == pytest.approx(pred)
     assert all(p[3] < now for p in propose(model, table, 10 * now, 0.0))  # a step larger than the model halves until something fits
+
+
+def _mixed_cnn() -> keras.Model:
+    """Every layer kind a table prices: Conv2D, grouped Conv2D, DepthwiseConv2D, SeparableConv2D, Dense, and a residual Add."""
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(16, 3, padding="same", activation="relu", name="c1")(inp)
+    y = keras.layers.DepthwiseConv2D(3, padding="same", name="dw")(x)
+    y = keras.layers.Conv2D(16, 1, groups=2, name="grouped")(y)
+    x = keras.layers.Add()([x, y])
+    x = keras.layers.SeparableConv2D(24, 3, strides=2, padding="same", activation="relu", name="sep")(x)
+    x = keras.layers.Conv2D(32, 3, strides=2, activation="relu", name="c2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    x = keras.layers.Dense(20, activation="relu", name="fc1")(x)
+    return keras.Model(inp, keras.layers.Dense(10, name="fc2")(x))
+
+
+def test_the_macs_table_prices_any_shrunk_model_at_its_exact_macs():
+    """`macs_table`: the MACs proxy as a table. Its prediction for a shrunk copy (any plan: uniform and importance, several
+    fractions) equals `tfprune.profile`'s MACs of that copy, layer kinds with bilinear and linear MACs alike."""
+    from tfprune.latency import LatencyCost, macs_table
+    from tfprune.structured.graph import channel_graph
+    from tfprune.structured.plan import plan_and_shrink
+
+    model = _mixed_cnn()
+    table = macs_table(model, ms_per_mmac=2.0)
+    assert table.device == "macs" and LatencyCost(channel_graph(model), table).estimate() == pytest.approx(2e-6 * tfprune.profile(model).macs)
+    for allocation, macs in (("uniform", 0.3), ("uniform", 0.6), ("importance", 0.5)):
+        _, small, _ = plan_and_shrink(model, macs=macs, allocation=allocation)
+        assert tfprune.profile(small).macs < tfprune.profile(model).macs
+        assert LatencyCost(channel_graph(small), table).estimate() == pytest.approx(2e-6 * tfprune.profile(small).macs, rel=1e-9)
+    with pytest.raises(ValueError, match="ms_per_mmac"):
+        macs_table(model, ms_per_mmac=0)
+
+
+@pytest.mark.slow  # make test-all: about 5 minutes on 2 cores (about 30 proposals shrunk per iteration)
+def test_compress_runs_on_a_keras_applications_mobilenet_v2(digits_data, tmp_path):
+    """A model tfprune did not build: keras.applications' MobileNetV2 (ReLU6, zero padding, inverted residuals) is compressed to
+    half its MACs (the MACs table: no timing noise), exported with parity, and the user's model is untouched."""
+    from tfprune.latency import macs_table
+
+    (xt, yt), (xs, ys) = digits_data
+    rgb = lambda x: np.repeat(np.pad(x, ((0, 0), (2, 2), (2, 2), (0, 0))), 3, axis=-1)  # noqa: E731  28x28x1 -> 32x32x3
+    keras.utils.set_random_seed(0)
+    model = tfprune.models.compile_classifier(keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None,
+                                                                             classes=10, classifier_activation=None))
+    model.fit(rgb(xt[:2000]), yt[:2000], epochs=1, batch_size=64, verbose=0)
+    before = [w.copy() for w in model.get_weights()]
+    res = tfprune.compress(model, (rgb(xt[:1000]), yt[:1000]), validation=(rgb(xs[:200]), ys[:200]), table=macs_table(model), latency=0.5,
+                           iterations=2, proposal_samples=100, finetune_steps=2, final_steps=2, verbose=0, quantize="float",
+                           out=str(tmp_path / "small.tflite"))
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert res.final_predicted_ms <= res.budget_ms * (1 + 1e-9) and res.steps
+    assert tfprune.profile(res.model).macs <= 0.5 * tfprune.profile(model).macs * (1 + 1e-6)
+    assert res.export.top1_agreement >= 0.98 and (tmp_path / "small.tflite").stat().st_size == res.export.bytes

@@ -386,12 +386,14 @@ def _cmd_channels(args: argparse.Namespace) -> int:
 def _cmd_compress(args: argparse.Namespace) -> int:
     import contextlib
 
-    from tfprune.latency import LatencyTable, compress
+    from tfprune.latency import LatencyTable, compress, macs_table
 
     model = _load(args, compile=False)
     train, test = _data(args, model, labels=True)
     table = None
-    if args.device_table:
+    if args.device_table == "macs":
+        table = macs_table(model)
+    elif args.device_table:
         try:
             table = LatencyTable.load(args.device_table)
         except (OSError, ValueError) as err:
@@ -576,8 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--out", required=True, help="the final .tflite (parity checked): int8 where it is no slower and as accurate, else float")
     co.add_argument("--quantize", choices=("auto", "int8", "float"), default="auto",
                     help="the file's format: auto (default) keeps int8 when it is no slower than float and keeps the accuracy")
-    co.add_argument("--device-table", default=None, help="a latency table measured elsewhere (JSON, tfprune.latency.LatencyTable.save); "
-                    "default: time the model's layers on this machine")
+    co.add_argument("--device-table", default=None, help="a latency table measured elsewhere (JSON, tfprune.latency.LatencyTable.save), "
+                    "or 'macs' (the MACs proxy: the same search on a MACs budget); default: time the model's layers on this machine")
     co.add_argument("--threads", type=_count(1, "interpreter threads", "1"), default=1, help="LiteRT threads to time with")
     co.add_argument("--iterations", type=_count(1, "search iterations", "8"), default=8)
     co.add_argument("--finetune-steps", type=_count(0, "fine-tuning steps per accepted step", "100"), default=100)
@@ -708,9 +710,9 @@ def _preflight(args: argparse.Namespace) -> None:
                                           ("--save-model", "save_model", "model.keras", False)):
         if getattr(args, attr, None) is not None:
             _check_output(option, getattr(args, attr), example, figure=figure, create=cmd in ("export", "compress") and attr == "out")
-    if getattr(args, "device_table", None) is not None and not os.path.isfile(args.device_table):
+    if getattr(args, "device_table", None) not in (None, "macs") and not os.path.isfile(args.device_table):
         raise CLIError(f"--device-table {args.device_table!r}: no such file. Fix: give a table written by "
-                       "tfprune.latency.LatencyTable.save, or drop --device-table to time this machine")
+                       "tfprune.latency.LatencyTable.save, 'macs' for the MACs proxy, or drop --device-table to time this machine")
     _check_data_spec(args)
     if cmd == "plan":
         from tfprune.masks.granularity import parse_granularity

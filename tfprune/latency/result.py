@@ -26,6 +26,7 @@ class SearchStep:
       kind: ``"channels"`` (a channel cut), ``"layer"`` or ``"block"`` (a unit removed, as shallowing removes them).
       measured_ratio: the model's latency after the step as float TFLite / the dense model's, timed together (NaN when the
         search did not check latencies).
+      params: the model's parameters after the step (0 in states written before it was recorded).
     """
 
     iteration: int
@@ -38,6 +39,7 @@ class SearchStep:
     seconds: float
     kind: str = "channels"
     measured_ratio: float = float("nan")
+    params: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -74,6 +76,44 @@ class CompressResult(Report):
     out: str | None = None
     file_choice: dict | None = None
     final_steps: int = 0
+    dense_params: int = 0
+    final_params: int = 0
+    dense_bytes: int = 0
+    final_float_bytes: int = 0
+
+    def stages(self) -> list[dict[str, Any]]:
+        """The pipeline stage by stage: what each did, its latency, size and accuracy.
+
+        One dict per stage (``stage``, ``what``, ``params``, ``bytes``, ``latency_ratio``, ``ms``, ``accuracy``, ``images``):
+        ``"dense"``; ``"search"`` (the accepted cuts, latency as the last step's measured ratio, accuracy on the proposal images
+        after the step's fine-tuning); ``"fine-tune"`` (the final Keras model, measured as float TFLite, accuracy on all
+        validation images); and with ``out``, ``"file"`` (the written .tflite: float or int8, its own timing and accuracy on
+        the first 1,000 validation images). ``bytes`` are float TFLite file sizes except for an int8 file; NaN or 0 where a
+        number was not measured.
+        """
+        nan = float("nan")
+        channels = sum(s.removed for s in self.steps if s.kind == "channels")
+        layers = sum(s.removed for s in self.steps if s.kind != "channels")
+        last = self.steps[-1] if self.steps else None
+        rows = [{"stage": "dense", "what": "the trained model", "params": self.dense_params, "bytes": self.dense_bytes,
+                 "latency_ratio": 1.0, "ms": self.dense_ms, "accuracy": self.dense_accuracy, "images": "validation"}]
+        if last is not None:
+            what = f"{len(self.steps)} step(s): {channels} channel(s) cut" + (f", {layers} layer(s) removed" if layers else "")
+            rows.append({"stage": "search", "what": what, "params": last.params, "bytes": 0,
+                         "latency_ratio": last.measured_ratio if last.measured_ratio == last.measured_ratio
+                         else last.predicted_ms / self.dense_predicted_ms,
+                         "ms": nan, "accuracy": last.accuracy, "images": "proposal"})
+        rows.append({"stage": "fine-tune", "what": f"{self.final_steps} fine-tuning step(s)", "params": self.final_params,
+                     "bytes": self.final_float_bytes, "latency_ratio": self.latency_ratio, "ms": self.final_ms,
+                     "accuracy": self.final_accuracy, "images": "validation"})
+        if self.file_choice:
+            c, fmt = self.file_choice, self.file_choice.get("format", "float")
+            ms = c.get(f"{fmt}_ms", nan)
+            float_ms = c.get("float_ms")
+            ratio = self.latency_ratio * ms / float_ms if float_ms else nan
+            rows.append({"stage": "file", "what": f"{fmt} .tflite", "params": self.final_params, "bytes": int(c.get(f"{fmt}_bytes") or 0),
+                         "latency_ratio": ratio, "ms": ms, "accuracy": c.get(f"{fmt}_accuracy") or nan, "images": "validation[:1000]"})
+        return rows
 
     @property
     def latency_ratio(self) -> float:
@@ -114,7 +154,8 @@ class CompressResult(Report):
         return {"latency_ratio": self.latency_ratio, "predicted_ratio": self.predicted_ratio, "table_error": self.table_error,
                 "table_error_ms": self.table_error_ms,
                 "meets_latency": self.meets_latency, "meets_accuracy": self.meets_accuracy,
-                "tflite_bytes": getattr(self.export, "bytes", None) if self.export is not None else None}
+                "tflite_bytes": getattr(self.export, "bytes", None) if self.export is not None else None,
+                "stages": self.stages()}
 
     def _blocks(self) -> list[str | Table]:
         budget = f"{self.latency_budget:g}x dense" if self.latency_kind == "ratio" else f"{self.latency_budget:g} ms"
@@ -128,6 +169,11 @@ class CompressResult(Report):
             f"compress: budget {budget} ({self.budget_ms:.4f} ms predicted), {len(self.steps)} step(s), search {self.search_seconds:.0f} s, "
             f"total {self.total_seconds:.0f} s; table for {self.device!r}, {self.threads} thread(s)",
             Table(["step", "group cut", "channels / layers", "predicted ms", "ratio", "measured ratio", "proxy acc", "acc after fine-tune"], rows),
+            "stages:",
+            Table(["stage", "what", "params", "bytes", "latency ratio", "ms", "accuracy", "images"],
+                  [[r["stage"], r["what"], f"{r['params']:,}", f"{r['bytes']:,}" if r["bytes"] else "",
+                    "" if r["latency_ratio"] != r["latency_ratio"] else round(r["latency_ratio"], 3),
+                    "" if r["ms"] != r["ms"] else round(r["ms"], 4), round(r["accuracy"], 4), r["images"]] for r in self.stages()]),
             f"measured (float TFLite, batch 1): dense {self.dense_ms:.4f} ms, final {self.final_ms:.4f} ms, ratio {self.latency_ratio:.3f} "
             f"(predicted {self.predicted_ratio:.3f}; table error on the final model {self.table_error:+.1%}); "
             f"{'meets' if self.meets_latency else 'MISSES'} the budget",

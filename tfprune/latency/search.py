@@ -52,7 +52,7 @@ import numpy as np
 
 from tfprune._keras import is_keras3_object, keras
 from tfprune.latency.cost import LatencyCost
-from tfprune.latency.measure import build_table, measure_model_ms, tflite_bytes, time_tflite
+from tfprune.latency.measure import build_table, tflite_bytes, time_tflite
 from tfprune.latency.result import CompressResult, SearchStep
 from tfprune.latency.table import LatencyTable
 from tfprune.structured.graph import channel_graph
@@ -465,7 +465,7 @@ def compress(
             measured_ratio = ms["step"] / ms["dense"]
         step = SearchStep(iteration=it, group=name, removed=count, predicted_ms=float(pred), proxy_accuracy=float(acc),
                           accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it, kind=kind,
-                          measured_ratio=measured_ratio)
+                          measured_ratio=measured_ratio, params=int(current.count_params()))
         steps.append(step)
         state["steps"] = [s.to_dict() for s in steps]
         if state_dir:
@@ -479,7 +479,8 @@ def compress(
     fine_tune(final, train, final_steps, learning_rate, batch_size, seed * 100003 + 99991, loss_spec.loss)
     final_acc = _accuracy(final, xv, yv, 256)
     final_pred = LatencyCost(channel_graph(final), table).estimate()
-    measured = measure_model_ms({"dense": model, "final": final}, threads=table.threads)
+    final_file = tflite_bytes(final)
+    measured = time_tflite({"dense": dense_file(), "final": final_file}, table.threads, rounds=20, block=10)[0]
     export_report, file_choice = None, None
     if out is not None:
         export_report, file_choice = _write_file(final, out, quantize, x_cal[:256], (xv, yv), dense_acc, max_accuracy_drop,
@@ -495,6 +496,8 @@ def compress(
         final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
         search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
         export=export_report, out=out, file_choice=file_choice, final_steps=final_steps,
+        dense_params=int(model.count_params()), final_params=int(final.count_params()), dense_bytes=len(dense_file()),
+        final_float_bytes=len(final_file),
     )
     if verbose:
         say(result.table())

@@ -30,6 +30,9 @@ Every pruned model is timed as float TFLite beside the dense model
 (interleaved, 1 thread): the measured ratio, the table's predicted ratio, test
 accuracy and the file size are recorded. JSON after every configuration
 (``--resume``); ``--max-minutes`` stops before a configuration would pass it.
+The compress search keeps its state in
+``<checkpoint-dir>/compress-state-<model>-<budget>/`` (no time budget), so a run
+killed mid-search resumes there from its last accepted step.
 
 Writes ``benchmarks/results/compress.{json,md,png}``:
 ``{"models": {"vgg16_w0.25": {"dense_acc": ..., "dense_ms": ..., "results": [{"method": "compress", "latency_budget": 0.5,
@@ -205,14 +208,19 @@ def main(argv=None) -> int:
                 t0, c0 = time.time(), time.process_time()
                 train = tp.datasets.cifar10_pipeline(xtr, ytr, args.batch_size, seed=7)
                 if method == "compress":
+                    # the search's state on disk: a run stopped mid-search (a session's end) resumes from its last accepted step
+                    state = os.path.join(args.checkpoint_dir, f"compress-state-{tag}-{b:g}")
+                    resumed = os.path.isfile(os.path.join(state, "state.json"))
                     res = compress(dense, train, validation=(xv, yv), latency=b, table=table, iterations=args.iterations,
                                    proposal_samples=args.proposal_samples, finetune_steps=args.finetune_steps, final_steps=0,
-                                   learning_rate=args.lr, batch_size=args.batch_size, seed=0, verbose=0, progress=print)
+                                   learning_rate=args.lr, batch_size=args.batch_size, seed=0, verbose=0, progress=print,
+                                   time_budget=None, state_dir=state)
                     small = res.model
                     # the final fine-tune: what the search's steps left of the budget, with the baselines' recipe
                     final = total_steps - len(res.steps) * args.finetune_steps
                     extra = {"steps": len(res.steps), "search_seconds": res.search_seconds, "final_steps": final,
-                             "path": [s.to_dict() for s in res.steps], "units_removed": sum(s.kind != "channels" for s in res.steps)}
+                             "path": [s.to_dict() for s in res.steps], "units_removed": sum(s.kind != "channels" for s in res.steps),
+                             "search_resumed": resumed}  # then minutes / cpu_minutes count this segment only
                     res.plot(os.path.join(os.path.dirname(args.out), f"compress_path_{tag}_{b:g}.png"))
                 elif method == "uniform":  # the predicted-latency knob, set so the *measured* ratio meets the budget
                     def make(f, table=table, dense=dense):

@@ -64,6 +64,7 @@ def test_the_search_meets_the_predicted_budget_and_reports_its_path(setup, tmp_p
     res = _run(setup, out=str(tmp_path / "small.tflite"))
     assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the user's model is untouched
     assert res.steps and res.final_predicted_ms <= res.budget_ms * (1 + 1e-9)
+    assert res.stop_reason == "the predicted latency meets the budget"
     assert res.budget_ms == pytest.approx(0.6 * res.dense_predicted_ms)
     assert [s.iteration for s in res.steps] == list(range(1, len(res.steps) + 1))
     assert all(a.predicted_ms > b.predicted_ms for a, b in zip(res.steps, res.steps[1:]))  # every accepted step is faster
@@ -323,3 +324,18 @@ def test_compress_runs_on_a_keras_applications_mobilenet_v2(digits_data, tmp_pat
     assert res.final_predicted_ms <= res.budget_ms * (1 + 1e-9) and res.steps
     assert tfprune.profile(res.model).macs <= 0.5 * tfprune.profile(model).macs * (1 + 1e-6)
     assert res.export.top1_agreement >= 0.98 and (tmp_path / "small.tflite").stat().st_size == res.export.bytes
+
+
+def test_the_time_budget_counts_the_next_iteration_and_what_must_follow():
+    from tfprune.latency.search import next_iteration_fits
+
+    assert next_iteration_fits(10.0, 0.0, 0.0, None) and next_iteration_fits(1e9, 1e9, 1e9, None)
+    assert next_iteration_fits(100.0, 0.0, 50.0, 3600.0)  # first iteration: allowed while the reserve fits
+    assert next_iteration_fits(3000.0, 300.0, 300.0, 3600.0) and not next_iteration_fits(3000.0, 300.0, 301.0, 3600.0)
+    assert not next_iteration_fits(3601.0, 0.0, 0.0, 3600.0)
+
+
+def test_a_spent_time_budget_stops_the_search_and_says_so(setup):
+    res = _run(setup, time_budget=1e-6)
+    assert res.steps == [] and res.stop_reason == "time budget" and "stopped: time budget" in res.table()
+    assert not res.meets_latency and res.final_predicted_ms == pytest.approx(res.dense_predicted_ms)

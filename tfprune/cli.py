@@ -586,8 +586,9 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--final-steps", type=_count(0, "fine-tuning steps of the final model", "1000"), default=1000)
     co.add_argument("--batch-size", type=_count(1, "samples per batch", "64"), default=64)
     co.add_argument("--lr", type=_real("a learning rate", "0.0001", positive=True), default=1e-4, help="fine-tuning learning rate (Adam, cosine)")
-    co.add_argument("--time-budget", type=_real("seconds the search may take", "3600", positive=True), default=3600.0,
-                    help="seconds the search may take (checked before each iteration; default 3600)")
+    co.add_argument("--time-budget", type=_real("seconds the call may take", "3600", positive=True), default=3600.0,
+                    help="seconds the whole call may take (table, search, final fine-tune, file): the search stops when its next "
+                    "iteration and the final fine-tune would not fit; default 3600")
     co.add_argument("--state", default=None, help="a folder for the search's state: run the same command again to resume")
     co.add_argument("--seed", type=_count(0, "a seed", "0"), default=0)
     co.add_argument("--plot", default=None, help="plot accuracy vs latency of the search's path here (.png, .pdf, .svg...)")

@@ -52,7 +52,11 @@ class CompressResult(Report):
     Latencies are milliseconds per batch-1 invocation: ``*_predicted_ms`` from
     the latency table, ``dense_ms`` / ``final_ms`` measured on float TFLite
     files of the dense and final models (interleaved, same machine and
-    threads). Accuracies are fractions on the validation images.
+    threads). Accuracies are fractions on the validation images. Sizes:
+    ``dense_params`` / ``final_params`` (parameters), ``dense_bytes`` /
+    ``final_float_bytes`` (float .tflite files); `stages` puts them side by
+    side. ``stop_reason`` says why the search ended (budget met, time
+    budget, no proposal left).
     """
 
     model: Any = field(repr=False)
@@ -80,6 +84,7 @@ class CompressResult(Report):
     final_params: int = 0
     dense_bytes: int = 0
     final_float_bytes: int = 0
+    stop_reason: str = ""
 
     def stages(self) -> list[dict[str, Any]]:
         """The pipeline stage by stage: what each did, its latency, size and accuracy.
@@ -167,7 +172,8 @@ class CompressResult(Report):
                          round(s.proxy_accuracy, 4), round(s.accuracy, 4)])
         return [
             f"compress: budget {budget} ({self.budget_ms:.4f} ms predicted), {len(self.steps)} step(s), search {self.search_seconds:.0f} s, "
-            f"total {self.total_seconds:.0f} s; table for {self.device!r}, {self.threads} thread(s)",
+            f"total {self.total_seconds:.0f} s; table for {self.device!r}, {self.threads} thread(s)"
+            + (f"; the search stopped: {self.stop_reason}" if self.stop_reason else ""),
             Table(["step", "group cut", "channels / layers", "predicted ms", "ratio", "measured ratio", "proxy acc", "acc after fine-tune"], rows),
             "stages:",
             Table(["stage", "what", "params", "bytes", "latency ratio", "ms", "accuracy", "images"],

@@ -21,8 +21,8 @@ model's own layers (`tfprune.latency`):
 4. The best proposal is kept and fine-tuned for ``finetune_steps`` steps;
    the state is written to ``state_dir`` (the model and a JSON of the path),
    so an interrupted search resumes from its last accepted step.
-5. When the prediction is under the budget (or ``time_budget`` seconds are
-   spent), the model is fine-tuned for ``final_steps`` steps, converted to
+5. When the prediction is under the budget (or the next iteration and the
+   final fine-tune would not fit in ``time_budget`` seconds), the model is fine-tuned for ``final_steps`` steps, converted to
    float TFLite and timed beside the dense model: the result gives the
    measured latency ratio and the table's error on it.
 6. With ``out``, the file is written (parity checked against the Keras
@@ -61,7 +61,7 @@ from tfprune.structured.plan import smallest_prefix
 from tfprune.structured.removal import shrink
 from tfprune.validation import check_int, fraction, number
 
-__all__ = ["compress", "parse_latency", "fine_tune", "propose"]
+__all__ = ["compress", "parse_latency", "fine_tune", "propose", "next_iteration_fits"]
 
 
 def parse_latency(latency: Any) -> tuple[str, float]:
@@ -78,6 +78,18 @@ def parse_latency(latency: Any) -> tuple[str, float]:
     r = fraction(latency, "latency", unit="ratio of the dense model's latency, or a string such as '3.5ms'", low=0.0, high=1.0,
                  include_low=False, include_high=True, example="0.5 asks for half the dense model's milliseconds")
     return "ratio", float(r)
+
+
+def next_iteration_fits(elapsed: float, last_iteration: float, reserve: float, time_budget: float | None) -> bool:
+    """Whether another search iteration fits in ``time_budget`` seconds (None: no limit).
+
+    ``elapsed``: seconds spent so far (table, search); ``last_iteration``: seconds of the last iteration (0 when none ran
+    in this call yet: the first iteration is always allowed when time is left); ``reserve``: seconds still needed after
+    the search (the final fine-tune at the measured speed, timing and the file). All in seconds.
+    """
+    if time_budget is None:
+        return True
+    return elapsed + last_iteration + reserve <= time_budget and elapsed < time_budget
 
 
 def _as_arrays(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -322,8 +334,10 @@ def compress(
       learning_rate, batch_size, loss: fine-tuning (Adam, ``learning_rate`` decayed to 0 by a cosine; the model's compiled loss by default).
         The default 1e-4 is gentle on purpose: 100 steps of Adam at 1e-3 cost a CIFAR-10 VGG (trained with SGD) 3.6 points that the
         pruning step itself had not cost (benchmarks/compress.py, first attempt).
-      time_budget: seconds the search may take (checked before each iteration, so one iteration may pass it; the final
-        fine-tune comes after). Default one hour; None: no limit.
+      time_budget: seconds the whole call may take: table, search, final fine-tune and file. Before each iteration the search
+        stops when that iteration (as long as the last one) and what must follow (``final_steps`` at the fine-tuning speed
+        measured so far, the final timing and the file, as long as the timings so far) would not fit (`next_iteration_fits`).
+        The first iteration of a call always runs, and a resumed call starts a new budget. Default one hour; None: no limit.
       state_dir: a folder for the search's state (the table it uses, the model and path after each accepted step): an
         interrupted search resumes there from its last accepted step, with the same table.
       out: a path for the final ``.tflite`` (verified against the Keras model); None: not written.
@@ -419,6 +433,9 @@ def compress(
     if check and kind == "ms" and state.get("dense_ms") is None:
         state["dense_ms"] = time_tflite({"dense": dense_file()}, table.threads, rounds=20, block=10)[0]["dense"]
     r_budget = budget_value if kind == "ratio" else (budget_value / state["dense_ms"] if check else goal / dense_pred)
+    # seconds measured in this call: the last iteration, one fine-tuning step, one timing of a model beside the dense one
+    clock = {"iteration": 0.0, "per_step": 0.0, "check": 0.0}
+    stop_reason = f"{10 * iterations} iterations (the most a search runs)"
     iterator: Any = range(10 * iterations)
     if verbose and progress is None:
         from tqdm.auto import tqdm
@@ -431,14 +448,20 @@ def compress(
         if check:  # the budget is met when the measured latency is: the table only chooses the cuts
             measured = steps[-1].measured_ratio if steps else 1.0
             if measured <= r_budget:
+                stop_reason = "the measured latency meets the budget"
                 break
             goal_now = now * r_budget / measured  # the table's milliseconds that the measured budget corresponds to here
         else:
             if now <= goal * (1 + 1e-9):
+                stop_reason = "the predicted latency meets the budget"
                 break
             goal_now = goal
-        if time_budget is not None and time.perf_counter() - t_start > time_budget:
-            say(f"[compress] time budget of {time_budget:.0f} s spent at {now:.4f} ms (budget {goal:.4f} ms)")
+        reserve = final_steps * clock["per_step"] + clock["check"] * (1 + (2 if out is not None and quantize == "auto" else
+                                                                          1 if out is not None else 0))
+        if not next_iteration_fits(time.perf_counter() - t_start, clock["iteration"], reserve, time_budget):
+            say(f"[compress] time budget of {time_budget:.0f} s: the next iteration ({clock['iteration']:.0f} s) and the final "
+                f"fine-tune and file ({reserve:.0f} s) would not fit; stopping at {now:.4f} ms (budget {goal:.4f} ms)")
+            stop_reason = "time budget"
             break
         it = len(steps) + 1
         t_it = time.perf_counter()
@@ -446,6 +469,7 @@ def compress(
                             graph=cg, cost=cost)
         if not proposals:
             say(f"[compress] no channel group can lower the latency any further at {now:.4f} ms (budget {goal:.4f} ms)")
+            stop_reason = "no proposal lowers the latency further"
             break
         scored = []
         for n, (what, kind, count, pred, build) in enumerate(proposals):
@@ -456,17 +480,23 @@ def compress(
             scored.append((_accuracy(small, xp, yp, 256), -pred, -n, what, kind, count, pred, small))
         scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
         acc, _, _, name, kind, count, pred, small = scored[0]
+        t_tune = time.perf_counter()
         fine_tune(small, train, finetune_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+        if finetune_steps:
+            clock["per_step"] = (time.perf_counter() - t_tune) / finetune_steps
         acc_after = _accuracy(small, xp, yp, 256)
         current = small
         measured_ratio = float("nan")
         if check:
+            t_check = time.perf_counter()
             ms = time_tflite({"dense": dense_file(), "step": tflite_bytes(current)}, table.threads, rounds=20, block=10)[0]
             measured_ratio = ms["step"] / ms["dense"]
+            clock["check"] = time.perf_counter() - t_check
         step = SearchStep(iteration=it, group=name, removed=count, predicted_ms=float(pred), proxy_accuracy=float(acc),
                           accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it, kind=kind,
                           measured_ratio=measured_ratio, params=int(current.count_params()))
         steps.append(step)
+        clock["iteration"] = step.seconds
         state["steps"] = [s.to_dict() for s in steps]
         if state_dir:
             _save_state(state_dir, current, state)
@@ -495,7 +525,7 @@ def compress(
         dense_proposal_accuracy=dense_proposal_acc,
         final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
         search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
-        export=export_report, out=out, file_choice=file_choice, final_steps=final_steps,
+        export=export_report, out=out, file_choice=file_choice, final_steps=final_steps, stop_reason=stop_reason,
         dense_params=int(model.count_params()), final_params=int(final.count_params()), dense_bytes=len(dense_file()),
         final_float_bytes=len(final_file),
     )

@@ -154,3 +154,22 @@ def test_compress_benchmark_schema_and_resume(tmp_path, tiny_setup, monkeypatch)
         assert r["tflite_bytes"] > 0 and r["finetune_steps"] == 2
     assert entry["dense_ms"] > 0 and out.with_suffix(".md").is_file() and out.with_suffix(".png").is_file()
     assert script.main(argv + ["--resume"]) == 0 and len(json.loads(out.read_text())["runs"]) == 3  # nothing redone
+
+
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
+def test_compress_defaults_records_the_call_its_time_and_stages(tmp_path, tiny_setup, monkeypatch):
+    pack, ck = tiny_setup
+    monkeypatch.setenv("TFPRUNE_CACHE", str(tmp_path / "cache"))
+    script = _script("compress_defaults")
+    out = tmp_path / "cd.json"
+    argv = ["--models", "vgg11_w0.125", "--budgets", "0.8", "--iterations", "1", "--finetune-steps", "1", "--final-steps", "1",
+            "--time-budget", "900", "--data", str(pack), "--out", str(out), "--checkpoint-dir", str(ck), "--subset", "64"]
+    assert script.main(argv) == 0
+    data = json.loads(out.read_text())
+    (r,) = data["models"]["vgg11_w0.125"]["results"]
+    assert r["latency_budget"] == 0.8 and r["time_budget_s"] == 900 and r["stop_reason"] and r["wall_minutes"] > 0
+    assert r["wall_minutes"] * 60 <= 900 and r["file_format"] in ("float", "int8") and r["tflite_bytes"] > 0
+    assert [s["stage"] for s in r["stages"]][0] == "dense" and r["stages"][-1]["stage"] == "file"
+    assert 0 <= r["test_acc"] <= 1 and 0 <= r["file_test_acc"] <= 1
+    assert data["config"]["budget"]["overrides"]["time_budget"] == 900 and out.with_suffix(".md").is_file()
+    assert script.main(argv + ["--resume"]) == 0 and len(json.loads(out.read_text())["runs"]) == 1  # nothing redone

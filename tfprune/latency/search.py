@@ -408,6 +408,9 @@ def compress(
     key = _config_hash(model, settings)
     xp, yp = xv[:proposal_samples], yv[:proposal_samples]
     x_cal = _calibration_inputs(train, 1024)
+    in_dtype = np.dtype(getattr(model.inputs[0].dtype, "as_numpy_dtype", model.inputs[0].dtype))
+    if np.issubdtype(in_dtype, np.floating) and not np.issubdtype(x_cal.dtype, np.floating):
+        x_cal = x_cal.astype(in_dtype)  # raw pixels (uint8) for a float input: int8 calibration feeds the file's input type
     dense_acc = _accuracy(model, xv, yv, 256)
     dense_proposal_acc = _accuracy(model, xp, yp, 256)
 

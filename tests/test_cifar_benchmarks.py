@@ -81,6 +81,7 @@ def test_lobs_cifar_records_one_shot_bn_and_retrained(tmp_path, tiny_setup):
         assert all(0.0 <= r[k] <= 1.0 for k in ("acc_one_shot", "acc_bn", "acc_retrained"))
     assert script.main(argv + ["--resume"]) == 0  # nothing left to do: the runs stay as they are
     assert json.loads(out.read_text())["runs"] == data["runs"]
+    assert 0.0 <= data["models"]["vgg11_w0.125"]["dense_acc_bn"] <= 1.0  # the re-estimation's control on the unpruned model
     assert "one-shot" in (tmp_path / "lobs.md").read_text()
 
 

@@ -174,6 +174,8 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-steps", type=int, default=100)
     ap.add_argument("--final-steps", type=int, default=780)
     ap.add_argument("--proposal-samples", type=int, default=1000)
+    ap.add_argument("--max-step-drop", type=float, default=0.05,
+                    help="compress halves a step whose best proposal loses more than this (compress's default); recorded per run")
     ap.add_argument("--lr", type=float, default=1e-4, help="fine-tuning learning rate (Adam, cosine), every method alike")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--validation", type=int, default=5000, help="training images kept out as the search's validation set")
@@ -214,13 +216,13 @@ def main(argv=None) -> int:
                     res = compress(dense, train, validation=(xv, yv), latency=b, table=table, iterations=args.iterations,
                                    proposal_samples=args.proposal_samples, finetune_steps=args.finetune_steps, final_steps=0,
                                    learning_rate=args.lr, batch_size=args.batch_size, seed=0, verbose=0, progress=print,
-                                   time_budget=None, state_dir=state)
+                                   time_budget=None, state_dir=state, max_step_drop=args.max_step_drop)
                     small = res.model
                     # the final fine-tune: what the search's steps left of the budget, with the baselines' recipe
-                    final = total_steps - len(res.steps) * args.finetune_steps
+                    final = max(0, total_steps - sum(s.finetune_steps for s in res.steps))
                     extra = {"steps": len(res.steps), "search_seconds": res.search_seconds, "final_steps": final,
                              "path": [s.to_dict() for s in res.steps], "units_removed": sum(s.kind != "channels" for s in res.steps),
-                             "search_resumed": resumed}  # then minutes / cpu_minutes count this segment only
+                             "search_resumed": resumed, "max_step_drop": args.max_step_drop}  # then minutes / cpu_minutes count this segment only
                     res.plot(os.path.join(os.path.dirname(args.out), f"compress_path_{tag}_{b:g}.png"))
                 elif method == "uniform":  # the predicted-latency knob, set so the *measured* ratio meets the budget
                     def make(f, table=table, dense=dense):

@@ -118,6 +118,8 @@ def test_bad_arguments_name_the_fix(setup):
         _run(setup, max_accuracy_drop=2)
     with pytest.raises(TypeError, match="LatencyTable"):
         _run(setup, table={"a": 1})
+    with pytest.raises(ValueError, match="max_step_drop.*Fix"):
+        _run(setup, max_step_drop=-0.1)
     with pytest.raises(ValueError, match="quantize must be.*Fix"):
         _run(setup, quantize="int4")
     with pytest.raises(ValueError, match="validation=\\(x, y\\)"):
@@ -339,3 +341,51 @@ def test_a_spent_time_budget_stops_the_search_and_says_so(setup):
     res = _run(setup, time_budget=1e-6)
     assert res.steps == [] and res.stop_reason == "time budget" and "stopped: time budget" in res.table()
     assert not res.meets_latency and res.final_predicted_ms == pytest.approx(res.dense_predicted_ms)
+
+
+def test_pick_step_halves_until_a_try_keeps_the_accuracy():
+    from tfprune.latency.search import STEP_HALVINGS, pick_step
+
+    assert pick_step([0.90], 0.92, 0.05) == 0  # loses 2 points: the planned step is kept
+    assert pick_step([0.80], 0.92, 0.05) is None  # loses 12: halve
+    assert pick_step([0.80, 0.88], 0.92, 0.05) == 1  # the halved step loses 4: accept it
+    assert pick_step([0.10], 0.92, None) == 0  # fixed steps (NetAdapt's): always the planned one
+    tries = [0.5, 0.7, 0.6] + [0.2] * (STEP_HALVINGS - 2)
+    assert pick_step(tries[:STEP_HALVINGS], 0.92, 0.05) is None
+    assert pick_step(tries, 0.92, 0.05) == 1  # every halving lost too much: the most accurate try
+    assert pick_step([0.7] * (STEP_HALVINGS + 1), 0.92, 0.05) == 0  # ties: the larger step
+    with pytest.raises(ValueError, match="best_accuracies"):
+        pick_step([], 0.9, 0.05)
+
+
+def test_step_finetune_steps_scale_with_the_step():
+    from tfprune.latency.search import step_finetune_steps
+
+    assert step_finetune_steps(100, 0.5, 0.5) == 100 and step_finetune_steps(100, 0.25, 0.5) == 50
+    assert step_finetune_steps(100, 0.5 / 8, 0.5) == 12 and step_finetune_steps(3, 1e-9, 0.5) == 1
+    assert step_finetune_steps(100, 2.0, 0.5) == 100 and step_finetune_steps(0, 0.25, 0.5) == 0
+
+
+def test_a_halved_step_proposes_again_fine_tunes_less_and_is_kept(setup, monkeypatch):
+    """When pick_step asks for a halving, the iteration proposes at half the step, fine-tunes half as long, and later
+    iterations keep the smaller step; with max_step_drop=None every step is the planned one."""
+    import tfprune.latency.search as search
+
+    fixed = _run(setup, max_step_drop=None)
+    planned = (fixed.dense_predicted_ms - fixed.budget_ms) / 3
+    assert all(s.step_ms == pytest.approx(planned) and s.finetune_steps == 4 for s in fixed.steps)
+
+    asked = []
+
+    def halve_once(best, reference, max_step_drop):
+        asked.append(list(best))
+        return None if len(asked) == 1 else len(best) - 1
+
+    monkeypatch.setattr(search, "pick_step", halve_once)
+    lines = []
+    res = _run(setup, progress=lines.append)
+    assert len(asked[0]) == 1 and len(asked[1]) == 2  # the first iteration scored a second, halved try
+    assert sum("halving the step" in ln for ln in lines) == 1
+    assert res.steps[0].step_ms == pytest.approx(planned / 2) and res.steps[0].finetune_steps == 2
+    assert all(s.step_ms == pytest.approx(planned / 2) and s.finetune_steps == 2 for s in res.steps)
+    assert res.final_predicted_ms <= res.budget_ms * (1 + 1e-9)

@@ -405,7 +405,8 @@ def _cmd_compress(args: argparse.Namespace) -> int:
         data, validation = train, _arrays(test, 5000)
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         result = compress(model, data, latency=args.latency, max_accuracy_drop=args.max_drop, validation=validation, table=table,
-                          threads=args.threads, iterations=args.iterations, finetune_steps=args.finetune_steps, final_steps=args.final_steps,
+                          threads=args.threads, iterations=args.iterations, max_step_drop=args.max_step_drop,
+                          finetune_steps=args.finetune_steps, final_steps=args.final_steps,
                           batch_size=args.batch_size, learning_rate=args.lr, time_budget=args.time_budget, state_dir=args.state,
                           out=args.out, quantize=args.quantize, seed=args.seed, verbose=0 if args.quiet else 1)
     if args.plot:
@@ -582,6 +583,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "or 'macs' (the MACs proxy: the same search on a MACs budget); default: time the model's layers on this machine")
     co.add_argument("--threads", type=_count(1, "interpreter threads", "1"), default=1, help="LiteRT threads to time with")
     co.add_argument("--iterations", type=_count(1, "search iterations", "8"), default=8)
+    co.add_argument("--max-step-drop", type=_fraction("proxy accuracy one step may lose before it is halved, 0.05 = five points", "0.05", closed=True),
+                    default=0.05, help="halve a step whose best cut loses more proxy accuracy than this (default 0.05); 1 keeps fixed steps")
     co.add_argument("--finetune-steps", type=_count(0, "fine-tuning steps per accepted step", "100"), default=100)
     co.add_argument("--final-steps", type=_count(0, "fine-tuning steps of the final model", "1000"), default=1000)
     co.add_argument("--batch-size", type=_count(1, "samples per batch", "64"), default=64)

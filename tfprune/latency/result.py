@@ -21,12 +21,15 @@ class SearchStep:
       predicted_ms: the table's latency of the model after the step (ms per batch-1 invocation).
       proxy_accuracy: the proposal's score (validation accuracy on the proposal images before fine-tuning).
       accuracy: the same images' accuracy after the step's fine-tuning.
-      proposals: how many groups proposed a cut.
+      proposals: how many proposals were scored (every group and unit that proposed a cut, over every try of a halved step).
       seconds: wall time of the step.
       kind: ``"channels"`` (a channel cut), ``"layer"`` or ``"block"`` (a unit removed, as shallowing removes them).
       measured_ratio: the model's latency after the step as float TFLite / the dense model's, timed together (NaN when the
         search did not check latencies).
       params: the model's parameters after the step (0 in states written before it was recorded).
+      step_ms: the latency saving this step was asked for (ms; the planned step, halved each time the best proposal lost
+        more than ``max_step_drop``; 0 in states written before it was recorded).
+      finetune_steps: fine-tuning steps this step ran (``finetune_steps`` scaled by ``step_ms`` over the planned step).
     """
 
     iteration: int
@@ -40,6 +43,8 @@ class SearchStep:
     kind: str = "channels"
     measured_ratio: float = float("nan")
     params: int = 0
+    step_ms: float = 0.0
+    finetune_steps: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

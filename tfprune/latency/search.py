@@ -18,8 +18,15 @@ model's own layers (`tfprune.latency`):
    on ``proposal_samples`` validation images (the proxy; with
    ``proposal_steps > 0`` after that many fine-tuning steps, NetAdapt's
    short-term fine-tune).
-4. The best proposal is kept and fine-tuned for ``finetune_steps`` steps;
-   the state is written to ``state_dir`` (the model and a JSON of the path),
+   When the best proposal loses more than ``max_step_drop`` of the proxy
+   accuracy against the current model (a step too big for the model's
+   narrow groups: on a MobileNetV2 at half the latency, fixed steps cut a
+   32-channel residual stream to 2 channels), ``d`` is halved and the
+   proposals made and scored again, up to `STEP_HALVINGS` times; the
+   smaller step is kept for the iterations that follow.
+4. The best proposal is kept and fine-tuned for ``finetune_steps`` steps
+   (scaled by the step's share of the planned ``d``, so smaller steps do
+   not add fine-tuning); the state is written to ``state_dir`` (the model and a JSON of the path),
    so an interrupted search resumes from its last accepted step.
 5. When the prediction is under the budget (or the next iteration and the
    final fine-tune would not fit in ``time_budget`` seconds), the model is fine-tuned for ``final_steps`` steps, converted to
@@ -61,7 +68,11 @@ from tfprune.structured.plan import smallest_prefix
 from tfprune.structured.removal import shrink
 from tfprune.validation import check_int, fraction, number
 
-__all__ = ["compress", "parse_latency", "fine_tune", "propose", "next_iteration_fits"]
+__all__ = ["compress", "parse_latency", "fine_tune", "propose", "next_iteration_fits", "pick_step", "step_finetune_steps",
+           "STEP_HALVINGS"]
+
+STEP_HALVINGS = 3
+"""How many times one iteration may halve its step when every proposal loses more than ``max_step_drop``."""
 
 
 def parse_latency(latency: Any) -> tuple[str, float]:
@@ -90,6 +101,38 @@ def next_iteration_fits(elapsed: float, last_iteration: float, reserve: float, t
     if time_budget is None:
         return True
     return elapsed + last_iteration + reserve <= time_budget and elapsed < time_budget
+
+
+def pick_step(best_accuracies: list[float], reference: float, max_step_drop: float | None) -> int | None:
+    """Which try of an iteration to accept, or None to halve the step and try again.
+
+    ``best_accuracies[i]``: the best proposal's proxy accuracy (fraction) at the ``i``-th try (the planned step, then halved
+    ones); ``reference``: the current model's accuracy on the same images. The last try is accepted when its best loses at
+    most ``max_step_drop`` (or when ``max_step_drop`` is None: NetAdapt's fixed steps). After `STEP_HALVINGS` halvings with
+    every try losing more, the most accurate try is accepted (ties: the earlier, larger step).
+    """
+    if not best_accuracies:
+        raise ValueError("best_accuracies is empty: pick_step needs at least one scored try")
+    last = len(best_accuracies) - 1
+    if max_step_drop is None or best_accuracies[last] >= reference - max_step_drop:
+        return last
+    if last < STEP_HALVINGS:
+        return None
+    return int(np.argmax(np.asarray(best_accuracies, dtype=np.float64)))
+
+
+def step_finetune_steps(finetune_steps: int, step_ms: float, planned_ms: float) -> int:
+    """Fine-tuning steps for an accepted step asked to save ``step_ms`` when the plan was ``planned_ms`` per step.
+
+    ``finetune_steps * step_ms / planned_ms``, rounded, at least 1 (0 when ``finetune_steps`` is 0) and at most
+    ``finetune_steps``: a halved step fine-tunes half as long, so the search's fine-tuning stays about ``iterations *
+    finetune_steps`` however often it halves.
+    """
+    if finetune_steps <= 0:
+        return 0
+    if planned_ms <= 0:
+        return int(finetune_steps)
+    return int(min(finetune_steps, max(1, round(finetune_steps * step_ms / planned_ms))))
 
 
 def _as_arrays(data: Any, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -298,6 +341,7 @@ def compress(
     shallowing: bool = True,
     proposal_samples: int = 1000,
     proposal_steps: int = 0,
+    max_step_drop: float | None = 0.05,
     finetune_steps: int = 100,
     final_steps: int = 1000,
     learning_rate: float = 1e-4,
@@ -329,7 +373,11 @@ def compress(
         input's shape: `tfprune.shallow.graph.find_units`), when that saves at least the step's latency.
       proposal_samples: validation images scoring each proposal.
       proposal_steps: fine-tuning steps before a proposal is scored (0: BatchNorm re-estimation only).
-      finetune_steps: fine-tuning steps of each accepted step.
+      max_step_drop: the proxy accuracy (fraction; 0.05 is five points) one step may lose against the current model before the
+        step is halved and proposed again (at most `STEP_HALVINGS` times; the smaller step is kept). None: fixed steps, as
+        NetAdapt. The default came from MobileNetV2 w0.5 at half the latency, where fixed steps lost 13-47 points each from the
+        third step on; on the VGG-16 w0.25 at 0.7 no step lost more than 3.5.
+      finetune_steps: fine-tuning steps of each accepted step of the planned size (a halved step runs half as many).
       final_steps: fine-tuning steps of the final model.
       learning_rate, batch_size, loss: fine-tuning (Adam, ``learning_rate`` decayed to 0 by a cosine; the model's compiled loss by default).
         The default 1e-4 is gentle on purpose: 100 steps of Adam at 1e-3 cost a CIFAR-10 VGG (trained with SGD) 3.6 points that the
@@ -364,6 +412,9 @@ def compress(
     min_channels = check_int(min_channels, "min_channels", 1)
     proposal_samples = check_int(proposal_samples, "proposal_samples", 1)
     proposal_steps = check_int(proposal_steps, "proposal_steps", 0)
+    if max_step_drop is not None:
+        max_step_drop = fraction(max_step_drop, "max_step_drop", unit="fraction of accuracy; None: fixed steps", include_high=True,
+                                 example="0.05 (a step may lose five points of proxy accuracy before it is halved)")
     finetune_steps = check_int(finetune_steps, "finetune_steps", 0)
     final_steps = check_int(final_steps, "final_steps", 0)
     batch_size = check_int(batch_size, "batch_size", 1)
@@ -403,7 +454,8 @@ def compress(
     goal = budget_value * dense_pred if kind == "ratio" else budget_value
     settings = {"latency": [kind, budget_value], "iterations": iterations, "min_channels": min_channels, "shallowing": bool(shallowing), "check_latency": check,
                 "proposal_samples": proposal_samples,
-                "proposal_steps": proposal_steps, "finetune_steps": finetune_steps, "learning_rate": learning_rate, "batch_size": batch_size,
+                "proposal_steps": proposal_steps, "max_step_drop": max_step_drop, "finetune_steps": finetune_steps,
+                "learning_rate": learning_rate, "batch_size": batch_size,
                 "seed": seed, "table": table.to_dict()}
     key = _config_hash(model, settings)
     xp, yp = xv[:proposal_samples], yv[:proposal_samples]
@@ -414,11 +466,12 @@ def compress(
     dense_acc = _accuracy(model, xv, yv, 256)
     dense_proposal_acc = _accuracy(model, xp, yp, 256)
 
+    planned_delta = (dense_pred - goal) / iterations  # ms each iteration is asked to save
     state, current = _load_state(state_dir, key)
     if state is None:
         current = keras.models.clone_model(model)
         current.set_weights(model.get_weights())
-        state = {"key": key, "steps": [], "delta": (dense_pred - goal) / iterations}
+        state = {"key": key, "steps": [], "delta": planned_delta}
         if saved_table:
             os.makedirs(state_dir, exist_ok=True)
             table.save(saved_table)
@@ -468,25 +521,43 @@ def compress(
             break
         it = len(steps) + 1
         t_it = time.perf_counter()
-        proposals = propose(current, table, state["delta"], goal_now, min_channels=min_channels, shallowing=shallowing, x=x_cal[:4],
-                            graph=cg, cost=cost)
-        if not proposals:
+        reference = steps[-1].accuracy if steps else dense_proposal_acc
+        delta, tries, scored_total, choice = float(state["delta"]), [], 0, None
+        while True:  # the planned step, halved while every proposal loses more than max_step_drop
+            proposals = propose(current, table, delta, goal_now, min_channels=min_channels, shallowing=shallowing, x=x_cal[:4],
+                                graph=cg, cost=cost)
+            if not proposals:
+                break
+            scored = []
+            for n, (what, kind, count, pred, build) in enumerate(proposals):
+                small = build()
+                reestimate_batchnorm(small, x_cal)
+                if proposal_steps:
+                    fine_tune(small, train, proposal_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+                scored.append((_accuracy(small, xp, yp, 256), -pred, -n, what, kind, count, pred, small))
+            scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
+            scored_total += len(scored)
+            tries.append((delta, scored[0]))
+            choice = pick_step([t[1][0] for t in tries], reference, max_step_drop)
+            if choice is not None:
+                break
+            say(f"[compress] iteration {it}: the best cut of {delta:.4f} ms loses {100 * (reference - scored[0][0]):.1f} points "
+                f"(more than max_step_drop); halving the step")
+            delta /= 2
+        if not tries:
             say(f"[compress] no channel group can lower the latency any further at {now:.4f} ms (budget {goal:.4f} ms)")
             stop_reason = "no proposal lowers the latency further"
             break
-        scored = []
-        for n, (what, kind, count, pred, build) in enumerate(proposals):
-            small = build()
-            reestimate_batchnorm(small, x_cal)
-            if proposal_steps:
-                fine_tune(small, train, proposal_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
-            scored.append((_accuracy(small, xp, yp, 256), -pred, -n, what, kind, count, pred, small))
-        scored.sort(key=lambda s: (s[0], s[1], s[2]), reverse=True)
-        acc, _, _, name, kind, count, pred, small = scored[0]
+        if not proposals:  # a halved step found nothing: the most accurate try so far
+            choice = int(np.argmax([t[1][0] for t in tries]))
+        delta, (acc, _, _, name, kind, count, pred, small) = tries[choice]
+        state["delta"] = delta
+        tries.clear()
+        step_tune = step_finetune_steps(finetune_steps, delta, planned_delta)
         t_tune = time.perf_counter()
-        fine_tune(small, train, finetune_steps, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
-        if finetune_steps:
-            clock["per_step"] = (time.perf_counter() - t_tune) / finetune_steps
+        fine_tune(small, train, step_tune, learning_rate, batch_size, seed * 100003 + it, loss_spec.loss)
+        if step_tune:
+            clock["per_step"] = (time.perf_counter() - t_tune) / step_tune
         acc_after = _accuracy(small, xp, yp, 256)
         current = small
         measured_ratio = float("nan")
@@ -496,8 +567,9 @@ def compress(
             measured_ratio = ms["step"] / ms["dense"]
             clock["check"] = time.perf_counter() - t_check
         step = SearchStep(iteration=it, group=name, removed=count, predicted_ms=float(pred), proxy_accuracy=float(acc),
-                          accuracy=float(acc_after), proposals=len(proposals), seconds=time.perf_counter() - t_it, kind=kind,
-                          measured_ratio=measured_ratio, params=int(current.count_params()))
+                          accuracy=float(acc_after), proposals=scored_total, seconds=time.perf_counter() - t_it, kind=kind,
+                          measured_ratio=measured_ratio, params=int(current.count_params()), step_ms=float(delta),
+                          finetune_steps=step_tune)
         steps.append(step)
         clock["iteration"] = step.seconds
         state["steps"] = [s.to_dict() for s in steps]
@@ -506,7 +578,7 @@ def compress(
         cut = f"{name} -{count} channels" if kind == "channels" else f"removed {kind} {name} ({count} layers)"
         seen = f", measured {measured_ratio:.3f}x" if check else ""
         say(f"[compress] step {it}: {cut} -> {pred:.4f} ms ({pred / dense_pred:.3f}x{seen}), proxy {acc:.4f}, "
-            f"after fine-tuning {acc_after:.4f} ({len(proposals)} proposals, {step.seconds:.0f} s)")
+            f"after fine-tuning {acc_after:.4f} ({scored_total} proposals, {step.seconds:.0f} s)")
     search_seconds = time.perf_counter() - t_start
     final = current
     fine_tune(final, train, final_steps, learning_rate, batch_size, seed * 100003 + 99991, loss_spec.loss)

@@ -354,6 +354,8 @@ def test_pick_step_halves_until_a_try_keeps_the_accuracy():
     assert pick_step(tries[:STEP_HALVINGS], 0.92, 0.05) is None
     assert pick_step(tries, 0.92, 0.05) == 1  # every halving lost too much: the most accurate try
     assert pick_step([0.7] * (STEP_HALVINGS + 1), 0.92, 0.05) == 0  # ties: the larger step
+    assert pick_step([0.6, 0.8], 0.92, 0.05, can_halve=False) == 1  # a smaller step found no proposal: the best try
+    assert pick_step([0.9], 0.92, 0.05, can_halve=False) == 0  # can_halve only matters when the last try loses too much
     with pytest.raises(ValueError, match="best_accuracies"):
         pick_step([], 0.9, 0.05)
 

@@ -103,20 +103,22 @@ def next_iteration_fits(elapsed: float, last_iteration: float, reserve: float, t
     return elapsed + last_iteration + reserve <= time_budget and elapsed < time_budget
 
 
-def pick_step(best_accuracies: list[float], reference: float, max_step_drop: float | None) -> int | None:
+def pick_step(best_accuracies: list[float], reference: float, max_step_drop: float | None, *, can_halve: bool = True
+              ) -> int | None:
     """Which try of an iteration to accept, or None to halve the step and try again.
 
     ``best_accuracies[i]``: the best proposal's proxy accuracy (fraction) at the ``i``-th try (the planned step, then halved
     ones); ``reference``: the current model's accuracy on the same images. The last try is accepted when its best loses at
     most ``max_step_drop`` (or when ``max_step_drop`` is None: NetAdapt's fixed steps). After `STEP_HALVINGS` halvings with
-    every try losing more, the most accurate try is accepted (ties: the earlier, larger step).
+    every try losing more, or when ``can_halve`` is False (a halved step found no proposal), the most accurate try is
+    accepted (ties: the earlier, larger step).
     """
     if not best_accuracies:
         raise ValueError("best_accuracies is empty: pick_step needs at least one scored try")
     last = len(best_accuracies) - 1
     if max_step_drop is None or best_accuracies[last] >= reference - max_step_drop:
         return last
-    if last < STEP_HALVINGS:
+    if can_halve and last < STEP_HALVINGS:
         return None
     return int(np.argmax(np.asarray(best_accuracies, dtype=np.float64)))
 
@@ -526,7 +528,9 @@ def compress(
         while True:  # the planned step, halved while every proposal loses more than max_step_drop
             proposals = propose(current, table, delta, goal_now, min_channels=min_channels, shallowing=shallowing, x=x_cal[:4],
                                 graph=cg, cost=cost)
-            if not proposals:
+            if not proposals:  # a halved step found nothing: the most accurate try so far
+                if tries:
+                    choice = pick_step([t[1][0] for t in tries], reference, max_step_drop, can_halve=False)
                 break
             scored = []
             for n, (what, kind, count, pred, build) in enumerate(proposals):
@@ -548,8 +552,6 @@ def compress(
             say(f"[compress] no channel group can lower the latency any further at {now:.4f} ms (budget {goal:.4f} ms)")
             stop_reason = "no proposal lowers the latency further"
             break
-        if not proposals:  # a halved step found nothing: the most accurate try so far
-            choice = int(np.argmax([t[1][0] for t in tries]))
         delta, (acc, _, _, name, kind, count, pred, small) = tries[choice]
         state["delta"] = delta
         tries.clear()

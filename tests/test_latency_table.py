@@ -62,11 +62,32 @@ def test_calibration_recovers_a_linear_remainder():
     sums = [10.0, 7.0, 5.0]
     shares = [1.0, 0.7, 0.4]
     measured = [s + 0.3 + 2.0 * sh for s, sh in zip(sums, shares)]
-    assert calibrate_remainder(measured, sums, shares) == pytest.approx((0.3, 2.0))
-    assert calibrate_remainder([11.0], [10.0], [1.0]) == pytest.approx((1.0, 0.0))  # one variant: a constant
-    assert calibrate_remainder([9.5], [10.0], [1.0]) == pytest.approx((-0.5, 0.0))  # the layers' sum over-predicts: corrected
-    base, per = calibrate_remainder([10.0, 7.5, 5.5], sums, shares)  # less element-wise work costs more here: a constant instead
-    assert per == 0.0 and base == pytest.approx(np.mean([0.0, 0.5, 0.5]))
+    assert calibrate_remainder(measured, sums, shares) == pytest.approx((0.3, 2.0, 0.0))
+    assert calibrate_remainder([11.0], [10.0], [1.0]) == pytest.approx((1.0, 0.0, 0.0))  # one variant: a constant
+    assert calibrate_remainder([9.5], [10.0], [1.0]) == pytest.approx((-0.5, 0.0, 0.0))  # the layers' sum over-predicts: corrected
+    base, per, weights = calibrate_remainder([10.0, 7.5, 5.5], sums, shares)  # less element-wise work costs more: a constant
+    assert per == 0.0 and weights == 0.0 and base == pytest.approx(np.mean([0.0, 0.5, 0.5]))
+
+
+def test_calibration_separates_the_weights_term_from_the_elementwise_one():
+    """Uniform variants shrink activations and weights together; a variant that keeps most activations but half the weights
+    tells the two terms apart, and the fit recovers both."""
+    sums = [10.0, 8.0, 6.0, 9.0]
+    shares = [1.0, 0.8, 0.6, 0.95]
+    weight_shares = [1.0, 0.65, 0.36, 0.5]
+    measured = [s + 0.1 + 0.5 * a + 3.0 * w for s, a, w in zip(sums, shares, weight_shares)]
+    assert calibrate_remainder(measured, sums, shares, weight_shares) == pytest.approx((0.1, 0.5, 3.0))
+    # without the weights column the element-wise term soaks up their cost and mispredicts the weight-only cut
+    base, per, none = calibrate_remainder(measured, sums, shares)
+    assert none == 0.0 and abs(sums[3] + base + per * shares[3] - measured[3]) > 0.5
+    # a negative best fit for one term (less work never costs more): that term is dropped, the other refitted
+    only_weights = [s + 0.2 + 2.0 * w - 0.4 * a for s, a, w in zip(sums, shares, weight_shares)]
+    base, per, weights = calibrate_remainder(only_weights, sums, shares, weight_shares)
+    assert per == 0.0 and weights > 0
+    # weight shares that never vary (a table imported without them): no weights term
+    assert calibrate_remainder(measured, sums, shares, [1.0] * 4)[2] == 0.0
+    with pytest.raises(ValueError, match="weights shares: 3 values for 4"):
+        calibrate_remainder(measured, sums, shares, weight_shares[:3])
 
 
 def _table() -> LatencyTable:
@@ -80,6 +101,9 @@ def test_prediction_sums_the_layers_and_the_remainder():
     t = _table()
     assert t.dense_ms == pytest.approx(4.0 + 4.0 + 0.5 + 0.2 + 1.0)
     assert t.predict({"c1": (4, 8)}, share=0.5) == pytest.approx(1.0 + 4.0 + 0.5 + 0.2 + 0.5)
+    t.weights_ms = 2.0
+    assert t.predict({"c1": (4, 8)}, share=0.5, weight_share=0.25) == pytest.approx(1.0 + 4.0 + 0.5 + 0.2 + 0.5 + 0.5)
+    assert t.dense_ms == pytest.approx(4.0 + 4.0 + 0.5 + 0.2 + 1.0 + 2.0)
     assert t.layer_ms("c1", 6, 12) == pytest.approx(2.25)
     with pytest.raises(KeyError, match="not in the latency table"):
         t.predict({"nope": (1, 1)})
@@ -133,7 +157,7 @@ def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, m
     real = measure.one_layer_model
     monkeypatch.setattr(measure, "one_layer_model", lambda *a: built.append(a[0].name) or real(*a))
     cache = str(tmp_path / "cache.json")
-    table = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(0.5,), cache=cache)
+    table = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(0.5,), calibrate_weights=0.5, cache=cache)
     assert set(table.layers) == {"c1", "c2", "c3", "fc"}
     assert table.layers["c2"][0] == table.layers["c3"][0] != table.layers["c1"][0]
     assert len(table.timings) == 3 and len(built) == 2 + 4 + 2  # c1: 2 outputs (3 inputs fixed); c2 = c3: 2 x 2; fc: 2 inputs
@@ -142,11 +166,13 @@ def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, m
     assert t.step_out and not t.step_in and np.all(np.diff(t.ms, axis=0) >= 0) and np.all(np.diff(t.ms, axis=1) >= 0)
     assert table.timings[table.layers["fc"][0]].grid_out.tolist() == [4]  # the logits stay whole
     assert any(n.startswith("calibration dense: measured") for n in table.notes) and table.elementwise_ms >= 0
+    assert any(n.startswith("calibration global params=0.5: measured") for n in table.notes) and table.weights_ms >= 0
     cost = LatencyCost(channel_graph(model), table)
     assert cost.estimate(np.zeros(cost.all_labels.size, bool)) == pytest.approx(table.dense_ms)
+    assert table.weight_elements == 3 * 3 * (3 * 8 + 8 * 8 + 8 * 8) + 8 * 4  # the kernels, biases left out
 
     built.clear()
-    again = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), cache=cache)
+    again = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), calibrate_weights=None, cache=cache)
     assert not built and {s: t.ms.tolist() for s, t in again.timings.items()} == {s: t.ms.tolist() for s, t in table.timings.items()}
 
 
@@ -243,8 +269,9 @@ def test_probes_exported_for_a_device_come_back_as_a_table(tmp_path):
         want = [[fake_us[f.split("/")[-1]] / 1000 - empty for f in row] for row in entry["files"]]
         np.testing.assert_allclose(table.timings[sig].ms, monotone(want))
         assert table.timings[sig].step_out == entry["step_out"]
-    assert set(manifest["variants"]) == {"dense", "uniform macs=0.5"}
-    assert sum("calibration" in n for n in table.notes) == 2
+    assert set(manifest["variants"]) == {"dense", "uniform macs=0.5", "global params=0.5"}  # the last one: for the weight term
+    assert all(0 < v["weight_share"] <= 1 for v in manifest["variants"].values()) and manifest["weight_elements"] > 0
+    assert sum("calibration" in n for n in table.notes) == 3 and table.weights_ms >= 0 and table.elementwise_ms >= 0
     with pytest.raises(ValueError, match="no log for"):
         (tmp_path / "logs" / "empty.txt").unlink()
         import_probe_logs(str(tmp_path))

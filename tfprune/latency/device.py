@@ -72,12 +72,12 @@ def _write(path: str, data: bytes | str) -> None:
         f.write(data)
 
 
-def export_probes(model: Any, folder: str, *, points: int = 4, channel_step: int = 8, calibrate: Sequence[float] = (0.3, 0.6), threads: int = 1,
-                  runs: int = 50) -> str:
+def export_probes(model: Any, folder: str, *, points: int = 4, channel_step: int = 8, calibrate: Sequence[float] = (0.3, 0.6),
+                  calibrate_weights: float | None = 0.5, threads: int = 1, runs: int = 50) -> str:
     """Write the probe models of ``model``, their manifest and ``run_on_device.sh`` into ``folder``; returns the manifest's path.
 
-    ``points``, ``channel_step``, ``calibrate``: as `tfprune.latency.build_table`; ``threads``, ``runs``: ``benchmark_model``'s ``--num_threads`` and
-    ``--num_runs`` in the script.
+    ``points``, ``channel_step``, ``calibrate``, ``calibrate_weights``: as `tfprune.latency.build_table`; ``threads``, ``runs``:
+    ``benchmark_model``'s ``--num_threads`` and ``--num_runs`` in the script.
     """
     from tfprune._keras import is_keras3_object
 
@@ -90,6 +90,8 @@ def export_probes(model: Any, folder: str, *, points: int = 4, channel_step: int
     threads = check_int(threads, "threads", 1)
     runs = check_int(runs, "runs", 1)
     calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
+    if calibrate_weights is not None:
+        calibrate_weights = fraction(calibrate_weights, "calibrate_weights (a fraction of parameters removed)")
     cg, layers, todo = probe_plan(model, points, channel_step)
     os.makedirs(os.path.join(folder, "probes"), exist_ok=True)
     _write(os.path.join(folder, "probes", "empty.tflite"), tflite_bytes(empty_model()))
@@ -109,14 +111,15 @@ def export_probes(model: Any, folder: str, *, points: int = 4, channel_step: int
                                                  v["step_in"], v["step_out"]) for s, v in signatures.items()}, layers=layers)
     cost = LatencyCost(cg, table)
     variants = {}
-    for j, (key, (m, removed)) in enumerate(calibration_variants(model, cg, cost, calibrate).items()):
+    for j, (key, (m, removed)) in enumerate(calibration_variants(model, cg, cost, calibrate, calibrate_weights).items()):
         name = f"probes/whole_{j}.tflite"
         _write(os.path.join(folder, name), tflite_bytes(m))
-        variants[key] = {"file": name, "channels": {n: list(c) for n, c in cost.channels(removed).items()}, "share": cost.share(removed)}
+        variants[key] = {"file": name, "channels": {n: list(c) for n, c in cost.channels(removed).items()}, "share": cost.share(removed),
+                        "weight_share": cost.weight_share(removed)}
     manifest = {"format": PROBES_FORMAT, "model": model.name, "threads": threads, "points": points, "channel_step": channel_step,
                 "empty": "probes/empty.tflite",
                 "layers": {n: list(v) for n, v in layers.items()}, "signatures": signatures, "variants": variants,
-                "elementwise_elements": cost.elementwise_total}
+                "elementwise_elements": cost.elementwise_total, "weight_elements": cost.weight_total}
     path = os.path.join(folder, "manifest.json")
     _write(path, json.dumps(manifest, indent=1))
     _write(os.path.join(folder, "run_on_device.sh"), _SCRIPT.format(threads=threads, runs=runs))
@@ -160,11 +163,15 @@ def import_probe_logs(folder: str, logs: str | None = None, device: str = "devic
     layers = {n: (str(v[0]), int(v[1]), int(v[2])) for n, v in manifest["layers"].items()}
     table = LatencyTable(timings=timings, layers=layers, device=device, threads=int(manifest.get("threads", 1)), runtime="benchmark_model",
                          model=str(manifest.get("model", "")), elementwise_elements=float(manifest.get("elementwise_elements", 0.0)),
+                         weight_elements=float(manifest.get("weight_elements", 0.0)),
                          notes=[f"imported from benchmark_model logs in {logs!r}; layer times less the empty model's ({base:.4f} ms)"])
     variants = manifest.get("variants", {})
     measured = [ms(v["file"]) for v in variants.values()]
     sums = [sum(table.layer_ms(n, *c) for n, c in v["channels"].items()) for v in variants.values()]
-    table.base_ms, table.elementwise_ms = calibrate_remainder(measured, sums, [v["share"] for v in variants.values()])
+    shares = [float(v["share"]) for v in variants.values()]
+    weight_shares = [float(v["weight_share"]) for v in variants.values()] if all("weight_share" in v for v in variants.values()) else None
+    table.base_ms, table.elementwise_ms, table.weights_ms = calibrate_remainder(measured, sums, shares, weight_shares)
     for (key, v), m, s in zip(variants.items(), measured, sums):
-        table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {s + table.base_ms + table.elementwise_ms * v['share']:.4f} ms")
+        predicted = s + table.remainder(v["share"], v.get("weight_share", 1.0))
+        table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {predicted:.4f} ms")
     return table

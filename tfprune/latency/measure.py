@@ -15,10 +15,12 @@ cached per signature, device and thread count in
 ``~/.cache/tfprune/latency/`` (``$TFPRUNE_CACHE`` moves it), so a second model
 with the same layers costs nothing.
 
-The remainder (element-wise layers, the interpreter's overhead) is calibrated
-on whole-model timings of the dense model and of ``calibrate`` uniformly
-channel-pruned copies (`tfprune.latency.table.calibrate_remainder`); the
-notes of the table give each variant's measured and predicted milliseconds.
+The remainder (element-wise layers, the interpreter's overhead, the weights'
+memory traffic) is calibrated on whole-model timings of the dense model, of
+``calibrate`` uniformly channel-pruned copies and of one globally pruned copy
+that keeps about half the weights (``calibrate_weights``;
+`tfprune.latency.table.calibrate_remainder`); the notes of the table give each
+variant's measured and predicted milliseconds.
 """
 
 from __future__ import annotations
@@ -200,8 +202,10 @@ def probe_plan(model: Any, points: int, channel_step: int = 8) -> tuple[ChannelG
     return cg, layers, todo
 
 
-def calibration_variants(model: Any, cg: ChannelGraph, cost: LatencyCost, calibrate: Sequence[float]) -> dict[str, tuple[Any, np.ndarray]]:
-    """``{"dense": (model, nothing removed), "uniform macs=f": (smaller model, removed id classes)}`` for each ``f > 0``."""
+def calibration_variants(model: Any, cg: ChannelGraph, cost: LatencyCost, calibrate: Sequence[float],
+                         calibrate_weights: float | None = None) -> dict[str, tuple[Any, np.ndarray]]:
+    """``{"dense": (model, nothing removed), "uniform macs=f": (smaller model, removed id classes)}`` for each ``f > 0``, and
+    ``"global params=p"`` (global channel pruning removing ``p`` of the parameters) when ``calibrate_weights = p > 0``."""
     from tfprune.structured.plan import plan_and_shrink
 
     variants = {"dense": (model, np.zeros(cost.all_labels.size, bool))}
@@ -209,6 +213,9 @@ def calibration_variants(model: Any, cg: ChannelGraph, cost: LatencyCost, calibr
         if f > 0:
             plan, small, _ = plan_and_shrink(model, macs=f, allocation="uniform")
             variants[f"uniform macs={f:g}"] = (small, _removed_by_plan(cost, cg, plan.channels))
+    if calibrate_weights:
+        plan, small, _ = plan_and_shrink(model, params=calibrate_weights, allocation="global")
+        variants[f"global params={calibrate_weights:g}"] = (small, _removed_by_plan(cost, cg, plan.channels))
     return variants
 
 
@@ -216,7 +223,9 @@ def fit_remainder(table: LatencyTable, cost: LatencyCost, measured: Mapping[str,
     """Set the table's remainder from whole-model timings: ``{variant: (measured ms, removed id classes)}``; notes each variant."""
     sums = [sum(table.layer_ms(n, *c) for n, c in cost.channels(r).items()) for _, r in measured.values()]
     shares = [cost.share(r) for _, r in measured.values()]
-    table.base_ms, table.elementwise_ms = calibrate_remainder([m for m, _ in measured.values()], sums, shares)
+    weight_shares = [cost.weight_share(r) for _, r in measured.values()]
+    table.base_ms, table.elementwise_ms, table.weights_ms = calibrate_remainder([m for m, _ in measured.values()], sums, shares,
+                                                                                weight_shares)
     for key, (m, removed) in measured.items():
         table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {cost.estimate(removed):.4f} ms")
 
@@ -230,6 +239,7 @@ def build_table(
     rounds: int = 10,
     block: int = 10,
     calibrate: Sequence[float] = (0.3, 0.6),
+    calibrate_weights: float | None = 0.5,
     cache: bool | str = True,
     progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
@@ -245,6 +255,9 @@ def build_table(
       rounds, block: each one-layer model runs ``rounds`` blocks of ``block`` invocations (interleaved).
       calibrate: fractions of MACs removed (uniform channel pruning) of the whole-model variants, beside the dense model,
         on which the remainder is calibrated.
+      calibrate_weights: the fraction of parameters removed (global channel pruning, which takes most from the wide deep
+        layers) of one more calibration model: it keeps most element-wise activations but about half the weights, so the fit
+        can tell the weights' memory cost from the element-wise cost (see `tfprune.latency.table`). None: no weight term.
       cache: True (the default cache file), False (time everything), or a path to a JSON cache file.
       progress: called with a line of text as the work goes on (None: quiet).
     """
@@ -260,6 +273,8 @@ def build_table(
     rounds = check_int(rounds, "rounds", 1)
     block = check_int(block, "block", 1)
     calibrate = [fraction(f, "calibrate[i] (a fraction of MACs removed)") for f in calibrate]
+    if calibrate_weights is not None:
+        calibrate_weights = fraction(calibrate_weights, "calibrate_weights (a fraction of parameters removed)")
     say = progress or (lambda _: None)
     cg, layers, todo = probe_plan(model, points, channel_step)
     cache_path = (cache if isinstance(cache, str) else _cache_file(threads)) if cache else None
@@ -292,8 +307,10 @@ def build_table(
                                 f"{rounds} x {block} invocations per point, less an empty model's time; made non-decreasing"])
     cost = LatencyCost(cg, table)
     table.elementwise_elements = cost.elementwise_total
-    variants = calibration_variants(model, cg, cost, calibrate)
+    table.weight_elements = cost.weight_total
+    variants = calibration_variants(model, cg, cost, calibrate, calibrate_weights)
     measured = measure_model_ms({k: m for k, (m, _) in variants.items()}, threads, rounds=max(rounds, 10), block=block)
     fit_remainder(table, cost, {k: (measured[k], removed) for k, (_, removed) in variants.items()})
-    say(f"[latency] remainder: {table.base_ms:.4f} ms + {table.elementwise_ms:.4f} ms x element-wise share")
+    say(f"[latency] remainder: {table.base_ms:.4f} ms + {table.elementwise_ms:.4f} ms x element-wise share + {table.weights_ms:.4f} ms "
+        "x weight share")
     return table

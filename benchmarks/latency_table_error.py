@@ -1,0 +1,151 @@
+"""How well does the latency table predict whole models, with and without its weight term?
+
+    python benchmarks/latency_table_error.py --models vgg16_w0.25,mobilenetv2_w0.5,resnet56
+
+For each CIFAR-10 checkpoint: the per-layer timings of `tfprune.latency.build_table`
+(cached), then one interleaved timing (float TFLite, 1 thread, batch 1) of
+
+- the calibration models `build_table` fits its remainder on: the dense model, uniform
+  channel pruning at 30% and 60% of MACs, global channel pruning at 50% of parameters;
+- held-out models the fit never sees: LAMP channel pruning at 50% of parameters, global
+  and LAMP at 50% of MACs, and the final models of `benchmarks/compress.py` runs whose
+  resume state is on this machine (``benchmarks/checkpoints/compress-state-<tag>-<budget>/``,
+  not committed: listed in the JSON when used).
+
+The remainder is fitted twice on the same timings: without the weight term (the
+table before format /3: dense and the two uniform models, ``base + elementwise * share``)
+and with it (all four calibration models, ``+ weights * weight_share``). Reported per
+model: measured latency ratio to the dense model, the two predicted ratios and their
+errors (predicted / measured - 1). JSON after every model (``--resume`` skips those
+done): ``benchmarks/results/latency_table_error.{json,md}``, ``{"models": {tag:
+{"dense_ms": ..., "fits": {"without": {...}, "with": {...}}, "variants": [{"variant": ...,
+"role": "calibration" | "held-out", "measured_ratio": ..., "predicted_without": ...,
+"predicted_with": ..., "share": ..., "weight_share": ...}]}}, "config": {"command": ...,
+"cpu_minutes": ...}}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+from _cifar import CHECKPOINTS, RESULTS, Ledger, command_line, load_dense, repo_path, write_markdown_with_footer  # noqa: E402
+
+import tfprune as tp  # noqa: E402
+from tfprune.latency import LatencyCost, build_table, measure_model_ms  # noqa: E402
+from tfprune.latency.table import calibrate_remainder  # noqa: E402
+from tfprune.structured.graph import channel_graph  # noqa: E402
+from tfprune.structured.plan import plan_and_shrink  # noqa: E402
+
+DEFAULT_OUT = os.path.join(RESULTS, "latency_table_error.json")
+CALIBRATION = {"uniform macs=0.3": dict(macs=0.3, allocation="uniform"), "uniform macs=0.6": dict(macs=0.6, allocation="uniform"),
+               "global params=0.5": dict(params=0.5, allocation="global")}
+HELD_OUT = {"lamp params=0.5": dict(params=0.5, allocation="lamp"), "global macs=0.5": dict(macs=0.5, allocation="global"),
+            "lamp macs=0.5": dict(macs=0.5, allocation="lamp")}
+WITHOUT = ("dense", "uniform macs=0.3", "uniform macs=0.6")  # what build_table calibrated on before the weight term
+
+
+def compress_finals(tag: str, state_dir: str) -> dict[str, str]:
+    """``{"compress <budget> (final)": path}`` for the compress runs' resume states of ``tag`` on this machine."""
+    out = {}
+    for path in sorted(glob.glob(os.path.join(state_dir, f"compress-state-{tag}-*", "model.keras"))):
+        budget = os.path.basename(os.path.dirname(path)).rsplit("-", 1)[-1]
+        out[f"compress {budget} (final)"] = path
+    return out
+
+
+def fit(rows: dict, names: list[str], weights: bool) -> tuple[float, float, float]:
+    return calibrate_remainder([rows[n]["ms"] for n in names], [rows[n]["layer_sum"] for n in names], [rows[n]["share"] for n in names],
+                               [rows[n]["weight_share"] for n in names] if weights else None)
+
+
+def measure(tag: str, args: argparse.Namespace) -> dict:
+    t0 = time.perf_counter()
+    dense = load_dense(tag, args.checkpoint_dir)
+    table = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, progress=print)  # the layers' timings only
+    models = {"dense": dense}
+    for name, kw in {**CALIBRATION, **HELD_OUT}.items():
+        models[name] = plan_and_shrink(dense, **kw)[1]
+    finals = compress_finals(tag, args.state_dir)
+    for name, path in finals.items():
+        models[name] = tp.load_model(path)
+    ms = measure_model_ms(models, threads=1, rounds=args.rounds, block=10)
+    rows = {}
+    for name, model in models.items():
+        cost = LatencyCost(channel_graph(model), table)
+        none = np.zeros(cost.all_labels.size, bool)
+        rows[name] = {"ms": ms[name], "layer_sum": sum(table.layer_ms(n, *c) for n, c in cost.channels(none).items()),
+                      "share": cost.share(none), "weight_share": cost.weight_share(none)}
+    fits = {"without": fit(rows, list(WITHOUT), False), "with": fit(rows, ["dense", *CALIBRATION], True)}
+
+    def predicted(name: str, which: str) -> float:
+        base, per, w = fits[which]
+        r = rows[name]
+        return r["layer_sum"] + base + per * r["share"] + w * r["weight_share"]
+
+    variants = []
+    for name, r in rows.items():
+        entry = {"variant": name, "role": "calibration" if name == "dense" or name in CALIBRATION else "held-out",
+                 "measured_ratio": r["ms"] / rows["dense"]["ms"], "share": r["share"], "weight_share": r["weight_share"],
+                 "params": int(models[name].count_params())}
+        for which in fits:
+            entry[f"predicted_{which}"] = predicted(name, which) / predicted("dense", which)
+            entry[f"error_{which}"] = entry[f"predicted_{which}"] / entry["measured_ratio"] - 1
+        variants.append(entry)
+        print(f"[table error] {tag} {name:24s} measured {entry['measured_ratio']:.3f}  without {entry['predicted_without']:.3f} "
+              f"({100 * entry['error_without']:+.1f}%)  with {entry['predicted_with']:.3f} ({100 * entry['error_with']:+.1f}%)")
+    return {"model": tag, "dense_ms": rows["dense"]["ms"], "seconds": time.perf_counter() - t0,
+            "fits": {k: dict(zip(("base_ms", "elementwise_ms", "weights_ms"), v)) for k, v in fits.items()},
+            "variants": variants, "compress_finals": {k: repo_path(v) for k, v in finals.items()}}
+
+
+def write_markdown(data: dict, out: str) -> None:
+    lines = ["# The latency table's error, with and without its weight term", "",
+             "Ratio = latency / the dense model's (float TFLite, 1 thread, batch 1, timed interleaved); error = predicted / measured - 1.", ""]
+    for run in data["runs"]:
+        held = [v for v in run["variants"] if v["role"] == "held-out"]
+        mean = {w: float(np.mean([abs(v[f"error_{w}"]) for v in held])) for w in ("without", "with")}
+        lines += [f"## {run['model']}: dense {run['dense_ms']:.3f} ms", "",
+                  f"Held-out mean |error|: {100 * mean['without']:.1f}% without the weight term, {100 * mean['with']:.1f}% with it. "
+                  f"Fits: without {run['fits']['without']}, with {run['fits']['with']}.", "",
+                  "| model | role | params | measured ratio | predicted, without | error | predicted, with | error |",
+                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+        for v in run["variants"]:
+            lines.append(f"| {v['variant']} | {v['role']} | {v['params']:,} | {v['measured_ratio']:.3f} | {v['predicted_without']:.3f} | "
+                         f"{100 * v['error_without']:+.1f}% | {v['predicted_with']:.3f} | {100 * v['error_with']:+.1f}% |")
+        lines.append("")
+    write_markdown_with_footer(lines, data, out)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--models", default="vgg16_w0.25,mobilenetv2_w0.5,resnet56", help="comma-separated checkpoint tags")
+    ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds of 10 invocations per model")
+    ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
+    ap.add_argument("--state-dir", default=CHECKPOINTS, help="where benchmarks/compress.py keeps its resume states")
+    ap.add_argument("--out", default=DEFAULT_OUT)
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args(argv)
+    if args.rounds < 1:
+        ap.error(f"--rounds must be >= 1, got {args.rounds}")
+    ledger = Ledger(args.out, {"rounds": args.rounds, "threads": 1}, command_line(__file__, argv), args.resume, ("model",))
+    for tag in args.models.split(","):
+        if ledger.done(model=tag):
+            print(f"[table error] {tag}: done (--resume)")
+            continue
+        ledger.add(measure(tag, args))
+        ledger.save()
+        write_markdown(ledger.data, args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

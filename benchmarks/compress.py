@@ -57,6 +57,7 @@ import tfprune as tp  # noqa: E402
 from tfprune.latency import LatencyCost, build_table, compress, measure_model_ms  # noqa: E402
 from tfprune.latency.measure import tflite_bytes, time_tflite  # noqa: E402
 from tfprune.latency.search import fine_tune  # noqa: E402
+from tfprune.latency.table import FORMAT as TABLE_FORMAT  # noqa: E402
 from tfprune.structured.graph import channel_graph  # noqa: E402
 from tfprune.structured.plan import plan_and_shrink  # noqa: E402
 
@@ -245,7 +246,8 @@ def main(argv=None) -> int:
                 run = {"model": tag, "method": method, "latency_budget": b, "latency_ratio": ms["small"] / ms["dense"],
                        "predicted_ratio": predicted_ratio(small, table, dense_pred), "acc": acc, "tflite_bytes": len(tflite_bytes(small)),
                        "macs": int(prof.macs), "params": int(prof.params), "finetune_steps": total_steps, "dense_ms": ms["dense"],
-                       "small_ms": ms["small"], "minutes": (time.time() - t0) / 60, "cpu_minutes": (time.process_time() - c0) / 60, **extra}
+                       "small_ms": ms["small"], "minutes": (time.time() - t0) / 60, "cpu_minutes": (time.process_time() - c0) / 60,
+                       "table_format": TABLE_FORMAT, **extra}
                 entry["dense_ms"] = ms["dense"]
                 ledger.add(run)
                 summarize(ledger.data)

@@ -107,6 +107,11 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
             "variants": variants, "compress_finals": {k: repo_path(v) for k, v in finals.items()}}
 
 
+def fits_text(fit: dict) -> str:
+    return (f"base {fit['base_ms']:+.4f} ms, element-wise {fit['elementwise_ms']:.4f} ms x share, "
+            f"weights {fit['weights_ms']:.4f} ms x weight share")
+
+
 def write_markdown(data: dict, out: str) -> None:
     lines = ["# The latency table's error, with and without its weight term", "",
              "Ratio = latency / the dense model's (float TFLite, 1 thread, batch 1, timed interleaved); error = predicted / measured - 1.", ""]
@@ -115,7 +120,7 @@ def write_markdown(data: dict, out: str) -> None:
         mean = {w: float(np.mean([abs(v[f"error_{w}"]) for v in held])) for w in ("without", "with")}
         lines += [f"## {run['model']}: dense {run['dense_ms']:.3f} ms", "",
                   f"Held-out mean |error|: {100 * mean['without']:.1f}% without the weight term, {100 * mean['with']:.1f}% with it. "
-                  f"Fits: without {run['fits']['without']}, with {run['fits']['with']}.", "",
+                  f"Remainder fitted without: {fits_text(run['fits']['without'])}; with: {fits_text(run['fits']['with'])}.", "",
                   "| model | role | params | measured ratio | predicted, without | error | predicted, with | error |",
                   "|---|---|---:|---:|---:|---:|---:|---:|"]
         for v in run["variants"]:

@@ -32,12 +32,13 @@ prediction for a model is the sum of its layers' times plus that remainder.
 Why a weight term: a one-layer model invoked again and again keeps its
 weights in the CPU's caches; inside the whole model (a few MB of weights)
 each layer reads them from further away. Measured on this project's VGG
-w0.25 (0.9 M parameters), a plan that removed half the weights of the deep
-layers ran at 0.700x of the dense model while the layer sums without the term
-predicted 0.885x; with it, 0.690x. Cuts of early, activation-heavy layers
-were over-credited by the same fit (the element-wise term soaked up the
-weights' share on uniformly pruned calibration models, where the two fall
-together); a calibration model pruned for parameters tells them apart.
+w0.25 (0.93 M parameters), global channel pruning at 50% of MACs ran at 0.381x
+of the dense model; without the term the table predicted 0.549x, with it
+0.393x (``benchmarks/latency_table_error.py``). Cuts of early,
+activation-heavy layers were over-credited by the old fit (the element-wise
+term soaked up the weights' share on uniformly pruned calibration models,
+where the two fall together); a calibration model pruned for parameters
+tells them apart.
 
 Units: milliseconds per invocation at batch 1; channel counts are counts
 (kept), not fractions.

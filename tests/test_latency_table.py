@@ -232,6 +232,31 @@ def test_a_channel_plan_meets_a_latency_ratio_on_the_table():
         tfprune.plan(model, latency=0.5, latency_table={"not": "a table"}, granularity="channel")
 
 
+def test_the_weight_term_scales_with_the_kernel_weights_kept_in_a_plan_and_in_its_shrunk_model():
+    """weight_share: each timed layer keeps its kernel times the input and output fractions kept; the planner's estimate (on
+    the dense graph, channels marked removed) and the shrunk model's (its own graph) agree, and match a count by hand."""
+    import tfprune
+    from tfprune.latency import LatencyCost
+    from tfprune.structured.graph import channel_graph
+    from tfprune.structured.plan import plan_and_shrink
+
+    model = _cnn(tfprune._keras.keras)
+    table = _linear_table()
+    assert LatencyCost(channel_graph(model), table).weight_total == 9 * 3 * 8 + 9 * 8 * 16 + 16 * 4  # kernels only, no biases
+    table.weights_ms, table.weight_elements = 0.3, 9 * 3 * 8 + 9 * 8 * 16 + 16 * 4
+    table.elementwise_elements = LatencyCost(channel_graph(model), table).elementwise_total  # as build_table records them
+    dense = table.dense_ms
+    assert dense == pytest.approx(0.01 * (3 * 8 + 8 * 16) + 0.05 + 0.1 + 0.2 + 0.3)
+    plan, small, _ = plan_and_shrink(model, latency=0.6, latency_cost=lambda cg: LatencyCost(cg, table), tolerance=0.05)
+    k1, k2 = (plan.n_units[g] - len(plan.channels[g]) for g in ("c1", "c2"))
+    weight_share = (9 * 3 * k1 + 9 * k1 * k2 + 4 * k2) / table.weight_elements
+    hand = 0.01 * (3 * k1 + k1 * k2) + 0.05 + 0.1 + 0.2 * k2 / 16 + 0.3 * weight_share
+    assert 1 - plan.achieved == pytest.approx(hand / dense, rel=1e-9)
+    shrunk = LatencyCost(channel_graph(small), table)
+    assert shrunk.weight_share(np.zeros(shrunk.all_labels.size, bool)) == pytest.approx(weight_share, rel=1e-12)
+    assert shrunk.estimate() == pytest.approx(hand, rel=1e-9)
+
+
 def test_benchmark_model_logs_are_read_in_milliseconds():
     from pathlib import Path
 

@@ -21,19 +21,23 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/tfprune demo --out out
 
+# The suite runs in 2 worker processes (pytest-xdist; one per core of the 2-core CI machine), a test file per worker at a
+# time (--dist loadfile: a file's module fixtures are built once). WORKERS=0 runs it in this process (one core).
+WORKERS ?= 2
+XDIST = $(if $(filter 0,$(WORKERS)),-p no:xdist,-n $(WORKERS) --dist loadfile)
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q $(XDIST) tests
 
 # The fresh-machine path on any machine: the tests ignore ../shared and $$TFPRUNE_MNIST and use the bundled subset.
 # By default only the tests that read a data file (marker data_file, see tests/conftest.py): the others get
 # byte-identical data in both modes. BUNDLED_TESTS=tests runs everything; exit code 5 (nothing selected) passes.
 BUNDLED_TESTS ?= -m "data_file and not slow" tests
 test-bundled: install
-	TFPRUNE_TEST_DATA=bundled $(BIN)/python -m pytest -q $(BUNDLED_TESTS); rc=$$?; \
+	TFPRUNE_TEST_DATA=bundled $(BIN)/python -m pytest -q $(XDIST) $(BUNDLED_TESTS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "test-bundled: no tests selected"; else exit $$rc; fi
 
 test-all: install
-	$(BIN)/python -m pytest -q -m "" tests
+	$(BIN)/python -m pytest -q $(XDIST) -m "" tests
 
 lint: install
 	$(BIN)/ruff check tfprune tfprune_console.py tests examples benchmarks tools

@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 import uuid
 
 import numpy as np
@@ -186,9 +185,7 @@ def test_options_are_refused_in_one_line_before_any_work(d, no_loading, capsys, 
 
 
 def test_demo_refuses_a_bad_sparsity_before_training(no_loading, capsys):
-    t0 = time.perf_counter()
-    line = one_line(capsys, ["demo", "--sparsity", "1.5"], "--sparsity")
-    assert time.perf_counter() - t0 < 1.0
+    line = one_line(capsys, ["demo", "--sparsity", "1.5"], "--sparsity")  # no_loading: refused before the demo starts
     assert line == "tfprune demo: error: argument --sparsity: '1.5' is not a fraction in [0, 1) (the fraction removed of the weights). " \
                    "Fix: give e.g. 0.9"
 

@@ -12,15 +12,18 @@ For each CIFAR-10 checkpoint: the per-layer timings of `tfprune.latency.build_ta
   resume state is on this machine (``benchmarks/checkpoints/compress-state-<tag>-<budget>/``,
   not committed: listed in the JSON when used).
 
-The remainder is fitted twice on the same timings: without the weight term (the
-table before format /3: dense and the two uniform models, ``base + elementwise * share``)
-and with it (all four calibration models, ``+ weights * weight_share``). Reported per
+The remainder is fitted three times on the same timings: without the weight term (the
+table before format /3: dense and the two uniform models, ``base + elementwise * share``),
+with it (all four calibration models, ``+ weights * weight_share``: `build_table`'s fit),
+and with it but the element-wise term free to be negative (``signed``: a candidate that
+would absorb the one-layer models' input/output copies, which scale with activations). Reported per
 model: measured latency ratio to the dense model, the two predicted ratios and their
 errors (predicted / measured - 1). JSON after every model (``--resume`` skips those
 done): ``benchmarks/results/latency_table_error.{json,md}``, ``{"models": {tag:
-{"dense_ms": ..., "fits": {"without": {...}, "with": {...}}, "variants": [{"variant": ...,
+{"dense_ms": ..., "fits": {"without": {...}, "with": {...}, "signed": {...}}, "variants": [{"variant": ...,
 "role": "calibration" | "held-out", "measured_ratio": ..., "predicted_without": ...,
-"predicted_with": ..., "share": ..., "weight_share": ...}]}}, "config": {"command": ...,
+"predicted_with": ..., "predicted_signed": ..., "share": ..., "weight_share": ..., "ms": ...,
+"layer_sum_ms": ...}]}}, "config": {"command": ...,
 "cpu_minutes": ...}}``.
 """
 
@@ -62,9 +65,12 @@ def compress_finals(tag: str, state_dir: str) -> dict[str, str]:
     return out
 
 
-def fit(rows: dict, names: list[str], weights: bool) -> tuple[float, float, float]:
+FITS = {"without": "no weight term", "with": "weight term (build_table's fit)", "signed": "weight term, element-wise term may be negative"}
+
+
+def fit(rows: dict, names: list[str], weights: bool, signed: tuple[str, ...] = ()) -> tuple[float, float, float]:
     return calibrate_remainder([rows[n]["ms"] for n in names], [rows[n]["layer_sum"] for n in names], [rows[n]["share"] for n in names],
-                               [rows[n]["weight_share"] for n in names] if weights else None)
+                               [rows[n]["weight_share"] for n in names] if weights else None, signed=signed)
 
 
 def measure(tag: str, args: argparse.Namespace) -> dict:
@@ -84,7 +90,8 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
         none = np.zeros(cost.all_labels.size, bool)
         rows[name] = {"ms": ms[name], "layer_sum": sum(table.layer_ms(n, *c) for n, c in cost.channels(none).items()),
                       "share": cost.share(none), "weight_share": cost.weight_share(none)}
-    fits = {"without": fit(rows, list(WITHOUT), False), "with": fit(rows, ["dense", *CALIBRATION], True)}
+    fits = {"without": fit(rows, list(WITHOUT), False), "with": fit(rows, ["dense", *CALIBRATION], True),
+            "signed": fit(rows, ["dense", *CALIBRATION], True, signed=("elementwise",))}
 
     def predicted(name: str, which: str) -> float:
         base, per, w = fits[which]
@@ -95,37 +102,39 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
     for name, r in rows.items():
         entry = {"variant": name, "role": "calibration" if name == "dense" or name in CALIBRATION else "held-out",
                  "measured_ratio": r["ms"] / rows["dense"]["ms"], "share": r["share"], "weight_share": r["weight_share"],
-                 "params": int(models[name].count_params())}
+                 "params": int(models[name].count_params()), "ms": r["ms"], "layer_sum_ms": r["layer_sum"]}
         for which in fits:
             entry[f"predicted_{which}"] = predicted(name, which) / predicted("dense", which)
             entry[f"error_{which}"] = entry[f"predicted_{which}"] / entry["measured_ratio"] - 1
         variants.append(entry)
-        print(f"[table error] {tag} {name:24s} measured {entry['measured_ratio']:.3f}  without {entry['predicted_without']:.3f} "
-              f"({100 * entry['error_without']:+.1f}%)  with {entry['predicted_with']:.3f} ({100 * entry['error_with']:+.1f}%)")
+        print(f"[table error] {tag} {name:24s} measured {entry['measured_ratio']:.3f}  "
+              + "  ".join(f"{w} {entry[f'predicted_{w}']:.3f} ({100 * entry[f'error_{w}']:+.1f}%)" for w in fits))
     return {"model": tag, "dense_ms": rows["dense"]["ms"], "seconds": time.perf_counter() - t0,
             "fits": {k: dict(zip(("base_ms", "elementwise_ms", "weights_ms"), v)) for k, v in fits.items()},
             "variants": variants, "compress_finals": {k: repo_path(v) for k, v in finals.items()}}
 
 
 def fits_text(fit: dict) -> str:
-    return (f"base {fit['base_ms']:+.4f} ms, element-wise {fit['elementwise_ms']:.4f} ms x share, "
+    return (f"base {fit['base_ms']:+.4f} ms, element-wise {fit['elementwise_ms']:+.4f} ms x share, "
             f"weights {fit['weights_ms']:.4f} ms x weight share")
 
 
 def write_markdown(data: dict, out: str) -> None:
     lines = ["# The latency table's error, with and without its weight term", "",
-             "Ratio = latency / the dense model's (float TFLite, 1 thread, batch 1, timed interleaved); error = predicted / measured - 1.", ""]
+             "Ratio = latency / the dense model's (float TFLite, 1 thread, batch 1, timed interleaved); error = predicted / measured - 1. "
+             "Fits of the remainder: " + "; ".join(f"*{k}*: {v}" for k, v in FITS.items()) + ".", ""]
     for run in data["runs"]:
         held = [v for v in run["variants"] if v["role"] == "held-out"]
-        mean = {w: float(np.mean([abs(v[f"error_{w}"]) for v in held])) for w in ("without", "with")}
+        which = [w for w in FITS if w in run["fits"]]  # runs before the signed fit have two
+        mean = {w: float(np.mean([abs(v[f"error_{w}"]) for v in held])) for w in which}
         lines += [f"## {run['model']}: dense {run['dense_ms']:.3f} ms", "",
-                  f"Held-out mean |error|: {100 * mean['without']:.1f}% without the weight term, {100 * mean['with']:.1f}% with it. "
-                  f"Remainder fitted without: {fits_text(run['fits']['without'])}; with: {fits_text(run['fits']['with'])}.", "",
-                  "| model | role | params | measured ratio | predicted, without | error | predicted, with | error |",
-                  "|---|---|---:|---:|---:|---:|---:|---:|"]
+                  "Held-out mean |error|: " + ", ".join(f"{100 * mean[w]:.1f}% ({w})" for w in which) + ". Remainder fitted: "
+                  + "; ".join(f"{w}: {fits_text(run['fits'][w])}" for w in which) + ".", "",
+                  "| model | role | params | measured ratio | " + " | ".join(f"predicted, {w} | error" for w in which) + " |",
+                  "|---|---|---:|---:|" + "---:|---:|" * len(which)]
         for v in run["variants"]:
-            lines.append(f"| {v['variant']} | {v['role']} | {v['params']:,} | {v['measured_ratio']:.3f} | {v['predicted_without']:.3f} | "
-                         f"{100 * v['error_without']:+.1f}% | {v['predicted_with']:.3f} | {100 * v['error_with']:+.1f}% |")
+            lines.append(f"| {v['variant']} | {v['role']} | {v['params']:,} | {v['measured_ratio']:.3f} | "
+                         + " | ".join(f"{v[f'predicted_{w}']:.3f} | {100 * v[f'error_{w}']:+.1f}%" for w in which) + " |")
         lines.append("")
     write_markdown_with_footer(lines, data, out)
 

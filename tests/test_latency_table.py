@@ -84,6 +84,11 @@ def test_calibration_separates_the_weights_term_from_the_elementwise_one():
     only_weights = [s + 0.2 + 2.0 * w - 0.4 * a for s, a, w in zip(sums, shares, weight_shares)]
     base, per, weights = calibrate_remainder(only_weights, sums, shares, weight_shares)
     assert per == 0.0 and weights > 0
+    # signed=("elementwise",): the same data recovered exactly, negative term included (a candidate fit, see latency_table_error.py)
+    assert calibrate_remainder(only_weights, sums, shares, weight_shares, signed=("elementwise",)) == pytest.approx((0.2, -0.4, 2.0))
+    assert calibrate_remainder(only_weights, sums, shares, weight_shares, signed="elementwise") == pytest.approx((0.2, -0.4, 2.0))
+    with pytest.raises(ValueError, match="signed: unknown terms.*Fix"):
+        calibrate_remainder(measured, sums, shares, weight_shares, signed=("base",))
     # weight shares that never vary (a table imported without them): no weights term
     assert calibrate_remainder(measured, sums, shares, [1.0] * 4)[2] == 0.0
     with pytest.raises(ValueError, match="weights shares: 3 values for 4"):

@@ -110,7 +110,7 @@ def interpolate(grid_in: np.ndarray, grid_out: np.ndarray, ms: np.ndarray, n_in:
 
 
 def calibrate_remainder(measured: list[float], layer_sums: list[float], shares: list[float],
-                        weight_shares: list[float] | None = None) -> tuple[float, float, float]:
+                        weight_shares: list[float] | None = None, signed: tuple[str, ...] = ()) -> tuple[float, float, float]:
     """``(base_ms, elementwise_ms, weights_ms)``: least squares of ``measured - layer_sums = base + elementwise * share +
     weights * weight_share`` with ``elementwise >= 0`` and ``weights >= 0``.
 
@@ -124,8 +124,17 @@ def calibrate_remainder(measured: list[float], layer_sums: list[float], shares: 
     and the rest refitted; of the fits that remain, the one with the smallest
     squared error is kept. ``base`` may be negative: one-layer models time a
     little more than the same layer inside a model (their own input and output
-    copies), and the fit corrects that bias.
+    copies), and the fit corrects that bias. ``signed`` names terms
+    (``"elementwise"``, ``"weights"``) allowed to be negative too: those
+    copies scale with the activations, so a negative element-wise term can
+    stand for them (compared on held-out models by
+    ``benchmarks/latency_table_error.py``; `build_table` keeps both terms
+    non-negative).
     """
+    signed = (signed,) if isinstance(signed, str) else tuple(signed)
+    unknown = set(signed) - {"elementwise", "weights"}
+    if unknown:
+        raise ValueError(f"signed: unknown terms {sorted(unknown)}. Fix: name 'elementwise' and/or 'weights'")
     r = np.asarray(measured, float) - np.asarray(layer_sums, float)
     if r.size == 0:
         return 0.0, 0.0, 0.0
@@ -143,7 +152,7 @@ def calibrate_remainder(measured: list[float], layer_sums: list[float], shares: 
                 continue
             a = np.column_stack([np.ones_like(r)] + [columns[t] for t in terms])
             coef, *_ = np.linalg.lstsq(a, r, rcond=None)
-            if np.any(coef[1:] < 0):
+            if any(c < 0 and t not in signed for t, c in zip(terms, coef[1:])):
                 continue
             err = float(np.sum((a @ coef - r) ** 2))
             if err < best[0] - 1e-15:

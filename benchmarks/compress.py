@@ -214,7 +214,10 @@ def main(argv=None) -> int:
                     # the search's state on disk: a run stopped mid-search (a session's end) resumes from its last accepted step
                     state = os.path.join(args.checkpoint_dir, f"compress-state-{tag}-{b:g}")
                     resumed = os.path.isfile(os.path.join(state, "state.json"))
-                    res = compress(dense, train, validation=(xv, yv), latency=b, table=table, iterations=args.iterations,
+                    # a resumed search goes on with the table it started with (saved in its state; this run's table,
+                    # re-calibrated, would not match the state's settings): compress reads it when table=None
+                    res = compress(dense, train, validation=(xv, yv), latency=b, table=None if resumed else table,
+                                   iterations=args.iterations,
                                    proposal_samples=args.proposal_samples, finetune_steps=args.finetune_steps, final_steps=0,
                                    learning_rate=args.lr, batch_size=args.batch_size, seed=0, verbose=0, progress=print,
                                    time_budget=None, state_dir=state, max_step_drop=args.max_step_drop)

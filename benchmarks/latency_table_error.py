@@ -17,7 +17,7 @@ table before format /3: dense and the two uniform models, ``base + elementwise *
 with it (all four calibration models, ``+ weights * weight_share``: `build_table`'s fit),
 and with it but the element-wise term free to be negative (``signed``: a candidate that
 would absorb the one-layer models' input/output copies, which scale with activations). Reported per
-model: measured latency ratio to the dense model, the two predicted ratios and their
+model: measured latency ratio to the dense model, the three predicted ratios and their
 errors (predicted / measured - 1). JSON after every model (``--resume`` skips those
 done): ``benchmarks/results/latency_table_error.{json,md}``, ``{"models": {tag:
 {"dense_ms": ..., "fits": {"without": {...}, "with": {...}, "signed": {...}}, "variants": [{"variant": ...,
@@ -114,6 +114,20 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
             "variants": variants, "compress_finals": {k: repo_path(v) for k, v in finals.items()}}
 
 
+def leave_one_out(run: dict, signed: tuple[str, ...]) -> list[float]:
+    """|error| of each non-dense calibration model's ratio when the weight-term fit is made without it (from the stored
+    milliseconds and layer sums; nothing timed): whether the calibration models alone could choose between fits."""
+    cal = [v for v in run["variants"] if v["role"] == "calibration"]
+    errors = []
+    for i in range(1, len(cal)):
+        rest = [c for j, c in enumerate(cal) if j != i]
+        base, per, w = calibrate_remainder([c["ms"] for c in rest], [c["layer_sum_ms"] for c in rest], [c["share"] for c in rest],
+                                           [c["weight_share"] for c in rest], signed=signed)
+        left, dense = ([v["layer_sum_ms"] + base + per * v["share"] + w * v["weight_share"] for v in (cal[i], cal[0])])
+        errors.append(abs(left / dense / (cal[i]["ms"] / cal[0]["ms"]) - 1))
+    return errors
+
+
 def fits_text(fit: dict) -> str:
     return (f"base {fit['base_ms']:+.4f} ms, element-wise {fit['elementwise_ms']:+.4f} ms x share, "
             f"weights {fit['weights_ms']:.4f} ms x weight share")
@@ -125,11 +139,15 @@ def write_markdown(data: dict, out: str) -> None:
              "Fits of the remainder: " + "; ".join(f"*{k}*: {v}" for k, v in FITS.items()) + ".", ""]
     for run in data["runs"]:
         held = [v for v in run["variants"] if v["role"] == "held-out"]
-        which = [w for w in FITS if w in run["fits"]]  # runs before the signed fit have two
+        which = [w for w in FITS if w in run["fits"]]
         mean = {w: float(np.mean([abs(v[f"error_{w}"]) for v in held])) for w in which}
         lines += [f"## {run['model']}: dense {run['dense_ms']:.3f} ms", "",
                   "Held-out mean |error|: " + ", ".join(f"{100 * mean[w]:.1f}% ({w})" for w in which) + ". Remainder fitted: "
-                  + "; ".join(f"{w}: {fits_text(run['fits'][w])}" for w in which) + ".", "",
+                  + "; ".join(f"{w}: {fits_text(run['fits'][w])}" for w in which) + ".", ""]
+        loo = {w: leave_one_out(run, s) for w, s in (("with", ()), ("signed", ("elementwise",)))}
+        lines += ["Leave-one-out on the calibration models (each fitted without it, then predicted), mean |error|: "
+                  + ", ".join(f"{100 * np.mean(e):.1f}% ({w}: " + ", ".join(f"{100 * x:.1f}%" for x in e) + ")" for w, e in loo.items())
+                  + ".", "",
                   "| model | role | params | measured ratio | " + " | ".join(f"predicted, {w} | error" for w in which) + " |",
                   "|---|---|---:|---:|" + "---:|---:|" * len(which)]
         for v in run["variants"]:

@@ -3,7 +3,8 @@
     python benchmarks/latency_table_error.py --models vgg16_w0.25,mobilenetv2_w0.5,resnet56
 
 For each CIFAR-10 checkpoint: the per-layer timings of `tfprune.latency.build_table`
-(cached), then one interleaved timing (float TFLite, 1 thread, batch 1) of
+(cached), then ``--repeats`` interleaved timings (float TFLite, 1 thread, batch 1; fresh interpreters each
+time; the fits use each model's median) of
 
 - the calibration models `build_table` fits its remainder on: the dense model, uniform
   channel pruning at 30% and 60% of MACs, global channel pruning at 50% of parameters;
@@ -18,12 +19,13 @@ with it (all four calibration models, ``+ weights * weight_share``: `build_table
 and with it but the element-wise term free to be negative (``signed``: a candidate that
 would absorb the one-layer models' input/output copies, which scale with activations). Reported per
 model: measured latency ratio to the dense model, the three predicted ratios and their
-errors (predicted / measured - 1). JSON after every model (``--resume`` skips those
+errors (predicted / measured - 1), and how far one timing's ratio strays from the median (the
+noise a single timing, all a search step or a benchmark row makes, carries). JSON after every model (``--resume`` skips those
 done): ``benchmarks/results/latency_table_error.{json,md}``, ``{"models": {tag:
 {"dense_ms": ..., "fits": {"without": {...}, "with": {...}, "signed": {...}}, "variants": [{"variant": ...,
 "role": "calibration" | "held-out", "measured_ratio": ..., "predicted_without": ...,
 "predicted_with": ..., "predicted_signed": ..., "share": ..., "weight_share": ..., "ms": ...,
-"layer_sum_ms": ...}]}}, "config": {"command": ...,
+"ratio_repeats": [...], "layer_sum_ms": ...}]}}, "config": {"command": ...,
 "cpu_minutes": ...}}``.
 """
 
@@ -43,7 +45,8 @@ import numpy as np  # noqa: E402
 from _cifar import CHECKPOINTS, RESULTS, Ledger, command_line, load_dense, repo_path, write_markdown_with_footer  # noqa: E402
 
 import tfprune as tp  # noqa: E402
-from tfprune.latency import LatencyCost, build_table, measure_model_ms  # noqa: E402
+from tfprune.latency import LatencyCost, build_table  # noqa: E402
+from tfprune.latency.measure import tflite_bytes, time_tflite  # noqa: E402
 from tfprune.latency.table import calibrate_remainder  # noqa: E402
 from tfprune.structured.graph import channel_graph  # noqa: E402
 from tfprune.structured.plan import plan_and_shrink  # noqa: E402
@@ -83,12 +86,17 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
     finals = compress_finals(tag, args.state_dir)
     for name, path in finals.items():
         models[name] = tp.load_model(path)
-    ms = measure_model_ms(models, threads=1, rounds=args.rounds, block=10)
+    files = {name: tflite_bytes(model) for name, model in models.items()}
+    # --repeats interleaved timings of the same files, each with fresh interpreters: the fits use each model's median, and
+    # the spread of a model's ratio across them is how far one timing (all a search or a benchmark row makes) can stray
+    timings = [time_tflite(files, threads=1, rounds=args.rounds, block=10)[0] for _ in range(args.repeats)]
+    ms = {name: float(np.median([t[name] for t in timings])) for name in models}
     rows = {}
     for name, model in models.items():
         cost = LatencyCost(channel_graph(model), table)
         none = np.zeros(cost.all_labels.size, bool)
-        rows[name] = {"ms": ms[name], "layer_sum": sum(table.layer_ms(n, *c) for n, c in cost.channels(none).items()),
+        rows[name] = {"ms": ms[name], "ms_repeats": [t[name] for t in timings],
+                      "ratio_repeats": [t[name] / t["dense"] for t in timings], "layer_sum": sum(table.layer_ms(n, *c) for n, c in cost.channels(none).items()),
                       "share": cost.share(none), "weight_share": cost.weight_share(none)}
     fits = {"without": fit(rows, list(WITHOUT), False), "with": fit(rows, ["dense", *CALIBRATION], True),
             "signed": fit(rows, ["dense", *CALIBRATION], True, signed=("elementwise",))}
@@ -102,7 +110,8 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
     for name, r in rows.items():
         entry = {"variant": name, "role": "calibration" if name == "dense" or name in CALIBRATION else "held-out",
                  "measured_ratio": r["ms"] / rows["dense"]["ms"], "share": r["share"], "weight_share": r["weight_share"],
-                 "params": int(models[name].count_params()), "ms": r["ms"], "layer_sum_ms": r["layer_sum"]}
+                 "params": int(models[name].count_params()), "ms": r["ms"], "layer_sum_ms": r["layer_sum"],
+                 "ms_repeats": r["ms_repeats"], "ratio_repeats": r["ratio_repeats"]}
         for which in fits:
             entry[f"predicted_{which}"] = predicted(name, which) / predicted("dense", which)
             entry[f"error_{which}"] = entry[f"predicted_{which}"] / entry["measured_ratio"] - 1
@@ -128,6 +137,12 @@ def leave_one_out(run: dict, signed: tuple[str, ...]) -> list[float]:
     return errors
 
 
+def timing_spread(v: dict) -> float:
+    """Largest |one timing's ratio / the median ratio - 1| of a variant over the repeated timings (0 with one timing)."""
+    reps = v.get("ratio_repeats") or [v["measured_ratio"]]
+    return float(max(abs(r / v["measured_ratio"] - 1) for r in reps))
+
+
 def fits_text(fit: dict) -> str:
     return (f"base {fit['base_ms']:+.4f} ms, element-wise {fit['elementwise_ms']:+.4f} ms x share, "
             f"weights {fit['weights_ms']:.4f} ms x weight share")
@@ -147,11 +162,19 @@ def write_markdown(data: dict, out: str) -> None:
         loo = {w: leave_one_out(run, s) for w, s in (("with", ()), ("signed", ("elementwise",)))}
         lines += ["Leave-one-out on the calibration models (each fitted without it, then predicted), mean |error|: "
                   + ", ".join(f"{100 * np.mean(e):.1f}% ({w}: " + ", ".join(f"{100 * x:.1f}%" for x in e) + ")" for w, e in loo.items())
-                  + ".", "",
-                  "| model | role | params | measured ratio | " + " | ".join(f"predicted, {w} | error" for w in which) + " |",
-                  "|---|---|---:|---:|" + "---:|---:|" * len(which)]
+                  + ".", ""]
+        reps = len(run["variants"][0].get("ratio_repeats") or [0])
+        if reps > 1:
+            spread = [timing_spread(v) for v in run["variants"][1:]]
+            lines += [f"Timing noise: the same files timed {reps} times (fresh interpreters each time); measured ratio = the median "
+                      f"timing's. One timing's ratio strays from it by up to {100 * max(spread):.1f}% "
+                      f"(mean over the pruned models {100 * np.mean(spread):.1f}%).", ""]
+        lines += ["| model | role | params | measured ratio | " + ("one timing's ratio, min-max | " if reps > 1 else "")
+                  + " | ".join(f"predicted, {w} | error" for w in which) + " |",
+                  "|---|---|---:|---:|" + ("---:|" if reps > 1 else "") + "---:|---:|" * len(which)]
         for v in run["variants"]:
-            lines.append(f"| {v['variant']} | {v['role']} | {v['params']:,} | {v['measured_ratio']:.3f} | "
+            span = (f"{min(v['ratio_repeats']):.3f}-{max(v['ratio_repeats']):.3f} | " if reps > 1 else "")
+            lines.append(f"| {v['variant']} | {v['role']} | {v['params']:,} | {v['measured_ratio']:.3f} | {span}"
                          + " | ".join(f"{v[f'predicted_{w}']:.3f} | {100 * v[f'error_{w}']:+.1f}%" for w in which) + " |")
         lines.append("")
     write_markdown_with_footer(lines, data, out)
@@ -161,6 +184,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="vgg16_w0.25,mobilenetv2_w0.5,resnet56", help="comma-separated checkpoint tags")
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds of 10 invocations per model")
+    ap.add_argument("--repeats", type=int, default=5, help="interleaved timings of the same files (fresh interpreters each); "
+                    "the fits use each model's median")
     ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
     ap.add_argument("--state-dir", default=CHECKPOINTS, help="where benchmarks/compress.py keeps its resume states")
     ap.add_argument("--out", default=DEFAULT_OUT)
@@ -168,7 +193,9 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.rounds < 1:
         ap.error(f"--rounds must be >= 1, got {args.rounds}")
-    ledger = Ledger(args.out, {"rounds": args.rounds, "threads": 1}, command_line(__file__, argv), args.resume, ("model",))
+    if args.repeats < 1:
+        ap.error(f"--repeats must be >= 1, got {args.repeats}")
+    ledger = Ledger(args.out, {"rounds": args.rounds, "repeats": args.repeats, "threads": 1}, command_line(__file__, argv), args.resume, ("model",))
     for tag in args.models.split(","):
         if ledger.done(model=tag):
             print(f"[table error] {tag}: done (--resume)")

@@ -174,3 +174,29 @@ def test_compress_defaults_records_the_call_its_time_and_stages(tmp_path, tiny_s
     assert 0 <= r["test_acc"] <= 1 and 0 <= r["file_test_acc"] <= 1
     assert data["config"]["budget"]["overrides"]["time_budget"] == 900 and out.with_suffix(".md").is_file()
     assert script.main(argv + ["--resume"]) == 0 and len(json.loads(out.read_text())["runs"]) == 1  # nothing redone
+
+
+def test_latency_table_error_timing_spread_is_relative_to_the_median():
+    spread = _script("latency_table_error").timing_spread
+    assert spread({"measured_ratio": 0.5, "ratio_repeats": [0.45, 0.5, 0.55]}) == pytest.approx(0.1)
+    assert spread({"measured_ratio": 0.5}) == 0.0  # one timing (runs made before --repeats): no spread to report
+
+
+@pytest.mark.slow  # keeps the default suite under 12 min; make test-all runs it
+def test_latency_table_error_repeats_each_timing_and_fits_on_medians(tmp_path, tiny_setup):
+    _, ck = tiny_setup
+    script = _script("latency_table_error")
+    out = tmp_path / "err.json"
+    argv = ["--models", "vgg11_w0.125", "--rounds", "1", "--repeats", "3", "--checkpoint-dir", str(ck), "--state-dir", str(tmp_path),
+            "--out", str(out)]
+    with pytest.raises(SystemExit):
+        script.main(argv + ["--repeats", "0"])  # argparse's error: "--repeats must be >= 1" (the last value counts)
+    assert script.main(argv) == 0
+    run = json.loads(out.read_text())["runs"][0]
+    dense = run["variants"][0]
+    assert dense["variant"] == "dense" and dense["ratio_repeats"] == [1.0, 1.0, 1.0]
+    for v in run["variants"]:
+        assert len(v["ms_repeats"]) == 3 and v["ms"] == pytest.approx(sorted(v["ms_repeats"])[1])  # the median of three
+        assert v["measured_ratio"] == pytest.approx(v["ms"] / dense["ms"])
+        assert [r * d for r, d in zip(v["ratio_repeats"], dense["ms_repeats"])] == pytest.approx(v["ms_repeats"])
+    assert "timed 3 times" in out.with_suffix(".md").read_text()

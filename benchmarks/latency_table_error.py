@@ -3,7 +3,7 @@
     python benchmarks/latency_table_error.py --models vgg16_w0.25,mobilenetv2_w0.5,resnet56
 
 For each CIFAR-10 checkpoint: the per-layer timings of `tfprune.latency.build_table`
-(cached), then ``--repeats`` interleaved timings (float TFLite, 1 thread, batch 1; fresh interpreters each
+(cached, or timed now with ``--fresh-layers``), then ``--repeats`` interleaved timings (float TFLite, 1 thread, batch 1; fresh interpreters each
 time; the fits use each model's median) of
 
 - the calibration models `build_table` fits its remainder on: the dense model, uniform
@@ -79,7 +79,9 @@ def fit(rows: dict, names: list[str], weights: bool, signed: tuple[str, ...] = (
 def measure(tag: str, args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     dense = load_dense(tag, args.checkpoint_dir)
-    table = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, progress=print)  # the layers' timings only
+    # the layers' timings only: cached (possibly from another session) unless --fresh-layers times them now, in the same
+    # sitting as the whole models
+    table = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, cache=not args.fresh_layers, progress=print)
     models = {"dense": dense}
     for name, kw in {**CALIBRATION, **HELD_OUT}.items():
         models[name] = plan_and_shrink(dense, **kw)[1]
@@ -151,7 +153,10 @@ def fits_text(fit: dict) -> str:
 def write_markdown(data: dict, out: str) -> None:
     lines = ["# The latency table's error, with and without its weight term", "",
              "Ratio = latency / the dense model's (float TFLite, 1 thread, batch 1, timed interleaved); error = predicted / measured - 1. "
-             "Fits of the remainder: " + "; ".join(f"*{k}*: {v}" for k, v in FITS.items()) + ".", ""]
+             "Fits of the remainder: " + "; ".join(f"*{k}*: {v}" for k, v in FITS.items()) + ".",
+             "Layers' timings: " + ("timed in the same sitting as the whole models (`--fresh-layers`)."
+                                    if data["config"].get("budget", {}).get("fresh_layers") else "from the cache (possibly another session's)."),
+             ""]
     for run in data["runs"]:
         held = [v for v in run["variants"] if v["role"] == "held-out"]
         which = [w for w in FITS if w in run["fits"]]
@@ -186,6 +191,8 @@ def main(argv=None) -> int:
     ap.add_argument("--rounds", type=int, default=30, help="interleaved rounds of 10 invocations per model")
     ap.add_argument("--repeats", type=int, default=5, help="interleaved timings of the same files (fresh interpreters each); "
                     "the fits use each model's median")
+    ap.add_argument("--fresh-layers", action="store_true", help="time the layers now, not from the cache: layers and whole models "
+                    "timed in one sitting")
     ap.add_argument("--checkpoint-dir", default=CHECKPOINTS)
     ap.add_argument("--state-dir", default=CHECKPOINTS, help="where benchmarks/compress.py keeps its resume states")
     ap.add_argument("--out", default=DEFAULT_OUT)
@@ -195,7 +202,8 @@ def main(argv=None) -> int:
         ap.error(f"--rounds must be >= 1, got {args.rounds}")
     if args.repeats < 1:
         ap.error(f"--repeats must be >= 1, got {args.repeats}")
-    ledger = Ledger(args.out, {"rounds": args.rounds, "repeats": args.repeats, "threads": 1}, command_line(__file__, argv), args.resume, ("model",))
+    settings = {"rounds": args.rounds, "repeats": args.repeats, "threads": 1, "fresh_layers": args.fresh_layers}
+    ledger = Ledger(args.out, settings, command_line(__file__, argv), args.resume, ("model",))
     for tag in args.models.split(","):
         if ledger.done(model=tag):
             print(f"[table error] {tag}: done (--resume)")

@@ -102,6 +102,18 @@ def _table() -> LatencyTable:
                         base_ms=0.2, elementwise_ms=1.0, model="m")
 
 
+def test_speed_factor_compares_the_same_points_now_and_in_the_cache():
+    from tfprune.latency.table import speed_factor
+
+    assert speed_factor([0.2, 0.6], [0.1, 0.3]) == pytest.approx(2.0)  # a machine twice as slow now
+    assert speed_factor([0.1, 0.1], [0.15, 0.05]) == pytest.approx(1.0)  # a sum: one layer's noise does not decide it
+    assert speed_factor([0.1], [0.0]) == 1.0 and speed_factor([], []) == 1.0  # nothing to compare: no change
+    with pytest.raises(ValueError, match="one of each per re-timed layer"):
+        speed_factor([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError, match="finite times >= 0"):
+        speed_factor([float("nan")], [0.1])
+
+
 def test_prediction_sums_the_layers_and_the_remainder():
     t = _table()
     assert t.dense_ms == pytest.approx(4.0 + 4.0 + 0.5 + 0.2 + 1.0)
@@ -177,8 +189,25 @@ def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, m
     assert table.weight_elements == 3 * 3 * (3 * 8 + 8 * 8 + 8 * 8) + 8 * 4  # the kernels, biases left out
 
     built.clear()
-    again = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), calibrate_weights=None, cache=cache)
+    again = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), calibrate_weights=None, cache=cache,
+                        recheck_cache=False)
     assert not built and {s: t.ms.tolist() for s, t in again.timings.items()} == {s: t.ms.tolist() for s, t in table.timings.items()}
+
+    # recheck_cache (the default): each cached signature timed once more at its own channel counts; a machine now twice as
+    # slow as when the cache was written doubles every cached time (a deterministic clock stands in for the real one)
+    own = {sig: (n_in, n_out) for sig, n_in, n_out in table.layers.values()}
+    slow = {sig: 0.25 + 2 * table.timings[sig].at(*own[sig]) for sig in own}
+    monkeypatch.setattr(measure, "time_tflite", lambda contents, *a, **k: ({key: slow.get(key, 0.25) for key in contents}, "fake"))
+    built.clear()
+    with open(cache) as f:
+        stored = f.read()
+    rescaled = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), calibrate_weights=None, cache=cache)
+    assert len(built) == 3 and set(built) - {"c2", "c3"} == {"c1", "fc"}  # one layer per signature (c2 = c3), at its own counts
+    for sig, t in rescaled.timings.items():
+        np.testing.assert_allclose(t.ms, 2 * table.timings[sig].ms)
+    assert any("3 cached layer(s) re-timed" in n and "2.000x" in n for n in rescaled.notes)
+    with open(cache) as f:
+        assert f.read() == stored  # the cache keeps the times it was written with
 
 
 def test_build_table_refuses_what_it_cannot_time():

@@ -37,7 +37,7 @@ import numpy as np
 
 from tfprune._keras import keras
 from tfprune.latency.cost import LatencyCost, timed_layer_keys
-from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder, channel_grid, monotone, step_grid
+from tfprune.latency.table import LatencyTable, LayerTiming, calibrate_remainder, channel_grid, monotone, speed_factor, step_grid
 from tfprune.structured.graph import ChannelGraph, channel_graph
 from tfprune.validation import check_int, fraction
 
@@ -230,6 +230,24 @@ def fit_remainder(table: LatencyTable, cost: LatencyCost, measured: Mapping[str,
         table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {cost.estimate(removed):.4f} ms")
 
 
+def _rescale_cached(timings: dict[str, LayerTiming], cached: Mapping[str, tuple], empty: Any, threads: int, rounds: int,
+                    block: int) -> tuple[float, str]:
+    """Time each cached signature's layer now at its own channel counts, scale the cached grids by the speed factor (in
+    place); the factor and the runtime used."""
+    contents = {"empty": tflite_bytes(empty)}
+    points = {}
+    for sig, (layer, in_shape, *_rest) in cached.items():
+        points[sig] = (int(in_shape[-1]), int(layer.output.shape[-1]))
+        contents[sig] = tflite_bytes(one_layer_model(layer, in_shape, *points[sig]))
+    ms, runtime = time_tflite(contents, threads, rounds, block)
+    base = ms.pop("empty")
+    factor = speed_factor([max(ms[s] - base, 0.0) for s in cached], [timings[s].at(*points[s]) for s in cached])
+    for sig in cached:
+        t = timings[sig]
+        timings[sig] = LayerTiming(t.grid_in, t.grid_out, t.ms * factor, t.description, t.step_in, t.step_out)
+    return factor, runtime
+
+
 def build_table(
     model: Any,
     *,
@@ -241,6 +259,7 @@ def build_table(
     calibrate: Sequence[float] = (0.3, 0.6),
     calibrate_weights: float | None = 0.5,
     cache: bool | str = True,
+    recheck_cache: bool = True,
     progress: Callable[[str], None] | None = None,
 ) -> LatencyTable:
     """Time ``model``'s own layers at the channel counts it can take; a `LatencyTable` for ``device="host"``.
@@ -259,6 +278,10 @@ def build_table(
         layers) of one more calibration model: it keeps most element-wise activations but about half the weights, so the fit
         can tell the weights' memory cost from the element-wise cost (see `tfprune.latency.table`). None: no weight term.
       cache: True (the default cache file), False (time everything), or a path to a JSON cache file.
+      recheck_cache: when layers come from the cache, time each of them again now at the model's own channel counts and
+        scale their cached times by `tfprune.latency.table.speed_factor`: a machine's speed moves between sittings (a
+        dense MobileNetV2 read 0.96 ms, then 0.59 ms, in two runs of ``benchmarks/latency_table_error.py`` on the
+        project's machine), and the calibration models are always timed now. The factor is in the table's notes.
       progress: called with a line of text as the work goes on (None: quiet).
     """
     from tfprune._keras import is_keras3_object
@@ -281,6 +304,7 @@ def build_table(
     stored = _read_cache(cache_path) if cache_path else {}
     empty = empty_model()
     timings: dict[str, LayerTiming] = {}
+    from_cache: list[str] = []
     runtime = ""
     for i, (sig, (layer, in_shape, g_in, g_out, step_in, step_out)) in enumerate(todo.items(), 1):
         hit = stored.get(sig)
@@ -288,6 +312,7 @@ def build_table(
             timings[sig] = LayerTiming(np.asarray(hit["grid_in"]), np.asarray(hit["grid_out"]), np.asarray(hit["ms"]), hit.get("description", ""),
                                        step_in, step_out)
             say(f"[latency] {i}/{len(todo)} {type(layer).__name__} {layer.name}: cached")
+            from_cache.append(sig)
             continue
         contents = {"empty": tflite_bytes(empty)}
         for a in g_in:
@@ -302,9 +327,15 @@ def build_table(
         if cache_path:
             _write_cache(cache_path, stored)
         say(f"[latency] {i}/{len(todo)} {desc}: {grid.size} points, {grid.min():.4f}-{grid.max():.4f} ms")
-    table = LatencyTable(timings=timings, layers=layers, device="host", threads=threads, runtime=runtime, model=model.name,
-                         notes=[f"output channels every {channel_step} (stepped), input channels at {points} points (linear); "
-                                f"{rounds} x {block} invocations per point, less an empty model's time; made non-decreasing"])
+    notes = [f"output channels every {channel_step} (stepped), input channels at {points} points (linear); "
+             f"{rounds} x {block} invocations per point, less an empty model's time; made non-decreasing"]
+    if from_cache and recheck_cache:
+        factor, re_runtime = _rescale_cached(timings, {s: todo[s] for s in from_cache}, empty, threads, rounds, block)
+        runtime = runtime or re_runtime
+        notes.append(f"{len(from_cache)} cached layer(s) re-timed now at the model's channel counts: the machine runs at {factor:.3f}x "
+                     "the cache's times, and their cached grids were scaled by that")
+        say(f"[latency] {len(from_cache)} cached layer(s) re-timed: cached times scaled by {factor:.3f}")
+    table = LatencyTable(timings=timings, layers=layers, device="host", threads=threads, runtime=runtime, model=model.name, notes=notes)
     cost = LatencyCost(cg, table)
     table.elementwise_elements = cost.elementwise_total
     table.weight_elements = cost.weight_total

@@ -49,7 +49,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -159,6 +159,24 @@ def calibrate_remainder(measured: list[float], layer_sums: list[float], shares: 
                 best = (err, {"base": float(coef[0]), **{t: float(c) for t, c in zip(terms, coef[1:])}})
     fit = best[1]
     return fit["base"], fit.get("elementwise", 0.0), fit.get("weights", 0.0)
+
+
+def speed_factor(fresh_ms: Sequence[float], cached_ms: Sequence[float]) -> float:
+    """How much slower (> 1) or faster (< 1) the machine runs now than when cached layer timings were taken: the sum of
+    ``fresh_ms`` (the cached layers timed again now, one point each) over the sum of ``cached_ms`` (the cache's times at
+    the same points). 1.0 when the cache holds no time to compare (all zero).
+
+    Whole-model calibration timings are always taken now; cached layers from another sitting scale with the machine's
+    speed of that time, and an additive remainder cannot absorb a multiplicative change (it would shift every predicted
+    ratio). Multiplying the cached times by this factor puts layers and calibration on one clock.
+    """
+    fresh, cached = np.asarray(fresh_ms, float), np.asarray(cached_ms, float)
+    if fresh.shape != cached.shape:
+        raise ValueError(f"fresh_ms has {fresh.size} times, cached_ms {cached.size}: one of each per re-timed layer")
+    if not (np.all(np.isfinite(fresh)) and np.all(np.isfinite(cached))) or np.any(fresh < 0) or np.any(cached < 0):
+        raise ValueError("fresh_ms and cached_ms must be finite times >= 0")
+    total = float(cached.sum())
+    return float(fresh.sum()) / total if total > 0 and fresh.sum() > 0 else 1.0
 
 
 @dataclass

@@ -13,18 +13,21 @@ time; the fits use each model's median) of
   resume state is on this machine (``benchmarks/checkpoints/compress-state-<tag>-<budget>/``,
   not committed: listed in the JSON when used).
 
-The remainder is fitted three times on the same timings: without the weight term (the
+The remainder is fitted four times on the same timings: without the weight term (the
 table before format /3: dense and the two uniform models, ``base + elementwise * share``),
-with it (all four calibration models, ``+ weights * weight_share``: `build_table`'s fit),
-and with it but the element-wise term free to be negative (``signed``: a candidate that
-would absorb the one-layer models' input/output copies, which scale with activations). Reported per
-model: measured latency ratio to the dense model, the three predicted ratios and their
+with it (all four calibration models, ``+ weights * weight_share``: `build_table`'s fit before
+``recheck_cache``, on the rows as cached),
+with it but the element-wise term free to be negative (``signed``: a candidate that
+would absorb the one-layer models' input/output copies, which scale with activations), and
+with it on the layer rows scaled to this sitting's speed (``rescaled``: `build_table`'s default
+``recheck_cache=True`` re-times each cached row once at the model's own channel counts). Reported per
+model: measured latency ratio to the dense model, the four predicted ratios and their
 errors (predicted / measured - 1), and how far one timing's ratio strays from the median (the
 noise a single timing, all a search step or a benchmark row makes, carries). JSON after every model (``--resume`` skips those
 done): ``benchmarks/results/latency_table_error.{json,md}``, ``{"models": {tag:
-{"dense_ms": ..., "fits": {"without": {...}, "with": {...}, "signed": {...}}, "variants": [{"variant": ...,
+{"dense_ms": ..., "speed_factor": ..., "fits": {"without": {...}, "with": {...}, "signed": {...}, "rescaled": {...}}, "variants": [{"variant": ...,
 "role": "calibration" | "held-out", "measured_ratio": ..., "predicted_without": ...,
-"predicted_with": ..., "predicted_signed": ..., "share": ..., "weight_share": ..., "ms": ...,
+"predicted_with": ..., "predicted_signed": ..., "predicted_rescaled": ..., "share": ..., "weight_share": ..., "ms": ...,
 "ratio_repeats": [...], "layer_sum_ms": ...}]}}, "config": {"command": ...,
 "cpu_minutes": ...}}``.
 """
@@ -68,11 +71,13 @@ def compress_finals(tag: str, state_dir: str) -> dict[str, str]:
     return out
 
 
-FITS = {"without": "no weight term", "with": "weight term (build_table's fit)", "signed": "weight term, element-wise term may be negative"}
+FITS = {"without": "no weight term", "with": "weight term, cached layer rows as stored (build_table's fit before recheck_cache)",
+        "signed": "weight term, element-wise term may be negative",
+        "rescaled": "weight term, cached layer rows scaled to this sitting's speed (build_table's default, recheck_cache)"}
 
 
-def fit(rows: dict, names: list[str], weights: bool, signed: tuple[str, ...] = ()) -> tuple[float, float, float]:
-    return calibrate_remainder([rows[n]["ms"] for n in names], [rows[n]["layer_sum"] for n in names], [rows[n]["share"] for n in names],
+def fit(rows: dict, names: list[str], weights: bool, signed: tuple[str, ...] = (), layer_sum: str = "layer_sum") -> tuple[float, float, float]:
+    return calibrate_remainder([rows[n]["ms"] for n in names], [rows[n][layer_sum] for n in names], [rows[n]["share"] for n in names],
                                [rows[n]["weight_share"] for n in names] if weights else None, signed=signed)
 
 
@@ -81,7 +86,10 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
     dense = load_dense(tag, args.checkpoint_dir)
     # the layers' timings only: cached (possibly from another session) unless --fresh-layers times them now, in the same
     # sitting as the whole models
-    table = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, cache=not args.fresh_layers, progress=print)
+    table = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, cache=not args.fresh_layers, recheck_cache=False,
+                        progress=print)
+    # the same rows scaled to this sitting's speed (build_table's default, recheck_cache): each cached row re-timed once now
+    rescaled = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, cache=not args.fresh_layers, progress=print)
     models = {"dense": dense}
     for name, kw in {**CALIBRATION, **HELD_OUT}.items():
         models[name] = plan_and_shrink(dense, **kw)[1]
@@ -98,21 +106,25 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
         cost = LatencyCost(channel_graph(model), table)
         none = np.zeros(cost.all_labels.size, bool)
         rows[name] = {"ms": ms[name], "ms_repeats": [t[name] for t in timings],
-                      "ratio_repeats": [t[name] / t["dense"] for t in timings], "layer_sum": sum(table.layer_ms(n, *c) for n, c in cost.channels(none).items()),
+                      "ratio_repeats": [t[name] / t["dense"] for t in timings],
+                      "layer_sum": sum(table.layer_ms(n, *c) for n, c in cost.channels(none).items()),
+                      "layer_sum_rescaled": sum(rescaled.layer_ms(n, *c) for n, c in cost.channels(none).items()),
                       "share": cost.share(none), "weight_share": cost.weight_share(none)}
     fits = {"without": fit(rows, list(WITHOUT), False), "with": fit(rows, ["dense", *CALIBRATION], True),
-            "signed": fit(rows, ["dense", *CALIBRATION], True, signed=("elementwise",))}
+            "signed": fit(rows, ["dense", *CALIBRATION], True, signed=("elementwise",)),
+            "rescaled": fit(rows, ["dense", *CALIBRATION], True, layer_sum="layer_sum_rescaled")}
 
     def predicted(name: str, which: str) -> float:
         base, per, w = fits[which]
         r = rows[name]
-        return r["layer_sum"] + base + per * r["share"] + w * r["weight_share"]
+        return r["layer_sum_rescaled" if which == "rescaled" else "layer_sum"] + base + per * r["share"] + w * r["weight_share"]
 
     variants = []
     for name, r in rows.items():
         entry = {"variant": name, "role": "calibration" if name == "dense" or name in CALIBRATION else "held-out",
                  "measured_ratio": r["ms"] / rows["dense"]["ms"], "share": r["share"], "weight_share": r["weight_share"],
                  "params": int(models[name].count_params()), "ms": r["ms"], "layer_sum_ms": r["layer_sum"],
+                 "layer_sum_rescaled_ms": r["layer_sum_rescaled"],
                  "ms_repeats": r["ms_repeats"], "ratio_repeats": r["ratio_repeats"]}
         for which in fits:
             entry[f"predicted_{which}"] = predicted(name, which) / predicted("dense", which)
@@ -121,6 +133,7 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
         print(f"[table error] {tag} {name:24s} measured {entry['measured_ratio']:.3f}  "
               + "  ".join(f"{w} {entry[f'predicted_{w}']:.3f} ({100 * entry[f'error_{w}']:+.1f}%)" for w in fits))
     return {"model": tag, "dense_ms": rows["dense"]["ms"], "seconds": time.perf_counter() - t0,
+            "speed_factor": rows["dense"]["layer_sum_rescaled"] / rows["dense"]["layer_sum"], "rescale_notes": rescaled.notes[1:],
             "fits": {k: dict(zip(("base_ms", "elementwise_ms", "weights_ms"), v)) for k, v in fits.items()},
             "variants": variants, "compress_finals": {k: repo_path(v) for k, v in finals.items()}}
 
@@ -174,6 +187,9 @@ def write_markdown(data: dict, out: str) -> None:
             lines += [f"Timing noise: the same files timed {reps} times (fresh interpreters each time); measured ratio = the median "
                       f"timing's. One timing's ratio strays from it by up to {100 * max(spread):.1f}% "
                       f"(mean over the pruned models {100 * np.mean(spread):.1f}%).", ""]
+        if "speed_factor" in run:
+            lines += [f"Cached layer rows against this sitting: the machine runs at {run['speed_factor']:.3f}x the cache's times "
+                      "(each row re-timed once at the model's own channel counts); *rescaled* fits on the rows scaled by that.", ""]
         lines += ["| model | role | params | measured ratio | " + ("one timing's ratio, min-max | " if reps > 1 else "")
                   + " | ".join(f"predicted, {w} | error" for w in which) + " |",
                   "|---|---|---:|---:|" + ("---:|" if reps > 1 else "") + "---:|---:|" * len(which)]

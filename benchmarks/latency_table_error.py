@@ -88,8 +88,9 @@ def measure(tag: str, args: argparse.Namespace) -> dict:
     # sitting as the whole models
     table = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, cache=not args.fresh_layers, recheck_cache=False,
                         progress=print)
-    # the same rows scaled to this sitting's speed (build_table's default, recheck_cache): each cached row re-timed once now
-    rescaled = build_table(dense, threads=1, calibrate=(), calibrate_weights=None, cache=not args.fresh_layers, progress=print)
+    # the same rows scaled to this sitting's speed (build_table's default, recheck_cache): each cached row re-timed once now;
+    # rows timed now (--fresh-layers) are already on this sitting's clock
+    rescaled = table if args.fresh_layers else build_table(dense, threads=1, calibrate=(), calibrate_weights=None, progress=print)
     models = {"dense": dense}
     for name, kw in {**CALIBRATION, **HELD_OUT}.items():
         models[name] = plan_and_shrink(dense, **kw)[1]

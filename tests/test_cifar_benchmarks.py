@@ -199,4 +199,9 @@ def test_latency_table_error_repeats_each_timing_and_fits_on_medians(tmp_path, t
         assert len(v["ms_repeats"]) == 3 and v["ms"] == pytest.approx(sorted(v["ms_repeats"])[1])  # the median of three
         assert v["measured_ratio"] == pytest.approx(v["ms"] / dense["ms"])
         assert [r * d for r, d in zip(v["ratio_repeats"], dense["ms_repeats"])] == pytest.approx(v["ms_repeats"])
+    # the rows as cached and the rows scaled to this sitting (re-timed once): both fitted, the factor recorded
+    assert run["speed_factor"] > 0 and set(run["fits"]) == {"without", "with", "signed", "rescaled"}
+    for v in run["variants"]:
+        assert v["layer_sum_rescaled_ms"] == pytest.approx(run["speed_factor"] * v["layer_sum_ms"])
+        assert v["predicted_rescaled"] > 0
     assert "timed 3 times" in out.with_suffix(".md").read_text()

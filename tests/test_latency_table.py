@@ -209,6 +209,13 @@ def test_build_table_times_every_layer_once_per_signature_and_caches(tmp_path, m
     with open(cache) as f:
         assert f.read() == stored  # the cache keeps the times it was written with
 
+    # a factor no change of speed explains (layers near the clock's resolution): the cached times are kept, and the notes say so
+    tenfold = {sig: 0.25 + 10 * table.timings[sig].at(*own[sig]) for sig in own}
+    monkeypatch.setattr(measure, "time_tflite", lambda contents, *a, **k: ({key: tenfold.get(key, 0.25) for key in contents}, "fake"))
+    kept = build_table(model, points=2, channel_step=4, rounds=1, block=2, calibrate=(), calibrate_weights=None, cache=cache)
+    assert {s: t.ms.tolist() for s, t in kept.timings.items()} == {s: t.ms.tolist() for s, t in table.timings.items()}
+    assert any("10.000x" in n and "cached times were kept" in n and "cache=False" in n for n in kept.notes)
+
 
 def test_build_table_refuses_what_it_cannot_time():
     import tfprune

@@ -230,10 +230,15 @@ def fit_remainder(table: LatencyTable, cost: LatencyCost, measured: Mapping[str,
         table.notes.append(f"calibration {key}: measured {m:.4f} ms, predicted {cost.estimate(removed):.4f} ms")
 
 
+# speed factors (now / cache) build_table applies to cached rows; outside them the rows are left as cached and the table's
+# notes say so (a tiny model's layers, near the clock's resolution and timed with few rounds, gave a factor far below 0.5)
+TRUSTED_SPEED_FACTORS = (0.5, 2.0)
+
+
 def _rescale_cached(timings: dict[str, LayerTiming], cached: Mapping[str, tuple], empty: Any, threads: int, rounds: int,
                     block: int) -> tuple[float, str]:
     """Time each cached signature's layer now at its own channel counts, scale the cached grids by the speed factor (in
-    place); the factor and the runtime used."""
+    place) when it is within `TRUSTED_SPEED_FACTORS`; the factor and the runtime used."""
     contents = {"empty": tflite_bytes(empty)}
     points = {}
     for sig, (layer, in_shape, *_rest) in cached.items():
@@ -242,6 +247,8 @@ def _rescale_cached(timings: dict[str, LayerTiming], cached: Mapping[str, tuple]
     ms, runtime = time_tflite(contents, threads, rounds, block)
     base = ms.pop("empty")
     factor = speed_factor([max(ms[s] - base, 0.0) for s in cached], [timings[s].at(*points[s]) for s in cached])
+    if not TRUSTED_SPEED_FACTORS[0] <= factor <= TRUSTED_SPEED_FACTORS[1]:
+        return factor, runtime  # not a change of speed: layers too small for the clock, or a cache of another setting
     for sig in cached:
         t = timings[sig]
         timings[sig] = LayerTiming(t.grid_in, t.grid_out, t.ms * factor, t.description, t.step_in, t.step_out)
@@ -281,7 +288,8 @@ def build_table(
       recheck_cache: when layers come from the cache, time each of them again now at the model's own channel counts and
         scale their cached times by `tfprune.latency.table.speed_factor`: a machine's speed moves between sittings (a
         dense MobileNetV2 read 0.96 ms, then 0.59 ms, in two runs of ``benchmarks/latency_table_error.py`` on the
-        project's machine), and the calibration models are always timed now. The factor is in the table's notes.
+        project's machine), and the calibration models are always timed now. The factor is in the table's notes; one
+        outside `TRUSTED_SPEED_FACTORS` (0.5-2x) is not applied (the notes say so).
       progress: called with a line of text as the work goes on (None: quiet).
     """
     from tfprune._keras import is_keras3_object
@@ -332,9 +340,15 @@ def build_table(
     if from_cache and recheck_cache:
         factor, re_runtime = _rescale_cached(timings, {s: todo[s] for s in from_cache}, empty, threads, rounds, block)
         runtime = runtime or re_runtime
-        notes.append(f"{len(from_cache)} cached layer(s) re-timed now at the model's channel counts: the machine runs at {factor:.3f}x "
-                     "the cache's times, and their cached grids were scaled by that")
-        say(f"[latency] {len(from_cache)} cached layer(s) re-timed: cached times scaled by {factor:.3f}")
+        lo, hi = TRUSTED_SPEED_FACTORS
+        if lo <= factor <= hi:
+            notes.append(f"{len(from_cache)} cached layer(s) re-timed now at the model's channel counts: the machine runs at "
+                         f"{factor:.3f}x the cache's times, and their cached grids were scaled by that")
+        else:
+            notes.append(f"{len(from_cache)} cached layer(s) re-timed now at the model's channel counts: {factor:.3f}x the cache's times, "
+                         f"outside {lo:g}-{hi:g}x, so not a change of speed (layers too small for the clock, or a cache made in another "
+                         "setting); the cached times were kept. Fix: build_table(..., cache=False) times every layer now")
+        say(f"[latency] {notes[-1]}")
     table = LatencyTable(timings=timings, layers=layers, device="host", threads=threads, runtime=runtime, model=model.name, notes=notes)
     cost = LatencyCost(cg, table)
     table.elementwise_elements = cost.elementwise_total

@@ -66,6 +66,21 @@ def test_allocation_cifar_schema_resume_and_budget_guard(tmp_path, tiny_setup):
     assert "default (`importance`)" in (tmp_path / "alloc.md").read_text()
 
 
+def test_allocation_cifar_sensitivity_candidate_measures_each_layer_at_the_target(tiny_setup):
+    """The candidate ``importance_sensitivity``: the default allocator on `sensitivity` scores taken at the run's sparsity."""
+    import numpy as np
+
+    script = _script("allocation_cifar")
+    dense = models.vgg_cifar(11, 0.125)
+    dense.compile(loss="sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    calib = (rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, (16, 1)))
+    plan = script.make_plan(dense, "importance_sensitivity", 0.9, calib)
+    assert plan.allocator_name == "importance" and plan.importance.method == "sensitivity"
+    assert plan.importance.details["sparsity"] == pytest.approx(0.9)  # each layer alone pruned to the run's target
+    assert sum(plan.removed.values()) / sum(plan.n_params.values()) == pytest.approx(0.9, abs=1e-3)
+
+
 @pytest.mark.slow  # a benchmark script end to end (make test-all)
 def test_lobs_cifar_records_one_shot_bn_and_retrained(tmp_path, tiny_setup):
     pack, ck = tiny_setup

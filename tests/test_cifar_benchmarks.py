@@ -76,7 +76,7 @@ def test_allocation_cifar_sensitivity_candidate_measures_each_layer_at_the_targe
     rng = np.random.default_rng(0)
     calib = (rng.uniform(0, 255, (16, 32, 32, 3)).astype(np.float32), rng.integers(0, 10, (16, 1)))
     plan = script.make_plan(dense, "importance_sensitivity", 0.9, calib)
-    assert plan.allocator_name == "importance" and plan.importance.method == "sensitivity"
+    assert plan.allocator == "importance" and plan.importance.method == "sensitivity"
     assert plan.importance.details["sparsity"] == pytest.approx(0.9)  # each layer alone pruned to the run's target
     assert sum(plan.removed.values()) / sum(plan.n_params.values()) == pytest.approx(0.9, abs=1e-3)
 

@@ -236,9 +236,9 @@ TRUSTED_SPEED_FACTORS = (0.5, 2.0)
 
 
 def _rescale_cached(timings: dict[str, LayerTiming], cached: Mapping[str, tuple], empty: Any, threads: int, rounds: int,
-                    block: int) -> tuple[float, str]:
+                    block: int) -> tuple[float, bool, str]:
     """Time each cached signature's layer now at its own channel counts, scale the cached grids by the speed factor (in
-    place) when it is within `TRUSTED_SPEED_FACTORS`; the factor and the runtime used."""
+    place) when it is within `TRUSTED_SPEED_FACTORS`; the factor, whether it was applied, and the runtime used."""
     contents = {"empty": tflite_bytes(empty)}
     points = {}
     for sig, (layer, in_shape, *_rest) in cached.items():
@@ -248,11 +248,11 @@ def _rescale_cached(timings: dict[str, LayerTiming], cached: Mapping[str, tuple]
     base = ms.pop("empty")
     factor = speed_factor([max(ms[s] - base, 0.0) for s in cached], [timings[s].at(*points[s]) for s in cached])
     if not TRUSTED_SPEED_FACTORS[0] <= factor <= TRUSTED_SPEED_FACTORS[1]:
-        return factor, runtime  # not a change of speed: layers too small for the clock, or a cache of another setting
+        return factor, False, runtime  # not a change of speed: layers too small for the clock, or a cache of another setting
     for sig in cached:
         t = timings[sig]
         timings[sig] = LayerTiming(t.grid_in, t.grid_out, t.ms * factor, t.description, t.step_in, t.step_out)
-    return factor, runtime
+    return factor, True, runtime
 
 
 def build_table(
@@ -338,13 +338,13 @@ def build_table(
     notes = [f"output channels every {channel_step} (stepped), input channels at {points} points (linear); "
              f"{rounds} x {block} invocations per point, less an empty model's time; made non-decreasing"]
     if from_cache and recheck_cache:
-        factor, re_runtime = _rescale_cached(timings, {s: todo[s] for s in from_cache}, empty, threads, rounds, block)
+        factor, applied, re_runtime = _rescale_cached(timings, {s: todo[s] for s in from_cache}, empty, threads, rounds, block)
         runtime = runtime or re_runtime
-        lo, hi = TRUSTED_SPEED_FACTORS
-        if lo <= factor <= hi:
+        if applied:
             notes.append(f"{len(from_cache)} cached layer(s) re-timed now at the model's channel counts: the machine runs at "
                          f"{factor:.3f}x the cache's times, and their cached grids were scaled by that")
         else:
+            lo, hi = TRUSTED_SPEED_FACTORS
             notes.append(f"{len(from_cache)} cached layer(s) re-timed now at the model's channel counts: {factor:.3f}x the cache's times, "
                          f"outside {lo:g}-{hi:g}x, so not a change of speed (layers too small for the clock, or a cache made in another "
                          "setting); the cached times were kept. Fix: build_table(..., cache=False) times every layer now")

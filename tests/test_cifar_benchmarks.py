@@ -79,6 +79,9 @@ def test_allocation_cifar_sensitivity_candidate_measures_each_layer_at_the_targe
     assert plan.allocator == "importance" and plan.importance.method == "sensitivity"
     assert plan.importance.details["sparsity"] == pytest.approx(0.9)  # each layer alone pruned to the run's target
     assert sum(plan.removed.values()) / sum(plan.n_params.values()) == pytest.approx(0.9, abs=1e-3)
+    for bad in (1.5, 0.0):  # a fraction outside (0, 1) is refused, naming the option, not silently clipped
+        with pytest.raises(ValueError, match=r"importance_kwargs\['sparsity'\].*Fix"):
+            tfprune.plan(dense, 0.9, importance="sensitivity", data=calib, importance_kwargs={"sparsity": bad, "progress": False})
 
 
 @pytest.mark.slow  # a benchmark script end to end (make test-all)

@@ -108,6 +108,9 @@ def layer_losses(
 def sensitivity(ctx: ImportanceContext) -> np.ndarray:
     """Loss increase on calibration data when the layer alone is magnitude-pruned (normalised)."""
     sparsity = float(ctx.options.get("sparsity", 0.9))
+    if not 0.0 < sparsity < 1.0:
+        raise ValueError(f"importance 'sensitivity': importance_kwargs['sparsity'] is the fraction of each layer's weights removed "
+                         f"to measure its loss; got {sparsity!r}. Fix: pass a value in (0, 1), e.g. 0.9 (the default)")
     n = int(ctx.options.get("n_samples", 1000))
     s = take(ctx.data, n, need_labels="importance 'sensitivity'")
     spec = model_loss(ctx.model, ctx.options.get("loss"))

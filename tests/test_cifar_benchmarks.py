@@ -79,6 +79,14 @@ def test_allocation_cifar_sensitivity_candidate_measures_each_layer_at_the_targe
     assert plan.allocator == "importance" and plan.importance.method == "sensitivity"
     assert plan.importance.details["sparsity"] == pytest.approx(0.9)  # each layer alone pruned to the run's target
     assert sum(plan.removed.values()) / sum(plan.n_params.values()) == pytest.approx(0.9, abs=1e-3)
+    tempered = script.make_plan(dense, "importance_sensitivity_sqrt", 0.9, calib)  # the same scores at gamma 0.5
+    assert tempered.importance.method == "sensitivity" and tempered.importance.details["sparsity"] == pytest.approx(0.9)
+    assert sum(tempered.removed.values()) / sum(tempered.n_params.values()) == pytest.approx(0.9, abs=1e-3)
+    # gamma 0.5 is the full rule on the scores' square roots: each layer's measured damage counts half as much (in log terms)
+    roots = {name: float(np.sqrt(max(score, 1e-12))) for name, score in tempered.importance.scores.items()}  # the allocator's floor
+    by_hand = tfprune.plan(dense, 0.9, importance=roots, allocation="importance")
+    for name, removed in by_hand.removed.items():  # up to float rounding at the one global threshold
+        assert abs(tempered.removed[name] - removed) <= 2, name
     for bad in (1.5, 0.0):  # a fraction outside (0, 1) is refused, naming the option, not silently clipped
         with pytest.raises(ValueError, match=r"importance_kwargs\['sparsity'\].*Fix"):
             tfprune.plan(dense, 0.9, importance="sensitivity", data=calib, importance_kwargs={"sparsity": bad, "progress": False})

@@ -14,7 +14,8 @@ channels (`tfprune.shrink`) and the small model is fine-tuned
 Nesterov, lr ``--lr`` cosine to 0 within each phase, batch 128. Test accuracy
 after the ramp (shrunk) and after fine-tuning; MACs and parameters of the
 small model (`tfprune.profile`); the TFLite latency ratio small / dense
-(float, 1 thread, batch 1, interleaved blocks in the same process).
+(float, 1 thread, batch 1, interleaved blocks in the same process); each run's
+output channels per layer (``out_channels``), and the dense model's once per model.
 
 Writes ``benchmarks/results/structured_cifar.{json,md}``:
 ``{"models": {"resnet56": {"dense_acc": ..., "dense_macs": ..., "results": [{"allocation": "uniform",
@@ -57,6 +58,12 @@ DEFAULT_OUT = os.path.join(RESULTS, "structured_cifar.json")
 TARGET_POINTS = 0.01  # target: within 1 point of dense at 50% of MACs
 
 
+def out_channels(model) -> dict[str, int]:
+    """Output channels (convolutions: ``filters``, dense layers: ``units``) of every such layer, by name: what a plan kept."""
+    return {layer.name: int(getattr(layer, "filters", None) or layer.units) for layer in model.layers
+            if getattr(layer, "filters", None) or getattr(layer, "units", None)}
+
+
 def run_one(dense, tag: str, macs: float, allocation: str, seed: int, args, data) -> dict:
     (xt, yt), (xs, ys) = data
     t0, c0 = time.time(), time.process_time()
@@ -80,6 +87,7 @@ def run_one(dense, tag: str, macs: float, allocation: str, seed: int, args, data
     return {"model": tag, "allocation": allocation, "macs_removed": macs, "seed": seed, "acc": acc, "acc_shrunk": acc_shrunk,
             "macs": int(prof.macs), "params": int(prof.params), "macs_removed_achieved": 1.0 - prof.macs / float(tp.profile(dense).macs),
             "latency_ms": lat["small"], "dense_latency_ms": lat["dense"], "latency_ratio": lat["small"] / lat["dense"],
+            "out_channels": out_channels(small),
             "train_seconds": round(train_seconds, 1), "seconds": round(time.time() - t0, 1), "cpu_seconds": round(time.process_time() - c0, 1)}
 
 
@@ -152,6 +160,7 @@ def main(argv=None) -> int:
     deadline, last = Deadline(args.max_minutes), 0.0
     for tag in args.models.split(","):
         dense, entry = dense_entry(ledger, tag, args, (xs, ys))
+        entry["dense_out_channels"] = out_channels(dense)
         for seed in range(args.seeds):
             for macs in (float(m) for m in args.macs.split(",")):
                 for allocation in allocations:

@@ -126,6 +126,10 @@ def test_structured_cifar_shrinks_and_times(tmp_path, tiny_setup):
         assert r["macs_removed"] == 0.5 and abs(r["macs_removed_achieved"] - 0.5) < 0.05 and r["latency_ratio"] > 0
         assert 0.0 <= r["acc_mean"] <= 1.0
     assert entry["dense_macs"] > max(run["macs"] for run in data["runs"])
+    for run in data["runs"]:  # what each plan kept, layer by layer, beside the dense widths
+        assert set(run["out_channels"]) == set(entry["dense_out_channels"])
+        assert all(0 < run["out_channels"][n] <= entry["dense_out_channels"][n] for n in run["out_channels"])
+        assert sum(run["out_channels"].values()) < sum(entry["dense_out_channels"].values())
 
 
 @pytest.mark.slow  # a benchmark script end to end (make test-all)

@@ -98,6 +98,11 @@ def test_importance_with_equal_scores_is_lamp(trained_tiny):
     assert a.removed == b.removed
     low = allocate_sparsity(trained_tiny, 0.95, allocation="importance", scores={k: (0.2 if k == "fc1" else 1.0) for k in names})
     assert low.removed["fc1"] > a.removed["fc1"]  # a less important layer loses more
+    flat = allocate_sparsity(trained_tiny, 0.95, allocation="importance", scores={k: (0.2 if k == "fc1" else 1.0) for k in names}, gamma=0.0)
+    assert flat.removed == b.removed  # gamma 0 ignores the scores: LAMP
+    for bad in (-1.0, float("nan"), "high"):  # an inverted or void exponent is refused, not silently applied
+        with pytest.raises((ValueError, TypeError), match=r"allocation_kwargs\[.gamma.\].*Fix"):
+            allocate_sparsity(trained_tiny, 0.95, allocation="importance", scores={k: 1.0 for k in names}, gamma=bad)
 
 
 def test_erk_caps_small_layers():

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from tfprune.allocation.base import AllocationProblem, register_allocator, register_group_keys
+from tfprune.validation import number
 
 
 def lamp_scores(weights: np.ndarray) -> np.ndarray:
@@ -74,7 +75,8 @@ def lamp(problem: AllocationProblem) -> np.ndarray:
 def importance(problem: AllocationProblem) -> np.ndarray:
     """LAMP scores weighted by (importance / max importance) ** gamma, one global threshold."""
     scores = problem.require_scores("importance")
-    gamma = float(problem.options.get("gamma", 1.0))
+    # a negative exponent would invert the importances (keep the least important layers), NaN would void the threshold
+    gamma = number(problem.options.get("gamma", 1.0), "allocation_kwargs['gamma']", minimum=0.0)
     weight = np.power(np.maximum(scores, 1e-12) / max(float(scores.max()), 1e-12), gamma)
     kernels = problem.require_kernels("importance")
     return global_top_k([lamp_scores(k) * w for k, w in zip(kernels, weight)], problem)

@@ -17,7 +17,10 @@ small model (`tfprune.profile`); the TFLite latency ratio small / dense
 (float, 1 thread, batch 1, interleaved blocks in the same process); each run's
 output channels per layer (``out_channels``), and the dense model's once per model.
 
-Writes ``benchmarks/results/structured_cifar.{json,md}``:
+Writes ``benchmarks/results/structured_cifar.{json,md,png}`` (the plot: test accuracy
+vs measured latency ratio per allocation, and the share of each layer's output
+channels kept at the largest MACs cut whose runs recorded them; ``--summarize``
+rewrites the markdown and plot from the JSON):
 ``{"models": {"resnet56": {"dense_acc": ..., "dense_macs": ..., "results": [{"allocation": "uniform",
 "macs_removed": 0.5, "acc_mean": ..., "latency_ratio": ...}]}}, "runs": [...], "config": {...}}``.
 """
@@ -133,6 +136,71 @@ def write_outputs(data: dict, path: str) -> None:
               f"on {cfg['machine']}.", "", "Commands: " + "; ".join(f"`{c}`" for c in dict.fromkeys(cfg["commands"]))]
     with atomic_write(os.path.splitext(path)[0] + ".md", "w") as f:
         f.write("\n".join(lines) + "\n")
+    plot_outputs(data, os.path.splitext(path)[0] + ".png")
+
+
+def kept_pattern(data: dict, tag: str) -> tuple[float | None, dict[str, list[float]], list[str]]:
+    """Share of each layer's output channels kept (kept / dense, in layer order), per allocation, at the largest MACs cut where
+    every allocation that ran has a run with ``out_channels``: ``(macs_removed, {allocation: shares}, layer names)``."""
+    dense = data["models"][tag].get("dense_out_channels") or {}
+    names = list(dense)
+    by_cut: dict[float, dict[str, dict]] = {}
+    for r in data["runs"]:
+        if r["model"] == tag and r.get("out_channels") and r.get("seed", 0) == 0:
+            by_cut.setdefault(r["macs_removed"], {})[r["allocation"]] = r["out_channels"]
+    ran = {r["allocation"] for r in data["runs"] if r["model"] == tag}
+    full = [m for m, runs in by_cut.items() if set(runs) == ran] or list(by_cut)
+    if not names or not full:
+        return None, {}, names
+    cut = max(full)
+    return cut, {a: [oc[n] / dense[n] for n in names] for a, oc in sorted(by_cut[cut].items(), key=lambda kv: ALLOCATIONS.index(kv[0])
+                                                                                if kv[0] in ALLOCATIONS else 9)}, names
+
+
+def plot_outputs(data: dict, path: str) -> None:
+    """Per model: accuracy after fine-tuning vs measured TFLite latency ratio (a line per allocation, points labelled with the
+    MACs removed), and the share of output channels kept per layer at the largest cut with recorded channels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from tfprune.files import atomic_path
+
+    models = list(data["models"].items())
+    if not models:
+        return
+    fig, axes = plt.subplots(len(models), 2, figsize=(12, 4.5 * len(models)), squeeze=False)
+    for (ax_acc, ax_kept), (tag, e) in zip(axes, models):
+        order = list(dict.fromkeys(r["allocation"] for r in e["results"]))  # one colour per allocation in both panels
+        for i, a in enumerate(order):
+            rs = sorted((r for r in e["results"] if r["allocation"] == a), key=lambda r: r["macs_removed"])
+            xs, ys = [1.0] + [r["latency_ratio"] for r in rs], [100 * e["dense_acc"]] + [100 * r["acc_mean"] for r in rs]
+            ax_acc.plot(xs, ys, "o-", color=f"C{i}", label=a)
+            for r in rs:
+                ax_acc.annotate(f"-{r['macs_removed']:g}", (r["latency_ratio"], 100 * r["acc_mean"]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points", color=f"C{i}")
+        ax_acc.axhline(100 * e["dense_acc"] - 100 * TARGET_POINTS, color="grey", ls=":", lw=1, label="dense - 1 point")
+        ax_acc.invert_xaxis()
+        ax_acc.set_xlabel("TFLite latency / dense (float, 1 thread, measured)")
+        ax_acc.set_ylabel("test accuracy after fine-tuning (%)")
+        ax_acc.set_title(f"CIFAR-10 {tag}: accuracy vs measured latency (labels: MACs removed)")
+        ax_acc.grid(alpha=0.3)
+        ax_acc.legend(fontsize=8)
+        cut, shares, names = kept_pattern(data, tag)
+        for a, v in shares.items():
+            ax_kept.plot(range(len(v)), v, ".-", color=f"C{order.index(a)}", lw=1, label=a)
+        ax_kept.set_ylim(0, 1.05)
+        ax_kept.set_xlabel(f"layer (input to output; {len(names)} layers)")
+        ax_kept.set_ylabel("output channels kept / dense")
+        ax_kept.set_title(f"channels kept per layer at {cut:g} of MACs removed" if cut is not None else "no run recorded its channels")
+        ax_kept.grid(alpha=0.3)
+        if shares:
+            ax_kept.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
 
 
 def main(argv=None) -> int:
@@ -145,8 +213,16 @@ def main(argv=None) -> int:
     ap.add_argument("--finetune-epochs", type=int, default=2)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--latency-rounds", type=int, default=20)
+    ap.add_argument("--summarize", action="store_true", help="only rewrite the markdown and plot from --out")
     common_arguments(ap, DEFAULT_OUT)
     args = ap.parse_args(argv)
+    if args.summarize:
+        import json
+
+        with open(args.out) as f:
+            data = json.load(f)
+        write_outputs(data, args.out)
+        return 0
     allocations = args.allocations.split(",")
     if set(allocations) - set(ALLOCATIONS):
         ap.error(f"--allocations: choose from {', '.join(ALLOCATIONS)}")

@@ -130,6 +130,12 @@ def test_structured_cifar_shrinks_and_times(tmp_path, tiny_setup):
         assert set(run["out_channels"]) == set(entry["dense_out_channels"])
         assert all(0 < run["out_channels"][n] <= entry["dense_out_channels"][n] for n in run["out_channels"])
         assert sum(run["out_channels"].values()) < sum(entry["dense_out_channels"].values())
+    cut, shares, names = script.kept_pattern(data, "vgg11_w0.125")  # the plot's right panel: kept / dense per layer
+    assert cut == 0.5 and set(shares) == {"uniform", "importance"} and names == list(entry["dense_out_channels"])
+    run = next(r for r in data["runs"] if r["allocation"] == "uniform")
+    assert shares["uniform"] == [run["out_channels"][n] / entry["dense_out_channels"][n] for n in names]
+    (tmp_path / "st.png").unlink()
+    assert script.main(["--summarize", "--out", str(out)]) == 0 and (tmp_path / "st.png").read_bytes()[:4] == b"\x89PNG"
 
 
 @pytest.mark.slow  # a benchmark script end to end (make test-all)

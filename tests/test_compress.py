@@ -7,7 +7,7 @@ import pytest
 
 import tfprune
 from tfprune._keras import keras
-from tfprune.latency import LatencyTable, LayerTiming, parse_latency
+from tfprune.latency import LatencyTable, LayerTiming, parse_latency, parse_size
 
 
 def _cnn() -> keras.Model:
@@ -130,6 +130,51 @@ def test_bad_arguments_name_the_fix(setup):
         tfprune.compress(model, (train[0][:5], train[1][:4]), table=table, verbose=0)
 
 
+def test_parse_size_reads_bytes_and_units():
+    assert parse_size(None) is None and parse_size(400_000) == 400_000 and parse_size("400KB") == 400_000
+    assert parse_size("1.5MB") == 1_500_000 and parse_size("512 KiB") == 524_288 and parse_size("2000") == 2000 and parse_size("3b") == 3
+    for bad in (0, -5, "big", "KB", float("nan"), "0.5"):
+        with pytest.raises(ValueError, match="size must be.*Fix"):
+            parse_size(bad)
+    for bad in (True, [1]):
+        with pytest.raises(TypeError, match="size must be.*Fix"):
+            parse_size(bad)
+
+
+def test_a_size_budget_keeps_the_search_going_until_the_file_fits(setup, tmp_path):
+    """The latency alone stops early; with ``size`` the search takes latency steps past it and stops at the first step whose
+    file (as written: float here) fits, and the written file fits."""
+    free = _run(setup, latency=0.9, quantize="float", out=str(tmp_path / "free.tflite"))
+    assert free.size_budget is None and free.meets_size is None and "size:" not in free.table()
+    size = int(0.85 * free.export.bytes)  # the latency-only result does not fit
+    res = _run(setup, latency=0.9, quantize="float", out=str(tmp_path / "small.tflite"), size=size)
+    latency_met = [s.predicted_ms <= res.budget_ms * (1 + 1e-9) for s in res.steps]
+    assert all(s.file_bytes > 0 for s in res.steps) and res.size_format == "float"
+    assert latency_met[-1] and res.steps[-1].file_bytes <= size  # both budgets hold where it stopped
+    assert all(not met or s.file_bytes > size for met, s in zip(latency_met[:-1], res.steps[:-1]))  # ... and nowhere before
+    assert any(latency_met[:-1])  # the size, not the latency, kept it going
+    assert [s.group for s in res.steps[:len(free.steps)]] == [s.group for s in free.steps]  # the same path up to the latency
+    assert "fits size" in res.stop_reason and res.meets_size and res.export.bytes <= size == res.size_budget
+    assert (tmp_path / "small.tflite").stat().st_size == res.export.bytes and "(within)" in res.table()
+    assert res.to_dict()["meets_size"] is True and "float file bytes" in res.table()
+    # quantize="auto": a size between the int8 and the float file of the same model makes it write int8, however fast int8 is
+    auto = _run(setup, latency=0.9, out=str(tmp_path / "auto.tflite"))
+    c = auto.file_choice
+    between = (c["int8_bytes"] + c["float_bytes"]) // 2
+    sized = _run(setup, latency=0.9, out=str(tmp_path / "auto_sized.tflite"), size=between)
+    assert sized.size_format == "int8" and [s.group for s in sized.steps] == [s.group for s in auto.steps]
+    assert sized.file_choice["format"] == "int8" and sized.meets_size and sized.export.bytes <= between < sized.file_choice["float_bytes"]
+    if c["format"] == "float":  # int8 was not kept on its own merits: the size made the choice, and says so
+        assert "over size" in sized.file_choice["reason"]
+
+
+def test_a_size_needs_a_file_and_bad_sizes_name_the_fix(setup):
+    with pytest.raises(ValueError, match="size=.*out is None.*Fix"):
+        _run(setup, size="100KB")
+    with pytest.raises(ValueError, match="size must be.*Fix"):
+        _run(setup, size="tiny", out="x.tflite")
+
+
 def test_the_command_line_runs_the_same_engine(setup, tmp_path, capsys):
     import json
 
@@ -153,6 +198,15 @@ def test_the_command_line_runs_the_same_engine(setup, tmp_path, capsys):
     d = json.loads(capsys.readouterr().out)
     assert rc == 0 and d["device"] == "macs" and d["final_predicted_ms"] <= d["budget_ms"] * (1 + 1e-9)
     assert d["dense_predicted_ms"] == pytest.approx(tfprune.profile(model).macs / 1e6)
+    # --size: the same engine's size budget (generous here: the float file fits at once)
+    rc = main(["compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"), "--latency", "0.9", "--out", str(tmp_path / "z.tflite"),
+               "--device-table", "macs", "--iterations", "1", "--finetune-steps", "0", "--final-steps", "0", "--quantize", "float",
+               "--size", "10MB", "--quiet", "--json"])
+    d = json.loads(capsys.readouterr().out)
+    assert rc == 0 and d["size_budget"] == 10_000_000 and d["meets_size"] is True
+    rc = main(["compress", str(tmp_path / "m.keras"), "--data", str(tmp_path / "d.npz"), "--out", str(tmp_path / "z.tflite"), "--size", "big"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--size" in err and "Fix" in err, err
 
 
 def test_the_readme_example_runs(setup, tmp_path, monkeypatch):

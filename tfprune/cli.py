@@ -87,6 +87,17 @@ def _latency(text: str) -> float | str:
     return value
 
 
+def _size(text: str) -> int:
+    """``--size``: the most bytes the written file may have: a number of bytes or e.g. ``400KB``, ``1.5MB``."""
+    from tfprune.latency import parse_size
+
+    try:
+        value = parse_size(text)
+    except (ValueError, TypeError) as err:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size in bytes. Fix: give a number of bytes or e.g. 400KB or 1.5MB") from err
+    return int(value)  # type: ignore[arg-type]  # a string never parses to None
+
+
 def _keep(text: str) -> list[float]:
     """``--keep``: comma-separated fractions kept per OBS layer, each in (0, 1]."""
     values = []
@@ -404,7 +415,7 @@ def _cmd_compress(args: argparse.Namespace) -> int:
     else:  # a tf.data dataset: validation from the test split's first 5,000 examples
         data, validation = train, _arrays(test, 5000)
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        result = compress(model, data, latency=args.latency, max_accuracy_drop=args.max_drop, validation=validation, table=table,
+        result = compress(model, data, latency=args.latency, max_accuracy_drop=args.max_drop, size=args.size, validation=validation, table=table,
                           threads=args.threads, iterations=args.iterations, max_step_drop=args.max_step_drop,
                           finetune_steps=args.finetune_steps, final_steps=args.final_steps,
                           batch_size=args.batch_size, learning_rate=args.lr, time_budget=args.time_budget, state_dir=args.state,
@@ -577,6 +588,8 @@ def build_parser() -> argparse.ArgumentParser:
     co.add_argument("--max-drop", type=_fraction("accuracy the search may lose, 0.01 = one point", "0.01"), default=0.01,
                     help="accuracy the result may lose (reported as within or OVER)")
     co.add_argument("--out", required=True, help="the final .tflite (parity checked): int8 where it is no slower and as accurate, else float")
+    co.add_argument("--size", type=_size, default=None, help="the most bytes the file may have (e.g. 400KB, 1.5MB): the search goes on "
+                    "past the latency budget until the file fits")
     co.add_argument("--quantize", choices=("auto", "int8", "float"), default="auto",
                     help="the file's format: auto (default) keeps int8 when it is no slower than float and keeps the accuracy")
     co.add_argument("--device-table", default=None, help="a latency table measured elsewhere (JSON, tfprune.latency.LatencyTable.save), "

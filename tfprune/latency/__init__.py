@@ -6,8 +6,8 @@ from tfprune.latency.device import export_probes, import_probe_logs, parse_bench
 from tfprune.latency.macs import macs_table
 from tfprune.latency.measure import build_table, measure_model_ms, time_tflite
 from tfprune.latency.result import CompressResult, SearchStep
-from tfprune.latency.search import compress, parse_latency
+from tfprune.latency.search import compress, parse_latency, parse_size
 from tfprune.latency.table import LatencyTable, LayerTiming
 
 __all__ = ["LatencyTable", "LayerTiming", "LatencyCost", "build_table", "macs_table", "measure_model_ms", "time_tflite", "export_probes",
-           "import_probe_logs", "parse_benchmark_log", "compress", "parse_latency", "CompressResult", "SearchStep"]
+           "import_probe_logs", "parse_benchmark_log", "compress", "parse_latency", "parse_size", "CompressResult", "SearchStep"]

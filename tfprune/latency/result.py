@@ -30,6 +30,8 @@ class SearchStep:
       step_ms: the latency saving this step was asked for (ms; the planned step, halved each time the best proposal lost
         more than ``max_step_drop``; 0 in states written before it was recorded).
       finetune_steps: fine-tuning steps this step ran (``finetune_steps`` scaled by ``step_ms`` over the planned step).
+      file_bytes: with `compress`'s ``size``, the bytes of the model's file after the step, converted as it would be written
+        (``CompressResult.size_format``); 0 without ``size``.
     """
 
     iteration: int
@@ -45,6 +47,7 @@ class SearchStep:
     params: int = 0
     step_ms: float = 0.0
     finetune_steps: int = 0
+    file_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,7 +64,9 @@ class CompressResult(Report):
     ``dense_params`` / ``final_params`` (parameters), ``dense_bytes`` /
     ``final_float_bytes`` (float .tflite files); `stages` puts them side by
     side. ``stop_reason`` says why the search ended (budget met, time
-    budget, no proposal left).
+    budget, no proposal left). ``size_budget``: the most bytes the written
+    file may have (None: no limit), ``size_format`` the format the search
+    sized (``"int8"`` or ``"float"``); `meets_size` says whether the file fits.
     """
 
     model: Any = field(repr=False)
@@ -90,6 +95,8 @@ class CompressResult(Report):
     dense_bytes: int = 0
     final_float_bytes: int = 0
     stop_reason: str = ""
+    size_budget: int | None = None
+    size_format: str | None = None
 
     def stages(self) -> list[dict[str, Any]]:
         """The pipeline stage by stage: what each did, its latency, size and accuracy.
@@ -160,26 +167,41 @@ class CompressResult(Report):
     def meets_accuracy(self) -> bool:
         return self.dense_accuracy - self.final_accuracy <= self.max_accuracy_drop
 
+    @property
+    def file_bytes(self) -> int | None:
+        """Bytes of the written file (None without ``out``)."""
+        return None if self.export is None else int(self.export.bytes)
+
+    @property
+    def meets_size(self) -> bool | None:
+        """The written file has at most ``size_budget`` bytes (None when no size was asked for or no file was written)."""
+        if self.size_budget is None or self.file_bytes is None:
+            return None
+        return self.file_bytes <= self.size_budget
+
     def _extra_dict(self) -> dict[str, Any]:
         return {"latency_ratio": self.latency_ratio, "predicted_ratio": self.predicted_ratio, "table_error": self.table_error,
                 "table_error_ms": self.table_error_ms,
-                "meets_latency": self.meets_latency, "meets_accuracy": self.meets_accuracy,
-                "tflite_bytes": getattr(self.export, "bytes", None) if self.export is not None else None,
+                "meets_latency": self.meets_latency, "meets_accuracy": self.meets_accuracy, "meets_size": self.meets_size,
+                "tflite_bytes": self.file_bytes,
                 "stages": self.stages()}
 
     def _blocks(self) -> list[str | Table]:
         budget = f"{self.latency_budget:g}x dense" if self.latency_kind == "ratio" else f"{self.latency_budget:g} ms"
-        rows = [[0, "dense", "", round(self.dense_predicted_ms, 4), 1.0, 1.0, "", round(self.dense_proposal_accuracy, 4)]]
+        sized = self.size_budget is not None
+        rows = [[0, "dense", "", round(self.dense_predicted_ms, 4), 1.0, 1.0, "", round(self.dense_proposal_accuracy, 4)]
+                + ([""] if sized else [])]
         for s in self.steps:
             what = s.group if s.kind == "channels" else f"{s.group} ({s.kind} removed)"
             rows.append([s.iteration, what, s.removed, round(s.predicted_ms, 4), round(s.predicted_ms / self.dense_predicted_ms, 3),
                          "" if s.measured_ratio != s.measured_ratio else round(s.measured_ratio, 3),
-                         round(s.proxy_accuracy, 4), round(s.accuracy, 4)])
+                         round(s.proxy_accuracy, 4), round(s.accuracy, 4)] + ([f"{s.file_bytes:,}" if s.file_bytes else ""] if sized else []))
         return [
             f"compress: budget {budget} ({self.budget_ms:.4f} ms predicted), {len(self.steps)} step(s), search {self.search_seconds:.0f} s, "
             f"total {self.total_seconds:.0f} s; table for {self.device!r}, {self.threads} thread(s)"
             + (f"; the search stopped: {self.stop_reason}" if self.stop_reason else ""),
-            Table(["step", "group cut", "channels / layers", "predicted ms", "ratio", "measured ratio", "proxy acc", "acc after fine-tune"], rows),
+            Table(["step", "group cut", "channels / layers", "predicted ms", "ratio", "measured ratio", "proxy acc", "acc after fine-tune"]
+                  + ([f"{self.size_format} file bytes"] if sized else []), rows),
             "stages:",
             Table(["stage", "what", "params", "bytes", "latency ratio", "ms", "accuracy", "images"],
                   [[r["stage"], r["what"], f"{r['params']:,}", f"{r['bytes']:,}" if r["bytes"] else "",
@@ -190,7 +212,13 @@ class CompressResult(Report):
             f"{'meets' if self.meets_latency else 'MISSES'} the budget",
             f"accuracy: dense {self.dense_accuracy:.4f}, final {self.final_accuracy:.4f} (drop {self.dense_accuracy - self.final_accuracy:+.4f}, "
             f"allowed {self.max_accuracy_drop:g}: {'within' if self.meets_accuracy else 'OVER'})",
-        ] + ([self._file_line()] if self.file_choice else [])
+        ] + ([self._file_line()] if self.file_choice else []) + ([self._size_line()] if self.size_budget is not None else [])
+
+    def _size_line(self) -> str:
+        if self.file_bytes is None:
+            return f"size: allowed {self.size_budget:,} bytes; no file written"
+        return (f"size: file {self.file_bytes:,} bytes, allowed {self.size_budget:,} "
+                f"({'within' if self.meets_size else 'OVER'})")
 
     def _file_line(self) -> str:
         c = self.file_choice or {}

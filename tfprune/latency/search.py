@@ -28,7 +28,9 @@ model's own layers (`tfprune.latency`):
    (scaled by the step's share of the planned ``d``, so smaller steps do
    not add fine-tuning); the state is written to ``state_dir`` (the model and a JSON of the path),
    so an interrupted search resumes from its last accepted step.
-5. When the prediction is under the budget (or the next iteration and the
+5. When the prediction is under the budget (and, with ``size``, the file as
+   it would be written fits ``size`` bytes; while it does not, the search
+   goes on with latency steps) (or the next iteration and the
    final fine-tune would not fit in ``time_budget`` seconds), the model is fine-tuned for ``final_steps`` steps, converted to
    float TFLite and timed beside the dense model: the result gives the
    measured latency ratio and the table's error on it.
@@ -37,7 +39,8 @@ model's own layers (`tfprune.latency`):
    training inputs, checked on validation images) and keeps the int8 file
    when it is no slower than the float one and its accuracy holds (within
    ``max_accuracy_drop`` of the dense model, or within 0.2 points of the
-   float file): about 4x smaller at no cost in latency. Weight sparsity is
+   float file): about 4x smaller at no cost in latency; with ``size``, a
+   float file over it gives way to an int8 file within it. Weight sparsity is
    not applied: a sparse .tflite is no smaller unless it is compressed,
    and LiteRT's CPU kernels do not run it faster on x86 hosts.
 
@@ -68,7 +71,7 @@ from tfprune.structured.plan import smallest_prefix
 from tfprune.structured.removal import shrink
 from tfprune.validation import check_int, fraction, number
 
-__all__ = ["compress", "parse_latency", "fine_tune", "propose", "next_iteration_fits", "pick_step", "step_finetune_steps",
+__all__ = ["compress", "parse_latency", "parse_size", "fine_tune", "propose", "next_iteration_fits", "pick_step", "step_finetune_steps",
            "STEP_HALVINGS"]
 
 STEP_HALVINGS = 3
@@ -89,6 +92,33 @@ def parse_latency(latency: Any) -> tuple[str, float]:
     r = fraction(latency, "latency", unit="ratio of the dense model's latency, or a string such as '3.5ms'", low=0.0, high=1.0,
                  include_low=False, include_high=True, example="0.5 asks for half the dense model's milliseconds")
     return "ratio", float(r)
+
+
+_SIZE_UNITS = {"b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+
+
+def parse_size(size: Any) -> int | None:
+    """Bytes from ``size``: None (no limit), a positive whole number of bytes, or a string such as ``"400KB"``, ``"1.5MB"``,
+    ``"512KiB"`` (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024; rounded down to whole bytes); ValueError otherwise."""
+    fix = "Fix: pass a number of bytes (size=400_000) or a string such as size='400KB' or '1.5MB'; None for no limit"
+    if size is None:
+        return None
+    if isinstance(size, bool):
+        raise TypeError(f"size must be a number of bytes or a string such as '400KB', got {size!r}. {fix}")
+    if isinstance(size, str):
+        text = size.strip().lower().replace(" ", "")
+        unit = next((u for u in sorted(_SIZE_UNITS, key=len, reverse=True) if text.endswith(u)), "")
+        try:
+            value = float(text[:len(text) - len(unit)]) * _SIZE_UNITS.get(unit, 1)
+        except ValueError:
+            value = float("nan")
+    elif isinstance(size, (int, float, np.integer, np.floating)):
+        value = float(size)
+    else:
+        raise TypeError(f"size must be a number of bytes or a string such as '400KB', got {type(size).__name__}. {fix}")
+    if not (np.isfinite(value) and value >= 1):
+        raise ValueError(f"size must be at least 1 byte (a number, or a string such as '400KB'), got {size!r}. {fix}")
+    return int(value)
 
 
 def next_iteration_fits(elapsed: float, last_iteration: float, reserve: float, time_budget: float | None) -> bool:
@@ -282,8 +312,11 @@ def _unit_removals(model: Any, table: LatencyTable) -> list[tuple[str, str, int,
 
 
 def _write_file(model: Any, out: str, quantize: str, x_cal: np.ndarray, validation: tuple[np.ndarray, np.ndarray], dense_acc: float,
-                max_drop: float, threads: int, say: Callable[[str], None]) -> tuple[Any, dict]:
-    """Export ``model`` to ``out`` as float or int8 (see `compress`); the export report and what was chosen, with the numbers."""
+                max_drop: float, threads: int, say: Callable[[str], None], size_limit: int | None = None) -> tuple[Any, dict]:
+    """Export ``model`` to ``out`` as float or int8 (see `compress`); the export report and what was chosen, with the numbers.
+
+    ``quantize="auto"`` keeps int8 when it is no slower and keeps the accuracy, else float; with ``size_limit`` (bytes), a
+    float file over it gives way to an int8 file within it."""
     import shutil
     import tempfile
 
@@ -315,6 +348,10 @@ def _write_file(model: Any, out: str, quantize: str, x_cal: np.ndarray, validati
             choice["reason"] = (f"int8 {ms['int8']:.4f} ms vs float {ms['float']:.4f} ms, accuracy {acc8:.4f} vs {accf:.4f} on "
                                 f"{len(sample[0])} validation images: " + ("kept int8" if chosen == "int8" else
                                 ("float: int8 is slower" if not faster else "float: int8 loses accuracy")))
+            if size_limit is not None and chosen == "float" and reports["float"].bytes > size_limit >= reports["int8"].bytes:
+                chosen = "int8"
+                choice["reason"] += (f"; int8 after all: the float file ({reports['float'].bytes:,} bytes) is over size "
+                                     f"({size_limit:,} bytes), the int8 one ({reports['int8'].bytes:,}) fits")
             say(f"[compress] {choice['reason']}")
         choice["format"] = chosen
         from tfprune.files import atomic_path
@@ -334,6 +371,7 @@ def compress(
     *,
     latency: float | str = 0.5,
     max_accuracy_drop: float = 0.01,
+    size: int | str | None = None,
     validation: Any = None,
     table: LatencyTable | None = None,
     threads: int = 1,
@@ -364,6 +402,12 @@ def compress(
       data: training data: ``(x, y)`` arrays, or a ``tf.data.Dataset`` of ``(x, y)`` batches (then ``validation`` is required).
       latency: the budget: a ratio of the dense model's latency (0.5: half the milliseconds) or a string like ``"3.5ms"``.
       max_accuracy_drop: the accuracy the search may lose (a fraction: 0.01 is one point); the result says whether it holds.
+      size: the most bytes the written file may have (needs ``out``): a number of bytes or a string such as ``"400KB"`` or
+        ``"1.5MB"`` (`parse_size`). The search then stops only when the latency budget holds *and* the file, converted as it
+        would be written (int8 unless ``quantize="float"``), fits; while the latency holds and the file does not, it goes on
+        with latency steps of the current size (each cut also removes weights). With ``quantize="auto"`` a float file over
+        ``size`` gives way to the int8 one. The result says whether the written file fits (`CompressResult.meets_size`).
+        None (default): no size limit.
       validation: ``(x, y)`` arrays to score and report accuracy (default: the last 10% of ``data``'s arrays, kept out of training).
       table: a `LatencyTable` for the model (default: `tfprune.latency.build_table` on this machine, ``threads`` threads).
       check_latency: time every accepted step as float TFLite beside the dense model (a few seconds each) and stop when the
@@ -389,7 +433,8 @@ def compress(
         measured so far, the final timing and the file, as long as the timings so far) would not fit (`next_iteration_fits`).
         The first iteration of a call always runs, and a resumed call starts a new budget. Default one hour; None: no limit.
       state_dir: a folder for the search's state (the table it uses, the model and path after each accepted step): an
-        interrupted search resumes there from its last accepted step, with the same table.
+        interrupted search resumes there from its last accepted step, with the same table. ``size`` only decides where the
+        search stops, so a finished search can be resumed with a smaller ``size`` to go on from its last step.
       out: a path for the final ``.tflite`` (verified against the Keras model); None: not written.
       quantize: ``"auto"`` (write int8 when it is no slower and keeps the accuracy, else float), ``"int8"`` or ``"float"``
         (that format, whatever it costs); only with ``out``.
@@ -426,6 +471,11 @@ def compress(
                          "is no slower and as accurate")
     if time_budget is not None:
         time_budget = number(time_budget, "time_budget (seconds)", minimum=0.0, strict=True)
+    size_limit = parse_size(size)
+    if size_limit is not None and out is None:
+        raise ValueError(f"size={size!r} limits the written .tflite file, but out is None. Fix: pass out='small.tflite' too, "
+                         "or size=None")
+    size_format = "float" if quantize == "float" else "int8"
     import tensorflow as tf
 
     if isinstance(data, tf.data.Dataset):
@@ -493,6 +543,16 @@ def compress(
     r_budget = budget_value if kind == "ratio" else (budget_value / state["dense_ms"] if check else goal / dense_pred)
     # seconds measured in this call: the last iteration, one fine-tuning step, one timing of a model beside the dense one
     clock = {"iteration": 0.0, "per_step": 0.0, "check": 0.0}
+    size_now: int | None = None  # bytes of the current model's file as it would be written (with size only)
+    size_noted = False
+
+    def file_size(m: Any) -> int:
+        """Bytes of ``m`` converted as `compress` writes it in ``size_format`` (int8: calibrated on training inputs)."""
+        from tfprune.export.convert import convert, stores_sparse
+
+        rep = np.asarray(x_cal[:256], dtype=np.float32) if size_format == "int8" else None
+        return len(convert(m, size_format, rep, stores_sparse(size_format, True), False))
+
     stop_reason = f"{10 * iterations} iterations (the most a search runs)"
     iterator: Any = range(10 * iterations)
     if verbose and progress is None:
@@ -505,15 +565,25 @@ def compress(
         now = cost.estimate()
         if check:  # the budget is met when the measured latency is: the table only chooses the cuts
             measured = steps[-1].measured_ratio if steps else 1.0
-            if measured <= r_budget:
-                stop_reason = "the measured latency meets the budget"
-                break
+            latency_met, met_reason = measured <= r_budget, "the measured latency meets the budget"
             goal_now = now * r_budget / measured  # the table's milliseconds that the measured budget corresponds to here
         else:
-            if now <= goal * (1 + 1e-9):
-                stop_reason = "the predicted latency meets the budget"
-                break
+            latency_met, met_reason = now <= goal * (1 + 1e-9), "the predicted latency meets the budget"
             goal_now = goal
+        if latency_met:
+            if size_limit is None:
+                stop_reason = met_reason
+                break
+            if size_now is None:
+                size_now = file_size(current)
+            if size_now <= size_limit:
+                stop_reason = f"{met_reason} and the {size_format} file ({size_now:,} bytes) fits size ({size_limit:,} bytes)"
+                break
+            if not size_noted:
+                say(f"[compress] the latency budget holds; the {size_format} file would be {size_now:,} bytes, over size "
+                    f"({size_limit:,} bytes): going on with latency steps")
+                size_noted = True
+            goal_now = 0.0  # the latency holds, the file does not: go on with latency steps (each cut removes weights too)
         reserve = final_steps * clock["per_step"] + clock["check"] * (1 + (2 if out is not None and quantize == "auto" else
                                                                           1 if out is not None else 0))
         if not next_iteration_fits(time.perf_counter() - t_start, clock["iteration"], reserve, time_budget):
@@ -562,6 +632,7 @@ def compress(
             clock["per_step"] = (time.perf_counter() - t_tune) / step_tune
         acc_after = _accuracy(small, xp, yp, 256)
         current = small
+        size_now = file_size(current) if size_limit is not None else None
         measured_ratio = float("nan")
         if check:
             t_check = time.perf_counter()
@@ -571,7 +642,7 @@ def compress(
         step = SearchStep(iteration=it, group=name, removed=count, predicted_ms=float(pred), proxy_accuracy=float(acc),
                           accuracy=float(acc_after), proposals=scored_total, seconds=time.perf_counter() - t_it, kind=kind,
                           measured_ratio=measured_ratio, params=int(current.count_params()), step_ms=float(delta),
-                          finetune_steps=step_tune)
+                          finetune_steps=step_tune, file_bytes=int(size_now or 0))
         steps.append(step)
         clock["iteration"] = step.seconds
         state["steps"] = [s.to_dict() for s in steps]
@@ -591,7 +662,7 @@ def compress(
     export_report, file_choice = None, None
     if out is not None:
         export_report, file_choice = _write_file(final, out, quantize, x_cal[:256], (xv, yv), dense_acc, max_accuracy_drop,
-                                                 table.threads, say)
+                                                 table.threads, say, size_limit=size_limit)
     if keras3_in:
         from tfprune.keras3.convert import to_keras3
 
@@ -604,7 +675,7 @@ def compress(
         search_seconds=search_seconds, total_seconds=time.perf_counter() - t_start, threads=table.threads, device=table.device,
         export=export_report, out=out, file_choice=file_choice, final_steps=final_steps, stop_reason=stop_reason,
         dense_params=int(model.count_params()), final_params=int(final.count_params()), dense_bytes=len(dense_file()),
-        final_float_bytes=len(final_file),
+        final_float_bytes=len(final_file), size_budget=size_limit, size_format=size_format if size_limit is not None else None,
     )
     if verbose:
         say(result.table())

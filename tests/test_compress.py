@@ -66,6 +66,9 @@ def test_the_search_meets_the_predicted_budget_and_reports_its_path(setup, tmp_p
     assert res.steps and res.final_predicted_ms <= res.budget_ms * (1 + 1e-9)
     assert res.stop_reason == "the predicted latency meets the budget"
     assert res.budget_ms == pytest.approx(0.6 * res.dense_predicted_ms)
+    # the budget's kind survives the search (a proposal's kind, "channels" / "layer" / "block", once overwrote it, and
+    # meets_latency then compared milliseconds with the ratio 0.6)
+    assert res.latency_kind == "ratio" and res.meets_latency == (res.latency_ratio <= 0.6) and "budget 0.6x dense" in res.table()
     assert [s.iteration for s in res.steps] == list(range(1, len(res.steps) + 1))
     assert all(a.predicted_ms > b.predicted_ms for a, b in zip(res.steps, res.steps[1:]))  # every accepted step is faster
     assert tfprune.profile(res.model).macs < tfprune.profile(model).macs

@@ -453,7 +453,7 @@ def compress(
         from tfprune.keras3.convert import to_tf_keras
 
         model = to_tf_keras(model)
-    kind, budget_value = parse_latency(latency)
+    latency_kind, budget_value = parse_latency(latency)  # "ratio" | "ms"; ``kind`` below is a proposal's kind
     max_accuracy_drop = fraction(max_accuracy_drop, "max_accuracy_drop", unit="fraction of accuracy (0.01 = one point)")
     iterations = check_int(iterations, "iterations", 1)
     min_channels = check_int(min_channels, "min_channels", 1)
@@ -503,8 +503,9 @@ def compress(
     check = (table.device == "host") if check_latency is None else bool(check_latency)
     dense_cost = LatencyCost(channel_graph(model), table)
     dense_pred = dense_cost.estimate()
-    goal = budget_value * dense_pred if kind == "ratio" else budget_value
-    settings = {"latency": [kind, budget_value], "iterations": iterations, "min_channels": min_channels, "shallowing": bool(shallowing), "check_latency": check,
+    goal = budget_value * dense_pred if latency_kind == "ratio" else budget_value
+    settings = {"latency": [latency_kind, budget_value], "iterations": iterations, "min_channels": min_channels, "shallowing": bool(shallowing),
+                "check_latency": check,
                 "proposal_samples": proposal_samples,
                 "proposal_steps": proposal_steps, "max_step_drop": max_step_drop, "finetune_steps": finetune_steps,
                 "learning_rate": learning_rate, "batch_size": batch_size,
@@ -538,9 +539,9 @@ def compress(
             dense_bytes.append(tflite_bytes(model))
         return dense_bytes[0]
 
-    if check and kind == "ms" and state.get("dense_ms") is None:
+    if check and latency_kind == "ms" and state.get("dense_ms") is None:
         state["dense_ms"] = time_tflite({"dense": dense_file()}, table.threads, rounds=20, block=10)[0]["dense"]
-    r_budget = budget_value if kind == "ratio" else (budget_value / state["dense_ms"] if check else goal / dense_pred)
+    r_budget = budget_value if latency_kind == "ratio" else (budget_value / state["dense_ms"] if check else goal / dense_pred)
     # seconds measured in this call: the last iteration, one fine-tuning step, one timing of a model beside the dense one
     clock = {"iteration": 0.0, "per_step": 0.0, "check": 0.0}
     size_now: int | None = None  # bytes of the current model's file as it would be written (with size only)
@@ -668,7 +669,7 @@ def compress(
 
         final = to_keras3(final)
     result = CompressResult(
-        model=final, steps=steps, latency_kind=kind, latency_budget=float(budget_value), budget_ms=float(goal),
+        model=final, steps=steps, latency_kind=latency_kind, latency_budget=float(budget_value), budget_ms=float(goal),
         dense_predicted_ms=float(dense_pred), final_predicted_ms=float(final_pred), dense_ms=float(measured["dense"]),
         dense_proposal_accuracy=dense_proposal_acc,
         final_ms=float(measured["final"]), dense_accuracy=dense_acc, final_accuracy=final_acc, max_accuracy_drop=max_accuracy_drop,
